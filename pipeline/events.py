@@ -1,0 +1,105 @@
+"""Output event contract: every event vtstream publishes is built here.
+
+An event is a plain dict, serialised with orjson::
+
+    {"event_id": "…", "kind": "attribute", "indicator": {"type": "ip", "value": "8.8.8.8"},
+     "action": "submit_ip", "api": "v3", "enriched_at": "2026-11-22T08:00:00Z",
+     "attribute": {"name": "VirusTotal ASN", "value": "15169"}}
+
+``kind`` is one of ``attribute``, ``relation``, ``report``, ``summary``; the
+payload sits under the key of the same name. ``event_id`` is a deterministic
+digest of everything except ``enriched_at`` (and ``origin`` timing), so a record
+processed twice (at-least-once delivery) yields events with the same id and
+consumers can de-duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any, Literal, Mapping
+
+import orjson
+
+Kind = Literal["attribute", "relation", "report", "summary"]
+KINDS: tuple[str, ...] = ("attribute", "relation", "report", "summary")
+
+
+def iso_utc(ts: datetime | float | int | None = None) -> str:
+    """Render a timestamp (datetime, epoch seconds, or now) as ISO 8601 UTC with 'Z'."""
+    if ts is None:
+        dt = datetime.now(timezone.utc)
+    elif isinstance(ts, datetime):
+        dt = ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    else:
+        dt = datetime.fromtimestamp(float(ts), timezone.utc)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_id(*parts: Any) -> str:
+    """Deterministic id: sha256 over the canonical JSON of ``parts`` (first 32 hex chars)."""
+    blob = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def make_event(
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    indicator: Mapping[str, str],
+    action: str,
+    api: str,
+    enriched_at: str | None = None,
+    origin: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one output event.
+
+    ``indicator`` is ``{"type": ..., "value": ...}`` (normalized). ``origin``
+    identifies the input record that caused the event (its ``id``, ``source``,
+    and ``ref`` = topic/partition/offset); it is part of the id only for
+    ``summary`` events, which are per sighting, while attribute / relation /
+    report events describe facts about the indicator and share one id per fact.
+
+    >>> e = make_event("attribute", {"name": "VirusTotal ASN", "value": "15169"},
+    ...                indicator={"type": "ip", "value": "8.8.8.8"}, action="submit_ip", api="v3")
+    >>> e["kind"], len(e["event_id"])
+    ('attribute', 32)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown event kind {kind!r}; expected one of {KINDS}")
+    ind = {"type": indicator["type"], "value": indicator["value"]}
+    id_parts: list[Any] = [kind, ind, action, api, payload]
+    if kind == "summary" and origin:
+        id_parts.append(origin.get("ref") or origin.get("id"))
+    event: dict[str, Any] = {
+        "event_id": event_id(*id_parts),
+        "kind": kind,
+        "indicator": ind,
+        "action": action,
+        "api": api,
+        "enriched_at": enriched_at or iso_utc(),
+        kind: dict(payload),
+    }
+    if origin:
+        event["origin"] = dict(origin)
+    return event
+
+
+def dead_letter(original: bytes | Any, *, stage: str, reason: str, error: str | None = None,
+                attempts: int = 1) -> dict[str, Any]:
+    """A vt.dead record: the original record, where and why it failed.
+
+    ``original`` is kept whole: as text when it is UTF-8, else as base64, so an
+    operator can fix and replay it. The API key never reaches this function.
+    """
+    if isinstance(original, (bytes, bytearray)):
+        try:
+            kept: Any = {"text": bytes(original).decode("utf-8")}
+        except UnicodeDecodeError:
+            import base64
+
+            kept = {"base64": base64.b64encode(bytes(original)).decode("ascii")}
+    else:
+        kept = {"record": original}
+    return {"original": kept, "stage": stage, "reason": reason, "error": error,
+            "attempts": attempts, "failed_at": iso_utc()}

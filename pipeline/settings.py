@@ -1,0 +1,246 @@
+"""Settings: one frozen object, built from ``VTSTREAM_*`` environment variables.
+
+This is the only module that reads ``os.environ``. Everything else receives a
+``Settings`` instance. Defaults run the demo: a local broker on port 9092 and
+the VirusTotal emulator on port 8079 with the emulator's demo key.
+
+Every field is documented in ``SETTINGS_DOC`` (variable, default, meaning);
+the README's configuration table and ``vtstream worker --help`` are generated
+from it, so the three never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from mappings import MAPPINGS_DIR
+
+from .errors import ConfigError
+
+#: The emulator accepts this key by default; real deployments set VTSTREAM_VT_API_KEY.
+DEMO_API_KEY = "vtstream-demo-key"
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"must be zero or more, got {value}")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError(f"must be a positive number, got {value}")
+    return value
+
+
+def _api_version(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("v2", "v3"):
+        raise ValueError(f"must be 'v3' or 'v2', got {raw!r}")
+    return value
+
+
+def _base_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {raw!r}")
+    if "/api/v3" in value or "/vtapi/v2" in value:
+        raise ValueError(
+            "give scheme and host only (e.g. https://www.virustotal.com); "
+            "the client appends /api/v3/... or /vtapi/v2/..."
+        )
+    return value
+
+
+def _bootstrap(raw: str) -> str:
+    value = raw.strip()
+    if value.startswith("kafka://"):
+        value = value[len("kafka://"):]
+    if not value:
+        raise ValueError("must name at least one host:port")
+    return value
+
+
+def _confidence(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 100:
+        raise ValueError(f"confidence must be between 0 and 100, got {value}")
+    return value
+
+
+def _rating(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 5:
+        raise ValueError(f"rating must be between 0 and 5, got {raw}")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return value
+
+
+def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a vtstream worker. Build with :meth:`from_env`."""
+
+    kafka_bootstrap: str = _setting(
+        "VTSTREAM_KAFKA_BOOTSTRAP", "localhost:9092", _bootstrap,
+        "Kafka bootstrap servers, comma-separated host:port.")
+    app_id: str = _setting(
+        "VTSTREAM_APP_ID", "vtstream", str,
+        "Consumer group and faust app id; workers with the same id share the load.")
+    partitions: int = _setting(
+        "VTSTREAM_PARTITIONS", 4, _positive_int,
+        "Partitions of the keyed topics (vt.lookups, vt.responses, the cache changelog). "
+        "Fixed once topics exist.")
+    session_timeout_s: float = _setting(
+        "VTSTREAM_KAFKA_SESSION_TIMEOUT", 30.0, _positive_float,
+        "Consumer group session timeout in seconds; a dead worker's partitions move after this.")
+    vt_api_key: str = _setting(
+        "VTSTREAM_VT_API_KEY", DEMO_API_KEY, str,
+        "VirusTotal API key. Never logged. The default is the emulator's demo key.")
+    vt_base_url: str = _setting(
+        "VTSTREAM_VT_BASE_URL", "http://127.0.0.1:8079", _base_url,
+        "VirusTotal scheme and host only (https://www.virustotal.com for the real service); "
+        "the client appends /api/v3/... or /vtapi/v2/....")
+    vt_api_version: str = _setting(
+        "VTSTREAM_VT_API_VERSION", "v3", _api_version, "VirusTotal API version: v3 or v2.")
+    vt_rate_per_minute: int = _setting(
+        "VTSTREAM_VT_RATE_PER_MINUTE", 4, _positive_int,
+        "Requests per minute the key allows (public keys: 4). Calls are spaced evenly, no bursts.")
+    vt_daily_quota: int = _setting(
+        "VTSTREAM_VT_DAILY_QUOTA", 500, _positive_int,
+        "Requests per UTC day the key allows (public keys: 500); resets at 00:00 UTC.")
+    vt_relationships: tuple[str, ...] = _setting(
+        "VTSTREAM_VT_RELATIONSHIPS", (), _csv,
+        "v3 relationships to fetch in full (one extra request each per indicator), e.g. "
+        "'resolutions,communicating_files'. Empty: descriptors only, one request per indicator.")
+    vt_relationship_limit: int = _setting(
+        "VTSTREAM_VT_RELATIONSHIP_LIMIT", 40, _positive_int,
+        "Objects asked for per relationship (v3 'limit').")
+    vt_connect_timeout_s: float = _setting(
+        "VTSTREAM_VT_CONNECT_TIMEOUT", 5.0, _positive_float,
+        "Seconds to wait for a TCP/TLS connection to VirusTotal.")
+    vt_read_timeout_s: float = _setting(
+        "VTSTREAM_VT_READ_TIMEOUT", 30.0, _positive_float,
+        "Seconds to wait for a VirusTotal response body.")
+    cache_ttl_s: int = _setting(
+        "VTSTREAM_CACHE_TTL", 86400, _positive_int,
+        "Seconds a found result is served from the cache without a new call.")
+    cache_negative_ttl_s: int = _setting(
+        "VTSTREAM_CACHE_NEGATIVE_TTL", 3600, _positive_int,
+        "Seconds a 'not found' result is served from the cache.")
+    inflight_timeout_s: int = _setting(
+        "VTSTREAM_INFLIGHT_TIMEOUT", 21600, _positive_int,
+        "Seconds after which an in-flight lookup with no answer is requested again.")
+    max_waiters: int = _setting(
+        "VTSTREAM_MAX_WAITERS", 10000, _positive_int,
+        "Duplicates of one in-flight indicator remembered for a summary each; "
+        "more get an immediate 'pending' summary.")
+    block_labels: tuple[str, ...] = _setting(
+        "VTSTREAM_BLOCK_LABELS", ("TLP:RED", "TLP:AMBER+STRICT"), _csv,
+        "Security labels that are never sent to VirusTotal (case-insensitive).")
+    allow_labels: tuple[str, ...] = _setting(
+        "VTSTREAM_ALLOW_LABELS", (), _csv,
+        "When set, only events carrying one of these labels are sent (ThreatConnect's "
+        "'automatically send security labels').")
+    internal_domains: tuple[str, ...] = _setting(
+        "VTSTREAM_INTERNAL_DOMAINS", (), _csv,
+        "Domains (and their subdomains) that are never sent, e.g. 'corp.example,internal'.")
+    add_tags: tuple[str, ...] = _setting(
+        "VTSTREAM_ADD_TAGS", (), _csv,
+        "Tags put on related indicators (ThreatConnect 'tags applied to indicator on an add').")
+    add_confidence: int = _setting(
+        "VTSTREAM_ADD_CONFIDENCE", 50, _confidence,
+        "Confidence 0-100 put on related indicators.")
+    add_rating: float = _setting(
+        "VTSTREAM_ADD_RATING", 3.0, _rating,
+        "Threat rating 0-5 put on related indicators.")
+    relation_cap: int = _setting(
+        "VTSTREAM_RELATION_CAP", 1000, _positive_int,
+        "Most related indicators emitted per relation list; the rest are counted.")
+    mappings_dir: Path = _setting(
+        "VTSTREAM_MAPPINGS_DIR", MAPPINGS_DIR, Path, "Folder of mapping files (v2/, v3/).")
+    store: str = _setting(
+        "VTSTREAM_STORE", "rocksdb://", str,
+        "faust table store: rocksdb:// (disk-backed) or memory://.")
+    data_dir: Path = _setting(
+        "VTSTREAM_DATA_DIR", Path(".vtstream-data"), Path,
+        "Folder for the worker's local table state.")
+    web_port: int = _setting(
+        "VTSTREAM_WEB_PORT", 6066, _non_negative_int,
+        "Port of the worker's HTTP status page; 0 disables it.")
+    log_level: str = _setting(
+        "VTSTREAM_LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every ``VTSTREAM_*`` variable; a bad value raises ConfigError naming it."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None:
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{f.metadata['env']}={raw!r} is invalid: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed (tests, CLI flags)."""
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:  # never print the key
+        shown = ", ".join(
+            f"{f.name}={'***' if f.name == 'vt_api_key' else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Settings({shown})"
+
+
+def settings_doc() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, in declaration order."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        elif f.name == "mappings_dir":
+            default = "<package>/mappings"
+        rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
+    return rows

@@ -1,0 +1,47 @@
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_doc
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_run_the_demo():
+    s = Settings.from_env({})
+    assert s.vt_api_version == "v3" and s.vt_rate_per_minute == 4 and s.vt_daily_quota == 500
+    assert s.block_labels == ("TLP:RED", "TLP:AMBER+STRICT")
+
+
+def test_values_are_parsed():
+    s = Settings.from_env({"VTSTREAM_VT_API_VERSION": "V2", "VTSTREAM_ALLOW_LABELS": "TLP:GREEN, TLP:CLEAR",
+                           "VTSTREAM_KAFKA_BOOTSTRAP": "kafka://k1:9092", "VTSTREAM_VT_BASE_URL": "https://x.test/"})
+    assert s.vt_api_version == "v2"
+    assert s.allow_labels == ("TLP:GREEN", "TLP:CLEAR")
+    assert s.kafka_bootstrap == "k1:9092"
+    assert s.vt_base_url == "https://x.test"
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"VTSTREAM_VT_API_VERSION": "v4"}, "VTSTREAM_VT_API_VERSION"),
+    ({"VTSTREAM_VT_RATE_PER_MINUTE": "0"}, "positive"),
+    ({"VTSTREAM_VT_RATE_PER_MINUTE": "four"}, "VTSTREAM_VT_RATE_PER_MINUTE"),
+    ({"VTSTREAM_ADD_CONFIDENCE": "101"}, "between 0 and 100"),
+    ({"VTSTREAM_ADD_RATING": "6"}, "between 0 and 5"),
+    ({"VTSTREAM_VT_BASE_URL": "https://www.virustotal.com/api/v3"}, "scheme and host only"),
+    ({"VTSTREAM_VT_BASE_URL": "www.virustotal.com"}, "http"),
+    ({"VTSTREAM_LOG_LEVEL": "LOUD"}, "VTSTREAM_LOG_LEVEL"),
+])
+def test_bad_values_name_the_variable_and_problem(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        Settings.from_env(env)
+
+
+def test_api_key_never_in_repr():
+    s = Settings.from_env({"VTSTREAM_VT_API_KEY": "supersecretkey123"})
+    assert "supersecretkey123" not in repr(s) and "supersecretkey123" not in str(s)
+
+
+def test_every_setting_is_documented():
+    rows = settings_doc()
+    assert all(env.startswith("VTSTREAM_") and doc for env, _, doc in rows)
+    assert len({env for env, _, _ in rows}) == len(rows)
