@@ -1,0 +1,48 @@
+import pytest
+
+from pipeline import cache
+from pipeline.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+S = Settings(cache_ttl_s=100, cache_negative_ttl_s=10, inflight_timeout_s=50, max_waiters=2)
+
+
+def test_first_sighting_requests_and_marks_in_flight():
+    verdict = cache.decide(None, {"ref": "a"}, 1000.0, S)
+    assert verdict.action == "request"
+    assert verdict.entry == {"state": "inflight", "since": 1000.0, "waiters": [], "overflow": 0}
+
+
+def test_duplicates_in_flight_wait_then_overflow():
+    entry = cache.decide(None, {"ref": "a"}, 0.0, S).entry
+    first = cache.decide(entry, {"ref": "b"}, 1.0, S)
+    second = cache.decide(first.entry, {"ref": "c"}, 2.0, S)
+    third = cache.decide(second.entry, {"ref": "d"}, 3.0, S)
+    assert (first.action, second.action, third.action) == ("wait", "wait", "overflow")
+    assert cache.waiters(second.entry) == [{"ref": "b"}, {"ref": "c"}]
+    assert third.entry["overflow"] == 1 and len(cache.waiters(third.entry)) == 2
+
+
+def test_stale_in_flight_is_requested_again():
+    entry = cache.decide(None, {"ref": "a"}, 0.0, S).entry
+    assert cache.decide(entry, {"ref": "b"}, 49.0, S).action == "wait"
+    assert cache.decide(entry, {"ref": "b"}, 50.0, S).action == "request"
+
+
+@pytest.mark.parametrize("found, ttl", [(True, 100), (False, 10)])
+def test_completed_entry_is_fresh_for_its_ttl(found, ttl):
+    entry = cache.completed({"found": found}, found, 1000.0, S)
+    assert cache.decide(entry, {}, 1000.0 + ttl - 0.001, S).action == "hit"
+    assert cache.decide(entry, {}, 1000.0 + ttl, S).action == "request"
+    assert cache.waiters(entry) == []
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"not json", b"[1,2]", b"\xff"])
+def test_unreadable_entries_count_as_missing(raw):
+    assert cache.decode(raw) is None
+
+
+def test_round_trip():
+    entry = cache.completed({"found": True, "asn": "15169"}, True, 5.0, S)
+    assert cache.decode(cache.encode(entry)) == entry
