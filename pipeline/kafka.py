@@ -46,16 +46,19 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: flo
                     raise ConfigError(f"cannot create topic {name}: {message or code}")
                 if code == 0:
                     created.append(name)
-        present = [s for s in specs if s.name in existing]
+        present = [s for s in specs if s.name in existing and s.strict]
         if present:
             described = await admin.describe_topics([s.name for s in present])
             counts = {d["topic"]: len(d["partitions"]) for d in described}
             for spec in present:
                 have = counts.get(spec.name)
                 if have is not None and have != spec.partitions:
+                    why = ("one partition, so one gateway holds the quota" if spec.partitions == 1 else
+                           "the same count as the other keyed topics (VTSTREAM_PARTITIONS)")
                     raise ConfigError(
-                        f"topic {spec.name} has {have} partitions but vtstream expects "
-                        f"{spec.partitions} (VTSTREAM_PARTITIONS); recreate it or change the setting")
+                        f"topic {spec.name} has {have} partitions but must have {spec.partitions}: "
+                        f"{why}. A topic the broker auto-created gets the broker's default count; "
+                        f"delete it and run 'vtstream topics create', or change VTSTREAM_PARTITIONS")
         if created:
             log.info("created topics: %s", ", ".join(created))
         return created
@@ -81,7 +84,7 @@ def make_producer(bootstrap: str, **kwargs: object) -> AIOKafkaProducer:
     """A producer with vtstream's defaults: acks=all, large records allowed, small linger."""
     options: dict[str, object] = {"acks": "all", "linger_ms": 5, "max_request_size": MAX_REQUEST_SIZE}
     options.update(kwargs)
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)  # type: ignore[arg-type]
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
 
 
 async def consume(bootstrap: str, topic: str, *, from_beginning: bool, group: str | None = None,

@@ -91,7 +91,8 @@ class VirusTotalClient:
         for name in full:
             rel_status, rel_body = await self._get_v3(
                 f"{path}/{name}", {"limit": str(self._settings.vt_relationship_limit)}, pace)
-            if rel_status == 404 or not isinstance(rel_body, dict) or not isinstance(rel_body.get("data"), list):
+            if rel_status == 404 or not isinstance(rel_body, dict) or not isinstance(rel_body.get("data"),
+                                                                                     (list, dict)):
                 notes.append(f"relationship {name}: not available")
                 continue
             _merge_relationship(body, name, rel_body)
@@ -184,7 +185,7 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 
 
 def _merge_relationship(body: dict[str, Any], name: str, rel_body: dict[str, Any]) -> None:
-    """Put fully fetched relationship objects where the descriptors were."""
+    """Put fully fetched relationship objects (a list, or one object) where the descriptors were."""
     data = body.setdefault("data", {})
     if not isinstance(data, dict):
         return

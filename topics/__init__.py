@@ -42,6 +42,9 @@ class TopicSpec:
     purpose: str
     retention_ms: int = 7 * DAY_MS
     cleanup_policy: str = "delete"
+    #: The partition count is part of the design (co-partitioning, one quota holder);
+    #: other topics work with whatever count an operator or the broker gave them.
+    strict: bool = False
 
     def config(self) -> dict[str, str]:
         cfg = {"cleanup.policy": self.cleanup_policy}
@@ -61,17 +64,18 @@ def catalog(partitions: int, app_id: str) -> list[TopicSpec]:
         TopicSpec(RAW, partitions, "any (producer's choice)",
                   "indicators observed by the SIEM: JSON objects or bare lines"),
         TopicSpec(LOOKUPS, partitions, "indicator key, e.g. ip:8.8.8.8",
-                  "validated, normalized, policy-approved indicators"),
+                  "validated, normalized, policy-approved indicators", strict=True),
         TopicSpec(REQUESTS, 1, "indicator key",
-                  "cache misses waiting for a VirusTotal call; one partition = one quota holder"),
+                  "cache misses waiting for a VirusTotal call; one partition = one quota holder",
+                  strict=True),
         TopicSpec(RESPONSES, partitions, "indicator key",
-                  "VirusTotal answers, co-partitioned with vt.lookups and the cache"),
+                  "VirusTotal answers, co-partitioned with vt.lookups and the cache", strict=True),
         TopicSpec(ENRICHED, partitions, "indicator key",
                   "attribute / relation / report / summary events for TI platforms"),
         TopicSpec(DEAD, 1, "indicator key or none", "records that could not be processed, with the reason",
                   retention_ms=30 * DAY_MS),
         TopicSpec(changelog_name(app_id), partitions, "indicator key",
-                  "changelog of the cache table (faust)", cleanup_policy="compact"),
+                  "changelog of the cache table (faust)", cleanup_policy="compact", strict=True),
     ]
 
 
