@@ -1,0 +1,82 @@
+"""Builds the faust app: topics, the cache table, one agent per stage.
+
+The app is built, not imported: :func:`create_app` takes a Settings object and
+returns a fresh app, so tests and tools can build their own. Nothing here runs
+I/O; :func:`run_worker` creates the topics and then runs the faust worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+import faust
+
+from topics import CACHE_TABLE, LOOKUPS, RAW, REQUESTS, RESPONSES, catalog
+
+from . import gateway, intake, lookup, results
+from .kafka import MAX_REQUEST_SIZE, ensure_topics
+from .mapping import load_mappings
+from .runtime import Context
+from .settings import Settings
+
+log = logging.getLogger("vtstream")
+
+#: Stages in flow order; each module's ``install(ctx)`` registers its agent.
+STAGES = (intake, lookup, gateway, results)
+
+
+def _raw_schema() -> faust.Schema:
+    """Bytes in, bytes out: stages decode records themselves, so bad bytes cannot crash faust."""
+    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def _topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    return app.topic(name, schema=_raw_schema(), partitions=partitions)
+
+
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> tuple[faust.App, Context]:
+    """A faust app with every stage registered, and the context the stages share."""
+    brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()]
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
+        producer_max_request_size=MAX_REQUEST_SIZE,
+        consumer_max_fetch_size=MAX_REQUEST_SIZE,
+        producer_acks=-1,
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,
+        autodiscover=False,
+    )
+    # use_partitioner: the changelog record goes where the key hashes, exactly like the
+    # vt.lookups and vt.responses records of the same key (same key bytes, same count), so
+    # the table stays co-partitioned while stages write it from batches (no "current event").
+    table = app.Table(CACHE_TABLE, partitions=settings.partitions, schema=_raw_schema(),
+                      use_partitioner=True, help="indicator key -> cache entry (pipeline.cache)")
+    topics = {"raw": _topic(app, RAW, settings.partitions),
+              "lookups": _topic(app, LOOKUPS, settings.partitions),
+              "requests": _topic(app, REQUESTS, 1),
+              "responses": _topic(app, RESPONSES, settings.partitions)}
+    ctx = Context(settings=settings, app=app, topics=topics, cache=table,
+                  mappings=load_mappings(settings.mappings_dir), clock=clock)
+    for stage in STAGES:
+        stage.install(ctx)
+    return app, ctx
+
+
+def run_worker(settings: Settings) -> None:
+    """Create the catalog's topics, then run a worker until SIGINT/SIGTERM."""
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, catalog(settings.partitions, settings.app_id)))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app, _ = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,95 @@
+"""What every stage shares at run time: the context, the outbox, the batch loop.
+
+Stages are plain functions ``handle(ctx, out, key, value, ...)``; this module
+owns the faust plumbing around them. The rule it enforces: forward first,
+then ack. A batch's outputs are all produced and acknowledged by the broker
+(:meth:`Outbox.flush`) before faust may commit the batch's input offsets, so a
+crash at any point replays work instead of losing it. A handler that raises
+sends its record to vt.dead with the error instead of killing the agent (an
+uncaught exception in a faust agent would ack the record and stop the
+partition's commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, MutableMapping
+
+import faust
+import orjson
+
+from topics import DEAD
+
+from .events import dead_letter
+from .settings import Settings
+
+log = logging.getLogger("vtstream")
+
+Handler = Callable[["Context", "Outbox", bytes, bytes, Any], Awaitable[None]]
+
+
+@dataclass
+class Context:
+    """Dependencies handed to every stage; built by :func:`pipeline.app.create_app`."""
+
+    settings: Settings
+    app: faust.App
+    topics: dict[str, Any]
+    cache: MutableMapping[bytes, bytes]
+    mappings: Any
+    clock: Callable[[], float] = time.time
+    batch_size: int = 1000
+    batch_within: float = 0.01
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
+
+
+class Outbox:
+    """Sends records through the app's producer and waits for all of them on flush."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._app = ctx.app
+        self._pending: list[Awaitable[Any]] = []
+
+    async def send(self, topic: str, key: bytes | str | None, value: bytes | dict[str, Any]) -> None:
+        if isinstance(key, str):
+            key = key.encode()
+        payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        self._pending.append(await self._app.producer.send(topic, key, payload, None, None, None))
+
+    async def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            await asyncio.gather(*pending)
+
+
+async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler,
+                      ref: Callable[[Any], Any] | None = None) -> None:
+    """Feed each event of ``stream`` to ``handler``; flush outputs before the batch is acked.
+
+    ``ref(event)`` supplies the handler's last argument (default: the clock).
+    """
+    out = Outbox(ctx)
+    async for batch in stream.take_events(ctx.batch_size, within=ctx.batch_within):
+        now = ctx.clock()
+        for event in batch:
+            key: bytes = event.key or b""
+            try:
+                await handler(ctx, out, key, event.value, ref(event) if ref else now)
+            except Exception as exc:  # route, never crash the agent
+                log.exception("%s: unexpected error on record %s", stage, record_ref(event))
+                await out.send(DEAD, key, dead_letter(event.value, stage=stage,
+                                                      reason="unexpected error", error=repr(exc)))
+        await out.flush()
+        ctx.count(f"{stage}.records", len(batch))
+
+
+def record_ref(event: Any) -> str:
+    """topic/partition/offset of a faust event: a stable name for the input record."""
+    message = event.message
+    return f"{message.topic}/{message.partition}/{message.offset}"

@@ -1,0 +1,145 @@
+"""The VirusTotal client against the emulator over HTTP: answers, errors, faults, the key."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from pipeline import errors
+from pipeline.emulator import EmulatorConfig, start
+from pipeline.indicators import classify
+from pipeline.settings import Settings
+from pipeline.vtclient import VirusTotalClient
+
+pytestmark = pytest.mark.integration
+
+KEY = "vtstream-demo-key"
+
+
+async def _free() -> None:
+    return None
+
+
+def run(scenario: Callable[[VirusTotalClient, Any], Awaitable[Any]], *, key: str = KEY,
+        config: dict[str, Any] | None = None, **settings: Any) -> Any:
+    """Start an emulator, build a client pointed at it, run ``scenario(client, emulator)``."""
+
+    async def main() -> Any:
+        emu = await start(EmulatorConfig(port=0, api_keys=(KEY,), **(config or {})))
+        try:
+            s = Settings(vt_base_url=emu.url, vt_api_key=key, vt_read_timeout_s=2.0, **settings)
+            async with VirusTotalClient(s) as client:
+                return await scenario(client, emu)
+        finally:
+            await emu.stop()
+
+    return asyncio.run(main())
+
+
+async def control(emu: Any, path: str, body: dict[str, Any]) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(emu.url + path, json=body) as resp:
+            assert resp.status == 200, await resp.text()
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+@pytest.mark.parametrize("value", ["8.8.8.8", "example.com", "44d88612fea8a8f36de82e1278abb02f",
+                                   "http://example.com/"])
+def test_found(api, value):
+    result = run(lambda vt, _: vt.lookup(classify(value), _free, api=api))
+    assert result.status == "found" and result.requests == 1 and isinstance(result.body, dict)
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+def test_not_found_is_a_result(api):
+    result = run(lambda vt, _: vt.lookup(classify("notfound.example.org"), _free, api=api))
+    assert result.status == "not_found"
+
+
+def test_v3_descriptors_in_one_request_and_full_relationships_cost_one_each():
+    async def scenario(vt, emu):
+        ip = classify("8.8.8.8")
+        plain = await vt.lookup(ip, _free, api="v3", relationships=("resolutions", "urls"))
+        return plain, emu.emulator
+
+    plain, _ = run(scenario)
+    assert plain.requests == 1
+    rels = plain.body["data"]["relationships"]
+    assert set(rels) == {"resolutions", "urls"} and "attributes" not in (rels["resolutions"]["data"] or [{}])[0]
+
+    full = run(lambda vt, _: vt.lookup(classify("8.8.8.8"), _free, api="v3",
+                                       relationships=("resolutions", "urls")),
+               vt_relationships=("resolutions",))
+    assert full.requests == 2 and full.relationship_requests == 1
+    first = full.body["data"]["relationships"]["resolutions"]["data"][0]
+    assert "host_name" in first["attributes"]
+
+
+def test_pace_is_awaited_before_every_request():
+    calls = []
+
+    async def pace() -> None:
+        calls.append(1)
+
+    run(lambda vt, _: vt.lookup(classify("example.com"), pace, api="v3", relationships=("resolutions", "urls")),
+        vt_relationships=("resolutions", "urls"))
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("api, status", [("v3", 401), ("v2", 403)])
+def test_wrong_key_is_fatal_and_never_echoed(api, status):
+    secret = "wrong-" + "x" * 40
+
+    async def scenario(vt, _):
+        with pytest.raises(errors.WrongCredentials) as info:
+            await vt.lookup(classify("8.8.8.8"), _free, api=api)
+        return info.value
+
+    exc = run(scenario, key=secret)
+    assert exc.fatal and not exc.retryable and exc.status == status
+    assert secret not in str(exc)
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+def test_rate_limit_maps_to_quota_exceeded_with_retry_after(api):
+    async def scenario(vt, _):
+        await vt.lookup(classify("8.8.8.8"), _free, api=api)
+        with pytest.raises(errors.QuotaExceeded) as info:
+            await vt.lookup(classify("1.1.1.1"), _free, api=api)
+        return info.value
+
+    exc = run(scenario, config={"rate_per_minute": 1, "retry_after_s": 7.0})
+    assert exc.retryable
+    if api == "v3":
+        assert exc.code == "QuotaExceededError" and exc.retry_after == 7.0
+    else:
+        assert exc.status == 204
+
+
+@pytest.mark.parametrize("mode, error", [
+    ("500", errors.ServerError), ("503", errors.ServerError), ("malformed", errors.MalformedResponse),
+    ("truncated", errors.MalformedResponse), ("reset", errors.TransportError),
+    ("timeout", errors.TransportError),
+])
+def test_faults_map_to_retryable_errors(mode, error):
+    async def scenario(vt, emu):
+        await control(emu, "/_emulator/faults", {"mode": mode, "count": 5})
+        with pytest.raises(error) as info:
+            await vt.lookup(classify("8.8.8.8"), _free, api="v3")
+        return info.value
+
+    exc = run(scenario)
+    assert exc.retryable
+
+
+def test_connection_refused_is_a_transport_error():
+    async def main() -> None:
+        s = Settings(vt_base_url="http://127.0.0.1:1", vt_connect_timeout_s=1.0)
+        async with VirusTotalClient(s) as vt:
+            with pytest.raises(errors.TransportError):
+                await vt.lookup(classify("8.8.8.8"), _free, api="v3")
+
+    asyncio.run(main())

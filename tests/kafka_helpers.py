@@ -1,0 +1,75 @@
+"""Plain aiokafka producer/consumer helpers for tests: what any off-the-shelf client would do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable, Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[bytes | str | dict[str, Any]],
+            key: bytes | None = None) -> int:
+    """Send records (bytes as-is, str utf-8, dict as JSON); returns how many."""
+
+    async def run() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                    max_request_size=16 * 1024 * 1024)
+        await producer.start()
+        n = 0
+        try:
+            futures = []
+            for record in records:
+                if isinstance(record, dict):
+                    value = orjson.dumps(record)
+                elif isinstance(record, str):
+                    value = record.encode()
+                else:
+                    value = record
+                futures.append(await producer.send(topic, value, key=key))
+                n += 1
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        return n
+
+    return asyncio.run(run())
+
+
+def collect(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], bool],
+            timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Read ``topic`` from the beginning until ``until(records)`` is true or ``timeout`` passes.
+
+    Records are decoded JSON objects (undecodable values come back as {"_raw": bytes}).
+    """
+
+    async def run() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False, group_id=None,
+                                    max_partition_fetch_bytes=16 * 1024 * 1024,
+                                    fetch_max_bytes=16 * 1024 * 1024)
+        await consumer.start()
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for r in records:
+                        try:
+                            out.append(orjson.loads(r.value))
+                        except orjson.JSONDecodeError:
+                            out.append({"_raw": r.value})
+                if until(out):
+                    return out
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def summaries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("kind") == "summary"]
