@@ -14,10 +14,10 @@ from typing import Callable
 
 import faust
 
-from topics import CACHE_TABLE, LOOKUPS, RAW, REQUESTS, RESPONSES, catalog
+from topics import CACHE_TABLE, LOOKUPS, RAW, REQUESTS, RESPONSES
 
 from . import gateway, intake, lookup, results
-from .kafka import MAX_REQUEST_SIZE, ensure_topics
+from .kafka import MAX_REQUEST_SIZE, ensure_topics, topic_catalog
 from .mapping import load_mappings
 from .runtime import Context
 from .settings import Settings
@@ -75,7 +75,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> tu
 
 def run_worker(settings: Settings) -> None:
     """Create the catalog's topics, then run a worker until SIGINT/SIGTERM."""
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, catalog(settings.partitions, settings.app_id)))
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_catalog(settings)))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app, _ = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 import click
 import orjson
 
-from topics import DEAD, ENRICHED, RAW, catalog, describe
+from topics import DEAD, ENRICHED, RAW, describe
 
 from .errors import ConfigError
 from .settings import Settings, settings_doc
@@ -331,11 +331,11 @@ def topics_create(bootstrap: str | None) -> None:
 
     Refuses (exit 1) when an existing topic has a different partition count.
     """
-    from .kafka import ensure_topics
+    from .kafka import ensure_topics, topic_catalog
 
     settings = _settings(kafka_bootstrap=bootstrap)
     try:
-        created = asyncio.run(ensure_topics(settings.kafka_bootstrap, catalog(settings.partitions, settings.app_id)))
+        created = asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_catalog(settings)))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created: {', '.join(created) if created else 'nothing (all topics exist)'}")
@@ -344,8 +344,10 @@ def topics_create(bootstrap: str | None) -> None:
 @topics.command(name="describe")
 def topics_describe() -> None:
     """Print the catalog: name, partitions, key, cleanup, retention, purpose."""
+    from .kafka import topic_catalog
+
     settings = _settings()
-    for row in describe(catalog(settings.partitions, settings.app_id)):
+    for row in describe(topic_catalog(settings)):
         click.echo(f"{row['name']:<28} partitions={row['partitions']:<3} cleanup={row['cleanup']:<8} "
                    f"retention_days={row['retention_days']!s:<3} key={row['key']}\n    {row['purpose']}")
 

@@ -20,12 +20,12 @@ from typing import Any
 import click
 import orjson
 
-from topics import DEAD, ENRICHED, RAW, catalog
+from topics import DEAD, ENRICHED, RAW
 
 from .broker import EmbeddedBroker, free_port, wait_for_port
 from .cli import format_event
 from .intake import Rejected, parse
-from .kafka import consume, ensure_topics, make_producer
+from .kafka import consume, ensure_topics, make_producer, topic_catalog
 from .settings import Settings
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "demo-indicators.txt"
@@ -70,7 +70,7 @@ def run_demo(path: Path | None, api: str, timeout: float, verbose: bool = False)
         wait_for_port("127.0.0.1", vt_port)
         click.echo(f"emulator  http://127.0.0.1:{vt_port} (VirusTotal API {api}, demo key)")
         worker_settings = Settings.from_env(env)
-        asyncio.run(ensure_topics(broker.bootstrap, catalog(worker_settings.partitions, worker_settings.app_id)))
+        asyncio.run(ensure_topics(broker.bootstrap, topic_catalog(worker_settings)))
         worker = _child(["worker"], env, workdir / "worker.log")
         stack.callback(_stop, worker)
         click.echo(f"worker    pid {worker.pid}, log {workdir / 'worker.log'}")

@@ -14,15 +14,21 @@ from typing import AsyncIterator, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from topics import TopicSpec
+from topics import TopicSpec, catalog
 
 from .errors import ConfigError
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
 #: Producer limit for one record; VirusTotal file reports with relationships run to a few MB.
 MAX_REQUEST_SIZE = 16 * 1024 * 1024
+
+
+def topic_catalog(settings: Settings) -> list[TopicSpec]:
+    """The catalog for these settings (partitions, app id, retry tiers)."""
+    return catalog(settings.partitions, settings.app_id, settings.retry_tiers)
 
 
 async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:

@@ -107,6 +107,42 @@ def _log_level(raw: str) -> str:
     return value
 
 
+def _duration(raw: str) -> float:
+    """'30s', '2m', '10m', '1h', '1d' or plain seconds -> seconds."""
+    text = raw.strip().lower()
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit) and text[: -len(unit)].strip():
+            value = float(text[: -len(unit)]) * units[unit]
+            break
+    else:
+        value = float(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive duration, got {raw!r}")
+    return value
+
+
+def _tiers(raw: str) -> tuple[str, ...]:
+    names = _csv(raw)
+    if not names:
+        raise ValueError("name at least one delay, e.g. 30s,2m,10m,1h")
+    delays = [_duration(n) for n in names]
+    if delays != sorted(set(delays)):
+        raise ValueError(f"delays must be distinct and increasing, got {raw!r}")
+    return names
+
+
+def _caps(raw: str) -> tuple[tuple[str, int], ...]:
+    """'siem=300,proxy=50' -> (('siem', 300), ('proxy', 50))."""
+    caps = []
+    for part in _csv(raw):
+        name, sep, number = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected source=N pairs, got {part!r}")
+        caps.append((name.strip(), _positive_int(number)))
+    return tuple(caps)
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -191,6 +227,31 @@ class Settings:
     relation_cap: int = _setting(
         "VTSTREAM_RELATION_CAP", 1000, _positive_int,
         "Most related indicators emitted per relation list; the rest are counted.")
+    retry_tiers: tuple[str, ...] = _setting(
+        "VTSTREAM_RETRY_TIERS", ("30s", "2m", "10m", "1h"), _tiers,
+        "Delays of the delayed-retry topics (vt.retry.<delay>), increasing. Pending scans and "
+        "retryable failures climb them one attempt at a time.")
+    retry_max_attempts: int = _setting(
+        "VTSTREAM_RETRY_MAX_ATTEMPTS", 8, _positive_int,
+        "Attempts (polls of a pending scan, retries of a failed call) before a record goes to vt.dead.")
+    retry_slice_s: float = _setting(
+        "VTSTREAM_RETRY_SLICE", 5.0, _duration,
+        "Longest single sleep of a retry-tier agent while its head record comes due.")
+    url_max_age_s: float = _setting(
+        "VTSTREAM_URL_MAX_AGE", 30 * 86400.0, _duration,
+        "A URL report older than this is rescanned (submit_url); e.g. 7d, 12h.")
+    file_root: Path | None = _setting(
+        "VTSTREAM_FILE_ROOT", None, Path,
+        "Folder that file:// URIs of file events must resolve inside; unset refuses every URI.")
+    upload_labels: tuple[str, ...] = _setting(
+        "VTSTREAM_UPLOAD_LABELS", (), _csv,
+        "Labels that allow uploading a file VirusTotal does not know. Empty: never upload.")
+    vt_monthly_quota: int = _setting(
+        "VTSTREAM_VT_MONTHLY_QUOTA", 0, _non_negative_int,
+        "Requests per calendar month (UTC) the key allows; 0 means no monthly limit.")
+    source_daily_caps: tuple[tuple[str, int], ...] = _setting(
+        "VTSTREAM_SOURCE_DAILY_CAPS", (), _caps,
+        "Per-source daily request caps, e.g. 'siem=300,proxy=50', so one noisy feed cannot drain the key.")
     mappings_dir: Path = _setting(
         "VTSTREAM_MAPPINGS_DIR", MAPPINGS_DIR, Path, "Folder of mapping files (v2/, v3/).")
     store: str = _setting(
@@ -239,7 +300,7 @@ def settings_doc() -> list[tuple[str, str, str]]:
     for f in fields(Settings):
         default = f.default
         if isinstance(default, tuple):
-            default = ",".join(default)
+            default = ",".join("=".join(map(str, d)) if isinstance(d, tuple) else d for d in default)
         elif f.name == "mappings_dir":
             default = "<package>/mappings"
         rows.append((f.metadata["env"], str(default), f.metadata["doc"]))

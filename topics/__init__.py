@@ -25,7 +25,9 @@ REQUESTS = "vt.requests"
 RESPONSES = "vt.responses"
 ENRICHED = "indicators.enriched"
 DEAD = "vt.dead"
+QUOTA = "vt.quota"
 CACHE_TABLE = "cache"
+RETRY_PREFIX = "vt.retry."
 
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
@@ -58,9 +60,19 @@ def changelog_name(app_id: str, table: str = CACHE_TABLE) -> str:
     return f"{app_id}-{table}-changelog"
 
 
-def catalog(partitions: int, app_id: str) -> list[TopicSpec]:
+def retry_topic(delay: str) -> str:
+    """The delayed-retry topic for one tier, e.g. ``vt.retry.30s``."""
+    return RETRY_PREFIX + delay
+
+
+def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s", "2m", "10m", "1h")
+            ) -> list[TopicSpec]:
     """Every topic for a deployment with ``partitions`` keyed partitions."""
-    return [
+    tiers = [TopicSpec(retry_topic(delay), 1, "indicator key",
+                       f"parked work due again after {delay}: pending scans, retryable failures; "
+                       "append order is due order", strict=True)
+             for delay in retry_tiers]
+    return tiers + [
         TopicSpec(RAW, partitions, "any (producer's choice)",
                   "indicators observed by the SIEM: JSON objects or bare lines"),
         TopicSpec(LOOKUPS, partitions, "indicator key, e.g. ip:8.8.8.8",
@@ -76,6 +88,9 @@ def catalog(partitions: int, app_id: str) -> list[TopicSpec]:
                   retention_ms=30 * DAY_MS),
         TopicSpec(changelog_name(app_id), partitions, "indicator key",
                   "changelog of the cache table (faust)", cleanup_policy="compact", strict=True),
+        TopicSpec(QUOTA, 1, "'governor' or 'source:<name>'",
+                  "the quota governor's state: last call, calls today and this month; survives restarts",
+                  cleanup_policy="compact", strict=True),
     ]
 
 
