@@ -1,0 +1,128 @@
+"""`vtstream status` against a real broker: quota records, parked, dead and lag as an operator sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from click.testing import CliRunner
+from kafka_helpers import produce
+
+from pipeline.errors import ConfigError
+from pipeline.kafka import ensure_topics, topic_catalog
+from pipeline.settings import Settings
+from pipeline.status import gather_status, render, status_command
+
+pytestmark = pytest.mark.integration
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def _commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    """Commit ``offset`` on partition 0 of ``topic`` for ``group``, as faust would after processing."""
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            await consumer.commit({tp: offset})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+
+
+def _run(bootstrap: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(status_command, list(args), env={"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap})
+    return result.exit_code, result.output
+
+
+def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
+    settings = Settings(kafka_bootstrap=kafka)
+    asyncio.run(ensure_topics(kafka, topic_catalog(settings)))
+    now = time.time()
+    old = {"day": "2000-01-01", "used_today": 999, "daily_quota": 500, "month": "2000-01", "used_month": 999,
+           "monthly_quota": 0, "rate_per_minute": 4, "last_call_at": now - 86400 * 9000,
+           "blocked_until": None, "blocked_reason": None, "updated_at": now - 86400 * 9000}
+    new = dict(old, day=_today(), used_today=123, month=_today()[:7], used_month=4021,
+               last_call_at=now - 12, updated_at=now - 12)
+    produce(kafka, "vt.quota", [old, new], key=b"governor")
+    produce(kafka, "vt.quota", [{"day": _today(), "used_today": 1, "cap": 300},
+                                {"day": _today(), "used_today": 80, "cap": 300}], key=b"source:siem")
+    produce(kafka, "vt.quota", [{"day": _today(), "used_today": 43, "cap": None}], key=b"source:proxy")
+    produce(kafka, "vt.retry.30s", [{"n": i} for i in range(3)], key=b"ip:8.8.8.8")
+    _commit(kafka, settings.app_id, "vt.retry.30s", 1)
+    produce(kafka, "vt.dead", [{"reason": "bad"}] * 2)
+    produce(kafka, "indicators.raw", ["8.8.8.8"] * 5)
+
+    code, out = _run(kafka, "--json")
+    assert code == 0, out
+    data = orjson.loads(out)
+    quota = data["quota"]
+    assert quota["recorded"] is True
+    assert (quota["used_today"], quota["daily_quota"], quota["remaining_today"]) == (123, 500, 377)
+    assert (quota["used_month"], quota["monthly_quota"]) == (4021, None)
+    assert quota["rate_per_minute"] == 4
+    assert 10 <= quota["last_call_ago_s"] < 60
+    assert data["blocked"] == {"blocked": False, "until": None, "reason": None}
+    assert data["sources"] == {"siem": {"used_today": 80, "cap": 300}, "proxy": {"used_today": 43, "cap": None}}
+    assert data["parked"] == {"vt.retry.30s": 2, "vt.retry.2m": 0, "vt.retry.10m": 0, "vt.retry.1h": 0}
+    assert data["dead_letters"] == {"topic": "vt.dead", "count": 2}
+    assert data["lag"] == {"indicators.raw": 5, "vt.lookups": 0, "vt.requests": 0, "vt.responses": 0,
+                           "vt.retry.30s": 2, "vt.retry.2m": 0, "vt.retry.10m": 0, "vt.retry.1h": 0}
+    assert data["missing_topics"] == [] and data["notes"] == []
+    assert data["group"] == "vtstream" and data["bootstrap"] == kafka
+
+    code, out = _run(kafka)
+    assert code == 0, out
+    lines = {line[:19].strip(): line[19:] for line in out.splitlines()}
+    assert lines["VirusTotal quota"].startswith("used today 123 / 500 (377 left, resets 00:00 UTC in ")
+    assert "this month 4021 / unlimited; pace 4/min; last call 1" in lines["VirusTotal quota"]
+    assert lines["blocked"] == "no"
+    assert lines["per source"] == "siem 80 / 300, proxy 43 / -"
+    assert lines["parked"] == "vt.retry.30s 2, vt.retry.2m 0, vt.retry.10m 0, vt.retry.1h 0"
+    assert lines["dead letters"] == "2 on vt.dead"
+    assert lines["consumer lag"] == ("indicators.raw 5, vt.lookups 0, vt.requests 0, vt.responses 0 "
+                                     "(group vtstream)")
+
+
+def test_status_on_an_empty_broker_reports_missing_topics_without_creating_them(kafka: str) -> None:
+    settings = Settings(kafka_bootstrap=kafka)
+    snap = asyncio.run(gather_status(settings))
+    assert snap.governor is None and snap.dead is None
+    assert set(snap.missing_topics) == {"vt.quota", "vt.dead", "indicators.raw", "vt.lookups", "vt.requests",
+                                        "vt.responses", "vt.retry.30s", "vt.retry.2m", "vt.retry.10m",
+                                        "vt.retry.1h"}
+    again = asyncio.run(gather_status(settings))  # status must not have auto-created anything
+    assert again.missing_topics == snap.missing_topics
+    text = render(again)
+    assert "no calls recorded yet" in text and "vt.dead missing" in text and "vtstream topics create" in text
+
+
+def test_unreachable_broker_is_a_clear_quick_error() -> None:
+    started = time.monotonic()
+    code, out = _run("127.0.0.1:1")
+    assert code == 1
+    assert "cannot reach Kafka at 127.0.0.1:1" in out
+    assert time.monotonic() - started < 15
+
+
+def test_a_broker_that_never_answers_times_out_with_a_clear_error() -> None:
+    with socket.socket() as silent:  # accepts connections, never answers a request
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match=f"cannot reach Kafka at {address}: no answer within 2s"):
+            asyncio.run(gather_status(Settings(kafka_bootstrap=address), timeout=2))
+        assert time.monotonic() - started < 5

@@ -1,0 +1,88 @@
+"""`vtstream status` rendering from hand-made snapshots: no broker, a fixed clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from pipeline.status import StatusSnapshot, render, summarize
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 22, 18, 48, 0, tzinfo=timezone.utc).timestamp()
+
+
+def _snap(**fields: object) -> StatusSnapshot:
+    base: dict[str, object] = {
+        "now": NOW, "bootstrap": "kafka1:9092", "group": "vtstream", "daily_quota": 500,
+        "parked": {"vt.retry.30s": 3, "vt.retry.2m": 0}, "dead": 17,
+        "lag": {"indicators.raw": 0, "vt.lookups": 12, "vt.retry.30s": 3, "vt.retry.2m": 0}}
+    base.update(fields)
+    return StatusSnapshot(**base)  # type: ignore[arg-type]
+
+
+def _governor(**fields: object) -> dict[str, object]:
+    rec: dict[str, object] = {
+        "day": "2026-11-22", "used_today": 123, "daily_quota": 500, "month": "2026-11", "used_month": 4021,
+        "monthly_quota": 0, "rate_per_minute": 4, "last_call_at": NOW - 12, "blocked_until": None,
+        "blocked_reason": None, "updated_at": NOW - 12}
+    rec.update(fields)
+    return rec
+
+
+def test_render_a_busy_day() -> None:
+    text = render(_snap(governor=_governor(),
+                        sources={"proxy": {"day": "2026-11-22", "used_today": 43, "cap": None},
+                                 "siem": {"day": "2026-11-22", "used_today": 80, "cap": 300}}))
+    assert text.splitlines() == [
+        "VirusTotal quota   used today 123 / 500 (377 left, resets 00:00 UTC in 5h12m); "
+        "this month 4021 / unlimited; pace 4/min; last call 12s ago",
+        "blocked            no",
+        "per source         siem 80 / 300, proxy 43 / -",
+        "parked             vt.retry.30s 3, vt.retry.2m 0",
+        "dead letters       17 on vt.dead",
+        "consumer lag       indicators.raw 0, vt.lookups 12 (group vtstream)",
+    ]
+
+
+def test_render_before_any_call_uses_the_settings() -> None:
+    text = render(_snap(daily_quota=1000, monthly_quota=20000, rate_per_minute=30, source_caps={"siem": 300}))
+    first = text.splitlines()[0]
+    assert first == ("VirusTotal quota   used today 0 / 1000 (1000 left, resets 00:00 UTC in 5h12m); "
+                     "this month 0 / 20000 (20000 left); pace 30/min; no calls recorded yet")
+    assert "per source         siem 0 / 300" in text
+
+
+def test_counters_from_an_earlier_day_count_as_zero() -> None:
+    snap = _snap(governor=_governor(day="2026-11-21", used_today=500, month="2026-10", used_month=9000,
+                                    monthly_quota=10000, last_call_at=NOW - 5 * 3600),
+                 sources={"siem": {"day": "2026-11-21", "used_today": 300, "cap": 300}})
+    q = summarize(snap)["quota"]
+    assert (q["used_today"], q["remaining_today"], q["used_month"], q["remaining_month"]) == (0, 500, 0, 10000)
+    text = render(snap)
+    assert "used today 0 / 500 (500 left" in text and "last call 5h00m ago" in text
+    assert "(counter last written on 2026-11-21)" in text
+    assert "siem 0 / 300" in text
+
+
+def test_blocked_until_shows_when_and_why_and_expires() -> None:
+    midnight = datetime(2026, 11, 23, tzinfo=timezone.utc).timestamp()
+    blocked = _snap(governor=_governor(used_today=500, blocked_until=midnight,
+                                       blocked_reason="daily quota exhausted"))
+    assert "blocked            until 2026-11-23T00:00:00Z: daily quota exhausted" in render(blocked)
+    assert summarize(blocked)["blocked"] == {"blocked": True, "until": "2026-11-23T00:00:00Z",
+                                             "reason": "daily quota exhausted"}
+    expired = _snap(governor=_governor(blocked_until=NOW - 1, blocked_reason="429 from VirusTotal"))
+    assert "blocked            no" in render(expired)
+
+
+def test_missing_topics_and_bad_records_are_reported_not_fatal() -> None:
+    text = render(_snap(parked={"vt.retry.30s": None}, dead=None, lag={"vt.lookups": None},
+                        missing_topics=("vt.retry.30s", "vt.dead", "vt.lookups"),
+                        notes=("vt.quota record b'governor' is not a JSON object; ignored",)))
+    assert "parked             vt.retry.30s missing" in text
+    assert "dead letters       vt.dead missing" in text
+    assert "consumer lag       vt.lookups missing (group vtstream)" in text
+    assert "missing topics     vt.retry.30s, vt.dead, vt.lookups (run 'vtstream topics create')" in text
+    assert "note               vt.quota record b'governor' is not a JSON object; ignored" in text
