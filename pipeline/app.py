@@ -14,9 +14,9 @@ from typing import Callable
 
 import faust
 
-from topics import CACHE_TABLE, LOOKUPS, RAW, REQUESTS, RESPONSES
+from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES, retry_topic
 
-from . import gateway, intake, lookup, results
+from . import gateway, intake, lookup, results, retry
 from .kafka import MAX_REQUEST_SIZE, ensure_topics, topic_catalog
 from .mapping import load_mappings
 from .runtime import Context
@@ -24,8 +24,8 @@ from .settings import Settings
 
 log = logging.getLogger("vtstream")
 
-#: Stages in flow order; each module's ``install(ctx)`` registers its agent.
-STAGES = (intake, lookup, gateway, results)
+#: Stages in flow order; each module's ``install(ctx)`` registers its agents.
+STAGES = (intake, lookup, gateway, retry, results)
 
 
 def _raw_schema() -> faust.Schema:
@@ -62,11 +62,17 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> tu
     # the table stays co-partitioned while stages write it from batches (no "current event").
     table = app.Table(CACHE_TABLE, partitions=settings.partitions, schema=_raw_schema(),
                       use_partitioner=True, help="indicator key -> cache entry (pipeline.cache)")
+    # The governor's state; its changelog is vt.quota itself, so `vtstream status` can read it.
+    quota = app.Table("quota", partitions=1, schema=_raw_schema(), use_partitioner=True,
+                      changelog_topic=app.topic(QUOTA, schema=_raw_schema(), partitions=1),
+                      help="the quota governor's state (pipeline.governor)")
     topics = {"raw": _topic(app, RAW, settings.partitions),
               "lookups": _topic(app, LOOKUPS, settings.partitions),
               "requests": _topic(app, REQUESTS, 1),
+              "polls": _topic(app, POLLS, 1),
               "responses": _topic(app, RESPONSES, settings.partitions)}
-    ctx = Context(settings=settings, app=app, topics=topics, cache=table,
+    topics.update({f"retry.{delay}": _topic(app, retry_topic(delay), 1) for delay in settings.retry_tiers})
+    ctx = Context(settings=settings, app=app, topics=topics, cache=table, quota=quota,
                   mappings=load_mappings(settings.mappings_dir), clock=clock)
     for stage in STAGES:
         stage.install(ctx)

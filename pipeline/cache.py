@@ -5,7 +5,8 @@ changelog is co-partitioned with vt.lookups and vt.responses::
 
     {"state": "done", "found": true, "summary": {...}, "fetched_at": 1700000000.0,
      "expires_at": 1700086400.0}
-    {"state": "inflight", "since": 1700000000.0, "waiters": [origin, ...], "overflow": 0}
+    {"state": "inflight", "since": 1700000000.0, "requester": "indicators.raw/0/17",
+     "waiters": [origin, ...], "overflow": 0}
 
 Only the summary is kept, not the VirusTotal body: a million indicators must fit
 in a worker, and a cache hit answers with the summary card. The full mapped
@@ -56,19 +57,30 @@ class Verdict:
 def decide(entry: Entry | None, origin: dict[str, Any], now: float, settings: Settings) -> Verdict:
     """The cache and coalescing rule for one sighting of an indicator.
 
+    Replays are recognised by the sighting's ``ref`` (topic/partition/offset):
+    the sighting that caused the in-flight request asks again (its request may
+    have been lost in a crash), a waiter is not listed twice.
+
     >>> from pipeline.settings import Settings
     >>> decide(None, {"ref": "r/0/1"}, 0.0, Settings()).action
     'request'
     """
+    ref = origin.get("ref")
     if entry is not None:
         if entry.get("state") == "done" and entry.get("expires_at", 0) > now:
             return Verdict("hit", entry)
         if entry.get("state") == "inflight" and now - entry.get("since", 0) < settings.inflight_timeout_s:
+            # A replay after a crash: the entry may be stored while the request was not sent.
+            if ref is not None and ref == entry.get("requester"):
+                return Verdict("request", entry)
             waiters = entry.get("waiters", [])
+            if ref is not None and any(w.get("ref") == ref for w in waiters):
+                return Verdict("wait", entry)
             if len(waiters) >= settings.max_waiters:
                 return Verdict("overflow", {**entry, "overflow": entry.get("overflow", 0) + 1})
             return Verdict("wait", {**entry, "waiters": [*waiters, origin]})
-    return Verdict("request", {"state": "inflight", "since": now, "waiters": [], "overflow": 0})
+    return Verdict("request", {"state": "inflight", "since": now, "requester": ref, "waiters": [],
+                               "overflow": 0})
 
 
 def completed(summary: dict[str, Any], found: bool, now: float, settings: Settings) -> Entry:

@@ -378,5 +378,13 @@ def demo(path: Path | None, api_version: str, timeout: float, verbose: bool) -> 
     sys.exit(run_demo(path, api_version, timeout, verbose))
 
 
+def _register_tools() -> None:
+    from .status import status_command
+
+    main.add_command(status_command, name="status")
+
+
+_register_tools()
+
 if __name__ == "__main__":
     main()

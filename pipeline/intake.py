@@ -10,6 +10,7 @@ however malformed, raises out of :func:`parse`.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -19,6 +20,8 @@ from topics import DEAD, ENRICHED, LOOKUPS
 
 from .errors import InputError
 from .events import dead_letter, make_event
+from .files import FileRef
+from .files import prepare as prepare_file
 from .indicators import Indicator, classify
 from .policy import check
 from .runtime import Context, Outbox, record_ref, run_batches
@@ -33,10 +36,12 @@ _MAX_LIST = 256
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A valid indicator that policy allows to send."""
+    """A valid indicator that policy allows to send (``file`` set for submit_file events)."""
 
     indicator: Indicator
     origin: dict[str, Any]
+    action: str
+    file: FileRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,7 @@ class Skipped:
 
     indicator: Indicator
     origin: dict[str, Any]
+    action: str
     reason: str
     rule: str
 
@@ -66,18 +72,27 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
     >>> parse(b"hxxp://evil[.]example.com/x", "indicators.raw/0/7", Settings()).indicator.value
     'http://evil.example.com/x'
     """
+    file_ref: FileRef | None = None
     try:
         fields = _decode(raw)
-        indicator = classify(fields["value"], fields.get("type"))
+        if "file" in fields:
+            file_ref = prepare_file(fields["file"], settings.file_root)
+            indicator = Indicator("sha256", file_ref.sha256)
+        else:
+            indicator = classify(fields["value"], fields.get("type"))
     except InputError as exc:
         return Rejected(str(exc))
     origin = {k: fields[k] for k in (*_TEXT_FIELDS, *_LIST_FIELDS) if k in fields}
     origin["ref"] = ref
+    action = indicator.action
+    if file_ref is not None:
+        origin["file_name"] = file_ref.name
+        action = "submit_file"
     decision = check(indicator, fields.get("labels", ()), block_labels=settings.block_labels,
                      allow_labels=settings.allow_labels, internal_domains=settings.internal_domains)
     if not decision.allowed:
-        return Skipped(indicator, origin, decision.reason or "policy", decision.rule or "policy")
-    return Accepted(indicator, origin)
+        return Skipped(indicator, origin, action, decision.reason or "policy", decision.rule or "policy")
+    return Accepted(indicator, origin, action, file_ref)
 
 
 def _decode(raw: bytes | None) -> dict[str, Any]:
@@ -108,12 +123,12 @@ def _decode_json(text: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InputError("JSON record must be an object with a 'value' field, not an array")
     value = doc.get("value")
-    if not isinstance(value, str):
-        got = "missing" if value is None else f"a {type(value).__name__}"
-        raise InputError(f"JSON record needs 'value' as a string ({got})")
-    if "file" in doc:
-        raise InputError("file submissions (submit_file) are not enabled on this worker")
     fields: dict[str, Any] = {"value": value}
+    if "file" in doc:
+        fields["file"] = doc["file"]
+    elif not isinstance(value, str):
+        got = "missing" if value is None else f"a {type(value).__name__}"
+        raise InputError(f"JSON record needs 'value' as a string ({got}), or a 'file' object")
     declared = doc.get("type")
     if declared is not None:
         if not isinstance(declared, str):
@@ -145,7 +160,10 @@ def _string_list(name: str, item: Any) -> list[str]:
 
 async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, ref: str) -> None:
     """Route one raw record to vt.lookups, a skip summary, or vt.dead."""
-    outcome = parse(value, ref, ctx.settings)
+    if value and b'"file"' in value:  # may hash a file of up to 650 MB: off the event loop
+        outcome = await asyncio.to_thread(parse, value, ref, ctx.settings)
+    else:
+        outcome = parse(value, ref, ctx.settings)
     if isinstance(outcome, Rejected):
         ctx.count("intake.rejected")
         await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason))
@@ -156,11 +174,13 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, ref: str) 
         payload = {"checked": False, "found": None, "skipped": True, "reason": outcome.reason,
                    "rule": outcome.rule}
         await out.send(ENRICHED, indicator.key, make_event(
-            "summary", payload, indicator=indicator.as_dict(), action=indicator.action,
+            "summary", payload, indicator=indicator.as_dict(), action=outcome.action,
             api=ctx.settings.vt_api_version, origin=outcome.origin))
         return
-    await out.send(LOOKUPS, indicator.key, {"indicator": indicator.as_dict(), "action": indicator.action,
-                                            "origin": outcome.origin})
+    lookup: dict[str, Any] = {"indicator": indicator.as_dict(), "action": outcome.action, "origin": outcome.origin}
+    if outcome.file is not None:
+        lookup["file"] = outcome.file.as_dict()
+    await out.send(LOOKUPS, indicator.key, lookup)
 
 
 def install(ctx: Context) -> None:

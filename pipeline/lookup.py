@@ -48,7 +48,9 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
     ctx.cache[key] = cache.encode(verdict.entry)
     if verdict.action == "request":
         request = {"key": key.decode(), "indicator": record["indicator"], "action": record["action"],
-                   "api": api, "origin": origin, "requested_at": now}
+                   "api": api, "origin": origin, "requested_at": now, "op": "lookup", "attempt": 0}
+        if "file" in record:
+            request["file"] = record["file"]
         await out.send(REQUESTS, key, request)
     elif verdict.action == "overflow":
         payload = {"checked": False, "found": None, "pending": True,

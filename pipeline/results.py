@@ -7,6 +7,9 @@ once, then one ``summary`` per sighting that was waiting: the sighting that
 caused the request and every duplicate that arrived while it was in flight.
 An indicator VirusTotal does not know still yields summaries (found = false),
 and an error yields "not checked" summaries, so silence never means clean.
+A ``pending`` answer (a scan submitted, a quota spent) yields interim "not
+checked" summaries and keeps the cache entry in flight, waiters and all,
+until the final answer arrives.
 """
 
 from __future__ import annotations
@@ -40,15 +43,25 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
                                               error=repr(exc)))
         return
     entry = cache.decode(ctx.cache.get(key))
-    if status == "error":
+    if status in ("error", "pending"):
         summary: dict[str, Any] = {"checked": False, "found": None,
-                                   "reason": record.get("reason") or "not checked: error"}
+                                   "reason": record.get("reason") or f"not checked: {status}"}
+        if status == "pending":
+            summary["pending"] = True
+        if record.get("body") is not None:  # a submitted scan: the scan step's events now
+            mapped = ctx.mappings.apply(api, action, record.get("step") or "scan", record["body"],
+                                        indicator=indicator, options=options(ctx), found=True)
+            for event in mapped.events:
+                await out.send(ENRICHED, key, event)
+            summary = {**mapped.summary, **summary}
     else:
-        mapped = ctx.mappings.apply(api, action, "report", record.get("body"), indicator=indicator,
-                                    options=options(ctx), found=status == "found")
+        mapped = ctx.mappings.apply(api, action, record.get("step") or "report", record.get("body"),
+                                    indicator=indicator, options=options(ctx), found=status == "found")
         for event in mapped.events:
             await out.send(ENRICHED, key, event)
         summary = {**mapped.summary, "checked": True}
+        if record.get("notes"):
+            summary["notes"] = record["notes"]
         ctx.cache[key] = cache.encode(cache.completed(summary, status == "found", now, ctx.settings))
     await out.send(ENRICHED, key, summary_event(record, {**summary, "cached": False}, api,
                                                 record.get("origin") or {}))

@@ -39,6 +39,7 @@ class Context:
     app: faust.App
     topics: dict[str, Any]
     cache: MutableMapping[bytes, bytes]
+    quota: MutableMapping[bytes, bytes]
     mappings: Any
     clock: Callable[[], float] = time.time
     batch_size: int = 1000
@@ -87,6 +88,23 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler,
                                                       reason="unexpected error", error=repr(exc)))
         await out.flush()
         ctx.count(f"{stage}.records", len(batch))
+
+
+async def run_each(ctx: Context, stream: Any, stage: str,
+                   handler: Callable[[Outbox, bytes, bytes], Awaitable[None]]) -> None:
+    """Like :func:`run_batches`, one event at a time: for stages that wait (gateway, retry
+    tiers), so each record is acknowledged as soon as what it caused is produced."""
+    out = Outbox(ctx)
+    async for event in stream.events():
+        key: bytes = event.key or b""
+        try:
+            await handler(out, key, event.value)
+        except Exception as exc:  # route, never crash the agent
+            log.exception("%s: unexpected error on record %s", stage, record_ref(event))
+            await out.send(DEAD, key, dead_letter(event.value, stage=stage, reason="unexpected error",
+                                                  error=repr(exc)))
+        await out.flush()
+        ctx.count(f"{stage}.records")
 
 
 def record_ref(event: Any) -> str:

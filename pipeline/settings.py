@@ -107,7 +107,7 @@ def _log_level(raw: str) -> str:
     return value
 
 
-def _duration(raw: str) -> float:
+def parse_duration(raw: str) -> float:
     """'30s', '2m', '10m', '1h', '1d' or plain seconds -> seconds."""
     text = raw.strip().lower()
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -126,7 +126,7 @@ def _tiers(raw: str) -> tuple[str, ...]:
     names = _csv(raw)
     if not names:
         raise ValueError("name at least one delay, e.g. 30s,2m,10m,1h")
-    delays = [_duration(n) for n in names]
+    delays = [parse_duration(n) for n in names]
     if delays != sorted(set(delays)):
         raise ValueError(f"delays must be distinct and increasing, got {raw!r}")
     return names
@@ -199,8 +199,9 @@ class Settings:
         "VTSTREAM_CACHE_NEGATIVE_TTL", 3600, _positive_int,
         "Seconds a 'not found' result is served from the cache.")
     inflight_timeout_s: int = _setting(
-        "VTSTREAM_INFLIGHT_TIMEOUT", 21600, _positive_int,
-        "Seconds after which an in-flight lookup with no answer is requested again.")
+        "VTSTREAM_INFLIGHT_TIMEOUT", 26 * 3600, _positive_int,
+        "Seconds after which an in-flight lookup with no answer is requested again (longer than "
+        "a quota park until midnight).")
     max_waiters: int = _setting(
         "VTSTREAM_MAX_WAITERS", 10000, _positive_int,
         "Duplicates of one in-flight indicator remembered for a summary each; "
@@ -235,10 +236,10 @@ class Settings:
         "VTSTREAM_RETRY_MAX_ATTEMPTS", 8, _positive_int,
         "Attempts (polls of a pending scan, retries of a failed call) before a record goes to vt.dead.")
     retry_slice_s: float = _setting(
-        "VTSTREAM_RETRY_SLICE", 5.0, _duration,
+        "VTSTREAM_RETRY_SLICE", 5.0, parse_duration,
         "Longest single sleep of a retry-tier agent while its head record comes due.")
     url_max_age_s: float = _setting(
-        "VTSTREAM_URL_MAX_AGE", 30 * 86400.0, _duration,
+        "VTSTREAM_URL_MAX_AGE", 30 * 86400.0, parse_duration,
         "A URL report older than this is rescanned (submit_url); e.g. 7d, 12h.")
     file_root: Path | None = _setting(
         "VTSTREAM_FILE_ROOT", None, Path,

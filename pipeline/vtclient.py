@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Sequence
 from urllib.parse import quote
 
 import aiohttp
@@ -111,9 +111,57 @@ class VirusTotalClient:
         return LookupResult("found" if found else "not_found", body, requests=1,
                             notes=["queued for analysis"] if code == _V2_QUEUED else [])
 
-    async def _get_v3(self, path: str, params: dict[str, str] | None, pace: Pace) -> tuple[int, Any]:
-        """GET a v3 path; returns (status, parsed body) for 200 and 404, raises otherwise."""
-        status, headers, raw = await self._request("GET", path, params, {"x-apikey": self._key}, pace)
+    # ------------------------------------------------------------------ scans
+
+    async def submit_url(self, url: str, pace: Pace, *, api: str) -> Submission:
+        """Ask VirusTotal to scan ``url``; one request."""
+        if api == "v2":
+            body = await self._get_v2("/vtapi/v2/url/scan", {}, pace, method="POST",
+                                      data={"apikey": self._key, "url": url})
+            return Submission(_v2_field(body, "scan_id"), body)
+        _status, body = await self._get_v3("/api/v3/urls", None, pace, method="POST", data={"url": url})
+        return Submission(_v3_id(body), body)
+
+    async def submit_file(self, upload: Upload, pace: Pace, *, api: str) -> Submission:
+        """Upload a file for scanning: one request, two for v3 files over 32 MB (upload URL)."""
+        if api == "v2":
+            form = upload.form(extra={"apikey": self._key})
+            body = await self._get_v2("/vtapi/v2/file/scan", {}, pace, method="POST", data=form)
+            return Submission(_v2_field(body, "scan_id"), body, requests=1)
+        target, requests = "/api/v3/files", 1
+        if upload.size > DIRECT_UPLOAD_LIMIT:
+            _status, answer = await self._get_v3("/api/v3/files/upload_url", None, pace)
+            upload_url = answer.get("data") if isinstance(answer, dict) else None
+            if not isinstance(upload_url, str) or not upload_url.startswith(("http://", "https://")):
+                raise MalformedResponse("upload_url answer has no URL in 'data'")
+            target, requests = upload_url, 2
+        _status, body = await self._get_v3(target, None, pace, method="POST", data=upload.form())
+        return Submission(_v3_id(body), body, requests=requests)
+
+    async def poll(self, analysis_id: str, indicator: Indicator, pace: Pace, *, api: str,
+                   relationships: Sequence[str] = ()) -> LookupResult | None:
+        """The report once the analysis is done, else None (still queued). One request while
+        queued; in v3 a finished analysis costs one more to fetch the object report."""
+        if api == "v2":
+            endpoint = "url/report" if indicator.type == "url" else "file/report"
+            body = await self._get_v2(f"/vtapi/v2/{endpoint}", {"resource": analysis_id, "apikey": self._key,
+                                                               "allinfo": "1"}, pace)
+            if not isinstance(body, dict) or body.get("response_code") != _V2_FOUND:
+                return None
+            return LookupResult("found", body, requests=1)
+        status, body = await self._get_v3(f"/api/v3/analyses/{quote(analysis_id, safe='')}", None, pace)
+        if status == 404:
+            raise MalformedResponse(f"analysis {analysis_id} is unknown to VirusTotal")
+        if _analysis_status(body) != "completed":
+            return None
+        report = await self._lookup_v3(indicator, pace, relationships)
+        return LookupResult(report.status, report.body, requests=1 + report.requests,
+                            relationship_requests=report.relationship_requests, notes=report.notes)
+
+    async def _get_v3(self, path: str, params: dict[str, str] | None, pace: Pace,
+                      method: str = "GET", data: Any = None) -> tuple[int, Any]:
+        """Call a v3 path; returns (status, parsed body) for 200 and 404, raises otherwise."""
+        status, headers, raw = await self._request(method, path, params, {"x-apikey": self._key}, pace, data)
         if status in (200, 404):
             body = _parse_json(raw) if raw else None
             if status == 200 and not isinstance(body, dict):
@@ -128,8 +176,9 @@ class VirusTotalClient:
             f"VirusTotal answered {status} {code or ''}: {message or 'no message'}".replace("  ", " "),
             status=status, code=code, retry_after=_retry_after(headers))
 
-    async def _get_v2(self, path: str, params: dict[str, str], pace: Pace) -> Any:
-        status, headers, raw = await self._request("GET", path, params, {}, pace)
+    async def _get_v2(self, path: str, params: dict[str, str], pace: Pace,
+                      method: str = "GET", data: Any = None) -> Any:
+        status, headers, raw = await self._request(method, path, params, {}, pace, data)
         if status == 200:
             return _parse_json(raw)
         if status == 204:  # v2's way of saying "over quota"
@@ -141,12 +190,13 @@ class VirusTotalClient:
                                 retry_after=_retry_after(headers))
 
     async def _request(self, method: str, path: str, params: dict[str, str] | None,
-                       headers: dict[str, str], pace: Pace) -> tuple[int, dict[str, str], bytes]:
+                       headers: dict[str, str], pace: Pace, data: Any = None) -> tuple[int, dict[str, str], bytes]:
         assert self._session is not None, "use VirusTotalClient as an async context manager"
         await pace()
+        url = path if path.startswith(("http://", "https://")) else self._base + path
         try:
-            async with self._session.request(method, self._base + path, params=params,
-                                             headers=headers) as resp:
+            async with self._session.request(method, url, params=params, headers=headers,
+                                             data=data) as resp:
                 raw = await resp.read()
                 return resp.status, dict(resp.headers), raw
         except asyncio.TimeoutError:
@@ -159,6 +209,81 @@ class VirusTotalClient:
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc)
         return text.replace(self._key, "***") if self._key else text
+
+
+#: v3 files up to this size go to POST /files; larger ones through an upload URL.
+DIRECT_UPLOAD_LIMIT = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A scan VirusTotal accepted: the analysis (v3) or scan (v2) id to poll, and the answer body."""
+
+    analysis_id: str
+    body: Any
+    requests: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file to upload: its name, size, and either bytes or a path to stream from."""
+
+    name: str
+    size: int
+    content: bytes | None = None
+    path: str | None = None
+
+    def form(self, extra: dict[str, str] | None = None) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        for key, value in (extra or {}).items():
+            form.add_field(key, value)
+        payload: Any = self.content if self.content is not None else _chunks(self.path or "")
+        form.add_field("file", payload, filename=self.name or "sample", content_type="application/octet-stream")
+        return form
+
+
+async def _chunks(path: str, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """Stream a file from disk in 1 MB pieces: a 650 MB upload never sits in memory."""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
+def _v3_id(body: Any) -> str:
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        raise MalformedResponse("submission answer has no data.id")
+    return str(data["id"])
+
+
+def _v2_field(body: Any, name: str) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get(name), str):
+        raise MalformedResponse(f"v2 submission answer has no {name}")
+    return str(body[name])
+
+
+def _analysis_status(body: Any) -> str | None:
+    """queued / in-progress / completed, from a v3 analysis object."""
+    try:
+        return str(body["data"]["attributes"]["status"])
+    except (KeyError, TypeError):
+        raise MalformedResponse("analysis answer has no data.attributes.status") from None
+
+
+def report_age(body: Any, api: str, now: float) -> float | None:
+    """Seconds since VirusTotal last analysed the object in ``body``; None when it does not say.
+
+    Protocol knowledge (like ``response_code``), not mapping: it decides whether to rescan.
+    """
+    try:
+        if api == "v2":
+            from datetime import datetime, timezone
+
+            when = datetime.strptime(str(body["scan_date"]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+            return now - when.timestamp()
+        return now - float(body["data"]["attributes"]["last_analysis_date"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _parse_json(raw: bytes) -> Any:
@@ -194,4 +319,4 @@ def _merge_relationship(body: dict[str, Any], name: str, rel_body: dict[str, Any
         rels[name] = {"data": rel_body["data"], "meta": rel_body.get("meta", {})}
 
 
-__all__ = ["LookupResult", "VirusTotalClient", "VirusTotalError"]
+__all__ = ["LookupResult", "Submission", "Upload", "VirusTotalClient", "VirusTotalError", "report_age"]

@@ -4,8 +4,10 @@ Code never spells a topic name twice: it asks ``catalog(settings)`` or uses the
 constants below. Keyed topics (``vt.lookups``, ``vt.responses`` and the cache
 changelog) share one partition count so an indicator's lookups, responses and
 cache entry live on the same partition number (co-partitioning).
-``vt.requests`` has exactly one partition: the gateway that owns it is the one
-place that holds the API key's rate and quota.
+``vt.requests`` and ``vt.polls`` have exactly one partition each, like every
+retry tier and the quota changelog: faust assigns all one-partition topics
+of the group to the same worker, so one gateway holds the API key's rate and
+quota.
 
 Topics must exist with these counts before any worker subscribes: a broker
 that auto-creates a missing topic picks its own partition count, and faust
@@ -22,6 +24,7 @@ from typing import Any
 RAW = "indicators.raw"
 LOOKUPS = "vt.lookups"
 REQUESTS = "vt.requests"
+POLLS = "vt.polls"
 RESPONSES = "vt.responses"
 ENRICHED = "indicators.enriched"
 DEAD = "vt.dead"
@@ -80,6 +83,9 @@ def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s",
         TopicSpec(REQUESTS, 1, "indicator key",
                   "cache misses waiting for a VirusTotal call; one partition = one quota holder",
                   strict=True),
+        TopicSpec(POLLS, 1, "indicator key",
+                  "parked work that came due: polls of pending scans, retries; the gateway serves it "
+                  "after fresh lookups", strict=True),
         TopicSpec(RESPONSES, partitions, "indicator key",
                   "VirusTotal answers, co-partitioned with vt.lookups and the cache", strict=True),
         TopicSpec(ENRICHED, partitions, "indicator key",

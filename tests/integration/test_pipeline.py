@@ -25,7 +25,7 @@ def wait_summaries(kafka, n, timeout=90.0):
 
 @pytest.mark.parametrize("api", ["v3", "v2"])
 def test_each_lookup_action_is_enriched(kafka, emulator, worker_factory, api):
-    worker_factory(kafka, emulator.url, vt_api_version=api)
+    worker_factory(kafka, emulator.url, vt_api_version=api, url_max_age="3650d")  # serve stored URL reports
     produce(kafka, RAW, ["8.8.8.8", "example.com", SHA256.upper(), "http://www.google.com/",
                          '{"value": "unknown-notfound.example.org", "type": "domain"}'])
     events = wait_summaries(kafka, 5)

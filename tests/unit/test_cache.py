@@ -11,7 +11,8 @@ S = Settings(cache_ttl_s=100, cache_negative_ttl_s=10, inflight_timeout_s=50, ma
 def test_first_sighting_requests_and_marks_in_flight():
     verdict = cache.decide(None, {"ref": "a"}, 1000.0, S)
     assert verdict.action == "request"
-    assert verdict.entry == {"state": "inflight", "since": 1000.0, "waiters": [], "overflow": 0}
+    assert verdict.entry == {"state": "inflight", "since": 1000.0, "requester": "a", "waiters": [],
+                             "overflow": 0}
 
 
 def test_duplicates_in_flight_wait_then_overflow():
@@ -46,3 +47,11 @@ def test_unreadable_entries_count_as_missing(raw):
 def test_round_trip():
     entry = cache.completed({"found": True, "asn": "15169"}, True, 5.0, S)
     assert cache.decode(cache.encode(entry)) == entry
+
+
+def test_replays_after_a_crash_resend_the_request_and_do_not_duplicate_waiters():
+    entry = cache.decide(None, {"ref": "a"}, 0.0, S).entry
+    assert cache.decide(entry, {"ref": "a"}, 1.0, S).action == "request"
+    joined = cache.decide(entry, {"ref": "b"}, 1.0, S).entry
+    again = cache.decide(joined, {"ref": "b"}, 2.0, S)
+    assert again.action == "wait" and cache.waiters(again.entry) == [{"ref": "b"}]
