@@ -60,10 +60,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> tu
     # use_partitioner: the changelog record goes where the key hashes, exactly like the
     # vt.lookups and vt.responses records of the same key (same key bytes, same count), so
     # the table stays co-partitioned while stages write it from batches (no "current event").
-    table = app.Table(CACHE_TABLE, partitions=settings.partitions, schema=_raw_schema(),
+    table = app.Table(CACHE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes,
                       use_partitioner=True, help="indicator key -> cache entry (pipeline.cache)")
     # The governor's state; its changelog is vt.quota itself, so `vtstream status` can read it.
-    quota = app.Table("quota", partitions=1, schema=_raw_schema(), use_partitioner=True,
+    quota = app.Table("quota", partitions=1, key_type=bytes, value_type=bytes, use_partitioner=True,
                       changelog_topic=app.topic(QUOTA, schema=_raw_schema(), partitions=1),
                       help="the quota governor's state (pipeline.governor)")
     topics = {"raw": _topic(app, RAW, settings.partitions),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -58,7 +58,6 @@ class Shared:
     loaded: bool = False
     key_rejected: bool = False
     quota_backoff: float = QUOTA_BACKOFF_START
-    pending: set[str] = field(default_factory=set)
 
 
 class Gateway:
@@ -69,6 +68,13 @@ class Gateway:
         self.settings = ctx.settings
 
     async def handle(self, out: Outbox, key: bytes, value: bytes) -> None:
+        if self.priority == PRIORITY_LIVE:
+            with self.shared.governor.serving_live():
+                await self._handle(out, key, value)
+        else:
+            await self._handle(out, key, value)
+
+    async def _handle(self, out: Outbox, key: bytes, value: bytes) -> None:
         try:
             request = orjson.loads(value)
             indicator = Indicator(request["indicator"]["type"], request["indicator"]["value"])

@@ -10,8 +10,9 @@
   until it resets, before any call is made.
 - **Slow down.** After a 429 (v3) or 204 (v2) the gateway calls :meth:`pause`;
   every caller then waits until the pause is over.
-- **Priority.** Callers queue by priority (0 = fresh lookups first, 1 = polls
-  and retries), so a backlog of pending scans cannot starve live traffic.
+- **Priority.** Fresh lookups (priority 0) go first: a caller of priority 1
+  (polls of pending scans, retries) waits until live work has been idle for
+  ``LIVE_GRACE`` seconds, so a backlog of scans cannot delay live traffic.
 
 State is a small dict (``state()``/``load()``) that the gateway stores in a
 changelogged table on the compacted ``vt.quota`` topic after every call.
@@ -20,11 +21,10 @@ changelogged table on the compacted ``vt.quota`` topic after every call.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 from aiolimiter import AsyncLimiter
 
@@ -32,6 +32,8 @@ from .errors import DailyQuotaExhausted
 
 #: Longest single sleep while paused, so callers can notice a rebalance.
 PAUSE_SLICE = 5.0
+#: How long live work must have been idle before deferred work may call.
+LIVE_GRACE = 0.2
 
 
 def utc_day(now: float) -> str:
@@ -55,36 +57,6 @@ def seconds_to_month_end_utc(now: float) -> float:
     return (following - dt).total_seconds()
 
 
-class _PriorityTurn:
-    """A mutex that hands the turn to the waiting caller with the lowest priority number."""
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    async def acquire(self, priority: int) -> None:
-        if not self._busy and not self._waiters:
-            self._busy = True
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (priority, next(self._seq), fut))
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # we were handed the turn as we were cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self._busy = False
-
-
 class Governor:
     """Per-minute pacing, daily/monthly/per-source quotas, pauses, priorities.
 
@@ -96,7 +68,8 @@ class Governor:
 
     def __init__(self, rate_per_minute: int, daily_quota: int, *, monthly_quota: int = 0,
                  source_caps: Mapping[str, int] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.rate_per_minute = rate_per_minute
         self.interval = 60.0 / rate_per_minute
         self._limiter = AsyncLimiter(1, self.interval)
@@ -104,7 +77,9 @@ class Governor:
         self.monthly_quota = monthly_quota
         self.source_caps = dict(source_caps or {})
         self._clock = clock
-        self._turn = _PriorityTurn()
+        self._sleep = sleep
+        self._live = 0  # live records being served right now
+        self._live_idle_since = float("-inf")
         now = clock()
         self.day, self.month = utc_day(now), utc_month(now)
         self.used_today = self.used_month = 0
@@ -173,27 +148,42 @@ class Governor:
                 f"not checked: daily cap of {cap} requests for source {source!r} reached; resets at 00:00 UTC",
                 retry_after=seconds_to_midnight_utc(now))
 
+    @contextmanager
+    def serving_live(self) -> Iterator[None]:
+        """Mark live work in progress for the duration (the live gateway wraps each record)."""
+        self._live += 1
+        try:
+            yield
+        finally:
+            self._live -= 1
+            self._live_idle_since = time.monotonic()
+
     async def acquire(self, source: str | None = None, priority: int = 0,
                       should_yield: Callable[[], bool] = lambda: False) -> None:
-        """Wait for the next slot, by priority; count the call against every quota.
+        """Wait for the next slot; count the call against every quota.
 
-        ``should_yield`` is polled while paused; when it turns true the wait
+        ``should_yield`` is polled while waiting; when it turns true the wait
         ends with :class:`Yielded` so the caller can re-park its record.
         """
         self.check(source)
-        await self._turn.acquire(priority)
-        try:
-            await self._wait_until_clear(should_yield)
-            await self._limiter.acquire()
-            self.check(source)
-            self.used_today += 1
-            self.used_month += 1
-            if source:
-                self.by_source[source] = self.by_source.get(source, 0) + 1
-            self.last_call_at = self._clock()
-            self._resume_after = 0.0  # from now on aiolimiter paces in-process
-        finally:
-            self._turn.release()
+        if priority > 0:
+            await self._wait_for_live_idle(should_yield)
+        await self._wait_until_clear(should_yield)
+        await self._limiter.acquire()
+        self.check(source)
+        self.used_today += 1
+        self.used_month += 1
+        if source:
+            self.by_source[source] = self.by_source.get(source, 0) + 1
+        self.last_call_at = self._clock()
+        self._resume_after = 0.0  # from now on aiolimiter paces in-process
+
+    async def _wait_for_live_idle(self, should_yield: Callable[[], bool]) -> None:
+        started = self._clock()
+        while self._live or time.monotonic() - self._live_idle_since < LIVE_GRACE:
+            if should_yield():
+                raise Yielded(started)
+            await self._sleep(LIVE_GRACE)
 
     async def _wait_until_clear(self, should_yield: Callable[[], bool]) -> None:
         """Honour a pause and, after a restart, the spacing from the last recorded call."""
@@ -205,7 +195,7 @@ class Governor:
                 return
             if should_yield():
                 raise Yielded(until)
-            await asyncio.sleep(min(until - now, PAUSE_SLICE))
+            await self._sleep(min(until - now, PAUSE_SLICE))
 
     def pause(self, seconds: float, reason: str) -> None:
         """Stop every caller for ``seconds`` (VirusTotal said the quota is exceeded)."""

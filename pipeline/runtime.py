@@ -3,11 +3,12 @@
 Stages are plain functions ``handle(ctx, out, key, value, ...)``; this module
 owns the faust plumbing around them. The rule it enforces: forward first,
 then ack. A batch's outputs are all produced and acknowledged by the broker
-(:meth:`Outbox.flush`) before faust may commit the batch's input offsets, so a
-crash at any point replays work instead of losing it. A handler that raises
-sends its record to vt.dead with the error instead of killing the agent (an
-uncaught exception in a faust agent would ack the record and stop the
-partition's commits).
+(:meth:`Outbox.flush`) before its events are acked, so a crash at any point
+replays work instead of losing it. Acks are manual (``noack_take``,
+``noack()``): faust's acking iterators ack the current event in a
+``finally``, so an agent cancelled by a graceful stop would otherwise commit
+records whose outputs were never produced. A handler that raises sends its
+record to vt.dead with the error instead of killing the agent.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler,
     ``ref(event)`` supplies the handler's last argument (default: the clock).
     """
     out = Outbox(ctx)
-    async for batch in stream.take_events(ctx.batch_size, within=ctx.batch_within):
+    async for batch in stream.noack_take(ctx.batch_size, within=ctx.batch_within):
         now = ctx.clock()
         for event in batch:
             key: bytes = event.key or b""
@@ -87,6 +88,8 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler,
                 await out.send(DEAD, key, dead_letter(event.value, stage=stage,
                                                       reason="unexpected error", error=repr(exc)))
         await out.flush()
+        for event in batch:
+            await stream.ack(event)
         ctx.count(f"{stage}.records", len(batch))
 
 
@@ -95,7 +98,8 @@ async def run_each(ctx: Context, stream: Any, stage: str,
     """Like :func:`run_batches`, one event at a time: for stages that wait (gateway, retry
     tiers), so each record is acknowledged as soon as what it caused is produced."""
     out = Outbox(ctx)
-    async for event in stream.events():
+    manual = stream.noack()
+    async for event in manual.events():
         key: bytes = event.key or b""
         try:
             await handler(out, key, event.value)
@@ -104,6 +108,7 @@ async def run_each(ctx: Context, stream: Any, stage: str,
             await out.send(DEAD, key, dead_letter(event.value, stage=stage, reason="unexpected error",
                                                   error=repr(exc)))
         await out.flush()
+        await manual.ack(event)
         ctx.count(f"{stage}.records")
 
 

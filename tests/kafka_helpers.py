@@ -39,10 +39,11 @@ def produce(bootstrap: str, topic: str, records: Iterable[bytes | str | dict[str
 
 
 def collect(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], bool],
-            timeout: float = 60.0) -> list[dict[str, Any]]:
+            timeout: float = 60.0, timestamps: bool = False) -> list[dict[str, Any]]:
     """Read ``topic`` from the beginning until ``until(records)`` is true or ``timeout`` passes.
 
-    Records are decoded JSON objects (undecodable values come back as {"_raw": bytes}).
+    Records are decoded JSON objects (undecodable values come back as {"_raw": bytes});
+    with ``timestamps`` each also gets "_ts", the record's timestamp in ms (its send time).
     """
 
     async def run() -> list[dict[str, Any]]:
@@ -59,9 +60,12 @@ def collect(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], 
                 for records in batch.values():
                     for r in records:
                         try:
-                            out.append(orjson.loads(r.value))
+                            value = orjson.loads(r.value)
                         except orjson.JSONDecodeError:
-                            out.append({"_raw": r.value})
+                            value = {"_raw": r.value}
+                        if timestamps:
+                            value["_ts"] = r.timestamp
+                        out.append(value)
                 if until(out):
                     return out
             return out

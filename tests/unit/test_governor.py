@@ -50,3 +50,93 @@ def test_no_burst_even_at_start():
 def test_seconds_to_midnight():
     t = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc).timestamp()
     assert seconds_to_midnight_utc(t) == 12 * 3600
+
+
+def test_restart_waits_out_the_interval_from_the_recorded_last_call():
+    clock = Clock(1_000_000.0)
+    first = Governor(rate_per_minute=6, daily_quota=100, clock=clock)
+    asyncio.run(first.acquire())
+    state = first.state()
+    clock.t += 4.0
+    slept = []
+
+    async def fake_sleep(seconds):
+        slept.append(seconds)
+        clock.t += seconds
+
+    restarted = Governor(rate_per_minute=6, daily_quota=100, clock=clock, sleep=fake_sleep)
+    restarted.load(state)
+    assert restarted.used_today == 1
+    asyncio.run(restarted.acquire())
+    assert sum(slept) == pytest.approx(6.0)  # 10 s interval, 4 s of it already passed
+    assert restarted.used_today == 2
+
+
+def test_counts_of_a_past_day_are_dropped_on_load():
+    clock = Clock(datetime(2026, 5, 2, 1, 0, tzinfo=timezone.utc).timestamp())
+    gov = Governor(rate_per_minute=60, daily_quota=10, clock=clock)
+    gov.load({"day": "2026-05-01", "used_today": 9, "month": "2026-05", "used_month": 40})
+    assert gov.used_today == 0 and gov.used_month == 40
+
+
+def test_monthly_quota_and_source_caps():
+    clock = Clock(datetime(2026, 5, 31, 12, 0, tzinfo=timezone.utc).timestamp())
+    gov = Governor(rate_per_minute=60000, daily_quota=100, monthly_quota=3, source_caps={"noisy": 1},
+                   clock=clock)
+
+    async def run():
+        await gov.acquire(source="noisy")
+        with pytest.raises(DailyQuotaExhausted, match="source 'noisy'"):
+            await gov.acquire(source="noisy")
+        await gov.acquire(source="quiet")
+        await gov.acquire()
+        with pytest.raises(DailyQuotaExhausted, match="monthly") as info:
+            await gov.acquire()
+        assert info.value.retry_after == pytest.approx(12 * 3600)
+    asyncio.run(run())
+
+
+def test_pause_holds_every_caller():
+    gov = Governor(rate_per_minute=60000, daily_quota=100)
+    gov.pause(0.3, "429")
+
+    async def run():
+        t0 = time.monotonic()
+        await gov.acquire()
+        return time.monotonic() - t0
+    assert asyncio.run(run()) >= 0.29
+    assert gov.state()["blocked_until"] is None
+
+
+def test_deferred_work_waits_while_live_work_flows():
+    gov = Governor(rate_per_minute=60000, daily_quota=1000)
+    order = []
+
+    async def live():
+        for i in range(10):
+            with gov.serving_live():
+                await gov.acquire(priority=0)
+                order.append(f"live{i}")
+                await asyncio.sleep(0.02)
+
+    async def deferred():
+        await asyncio.sleep(0.01)
+        await gov.acquire(priority=1)
+        order.append("poll")
+
+    async def run():
+        await asyncio.gather(live(), deferred())
+    asyncio.run(run())
+    assert order[-1] == "poll"
+
+
+def test_deferred_caller_yields_on_request():
+    from pipeline.governor import Yielded
+
+    gov = Governor(rate_per_minute=60000, daily_quota=1000)
+
+    async def run():
+        with gov.serving_live():
+            with pytest.raises(Yielded):
+                await gov.acquire(priority=1, should_yield=lambda: True)
+    asyncio.run(run())
