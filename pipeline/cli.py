@@ -326,7 +326,9 @@ def topics() -> None:
 
 @topics.command(name="create")
 @click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
-def topics_create(bootstrap: str | None) -> None:
+@click.option("--wait", type=float, default=30.0, show_default=True,
+              help="Seconds to keep trying while the broker does not answer (it may be starting).")
+def topics_create(bootstrap: str | None, wait: float) -> None:
     """Create every catalog topic that is missing, with its intended partition count.
 
     Refuses (exit 1) when an existing topic has a different partition count.
@@ -335,7 +337,7 @@ def topics_create(bootstrap: str | None) -> None:
 
     settings = _settings(kafka_bootstrap=bootstrap)
     try:
-        created = asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_catalog(settings)))
+        created = asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_catalog(settings), timeout=wait))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created: {', '.join(created) if created else 'nothing (all topics exist)'}")
@@ -379,9 +381,11 @@ def demo(path: Path | None, api_version: str, timeout: float, verbose: bool) -> 
 
 
 def _register_tools() -> None:
+    from .bench import bench_command
     from .status import status_command
 
     main.add_command(status_command, name="status")
+    main.add_command(bench_command, name="bench")
 
 
 _register_tools()

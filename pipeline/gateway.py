@@ -44,8 +44,6 @@ from .vtclient import LookupResult, Submission, Upload, VirusTotalClient, report
 
 log = logging.getLogger("vtstream.gateway")
 
-#: Seconds between calls while the key is rejected (401).
-HOLD_SECONDS = 60.0
 QUOTA_BACKOFF_START, QUOTA_BACKOFF_CAP = 60.0, 900.0
 PRIORITY_LIVE, PRIORITY_DUE = 0, 1
 
@@ -104,7 +102,7 @@ class Gateway:
                 await self._respond(out, key, request, "pending", reason=str(exc))
                 return
             except Yielded as exc:
-                await self._park(out, key, request, max(0.0, exc.until - self.ctx.clock()), "rebalance")
+                await self._park(out, key, request, max(0.0, exc.until - self.ctx.clock()), "rebalance or shutdown")
                 return
             except VirusTotalError as exc:
                 await self._failed(out, key, request, exc)
@@ -160,7 +158,7 @@ class Gateway:
                 if stored:
                     shared.governor.load(orjson.loads(stored))
                 shared.loaded = True
-            await shared.governor.acquire(source, self.priority, should_yield=lambda: self.ctx.app.rebalancing)
+            await shared.governor.acquire(source, self.priority, should_yield=self.ctx.must_yield)
             self.ctx.quota[b"governor"] = orjson.dumps(shared.governor.state())
 
         return pace
@@ -201,16 +199,20 @@ class Gateway:
         await self._respond(out, key, request, "error", reason=reason, error=str(exc))
 
     async def _hold_for_key(self, out: Outbox, key: bytes, request: dict[str, Any], exc: WrongCredentials) -> bool:
-        """Wait, in slices, for the key to work again; False if the record was parked instead."""
+        """Wait, in slices, for the key to work again; False if the record was parked instead.
+
+        Tries again every first-tier delay (30 s by default): one call per interval, no more.
+        """
+        hold = retry.backoff(1, self.settings.retry_tiers)
         if not self.shared.key_rejected:
             log.error("VirusTotal rejected the API key (HTTP %s). Calls stop; records are held, not dropped. "
                       "Fix VTSTREAM_VT_API_KEY and restart the workers; until then the gateway tries again "
-                      "every %.0f s.", exc.status, HOLD_SECONDS)
+                      "every %.0f s.", exc.status, hold)
             self.shared.key_rejected = True
-        self.shared.governor.pause(HOLD_SECONDS, "VirusTotal rejected the API key")
-        deadline = self.ctx.clock() + HOLD_SECONDS
+        self.shared.governor.pause(hold, "VirusTotal rejected the API key")
+        deadline = self.ctx.clock() + hold
         while (now := self.ctx.clock()) < deadline:
-            if self.ctx.app.rebalancing:
+            if self.ctx.must_yield():
                 await self._park(out, key, request, deadline - now, "API key rejected")
                 return False
             await asyncio.sleep(min(deadline - now, self.settings.retry_slice_s))

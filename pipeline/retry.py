@@ -8,8 +8,8 @@ ever waits for the head record, and nothing behind the head can be due first.
 
 The agent holds the head until ``min(not_before, parked_at + delay)``, sleeping
 at most ``VTSTREAM_RETRY_SLICE`` at a time, and re-parks it instead of waiting
-through a rebalance (faust waits for held records before it hands partitions
-over). A record whose ``not_before`` lies beyond its tier's delay (a quota
+through a rebalance or a shutdown (faust waits for held records before it
+hands partitions over or stops). A record whose ``not_before`` lies beyond its tier's delay (a quota
 that resets at midnight) hops through the tier again. Due records go to
 vt.polls, which the gateway serves after fresh lookups.
 """
@@ -74,7 +74,7 @@ async def hold(ctx: Context, out: Outbox, tier: str, delay_s: float, key: bytes,
                                               error=repr(exc)))
         return
     while (now := ctx.clock()) < due:
-        if ctx.app.rebalancing:  # hand the partition over now; the record waits on the tier again
+        if ctx.must_yield():  # hand the partition over now; the record waits on the tier again
             await out.send(retry_topic(tier), key, value)
             return
         await asyncio.sleep(min(due - now, ctx.settings.retry_slice_s))

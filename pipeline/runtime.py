@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, MutableMapping
 
 import faust
 import orjson
+from faust.streams import _current_event  # the context variable behind faust.current_event()
 
 from topics import DEAD
 
@@ -46,6 +48,10 @@ class Context:
     batch_size: int = 1000
     batch_within: float = 0.01
     stats: dict[str, int] = field(default_factory=dict)
+
+    def must_yield(self) -> bool:
+        """True while a rebalance or a shutdown waits for held records: re-park them now."""
+        return bool(self.app.rebalancing or self.app.should_stop)
 
     def count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n
@@ -81,12 +87,17 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler,
         now = ctx.clock()
         for event in batch:
             key: bytes = event.key or b""
+            # Table writes read faust's "current event" (the RocksDB store picks its
+            # partition database by it); a batch has none of its own. Only the context
+            # variable is set: Stream.current_event belongs to noack_take's buffer task.
+            _current_event.set(weakref.ref(event))
             try:
                 await handler(ctx, out, key, event.value, ref(event) if ref else now)
             except Exception as exc:  # route, never crash the agent
                 log.exception("%s: unexpected error on record %s", stage, record_ref(event))
                 await out.send(DEAD, key, dead_letter(event.value, stage=stage,
                                                       reason="unexpected error", error=repr(exc)))
+        _current_event.set(None)
         await out.flush()
         for event in batch:
             await stream.ack(event)

@@ -42,7 +42,8 @@ def _api(path: str) -> str | None:
     return None
 
 
-async def _inject(fault: str, api: str, request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _inject(fault: str, api: str, request: web.Request, handler: Handler,
+                  retry_after_s: float | None = None) -> web.StreamResponse:
     """Answer ``request`` the way fault ``fault`` says."""
     if fault == "timeout":
         await asyncio.sleep(TIMEOUT_FAULT_S)
@@ -53,9 +54,12 @@ async def _inject(fault: str, api: str, request: web.Request, handler: Handler) 
         code = "InternalError" if fault == "500" else "TransientError"
         return json_response(error(code, "Injected fault"), int(fault))
     if fault == "429":
+        headers = {"Retry-After": f"{retry_after_s:g}"} if retry_after_s is not None else {}
         if api == "v2":
-            return web.Response(status=204)
-        return json_response(error("QuotaExceededError", "Quota exceeded"), 429)
+            return web.Response(status=204, headers=headers)
+        response = json_response(error("QuotaExceededError", "Quota exceeded"), 429)
+        response.headers.update(headers)
+        return response
     if fault == "401":
         if api == "v2":
             return web.Response(status=403)
@@ -92,7 +96,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     fault = emu.faults.take(request.path)
     if fault is not None:
         emu.stats.faults_injected += 1
-        return await _inject(fault, api, request, handler)
+        return await _inject(fault, api, request, handler, emu.config.retry_after_s)
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -13,7 +13,7 @@ from conftest import SAMPLES
 
 pytestmark = pytest.mark.e2e
 
-COMMANDS = ["worker", "demo", "broker", "emulator", "produce", "tail", "map", "topics"]
+COMMANDS = ["worker", "demo", "broker", "emulator", "produce", "tail", "map", "topics", "status", "bench"]
 
 
 def vtstream(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
@@ -46,7 +46,7 @@ def test_bad_setting_is_refused_with_its_name():
 
 
 def test_unreachable_kafka_is_a_clear_error():
-    result = vtstream("topics", "create", env={"VTSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, timeout=90)
+    result = vtstream("topics", "create", "--wait", "2", env={"VTSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, timeout=90)
     assert result.returncode == 1
     assert b"cannot reach Kafka at 127.0.0.1:1" in result.stderr
 

@@ -1,0 +1,101 @@
+"""Crash safety and hostile input: kill -9 mid-stream, a dying group member, 10,000 bad records.
+
+Scaled to keep the suite short; the long forms are in the README (VTSTREAM_CRASH_SCALE).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import orjson
+import pytest
+from kafka_helpers import collect, produce, summaries
+
+pytestmark = pytest.mark.integration
+
+RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
+SCALE = int(os.environ.get("VTSTREAM_CRASH_SCALE", "1"))
+
+
+def stream_of(unique: int, repeats: int, seed: int = 1) -> list[bytes]:
+    """Inputs over ``unique`` routable IPs and domains, each seen ``repeats`` times, shuffled."""
+    values = [f"23.{i // 60000}.{(i // 250) % 240}.{i % 250 + 1}" if i % 2 else f"host-{i}.example.net"
+              for i in range(unique)]
+    records = [orjson.dumps({"value": v, "id": f"{v}#{n}"}) for v in values for n in range(repeats)]
+    random.Random(seed).shuffle(records)
+    return records
+
+
+def assert_every_input_answered_once_per_id(events: list[dict], inputs: int) -> None:
+    answered = {e["origin"]["id"] for e in summaries(events)}
+    assert len(answered) == inputs, f"{inputs - len(answered)} inputs have no summary"
+    seen: dict[str, dict] = {}
+    for event in events:  # a duplicate from a replay is the same event
+        body = {k: v for k, v in event.items() if k != "enriched_at"}
+        assert seen.setdefault(event["event_id"], body) == body
+
+
+def ids_answered(events: list[dict]) -> int:
+    return len({e["origin"]["id"] for e in summaries(events)})
+
+
+def test_kill_9_mid_stream_then_restart_loses_nothing(kafka, emulator, worker_factory):
+    records = stream_of(500 * SCALE, 4)
+    first = worker_factory(kafka, emulator.url)
+    produce(kafka, RAW, records)
+    partial = collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records) // 4, timeout=120)
+    assert ids_answered(partial) < len(records), "finished before the crash: nothing was tested"
+    first.kill()
+    worker_factory(kafka, emulator.url)
+    events = collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records), timeout=240)
+    assert_every_input_answered_once_per_id(events, len(records))
+
+
+def test_a_dying_group_member_hands_its_partitions_over(kafka, emulator, worker_factory):
+    records = stream_of(400 * SCALE, 3, seed=2)
+    doomed = worker_factory(kafka, emulator.url)
+    worker_factory(kafka, emulator.url)
+    time.sleep(4)  # both in the group before the stream starts
+    produce(kafka, RAW, records)
+    collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records) // 4, timeout=120)
+    doomed.kill()
+    events = collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records), timeout=240)
+    assert_every_input_answered_once_per_id(events, len(records))
+
+
+def hostile_records(n: int, seed: int = 3) -> list[bytes]:
+    """n records that are not indicators, of every nasty kind."""
+    rng = random.Random(seed)
+    makers = [
+        lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))) + b"\xff",
+        lambda: b"\xc3\x28\xa0\xa1" + os.urandom(8) + b"\xfe",
+        lambda: b"[" * rng.randrange(600, 5000) + b"]" * 3,
+        lambda: b'{"value": ' + b"{" * 2000 + b"}" * 2000 + b"}",
+        lambda: b'{"value": ' + orjson.dumps(rng.choice([1, 2.5, True, None, [], {}, ["8.8.8.8"]])) + b"}",
+        lambda: orjson.dumps({"value": "8.8.8.8", "labels": rng.choice([1, {"a": 1}, [1, 2]])}),
+        lambda: orjson.dumps({"value": "\x00\x01\x1b[31m" + "x" * rng.randrange(5)}),
+        lambda: orjson.dumps({"value": rng.choice(["", " ", "\t", "not an ioc", "999.1.1.1", "1.2.3",
+                                                    "http://", "a" * 300 + ".com"])}),
+        lambda: b"line one\nline two",
+        lambda: orjson.dumps({"value": "\u202e" + "moc.live"}),
+    ]
+    out = [rng.choice(makers)() for _ in range(n)]
+    out[::500] = [b'{"value": "' + b"A" * (1024 * 1024) + b'"}'] * len(out[::500])  # 1 MB strings
+    return out
+
+
+def test_ten_thousand_hostile_records_go_to_dead_letters_and_valid_ones_flow(kafka, emulator, worker_factory):
+    bad = hostile_records(10_000)
+    good = [f"52.{i // 250}.{i % 250}.{i % 7 + 1}".encode() for i in range(50)]
+    mixed = bad + good
+    random.Random(4).shuffle(mixed)
+    worker = worker_factory(kafka, emulator.url)
+    produce(kafka, RAW, mixed)
+    dead = collect(kafka, DEAD, lambda recs: len(recs) >= len(bad), timeout=180)
+    assert len(dead) == len(bad)
+    assert all(d["stage"] == "intake" and d["reason"] for d in dead)
+    events = collect(kafka, ENRICHED, lambda evs: len(summaries(evs)) >= len(good), timeout=120)
+    assert {e["indicator"]["value"] for e in summaries(events)} == {g.decode() for g in good}
+    assert worker.proc.poll() is None
