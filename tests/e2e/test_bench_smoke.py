@@ -1,0 +1,66 @@
+"""`vtstream bench SCENARIO` at small scale: each scenario runs, prints its table and its judged line last.
+
+No timing or throughput assertions: the figures depend on the machine. The
+five scenarios run concurrently (each starts its own broker, emulator and
+workers) to keep this file's wall time down on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BENCH = "from pipeline.bench import bench_command; bench_command()"
+
+SCENARIOS = {
+    "cache-hits": (["--events", "3000", "--unique", "60"], r"ratio: \d+\.\d\d"),
+    "unique-calls": (["--events", "600", "--unique", "60"], r"calls_per_unique: \d+\.\d\d"),
+    "quota": (["--rate", "1200", "--unique", "300", "--duration", "8"], r"quota_use: \d+\.\d\d"),
+    "memory": (["--unique", "120", "--store", "memory://"], r"peak_rss_mb: \d+"),
+    "latency": (["--rate", "500", "--duration", "3", "--unique", "60"], r"p99_ms: (\d+|inf)"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, subprocess.CompletedProcess[str]]:
+    """Start every scenario at once, then wait for all of them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
+    procs = {name: subprocess.Popen([sys.executable, "-c", BENCH, name, *args], env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name, (args, _) in SCENARIOS.items()}
+    done = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=240)
+            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()   # the bench stops its broker, emulator and workers on SIGTERM
+                proc.wait(timeout=60)
+    return done
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_scenario_prints_table_and_judged_line_last(runs: dict[str, subprocess.CompletedProcess[str]],
+                                                     scenario: str) -> None:
+    result = runs[scenario]
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{scenario}:"), result.stdout
+    assert lines[1].split() == ["metric", "value"], result.stdout
+    assert len(lines) > 4, result.stdout
+    assert re.fullmatch(SCENARIOS[scenario][1], lines[-1]), lines[-1]
+
+
+def test_bench_help_names_every_scenario() -> None:
+    result = subprocess.run([sys.executable, "-c", BENCH, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for name in SCENARIOS:
+        assert name in result.stdout
