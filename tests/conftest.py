@@ -143,7 +143,7 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
         env.update({
             "VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_VT_BASE_URL": vt_url,
             "VTSTREAM_VT_API_KEY": DEMO_KEY, "VTSTREAM_VT_RATE_PER_MINUTE": "6000",
-            "VTSTREAM_VT_DAILY_QUOTA": "1000000", "VTSTREAM_STORE": "rocksdb://",
+            "VTSTREAM_VT_DAILY_QUOTA": "1000000", "VTSTREAM_STORE": "memory://",
             "VTSTREAM_DATA_DIR": str(tmp_path / f"data{n}"), "VTSTREAM_WEB_PORT": "0",
             "VTSTREAM_KAFKA_SESSION_TIMEOUT": "3", "VTSTREAM_LOG_LEVEL": "INFO",
         })

@@ -77,3 +77,15 @@ def collect(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], 
 
 def summaries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e.get("kind") == "summary"]
+
+
+def finals(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Final summaries: not the interim ones of a submitted scan or a spent quota."""
+    return [e for e in summaries(events) if not e["summary"].get("pending")]
+
+
+def wait_finals(bootstrap: str, n: int, timeout: float = 90.0) -> list[dict[str, Any]]:
+    """Read indicators.enriched until ``n`` final summaries arrived; fail if they do not."""
+    events = collect(bootstrap, "indicators.enriched", lambda evs: len(finals(evs)) >= n, timeout=timeout)
+    assert len(finals(events)) >= n, f"{len(finals(events))} of {n} final summaries"
+    return events

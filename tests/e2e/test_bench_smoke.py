@@ -1,8 +1,8 @@
 """`vtstream bench SCENARIO` at small scale: each scenario runs, prints its table and its judged line last.
 
-No timing or throughput assertions: the figures depend on the machine. The
-five scenarios run concurrently (each starts its own broker, emulator and
-workers) to keep this file's wall time down on a 2-core machine.
+No timing or throughput assertions: the figures depend on the machine. Each
+scenario is its own test (it starts its own broker, emulator and workers), so
+pytest-xdist spreads them like any other slow test.
 """
 
 from __future__ import annotations
@@ -27,30 +27,17 @@ SCENARIOS = {
 }
 
 
-@pytest.fixture(scope="module")
-def runs() -> dict[str, subprocess.CompletedProcess[str]]:
-    """Start every scenario at once, then wait for all of them."""
+def run_scenario(name: str) -> subprocess.CompletedProcess[str]:
+    """One scenario at small scale, in its own process (it starts its own broker and emulator)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    procs = {name: subprocess.Popen([sys.executable, "-c", BENCH, name, *args], env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for name, (args, _) in SCENARIOS.items()}
-    done = {}
-    try:
-        for name, proc in procs.items():
-            out, err = proc.communicate(timeout=240)
-            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()   # the bench stops its broker, emulator and workers on SIGTERM
-                proc.wait(timeout=60)
-    return done
+    args, _ = SCENARIOS[name]
+    return subprocess.run([sys.executable, "-c", BENCH, name, *args], env=env, text=True,
+                          capture_output=True, timeout=240)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_scenario_prints_table_and_judged_line_last(runs: dict[str, subprocess.CompletedProcess[str]],
-                                                     scenario: str) -> None:
-    result = runs[scenario]
+def test_scenario_prints_table_and_judged_line_last(scenario: str) -> None:
+    result = run_scenario(scenario)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith(f"{scenario}:"), result.stdout

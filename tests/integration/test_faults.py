@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from kafka_helpers import collect, produce, summaries
+from kafka_helpers import collect, finals, produce, summaries, wait_finals
 
 pytestmark = pytest.mark.integration
 
 RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
 FAST = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
 
-
-def finals(events):
-    return [e for e in summaries(events) if not e["summary"].get("pending")]
-
-
-def wait_finals(kafka, n, timeout=90.0):
-    events = collect(kafka, ENRICHED, lambda evs: len(finals(evs)) >= n, timeout=timeout)
-    assert len(finals(events)) >= n, f"{len(finals(events))} of {n} final summaries"
-    return events
 
 
 def ips(n, base="151.101"):
