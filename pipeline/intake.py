@@ -165,12 +165,10 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, ref: str) 
     else:
         outcome = parse(value, ref, ctx.settings)
     if isinstance(outcome, Rejected):
-        ctx.count("intake.rejected")
         await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason))
         return
     indicator = outcome.indicator
     if isinstance(outcome, Skipped):
-        ctx.count("intake.skipped")
         payload = {"checked": False, "found": None, "skipped": True, "reason": outcome.reason,
                    "rule": outcome.rule}
         await out.send(ENRICHED, indicator.key, make_event(

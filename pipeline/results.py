@@ -70,7 +70,6 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
                                                     api, origin))
     if status == "error" and entry is not None:
         del ctx.cache[key]
-    ctx.count(f"results.{status}")
 
 
 def install(ctx: Context) -> None:

@@ -86,7 +86,6 @@ async def hold(ctx: Context, out: Outbox, tier: str, delay_s: float, key: bytes,
         return
     due_request = {**request, "analysis_id": record.get("analysis_id"), "attempt": record.get("attempt", 0)}
     await out.send(POLLS, key, due_request)
-    ctx.count(f"retry.{tier}.due")
 
 
 def install(ctx: Context) -> None:

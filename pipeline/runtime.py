@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, MutableMapping
 
 import faust
@@ -47,14 +47,10 @@ class Context:
     clock: Callable[[], float] = time.time
     batch_size: int = 1000
     batch_within: float = 0.01
-    stats: dict[str, int] = field(default_factory=dict)
 
     def must_yield(self) -> bool:
         """True while a rebalance or a shutdown waits for held records: re-park them now."""
         return bool(self.app.rebalancing or self.app.should_stop)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.stats[name] = self.stats.get(name, 0) + n
 
 
 class Outbox:
@@ -101,7 +97,6 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler,
         await out.flush()
         for event in batch:
             await stream.ack(event)
-        ctx.count(f"{stage}.records", len(batch))
 
 
 async def run_each(ctx: Context, stream: Any, stage: str,
@@ -120,7 +115,6 @@ async def run_each(ctx: Context, stream: Any, stage: str,
                                                   error=repr(exc)))
         await out.flush()
         await manual.ack(event)
-        ctx.count(f"{stage}.records")
 
 
 def record_ref(event: Any) -> str:

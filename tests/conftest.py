@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker, free_port, wait_for_port
+from pipeline.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "vt-samples"
@@ -114,13 +112,7 @@ class Worker:
                                      stdout=self._handle, stderr=subprocess.STDOUT)
 
     def stop(self, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         self._handle.close()
 
     def kill(self) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from topics import DEAD, ENRICHED
 
-from ..broker import EmbeddedBroker, free_port, wait_for_port
+from ..broker import EmbeddedBroker, free_port, stop_process, wait_for_port
 from ..kafka import MAX_REQUEST_SIZE, ensure_topics, make_producer, topic_catalog
 from ..settings import DEMO_API_KEY, Settings
 
@@ -108,29 +107,13 @@ class WorkerProc:
         return self.proc.poll() is None
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
 
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Rig:
@@ -183,7 +166,7 @@ class Rig:
             self._stack.callback(log.close)
             proc = subprocess.Popen([sys.executable, "-m", "pipeline", "emulator", "--port", str(port)],
                                     stdout=log, stderr=subprocess.STDOUT, env=self._base_env())
-            self._stack.callback(_stop_process, proc)
+            self._stack.callback(stop_process, proc, 10.0)
             wait_for_port("127.0.0.1", port)
             self.vt_url = f"http://127.0.0.1:{port}"
         # Same path for a given and a started emulator: configure and zero it over HTTP.
