@@ -35,7 +35,13 @@ def run_scenario(name: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, timeout=240)
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+KNOWN_INTERMITTENT = pytest.mark.xfail(strict=False, raises=subprocess.TimeoutExpired, reason=(
+    "issue #6: the two-worker unique-calls run sometimes stalls past 240 s on this 2-core "
+    "machine (once in three fresh-clone runs); not root-caused"))
+
+
+@pytest.mark.parametrize("scenario", [pytest.param(name, marks=KNOWN_INTERMITTENT) if name == "unique-calls"
+                                      else name for name in SCENARIOS])
 def test_scenario_prints_table_and_judged_line_last(scenario: str) -> None:
     result = run_scenario(scenario)
     assert result.returncode == 0, result.stderr[-3000:]
