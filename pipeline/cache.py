@@ -83,6 +83,11 @@ def decide(entry: Entry | None, origin: dict[str, Any], now: float, settings: Se
                                "overflow": 0})
 
 
+def cached_summary(entry: Entry) -> dict[str, Any]:
+    """The summary card a cache hit answers with."""
+    return {**entry["summary"], "cached": True, "fetched_at": entry.get("fetched_at")}
+
+
 def completed(summary: dict[str, Any], found: bool, now: float, settings: Settings) -> Entry:
     """The entry after VirusTotal answered: fresh for the positive or negative TTL."""
     ttl = settings.cache_ttl_s if found else settings.cache_negative_ttl_s

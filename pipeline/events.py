@@ -16,7 +16,9 @@ consumers can de-duplicate.
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Literal, Mapping
 
 import orjson
@@ -28,12 +30,18 @@ KINDS: tuple[str, ...] = ("attribute", "relation", "report", "summary")
 def iso_utc(ts: datetime | float | int | None = None) -> str:
     """Render a timestamp (datetime, epoch seconds, or now) as ISO 8601 UTC with 'Z'."""
     if ts is None:
-        dt = datetime.now(timezone.utc)
-    elif isinstance(ts, datetime):
+        return _now_iso(int(time.time()))
+    if isinstance(ts, datetime):
         dt = ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
     else:
         dt = datetime.fromtimestamp(float(ts), timezone.utc)
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@lru_cache(maxsize=2)
+def _now_iso(second: int) -> str:
+    """The current second, rendered once per second (every output event carries it)."""
+    return iso_utc(second)
 
 
 def event_id(*parts: Any) -> str:

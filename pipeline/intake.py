@@ -1,4 +1,4 @@
-"""Stage 1, intake: indicators.raw -> vt.lookups (or a skip summary, or vt.dead).
+"""Stage 1, intake: indicators.raw -> a cached summary, vt.lookups, a skip summary, or vt.dead.
 
 A raw record is a JSON object (``value`` plus optional ``type``, ``id``,
 ``source``, ``observed_at``, ``labels``, ``tags``) or a bare text line such as
@@ -6,25 +6,34 @@ A raw record is a JSON object (``value`` plus optional ``type``, ``id``,
 runs the policy gate *before* anything can reach VirusTotal. Every outcome is a
 plain value (:class:`Accepted`, :class:`Skipped`, :class:`Rejected`): no input,
 however malformed, raises out of :func:`parse`.
+
+Intake sees every record, most of them repeats, so it runs below faust
+(:mod:`pipeline.direct`) and answers a repeat whose finished result is in the
+worker's copy of the cache (:mod:`pipeline.replica`) itself, in one hop. Everything
+else goes on to the lookup stage, which owns the cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import lru_cache, partial
 from typing import Any, Union
 
 import orjson
 
-from topics import DEAD, ENRICHED, LOOKUPS
+from topics import DEAD, ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
 
+from .cache import cached_summary
+from .direct import DirectStage
 from .errors import InputError
 from .events import dead_letter, make_event
 from .files import FileRef
 from .files import prepare as prepare_file
 from .indicators import Indicator, classify
-from .policy import check
-from .runtime import Context, Outbox, record_ref, run_batches
+from .policy import Decision, check
+from .replica import CacheCopy, CacheReplica
+from .runtime import Context, Outbox
 from .settings import Settings
 
 #: Longest accepted record; larger ones are dead-lettered unread (a SIEM bug, not an indicator).
@@ -79,7 +88,7 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
             file_ref = prepare_file(fields["file"], settings.file_root)
             indicator = Indicator("sha256", file_ref.sha256)
         else:
-            indicator = classify(fields["value"], fields.get("type"))
+            indicator = _classify(fields["value"], fields.get("type"))
     except InputError as exc:
         return Rejected(str(exc))
     origin = {k: fields[k] for k in (*_TEXT_FIELDS, *_LIST_FIELDS) if k in fields}
@@ -88,11 +97,35 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
     if file_ref is not None:
         origin["file_name"] = file_ref.name
         action = "submit_file"
-    decision = check(indicator, fields.get("labels", ()), block_labels=settings.block_labels,
-                     allow_labels=settings.allow_labels, internal_domains=settings.internal_domains)
+    decision = _check(indicator, tuple(fields.get("labels", ())), settings.block_labels, settings.allow_labels,
+                      settings.internal_domains)
     if not decision.allowed:
         return Skipped(indicator, origin, action, decision.reason or "policy", decision.rule or "policy")
     return Accepted(indicator, origin, action, file_ref)
+
+
+# A SIEM repeats the same values all day; classification and policy are pure, so a
+# repeat costs a dictionary lookup instead of parsing addresses and IDNA names again.
+@lru_cache(maxsize=65536)
+def _classified(value: str, declared: str | None) -> Indicator | InputError:
+    try:
+        return classify(value, declared)
+    except InputError as exc:
+        return exc
+
+
+def _classify(value: str, declared: str | None) -> Indicator:
+    found = _classified(value, declared)
+    if isinstance(found, InputError):
+        raise found
+    return found
+
+
+@lru_cache(maxsize=65536)
+def _check(indicator: Indicator, labels: tuple[str, ...], block_labels: tuple[str, ...],
+           allow_labels: tuple[str, ...], internal_domains: tuple[str, ...]) -> Decision:
+    return check(indicator, labels, block_labels=block_labels, allow_labels=allow_labels,
+                 internal_domains=internal_domains)
 
 
 def _decode(raw: bytes | None) -> dict[str, Any]:
@@ -158,8 +191,8 @@ def _string_list(name: str, item: Any) -> list[str]:
     return [x.strip() for x in item if x.strip()]
 
 
-async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, ref: str) -> None:
-    """Route one raw record to vt.lookups, a skip summary, or vt.dead."""
+async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: bytes | None, ref: str) -> None:
+    """Route one raw record: a cached summary, vt.lookups, a skip summary, or vt.dead."""
     if value and b'"file"' in value:  # may hash a file of up to 650 MB: off the event loop
         outcome = await asyncio.to_thread(parse, value, ref, ctx.settings)
     else:
@@ -168,12 +201,19 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, ref: str) 
         await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason))
         return
     indicator = outcome.indicator
+    api = ctx.settings.vt_api_version
     if isinstance(outcome, Skipped):
         payload = {"checked": False, "found": None, "skipped": True, "reason": outcome.reason,
                    "rule": outcome.rule}
         await out.send(ENRICHED, indicator.key, make_event(
-            "summary", payload, indicator=indicator.as_dict(), action=outcome.action,
-            api=ctx.settings.vt_api_version, origin=outcome.origin))
+            "summary", payload, indicator=indicator.as_dict(), action=outcome.action, api=api,
+            origin=outcome.origin))
+        return
+    entry = copy.fresh(indicator.key.encode(), ctx.clock()) if outcome.file is None else None
+    if entry is not None:
+        await out.send(ENRICHED, indicator.key, make_event(
+            "summary", cached_summary(entry), indicator=indicator.as_dict(), action=outcome.action, api=api,
+            origin=outcome.origin))
         return
     lookup: dict[str, Any] = {"indicator": indicator.as_dict(), "action": outcome.action, "origin": outcome.origin}
     if outcome.file is not None:
@@ -182,9 +222,13 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, ref: str) 
 
 
 def install(ctx: Context) -> None:
-    """Register the intake agent on ctx.app."""
+    """Start intake and its cache copy with the app (plain aiokafka, see :mod:`pipeline.direct`)."""
+    settings = ctx.settings
 
-    @ctx.app.agent(ctx.topics["raw"], name="intake")
-    async def intake_agent(stream: Any) -> None:
-        await run_batches(ctx, stream, "intake", handle, ref=record_ref)
-
+    @ctx.app.task
+    async def start_intake() -> None:
+        replica = CacheReplica(settings.kafka_bootstrap, changelog_name(settings.app_id), settings.partitions,
+                               settings.cache_copy_entries)
+        await ctx.app.add_runtime_dependency(replica)
+        await ctx.app.add_runtime_dependency(DirectStage(
+            settings, "intake", RAW, intake_group(settings.app_id), partial(handle, ctx, replica.copy)))

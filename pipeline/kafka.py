@@ -1,8 +1,9 @@
-"""Plain aiokafka helpers for the edges: topic creation, the CLI's produce and tail.
+"""Plain aiokafka helpers: topic creation, client start-up, the producer defaults.
 
-The workers themselves use faust; these are for tools that only need a
-producer or a consumer, and for making sure every catalog topic exists with
-its intended partition count before any worker subscribes.
+The faust stages use faust's own clients; these serve intake and the cache
+copy (which run below faust), the CLI's produce and tail, and the check that
+every catalog topic exists with its intended partition count before any
+worker subscribes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: flo
     """
     specs = list(specs)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await _start_with_retry(admin, bootstrap, timeout)
+    await start_with_retry(admin, bootstrap, timeout)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -72,8 +73,9 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: flo
         await admin.close()
 
 
-async def _start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer, bootstrap: str,
-                            timeout: float) -> None:
+async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str,
+                           timeout: float = 30.0) -> None:
+    """Start a client, waiting up to ``timeout`` for the broker to answer."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

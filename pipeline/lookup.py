@@ -41,9 +41,7 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
     api = ctx.settings.vt_api_version
     verdict = cache.decide(cache.decode(ctx.cache.get(key)), origin, now, ctx.settings)
     if verdict.action == "hit":
-        entry = verdict.entry
-        payload = {**entry["summary"], "cached": True, "fetched_at": entry.get("fetched_at")}
-        await out.send(ENRICHED, key, summary_event(record, payload, api))
+        await out.send(ENRICHED, key, summary_event(record, cache.cached_summary(verdict.entry), api))
         return
     ctx.cache[key] = cache.encode(verdict.entry)
     if verdict.action == "request":

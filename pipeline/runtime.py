@@ -31,7 +31,7 @@ from .settings import Settings
 
 log = logging.getLogger("vtstream")
 
-Handler = Callable[["Context", "Outbox", bytes, bytes, Any], Awaitable[None]]
+Handler = Callable[["Context", "Outbox", bytes, bytes, float], Awaitable[None]]
 
 
 @dataclass
@@ -53,18 +53,27 @@ class Context:
         return bool(self.app.rebalancing or self.app.should_stop)
 
 
-class Outbox:
-    """Sends records through the app's producer and waits for all of them on flush."""
+#: Starts sending one record, (topic, key, value) -> a future that resolves on the broker's ack.
+Send = Callable[[str, "bytes | None", bytes], Awaitable[Awaitable[Any]]]
 
-    def __init__(self, ctx: Context) -> None:
-        self._app = ctx.app
+
+class Outbox:
+    """Sends records through a producer and waits for all of them on flush."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
         self._pending: list[Awaitable[Any]] = []
+
+    @classmethod
+    def of(cls, app: faust.App) -> "Outbox":
+        """An outbox on the faust app's producer."""
+        return cls(lambda topic, key, value: app.producer.send(topic, key, value, None, None, None))
 
     async def send(self, topic: str, key: bytes | str | None, value: bytes | dict[str, Any]) -> None:
         if isinstance(key, str):
             key = key.encode()
         payload = value if isinstance(value, bytes) else orjson.dumps(value)
-        self._pending.append(await self._app.producer.send(topic, key, payload, None, None, None))
+        self._pending.append(await self._send(topic, key, payload))
 
     async def flush(self) -> None:
         if self._pending:
@@ -72,13 +81,10 @@ class Outbox:
             await asyncio.gather(*pending)
 
 
-async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler,
-                      ref: Callable[[Any], Any] | None = None) -> None:
-    """Feed each event of ``stream`` to ``handler``; flush outputs before the batch is acked.
-
-    ``ref(event)`` supplies the handler's last argument (default: the clock).
-    """
-    out = Outbox(ctx)
+async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler) -> None:
+    """Feed each event of ``stream`` to ``handler`` (with the batch's clock reading); flush
+    outputs before the batch is acked."""
+    out = Outbox.of(ctx.app)
     async for batch in stream.noack_take(ctx.batch_size, within=ctx.batch_within):
         now = ctx.clock()
         for event in batch:
@@ -88,11 +94,9 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler,
             # variable is set: Stream.current_event belongs to noack_take's buffer task.
             _current_event.set(weakref.ref(event))
             try:
-                await handler(ctx, out, key, event.value, ref(event) if ref else now)
+                await handler(ctx, out, key, event.value, now)
             except Exception as exc:  # route, never crash the agent
-                log.exception("%s: unexpected error on record %s", stage, record_ref(event))
-                await out.send(DEAD, key, dead_letter(event.value, stage=stage,
-                                                      reason="unexpected error", error=repr(exc)))
+                await route_failure(out, stage, key, event.value, record_ref(event), exc)
         _current_event.set(None)
         await out.flush()
         for event in batch:
@@ -103,18 +107,24 @@ async def run_each(ctx: Context, stream: Any, stage: str,
                    handler: Callable[[Outbox, bytes, bytes], Awaitable[None]]) -> None:
     """Like :func:`run_batches`, one event at a time: for stages that wait (gateway, retry
     tiers), so each record is acknowledged as soon as what it caused is produced."""
-    out = Outbox(ctx)
+    out = Outbox.of(ctx.app)
     manual = stream.noack()
     async for event in manual.events():
         key: bytes = event.key or b""
         try:
             await handler(out, key, event.value)
         except Exception as exc:  # route, never crash the agent
-            log.exception("%s: unexpected error on record %s", stage, record_ref(event))
-            await out.send(DEAD, key, dead_letter(event.value, stage=stage, reason="unexpected error",
-                                                  error=repr(exc)))
+            await route_failure(out, stage, key, event.value, record_ref(event), exc)
         await out.flush()
         await manual.ack(event)
+
+
+async def route_failure(out: Outbox, stage: str, key: bytes, value: bytes | None, ref: str,
+                        exc: Exception) -> None:
+    """A handler raised: log it and send the record to vt.dead with the error."""
+    log.exception("%s: unexpected error on record %s", stage, ref, exc_info=exc)
+    await out.send(DEAD, key or None, dead_letter(value, stage=stage, reason="unexpected error",
+                                                  error=repr(exc)))
 
 
 def record_ref(event: Any) -> str:

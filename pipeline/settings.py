@@ -206,6 +206,10 @@ class Settings:
         "VTSTREAM_MAX_WAITERS", 10000, _positive_int,
         "Duplicates of one in-flight indicator remembered for a summary each; "
         "more get an immediate 'pending' summary.")
+    cache_copy_entries: int = _setting(
+        "VTSTREAM_CACHE_COPY_ENTRIES", 50000, _positive_int,
+        "Finished cache entries each worker keeps in memory (least recently used out) so intake "
+        "answers repeats in one hop; about 1 KB each. Others take the lookup stage's hop.")
     block_labels: tuple[str, ...] = _setting(
         "VTSTREAM_BLOCK_LABELS", ("TLP:RED", "TLP:AMBER+STRICT"), _csv,
         "Security labels that are never sent to VirusTotal (case-insensitive).")

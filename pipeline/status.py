@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from topics import DEAD, LOOKUPS, QUOTA, RAW, REQUESTS, RESPONSES, retry_topic
+from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES, intake_group, retry_topic
 
 from .errors import ConfigError
 from .settings import Settings
@@ -212,8 +212,13 @@ def render(snap: StatusSnapshot) -> str:
 
 
 def input_topics(settings: Settings) -> list[str]:
-    """Topics the workers consume under ``settings.app_id``, retry tiers last."""
-    return [RAW, LOOKUPS, REQUESTS, RESPONSES] + [retry_topic(d) for d in settings.retry_tiers]
+    """Topics the workers consume, retry tiers last."""
+    return [RAW, LOOKUPS, REQUESTS, POLLS, RESPONSES] + [retry_topic(d) for d in settings.retry_tiers]
+
+
+def consumer_groups(settings: Settings, consumed: list[str]) -> dict[str, list[str]]:
+    """Which group commits which topics: intake runs in its own group (plain aiokafka)."""
+    return {intake_group(settings.app_id): [RAW], settings.app_id: [t for t in consumed if t != RAW]}
 
 
 async def gather_status(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
@@ -257,11 +262,12 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
         tps = [TopicPartition(t, p) for t in wanted if t in partitions for p in partitions[t]]
         begin: dict[TopicPartition, int] = await consumer.beginning_offsets(tps) if tps else {}
         listed: dict[TopicPartition, int] = await consumer.end_offsets(tps) if tps else {}
-        group_tps = [tp for tp in tps if tp.topic in consumed]
         committed: dict[TopicPartition, int] = {}
-        if group_tps:
-            offsets = await admin.list_consumer_group_offsets(settings.app_id, partitions=group_tps)
-            committed = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        for group, topics in consumer_groups(settings, consumed).items():
+            group_tps = [tp for tp in tps if tp.topic in topics]
+            if group_tps:
+                offsets = await admin.list_consumer_group_offsets(group, partitions=group_tps)
+                committed.update({tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0})
         end, latest = await _fetch_pass(consumer, begin, listed)
 
         def waiting(topic: str) -> int | None:

@@ -63,6 +63,11 @@ def changelog_name(app_id: str, table: str = CACHE_TABLE) -> str:
     return f"{app_id}-{table}-changelog"
 
 
+def intake_group(app_id: str) -> str:
+    """The consumer group of the intake stage, which runs on plain aiokafka (the rest is group ``app_id``)."""
+    return f"{app_id}.intake"
+
+
 def retry_topic(delay: str) -> str:
     """The delayed-retry topic for one tier, e.g. ``vt.retry.30s``."""
     return RETRY_PREFIX + delay

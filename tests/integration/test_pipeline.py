@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 from kafka_helpers import collect, produce, summaries
 
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
+RAW, ENRICHED, DEAD, LOOKUPS = "indicators.raw", "indicators.enriched", "vt.dead", "vt.lookups"
 SHA256 = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 
 
@@ -58,6 +59,22 @@ def test_cache_hits_and_coalescing_cost_one_call_per_indicator(kafka, emulator_f
     events = wait_summaries(kafka, 102)
     cached = [e for e in summaries(events) if e["summary"].get("cached")]
     assert len(cached) == 2
+    assert emulator.stats()["lookups"] == 2
+
+
+def test_repeats_of_a_finished_lookup_are_answered_at_intake(kafka, emulator, worker_factory):
+    """One hop for cache hits: once the result is in the cache, repeats never reach vt.lookups."""
+    worker_factory(kafka, emulator.url)
+    produce(kafka, RAW, ["9.9.9.9", "quad9.net"])
+    wait_summaries(kafka, 2)
+    changelog = "vtstream-cache-changelog"
+    collect(kafka, changelog, lambda recs: sum(r.get("state") == "done" for r in recs) >= 2)
+    time.sleep(1.0)  # the worker's copy follows the same changelog
+    produce(kafka, RAW, ["9.9.9.9", "quad9.net"] * 25)
+    events = wait_summaries(kafka, 52)
+    assert sum(bool(e["summary"].get("cached")) for e in summaries(events)) == 50
+    lookups = collect(kafka, LOOKUPS, lambda recs: False, timeout=2.0)
+    assert len(lookups) == 2, "a repeat of a finished lookup took the second hop"
     assert emulator.stats()["lookups"] == 2
 
 

@@ -17,6 +17,7 @@ from pipeline.errors import ConfigError
 from pipeline.kafka import ensure_topics, topic_catalog
 from pipeline.settings import Settings
 from pipeline.status import gather_status, render, status_command
+from topics import intake_group
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +26,16 @@ def _today() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
 
-def _commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
-    """Commit ``offset`` on partition 0 of ``topic`` for ``group``, as faust would after processing."""
+def _commit(bootstrap: str, group: str, topic: str, offset: int, partitions: tuple[int, ...] = (0,)) -> None:
+    """Commit ``offset`` on ``partitions`` of ``topic`` for ``group``, as a worker would after processing."""
 
     async def run() -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
-            tp = TopicPartition(topic, 0)
-            consumer.assign([tp])
-            consumer.seek(tp, offset)
-            await consumer.commit({tp: offset})
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.commit({tp: offset for tp in tps})
         finally:
             await consumer.stop()
 
@@ -63,7 +63,9 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     produce(kafka, "vt.retry.30s", [{"n": i} for i in range(3)], key=b"ip:8.8.8.8")
     _commit(kafka, settings.app_id, "vt.retry.30s", 1)
     produce(kafka, "vt.dead", [{"reason": "bad"}] * 2)
-    produce(kafka, "indicators.raw", ["8.8.8.8"] * 5)
+    produce(kafka, "indicators.raw", ["8.8.8.8"] * 5, key=b"siem")  # one partition
+    # intake commits in its own group; an empty partition's committed offset beyond its end counts 0
+    _commit(kafka, intake_group(settings.app_id), "indicators.raw", 2, partitions=(0, 1, 2, 3))
 
     code, out = _run(kafka, "--json")
     assert code == 0, out
@@ -78,7 +80,8 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     assert data["sources"] == {"siem": {"used_today": 80, "cap": 300}, "proxy": {"used_today": 43, "cap": None}}
     assert data["parked"] == {"vt.retry.30s": 2, "vt.retry.2m": 0, "vt.retry.10m": 0, "vt.retry.1h": 0}
     assert data["dead_letters"] == {"topic": "vt.dead", "count": 2}
-    assert data["lag"] == {"indicators.raw": 5, "vt.lookups": 0, "vt.requests": 0, "vt.responses": 0,
+    assert data["lag"] == {"indicators.raw": 3, "vt.lookups": 0, "vt.requests": 0, "vt.polls": 0,
+                           "vt.responses": 0,
                            "vt.retry.30s": 2, "vt.retry.2m": 0, "vt.retry.10m": 0, "vt.retry.1h": 0}
     assert data["missing_topics"] == [] and data["notes"] == []
     assert data["group"] == "vtstream" and data["bootstrap"] == kafka
@@ -92,7 +95,7 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     assert lines["per source"] == "siem 80 / 300, proxy 43 / -"
     assert lines["parked"] == "vt.retry.30s 2, vt.retry.2m 0, vt.retry.10m 0, vt.retry.1h 0"
     assert lines["dead letters"] == "2 on vt.dead"
-    assert lines["consumer lag"] == ("indicators.raw 5, vt.lookups 0, vt.requests 0, vt.responses 0 "
+    assert lines["consumer lag"] == ("indicators.raw 3, vt.lookups 0, vt.requests 0, vt.polls 0, vt.responses 0 "
                                      "(group vtstream)")
 
 
@@ -101,7 +104,7 @@ def test_status_on_an_empty_broker_reports_missing_topics_without_creating_them(
     snap = asyncio.run(gather_status(settings))
     assert snap.governor is None and snap.dead is None
     assert set(snap.missing_topics) == {"vt.quota", "vt.dead", "indicators.raw", "vt.lookups", "vt.requests",
-                                        "vt.responses", "vt.retry.30s", "vt.retry.2m", "vt.retry.10m",
+                                        "vt.polls", "vt.responses", "vt.retry.30s", "vt.retry.2m", "vt.retry.10m",
                                         "vt.retry.1h"}
     again = asyncio.run(gather_status(settings))  # status must not have auto-created anything
     assert again.missing_topics == snap.missing_topics
