@@ -7,9 +7,12 @@ record the SIEM sends, most of them repeats, so it runs here instead: one
 only when the broker has acknowledged all of them are the batch's offsets
 committed (forward first, then ack, as in :mod:`pipeline.runtime`).
 
-A rebalance waits for the batch in hand: the revoke callback takes the same
-lock the batch holds, so a partition changes hands only between batches and a
-stop never commits work whose outputs were not produced.
+The next batch is handled while the previous one's outputs travel, but a
+batch's offsets are committed only after its outputs are acknowledged, and in
+order. A rebalance waits for the batches in hand: the revoke callback takes
+the lock a batch holds while it is handled, then waits for the commits, so a
+partition changes hands only between batches and a stop never commits work
+whose outputs were not produced.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ log = logging.getLogger("vtstream")
 #: Largest batch the intake producer builds (records of up to MAX_REQUEST_SIZE still go alone).
 BATCH_BYTES = 1024 * 1024
 
+#: Longest a fetch may wait for data. Some brokers (the embedded one) hold a fetch
+#: for the whole wait although records arrived; 500 ms (aiokafka's default) added
+#: ~30 ms to the median cache hit at 2,000 events/s. Costs idle polls, nothing else.
+FETCH_WAIT_MS = 10
+
 RecordHandler = Callable[[Outbox, bytes, "bytes | None", str], Awaitable[None]]
 
 
@@ -51,6 +59,7 @@ class DirectStage(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._loop_done: asyncio.Future[None] | None = None
+        self._settling: asyncio.Future[None] | None = None
 
     async def on_start(self) -> None:
         session_ms = int(self.settings.session_timeout_s * 1000)
@@ -58,11 +67,12 @@ class DirectStage(Service):
             bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group,
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(500, session_ms // 10),
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE)
         self._producer = make_producer(self.settings.kafka_bootstrap, linger_ms=1, max_batch_size=BATCH_BYTES)
         await start_with_retry(self._producer, self.settings.kafka_bootstrap)
         await start_with_retry(self._consumer, self.settings.kafka_bootstrap)
-        self._consumer.subscribe([self.topic], listener=_WaitForBatch(self._batch))
+        self._consumer.subscribe([self.topic], listener=_WaitForBatch(self))
         self._loop_done = self.add_future(self._run())
 
     async def _run(self) -> None:
@@ -82,8 +92,32 @@ class DirectStage(Service):
                             await self.handle(out, key, record.value, ref)
                         except Exception as exc:  # route, never stop the stage
                             await route_failure(out, self.stage, key, record.value, ref, exc)
-                await out.flush()
-                await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+                acks = await out.submit()
+                await self.settled()  # at most two batches in flight; commits in order
+                offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                self._settling = asyncio.ensure_future(self._settle(consumer, acks, offsets))
+        await self.settled()
+
+    async def _settle(self, consumer: AIOKafkaConsumer, acks: list[Awaitable[Any]],
+                      offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` once their outputs are acknowledged.
+
+        The next batch is handled while this one's acks travel, but a commit never
+        runs ahead of its outputs. A failed produce stops the worker: its batch is
+        replayed on restart.
+        """
+        try:
+            await asyncio.gather(*acks)
+        except Exception as exc:
+            log.critical("%s: outputs not acknowledged by the broker; stopping: %r", self.topic, exc)
+            await self.crash(exc)
+            raise
+        await self._commit(consumer, offsets)
+
+    async def settled(self) -> None:
+        """Wait until every handled batch is acknowledged and committed."""
+        if self._settling is not None:
+            await asyncio.wait([self._settling])
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -95,7 +129,7 @@ class DirectStage(Service):
 
     async def on_stop(self) -> None:
         if self._loop_done is not None:
-            await asyncio.wait([self._loop_done])  # the batch in hand finishes and commits
+            await asyncio.wait([self._loop_done])  # the batches in hand finish and commit
         if self._consumer is not None:
             await self._consumer.stop()  # leaves the group: the partitions move on at once
         if self._producer is not None:
@@ -139,10 +173,15 @@ class BatchOutbox(Outbox):
         if builder.record_count():
             self._pending.append(await self._producer.send_batch(builder, topic, partition=partition))
 
-    async def flush(self) -> None:
+    async def submit(self) -> list[Awaitable[Any]]:
+        """Hand every open batch to the producer; the futures of all records sent since the last call."""
         for topic, partition in list(self._open):
             await self._submit(topic, partition)
-        await super().flush()
+        pending, self._pending = self._pending, []
+        return pending
+
+    async def flush(self) -> None:
+        await asyncio.gather(*await self.submit())
 
 
 @lru_cache(maxsize=65536)
@@ -153,14 +192,14 @@ def key_slot(key: bytes, count: int) -> int:
 
 
 class _WaitForBatch(ConsumerRebalanceListener):
-    """Hands partitions over only between batches."""
+    """Hands partitions over only after the batches in hand are committed."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
+    def __init__(self, stage: DirectStage) -> None:
+        self._stage = stage
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self._lock:
-            pass
+        async with self._stage._batch:
+            await self._stage.settled()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         pass

@@ -107,7 +107,7 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
                 base_rate = await baseline(rig.bootstrap, events)
                 hits = 0
 
-                def on_summary(value: bytes, _now: float) -> None:
+                def on_summary(value: bytes, _now: float, _timestamp_ms: int) -> None:
                     nonlocal hits
                     hits += b'"cached":true' in value
 

@@ -327,7 +327,8 @@ class Tap:
     bootstrap: str
     topic: str = ENRICHED
     partitions: int = PARTITIONS
-    on_summary: Callable[[bytes, float], None] | None = None
+    #: Called per final summary with (value, time read, the record's timestamp in ms).
+    on_summary: Callable[[bytes, float, int], None] | None = None
     kinds: dict[str, int] = field(default_factory=dict)
     summaries: int = 0
     dead: list[bytes] = field(default_factory=list)
@@ -337,7 +338,7 @@ class Tap:
 
     async def start(self) -> "Tap":
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10,
             fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE)
         await self._consumer.start()
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)] + [TopicPartition(DEAD, 0)]
@@ -368,7 +369,7 @@ class Tap:
                         self.dead.extend(r.value or b"" for r in records)
                         continue
                     for record in records:
-                        self._count(record.value or b"", now)
+                        self._count(record.value or b"", now, record.timestamp)
                 bar.update(self.summaries - before)
                 if self.dead:
                     raise click.ClickException(f"{len(self.dead)} record(s) went to vt.dead; the first: "
@@ -378,7 +379,7 @@ class Tap:
                     last_check = now
         return self.summaries
 
-    def _count(self, value: bytes, now: float) -> None:
+    def _count(self, value: bytes, now: float, timestamp_ms: int) -> None:
         if _SUMMARY in value and _INTERIM in value:
             self.kinds["summary (interim)"] = self.kinds.get("summary (interim)", 0) + 1
         elif _SUMMARY in value:
@@ -388,7 +389,7 @@ class Tap:
             self.last_summary = now
             self.kinds["summary"] = self.kinds.get("summary", 0) + 1
             if self.on_summary is not None:
-                self.on_summary(value, now)
+                self.on_summary(value, now, timestamp_ms)
             return
         start = value.find(b'"kind":"')
         kind = value[start + 8: value.find(b'"', start + 8)].decode() if start >= 0 else "?"

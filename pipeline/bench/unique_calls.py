@@ -54,7 +54,7 @@ def unique_calls(events: int, unique: int, workers: int, seed: int, url_max_age:
         answered: set[str] = set()
         flags = {"cached": 0, "coalesced": 0, "fresh": 0, "not checked": 0}
 
-        def on_summary(value: bytes, _now: float) -> None:
+        def on_summary(value: bytes, _now: float, _timestamp_ms: int) -> None:
             event = orjson.loads(value)
             answered.add(str((event.get("origin") or {}).get("id")))
             summary = event.get("summary") or {}
