@@ -107,17 +107,19 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
 # A SIEM repeats the same values all day; classification and policy are pure, so a
 # repeat costs a dictionary lookup instead of parsing addresses and IDNA names again.
 @lru_cache(maxsize=65536)
-def _classified(value: str, declared: str | None) -> Indicator | InputError:
+def _classified(value: str, declared: str | None) -> Indicator | str:
+    """The indicator, or the reason it is not one (a string: a cached exception would
+    collect a traceback, and the frames it holds, each time it is raised again)."""
     try:
         return classify(value, declared)
     except InputError as exc:
-        return exc
+        return str(exc)
 
 
 def _classify(value: str, declared: str | None) -> Indicator:
     found = _classified(value, declared)
-    if isinstance(found, InputError):
-        raise found
+    if isinstance(found, str):
+        raise InputError(found)
     return found
 
 
@@ -209,16 +211,17 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
             "summary", payload, indicator=indicator.as_dict(), action=outcome.action, api=api,
             origin=outcome.origin))
         return
-    entry = copy.fresh(indicator.key.encode(), ctx.clock()) if outcome.file is None else None
+    key_text = indicator.key
+    entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
     if entry is not None:
-        await out.send(ENRICHED, indicator.key, make_event(
+        await out.send(ENRICHED, key_text, make_event(
             "summary", cached_summary(entry), indicator=indicator.as_dict(), action=outcome.action, api=api,
             origin=outcome.origin))
         return
     lookup: dict[str, Any] = {"indicator": indicator.as_dict(), "action": outcome.action, "origin": outcome.origin}
     if outcome.file is not None:
         lookup["file"] = outcome.file.as_dict()
-    await out.send(LOOKUPS, indicator.key, lookup)
+    await out.send(LOOKUPS, key_text, lookup)
 
 
 def install(ctx: Context) -> None:
