@@ -35,7 +35,6 @@ from .settings import Settings
 
 log = logging.getLogger("vtstream")
 
-#: Handles one record: (outbox, key, value, ref) where ref is topic/partition/offset.
 #: Largest batch the intake producer builds (records of up to MAX_REQUEST_SIZE still go alone).
 BATCH_BYTES = 1024 * 1024
 
@@ -44,6 +43,7 @@ BATCH_BYTES = 1024 * 1024
 #: ~30 ms to the median cache hit at 2,000 events/s. Costs idle polls, nothing else.
 FETCH_WAIT_MS = 10
 
+#: Handles one record: (outbox, key, value, ref) where ref is topic/partition/offset.
 RecordHandler = Callable[[Outbox, bytes, "bytes | None", str], Awaitable[None]]
 
 

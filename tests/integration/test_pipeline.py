@@ -8,6 +8,8 @@ import time
 import pytest
 from kafka_helpers import collect, produce, summaries
 
+from topics import changelog_name
+
 pytestmark = pytest.mark.integration
 
 RAW, ENRICHED, DEAD, LOOKUPS = "indicators.raw", "indicators.enriched", "vt.dead", "vt.lookups"
@@ -67,8 +69,7 @@ def test_repeats_of_a_finished_lookup_are_answered_at_intake(kafka, emulator, wo
     worker_factory(kafka, emulator.url)
     produce(kafka, RAW, ["9.9.9.9", "quad9.net"])
     wait_summaries(kafka, 2)
-    changelog = "vtstream-cache-changelog"
-    collect(kafka, changelog, lambda recs: sum(r.get("state") == "done" for r in recs) >= 2)
+    collect(kafka, changelog_name("vtstream"), lambda recs: sum(r.get("state") == "done" for r in recs) >= 2)
     time.sleep(1.0)  # the worker's copy follows the same changelog
     produce(kafka, RAW, ["9.9.9.9", "quad9.net"] * 25)
     events = wait_summaries(kafka, 52)
