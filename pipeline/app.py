@@ -17,7 +17,7 @@ import faust
 
 from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES, retry_topic
 
-from . import gateway, intake, lookup, results, retry
+from . import gateway, intake, lookup, results, retry, transport
 from .kafka import MAX_REQUEST_SIZE, ensure_topics, topic_catalog
 from .mapping import load_mappings
 from .runtime import Context
@@ -41,7 +41,7 @@ def _topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> tuple[faust.App, Context]:
     """A faust app with every stage registered, and the context the stages share."""
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()]
-    app = faust.App(
+    app = transport.App(
         settings.app_id,
         broker=brokers,
         store=settings.store,

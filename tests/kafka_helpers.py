@@ -85,7 +85,13 @@ def finals(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def wait_finals(bootstrap: str, n: int, timeout: float = 90.0) -> list[dict[str, Any]]:
-    """Read indicators.enriched until ``n`` final summaries arrived; fail if they do not."""
-    events = collect(bootstrap, "indicators.enriched", lambda evs: len(finals(evs)) >= n, timeout=timeout)
-    assert len(finals(events)) >= n, f"{len(finals(events))} of {n} final summaries"
+    """Read indicators.enriched until ``n`` distinct final summaries arrived; fail if they do not.
+
+    Distinct by ``event_id``: a replayed record's duplicate is the same event and counts once.
+    """
+    def distinct(evs: list[dict[str, Any]]) -> int:
+        return len({e["event_id"] for e in finals(evs)})
+
+    events = collect(bootstrap, "indicators.enriched", lambda evs: distinct(evs) >= n, timeout=timeout)
+    assert distinct(events) >= n, f"{distinct(events)} of {n} final summaries"
     return events

@@ -126,13 +126,6 @@ def test_pending_scans_do_not_delay_fresh_lookups(kafka, emulator_factory, worke
     assert max(ip_done) <= min(reports), "a scan report was fetched before a fresh lookup was answered"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known intermittent failure (about 1 run in 4-8): after a (re)start faust resumes fetching, "
-    "awaits its seek to the committed offsets, then clears the stream buffers "
-    "(faust-streaming issue #596), dropping what was fetched in between; aiokafka does not "
-    "re-seek a partition whose committed offset is 0 or missing (vt.polls after a graceful "
-    "stop), so the restarted worker never receives those polls. A rewind workaround fixed this "
-    "test but stalled kill -9 recovery, so it did not land"))
 def test_parked_scans_survive_a_worker_restart(kafka, emulator_factory, worker_factory):
     emulator = emulator_factory("--scan-seconds", "6", "--not-found-ratio", "1.0")
     first = worker_factory(kafka, emulator.url, **FAST_TIERS)
