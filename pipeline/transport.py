@@ -16,7 +16,7 @@ parked on ``vt.polls`` across a restart, and responses when a group member died.
 3. aiokafka's ``seek_to_committed`` only moves partitions committed above 0,
    so a partition without a commit (a fresh ``vt.polls``, or one whose records
    are all in flight) keeps the position after what was dropped. Here such
-   partitions go back to offset 0 or the reset policy (earliest).
+   partitions go back to offset 0 or, never committed, to the earliest offset.
 
 Records handled before a rebalance but not committed are handled again; the
 stages tolerate that (same ``event_id``, cache hits, a poll costs one more
@@ -51,17 +51,16 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def _seek_every_partition_to_committed(self) -> Mapping[TP, int]:
         consumer = self._ensure_consumer()
         committed = await consumer.seek_to_committed()
-        changelogs = self.app.tables.changelog_topics
-        uncommitted = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
-        for tp in uncommitted:
-            if committed[tp] == 0:
+        never_committed = []
+        for tp, offset in committed.items():
+            if offset or self.consumer._is_changelog_tp(tp):
+                continue
+            if offset == 0:
                 consumer.seek(tp, 0)
-        reset = [tp for tp in uncommitted if committed[tp] is None]
-        if reset:
-            if self.app.conf.consumer_auto_offset_reset == "latest":
-                await consumer.seek_to_end(*reset)
             else:
-                await consumer.seek_to_beginning(*reset)
+                never_committed.append(tp)
+        if never_committed:  # create_app resets to earliest
+            await consumer.seek_to_beginning(*never_committed)
         return committed
 
 
@@ -82,8 +81,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def pause_partitions(self, tps: Iterable[TP]) -> None:
         tpset = set(tps)
-        if self._held:
-            self._held -= tpset
+        self._held -= tpset
         super().pause_partitions(tpset)
 
     def resume_flow(self) -> None:
