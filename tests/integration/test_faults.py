@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kafka_helpers import collect, finals, produce, summaries, wait_finals
 
@@ -80,10 +82,15 @@ def test_wrong_key_stops_calls_holds_records_and_resumes(kafka, emulator_factory
     emulator.control("/_emulator/faults", {"mode": "401"})
     worker = worker_factory(kafka, emulator.url, **FAST)
     produce(kafka, RAW, ips(3))
-    events = collect(kafka, ENRICHED, lambda evs: False, timeout=8)
+    deadline = time.monotonic() + 60  # the worker's start-up time varies with the machine's load
+    while emulator.stats()["faults_injected"] == 0:
+        assert time.monotonic() < deadline, "the worker never called VirusTotal"
+        time.sleep(0.2)
+    time.sleep(6)  # records held for six one-second holds
+    events = collect(kafka, ENRICHED, lambda evs: False, timeout=1)
     assert finals(events) == [] and collect(kafka, DEAD, lambda r: False, timeout=1) == []
     rejected = emulator.stats()["faults_injected"]
-    assert 1 <= rejected <= 10  # one try per second-long hold, not a loop
+    assert rejected <= 10  # one try per second-long hold, not a loop
     emulator.control("/_emulator/faults", {"mode": "none"})
     wait_finals(kafka, 3, timeout=60)
     log = worker.output()
