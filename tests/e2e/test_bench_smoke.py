@@ -21,7 +21,7 @@ BENCH = "from pipeline.bench import bench_command; bench_command()"
 
 SCENARIOS = {
     "cache-hits": (["--events", "3000", "--unique", "60"], r"ratio: \d+\.\d\d"),
-    "unique-calls": (["--events", "600", "--unique", "60"], r"calls_per_unique: \d+\.\d\d"),
+    "unique-calls": (["--events", "600", "--unique", "60", "--timeout", "90"], r"calls_per_unique: \d+\.\d\d"),
     "quota": (["--rate", "1200", "--unique", "300", "--duration", "8"], r"quota_use: \d+\.\d\d"),
     "memory": (["--unique", "120", "--store", "memory://"], r"peak_rss_mb: \d+"),
     "latency": (["--rate", "500", "--duration", "3", "--unique", "60"], r"p99_ms: (\d+|inf)"),
@@ -50,14 +50,7 @@ def run_scenario(name: str, timeout: float = 150) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-KNOWN_INTERMITTENT = pytest.mark.xfail(strict=False, raises=subprocess.TimeoutExpired, reason=(
-    "issue #6: the two-worker unique-calls run on a fresh broker sometimes leaves two of its "
-    "600 inputs unanswered (1 of 5 runs under pytest, 1 of 14 from the command line, 0 of 11 "
-    "on a broker reused between runs); not root-caused"))
-
-
-@pytest.mark.parametrize("scenario", [pytest.param(name, marks=KNOWN_INTERMITTENT) if name == "unique-calls"
-                                      else name for name in SCENARIOS])
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario_prints_table_and_judged_line_last(scenario: str) -> None:
     result = run_scenario(scenario)
     assert result.returncode == 0, result.stderr[-3000:]
