@@ -64,8 +64,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> tu
     table = app.Table(CACHE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes,
                       use_partitioner=True, help="indicator key -> cache entry (pipeline.cache)")
     # The governor's state; its changelog is vt.quota itself, so `vtstream status` can read it.
+    # acks=False as on faust's own changelogs: no stream reads it, and an acking topic that a
+    # loaded worker fetches behind its writes trips faust's "Stream has not started processing"
+    # error every 7 s.
     quota = app.Table("quota", partitions=1, key_type=bytes, value_type=bytes, use_partitioner=True,
-                      changelog_topic=app.topic(QUOTA, schema=_raw_schema(), partitions=1),
+                      changelog_topic=app.topic(QUOTA, schema=_raw_schema(), partitions=1, acks=False),
                       help="the quota governor's state (pipeline.governor)")
     topics = {"raw": _topic(app, RAW, settings.partitions),
               "lookups": _topic(app, LOOKUPS, settings.partitions),
