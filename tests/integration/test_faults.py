@@ -120,3 +120,17 @@ def test_per_source_cap_keeps_a_noisy_feed_from_draining_the_key(kafka, emulator
     assert sum(bool(s.get("checked")) for s in by_source["noisy"]) == 2
     assert sum("source 'noisy'" in (s.get("reason") or "") for s in by_source["noisy"]) == 2
     assert all(s.get("checked") for s in by_source["quiet"])
+
+
+def test_daily_count_survives_a_worker_restart(kafka, emulator, worker_factory):
+    """The governor's state is the vt.quota table: a restarted worker goes on counting, not from zero."""
+    first = worker_factory(kafka, emulator.url, vt_daily_quota="3", **FAST)
+    produce(kafka, RAW, ips(2))
+    wait_finals(kafka, 2)
+    first.stop()
+    worker_factory(kafka, emulator.url, vt_daily_quota="3", **FAST)
+    produce(kafka, RAW, ips(3, "104.16"))
+    events = collect(kafka, ENRICHED, lambda evs: len(summaries(evs)) >= 5, timeout=90)
+    deferred = [e["summary"] for e in summaries(events) if e["summary"].get("pending")]
+    assert emulator.stats()["accepted"] == 3
+    assert len(deferred) == 2 and all("exhausted" in s["reason"] for s in deferred)
