@@ -42,7 +42,6 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
         await out.send(DEAD, key, dead_letter(value, stage="results", reason="malformed vt.responses record",
                                               error=repr(exc)))
         return
-    entry = cache.decode(ctx.cache.get(key))
     if status in ("error", "pending"):
         summary: dict[str, Any] = {"checked": False, "found": None,
                                    "reason": record.get("reason") or f"not checked: {status}"}
@@ -62,14 +61,19 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
         summary = {**mapped.summary, "checked": True}
         if record.get("notes"):
             summary["notes"] = record["notes"]
+    # Read the entry only now and change it before the next await: the lookup agent runs
+    # at every await above and may have added a waiter, which an older copy would drop.
+    entry = cache.decode(ctx.cache.get(key))
+    if status == "error":
+        if entry is not None:
+            del ctx.cache[key]
+    elif status != "pending":
         ctx.cache[key] = cache.encode(cache.completed(summary, status == "found", now, ctx.settings))
     await out.send(ENRICHED, key, summary_event(record, {**summary, "cached": False}, api,
                                                 record.get("origin") or {}))
     for origin in cache.waiters(entry):
         await out.send(ENRICHED, key, summary_event(record, {**summary, "cached": False, "coalesced": True},
                                                     api, origin))
-    if status == "error" and entry is not None:
-        del ctx.cache[key]
 
 
 def install(ctx: Context) -> None:
