@@ -13,6 +13,7 @@ from pipeline import lookup, results
 from pipeline.mapping import load_mappings
 from pipeline.runtime import Context, Outbox
 from pipeline.settings import Settings
+from topics import ENRICHED, REQUESTS
 
 pytestmark = pytest.mark.unit
 
@@ -46,10 +47,9 @@ class YieldingOutbox(Outbox):
         super().__init__(send)
         self.sent: list[tuple[str, dict]] = []
 
-    def summaries_for(self) -> dict[str, dict]:
-        """Summary cards sent, by the sighting's id."""
-        return {e["origin"]["id"]: e["summary"] for t, e in self.sent if t == "indicators.enriched"
-                and e["kind"] == "summary"}
+    def summaries(self) -> list[tuple[str, dict]]:
+        """(sighting id, summary card) of every summary sent, in order."""
+        return [(e["origin"]["id"], e["summary"]) for t, e in self.sent if t == ENRICHED and e["kind"] == "summary"]
 
 
 def context() -> Context:
@@ -72,12 +72,14 @@ def run(status: str) -> YieldingOutbox:
 
 
 def test_a_duplicate_that_joins_while_the_answer_is_mapped_gets_its_summary():
-    out = run("found")
-    assert set(out.summaries_for()) == {"raw/0/1", "raw/0/2", "raw/0/3"}
+    answered = run("found").summaries()
+    assert sorted(ref for ref, _ in answered) == ["raw/0/1", "raw/0/2", "raw/0/3"]  # each exactly once
+    late = dict(answered)["raw/0/3"]
+    assert late["found"] is True and late["checked"] is True and late["coalesced"] is True
 
 
 def test_a_sighting_after_a_failed_answer_asks_again_instead_of_waiting_forever():
     out = run("error")
-    assert set(out.summaries_for()) == {"raw/0/1", "raw/0/2"}
-    asked = [e["origin"]["id"] for t, e in out.sent if t == "vt.requests"]
+    assert sorted(ref for ref, _ in out.summaries()) == ["raw/0/1", "raw/0/2"]
+    asked = [e["origin"]["id"] for t, e in out.sent if t == REQUESTS]
     assert asked == ["raw/0/1", "raw/0/3"]
