@@ -17,11 +17,12 @@ import faust
 
 from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES, retry_topic
 
-from . import gateway, intake, lookup, results, retry, transport
-from .kafka import MAX_REQUEST_SIZE, ensure_topics, topic_catalog
-from .mapping import load_mappings
-from .runtime import Context
-from .settings import Settings
+from pipeline.stages import gateway, intake, lookup, results, retry
+from pipeline.kafka import transport
+from pipeline.kafka.admin import MAX_REQUEST_SIZE, ensure_topics, topic_catalog
+from pipeline.mapping import load_mappings
+from pipeline.kafka.runtime import Context
+from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream")
 
@@ -62,14 +63,14 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> tu
     # vt.lookups and vt.responses records of the same key (same key bytes, same count), so
     # the table stays co-partitioned while stages write it from batches (no "current event").
     table = app.Table(CACHE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                      use_partitioner=True, help="indicator key -> cache entry (pipeline.cache)")
+                      use_partitioner=True, help="indicator key -> cache entry (pipeline.rules.cache)")
     # The governor's state; its changelog is vt.quota itself, so `vtstream status` can read it.
     # acks=False as on faust's own changelogs: no stream reads it, and an acking topic that a
     # loaded worker fetches behind its writes trips faust's "Stream has not started processing"
     # error every 7 s.
     quota = app.Table("quota", partitions=1, key_type=bytes, value_type=bytes, use_partitioner=True,
                       changelog_topic=app.topic(QUOTA, schema=_raw_schema(), partitions=1, acks=False),
-                      help="the quota governor's state (pipeline.governor)")
+                      help="the quota governor's state (pipeline.vt.governor)")
     topics = {"raw": _topic(app, RAW, settings.partitions),
               "lookups": _topic(app, LOOKUPS, settings.partitions),
               "requests": _topic(app, REQUESTS, 1),

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from mappings import MAPPINGS_DIR
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 #: The emulator accepts this key by default; real deployments set VTSTREAM_VT_API_KEY.
 DEMO_API_KEY = "vtstream-demo-key"

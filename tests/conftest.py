@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
+from pipeline.devtools.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "vt-samples"

@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-BENCH = "from pipeline.bench import bench_command; bench_command()"
+BENCH = "from pipeline.devtools.bench import bench_command; bench_command()"
 
 SCENARIOS = {
     "cache-hits": (["--events", "3000", "--unique", "60"], r"ratio: \d+\.\d\d"),

@@ -23,9 +23,9 @@ import aiohttp
 import orjson
 import pytest
 
-from pipeline.emulator import EmulatorConfig, RunningEmulator, start
-from pipeline.emulator.control import Gate
-from pipeline.emulator.netdata import domain_facts, ip_facts
+from pipeline.devtools.emulator import EmulatorConfig, RunningEmulator, start
+from pipeline.devtools.emulator.control import Gate
+from pipeline.devtools.emulator.netdata import domain_facts, ip_facts
 
 pytestmark = pytest.mark.integration
 
@@ -588,7 +588,7 @@ def test_stats_count_kinds_and_lookups(url: str) -> None:
 
 
 def test_serve_prints_ready_line_with_real_port() -> None:
-    code = ("import asyncio; from pipeline.emulator import EmulatorConfig, serve; "
+    code = ("import asyncio; from pipeline.devtools.emulator import EmulatorConfig, serve; "
             "asyncio.run(serve(EmulatorConfig(port=0)))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from kafka_helpers import produce
 
 from pipeline.errors import ConfigError
-from pipeline.kafka import ensure_topics, topic_catalog
+from pipeline.kafka.admin import ensure_topics, topic_catalog
 from pipeline.settings import Settings
-from pipeline.status import gather_status, render, status_command
+from pipeline.cli.status import gather_status, render, status_command
 from topics import intake_group
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 
 from pipeline import errors
-from pipeline.emulator import EmulatorConfig, start
-from pipeline.indicators import classify
+from pipeline.devtools.emulator import EmulatorConfig, start
+from pipeline.rules.indicators import classify
 from pipeline.settings import Settings
-from pipeline.vtclient import VirusTotalClient
+from pipeline.vt.client import VirusTotalClient
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline import cache
+from pipeline.rules import cache
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit

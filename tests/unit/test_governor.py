@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from pipeline.errors import DailyQuotaExhausted
-from pipeline.governor import Governor, seconds_to_midnight_utc
+from pipeline.vt.governor import Governor, seconds_to_midnight_utc
 
 pytestmark = pytest.mark.unit
 
@@ -131,7 +131,7 @@ def test_deferred_work_waits_while_live_work_flows():
 
 
 def test_deferred_caller_yields_on_request():
-    from pipeline.governor import Yielded
+    from pipeline.vt.governor import Yielded
 
     gov = Governor(rate_per_minute=60000, daily_quota=1000)
 

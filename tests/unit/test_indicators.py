@@ -5,7 +5,7 @@ import random
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.indicators import INDICATOR_TYPES, Indicator, classify, refang, url_host, vt_url_id
+from pipeline.rules.indicators import INDICATOR_TYPES, Indicator, classify, refang, url_host, vt_url_id
 
 pytestmark = pytest.mark.unit
 

@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from pipeline.intake import Accepted, Rejected, Skipped, parse
+from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit

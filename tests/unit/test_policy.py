@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.indicators import Indicator, classify
-from pipeline.policy import ALLOWED, SPECIAL_USE_DOMAINS, Decision, check
+from pipeline.rules.indicators import Indicator, classify
+from pipeline.rules.policy import ALLOWED, SPECIAL_USE_DOMAINS, Decision, check
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit

@@ -6,9 +6,9 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from pipeline.cache import completed
-from pipeline.direct import key_slot
-from pipeline.replica import CacheCopy
+from pipeline.rules.cache import completed
+from pipeline.kafka.direct import key_slot
+from pipeline.kafka.replica import CacheCopy
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit

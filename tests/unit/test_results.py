@@ -9,9 +9,9 @@ import asyncio
 import orjson
 import pytest
 
-from pipeline import lookup, results
+from pipeline.stages import lookup, results
 from pipeline.mapping import load_mappings
-from pipeline.runtime import Context, Outbox
+from pipeline.kafka.runtime import Context, Outbox
 from pipeline.settings import Settings
 from topics import ENRICHED, REQUESTS
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.status import StatusSnapshot, render, summarize
+from pipeline.cli.status import StatusSnapshot, render, summarize
 
 pytestmark = pytest.mark.unit
 

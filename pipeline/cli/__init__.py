@@ -1,0 +1,1 @@
+"""The ``vtstream`` command line."""

@@ -1,0 +1,394 @@
+"""The ``vtstream`` command line. Every command's --help says what it does and shows an example."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import click
+import orjson
+
+from topics import DEAD, ENRICHED, RAW, describe
+
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_doc
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _env_help() -> str:
+    lines = ["\b", "Environment (VTSTREAM_*):"]
+    lines += [f"  {env:<32} {default}" for env, default, _ in settings_doc()]
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="vtstream")
+def main() -> None:
+    """vtstream: enrich indicators from Kafka through VirusTotal, publish mapped events.
+
+    \b
+    Flow: indicators.raw -> intake -> vt.lookups -> lookup (cache) -> vt.requests
+          -> gateway (rate-limited VirusTotal) -> vt.responses -> results -> indicators.enriched
+    Bad input goes to vt.dead with a reason.
+
+    \b
+    Try it with no Kafka and no API key:
+      vtstream demo
+    Or piece by piece, in four terminals:
+      vtstream broker --port 9092
+      vtstream emulator --port 8079
+      vtstream worker
+      vtstream produce 8.8.8.8 example.com 44d88612fea8a8f36de82e1278abb02f
+      vtstream tail --from-beginning
+    """
+
+
+@main.command(epilog=_env_help())
+@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@click.option("--vt-base-url", help="VirusTotal scheme and host (overrides VTSTREAM_VT_BASE_URL).")
+@click.option("--api", "api_version", type=click.Choice(["v3", "v2"]), help="VirusTotal API version.")
+def worker(bootstrap: str | None, vt_base_url: str | None, api_version: str | None) -> None:
+    """Run a worker: all four stages, sharing the load with workers of the same VTSTREAM_APP_ID.
+
+    Settings come from the environment (below). The worker creates any missing
+    catalog topic with its intended partition count before it subscribes.
+    Stop it with Ctrl-C or SIGTERM; it finishes and commits what it started.
+
+    \b
+    Example, against the real VirusTotal with a public key (4 requests/minute):
+      VTSTREAM_VT_API_KEY=... VTSTREAM_VT_BASE_URL=https://www.virustotal.com \\
+      VTSTREAM_KAFKA_BOOTSTRAP=kafka1:9092 vtstream worker
+    """
+    from pipeline.app import run_worker
+
+    settings = _settings(kafka_bootstrap=bootstrap, vt_base_url=vt_base_url, vt_api_version=api_version)
+    try:
+        run_worker(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--port", default=9092, show_default=True, help="TCP port to listen on (127.0.0.1).")
+def broker(port: int) -> None:
+    """Run the embedded Kafka-compatible broker (tansu) in the foreground.
+
+    For the demo and development: memory only, everything is gone when it
+    stops. Production uses Apache Kafka (deploy/docker-compose.yml).
+
+    \b
+    Example:
+      vtstream broker --port 9092
+    """
+    from pipeline.devtools.broker import broker_command
+
+    cmd = broker_command(port)
+    click.echo(f"vtstream broker listening on 127.0.0.1:{port} (memory only; Ctrl-C stops it)", err=True)
+    os.execvpe(cmd[0], cmd, {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+
+
+@main.command()
+@click.option("--port", default=8079, show_default=True, help="TCP port (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--api-key", "api_keys", multiple=True, default=["vtstream-demo-key"], show_default=True,
+              help="Accepted API key; repeat for several. Others get 401.")
+@click.option("--rate-per-minute", type=int, help="Strict sliding-window limit; 429 (v3) / 204 (v2) above it.")
+@click.option("--daily-quota", type=int, help="Requests per day before quota errors.")
+@click.option("--scan-seconds", type=float, default=5.0, show_default=True,
+              help="How long a submitted URL or file stays queued.")
+@click.option("--not-found-ratio", type=float, default=0.0, show_default=True,
+              help="Fraction of indicators VirusTotal 'does not know' (values containing 'notfound' always).")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every answer.")
+def emulator(port: int, host: str, api_keys: tuple[str, ...], rate_per_minute: int | None,
+             daily_quota: int | None, scan_seconds: float, not_found_ratio: float, latency_ms: float) -> None:
+    """Run the VirusTotal emulator: API v3 and v2 over HTTP, deterministic data for any indicator.
+
+    It answers like VirusTotal (bodies shaped on real responses, 401 for a
+    wrong key, 429 QuotaExceededError / v2 204 over the rate, queued scans)
+    and counts every call: GET /_emulator/stats. Fault injection:
+    POST /_emulator/faults {"mode": "500"|"503"|"timeout"|"truncated"|"malformed"|"reset", "count": N}.
+
+    \b
+    Example:
+      vtstream emulator --port 8079 --rate-per-minute 240
+      curl -H 'x-apikey: vtstream-demo-key' http://127.0.0.1:8079/api/v3/ip_addresses/8.8.8.8
+    """
+    from pipeline.devtools.emulator import EmulatorConfig, serve
+
+    config = EmulatorConfig(host=host, port=port, api_keys=api_keys, rate_per_minute=rate_per_minute,
+                            daily_quota=daily_quota, scan_seconds=scan_seconds,
+                            not_found_ratio=not_found_ratio, latency_ms=latency_ms)
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        pass
+
+
+def _records(values: Iterable[str], fields: dict[str, Any]) -> Iterator[bytes]:
+    """Lines -> raw records: JSON objects as they are, bare lines wrapped only if fields are given."""
+    for line in values:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{") or not fields:
+            yield line.encode()
+        else:
+            yield orjson.dumps({"value": line, **fields})
+
+
+@main.command()
+@click.argument("indicators", nargs=-1)
+@click.option("--file", "-f", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read one indicator (or JSON object) per line from this file. '-' or no "
+                   "INDICATORS and no --file: read stdin.")
+@click.option("--type", "declared_type", help="Declared type for bare values (ip, domain, url, md5, ...).")
+@click.option("--source", help="Source name put on each record (per-source accounting).")
+@click.option("--label", "labels", multiple=True, help="Security label, e.g. TLP:GREEN; repeatable.")
+@click.option("--topic", default=RAW, show_default=True)
+@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+def produce(indicators: tuple[str, ...], path: Path | None, declared_type: str | None, source: str | None,
+            labels: tuple[str, ...], topic: str, bootstrap: str | None) -> None:
+    """Publish indicators to indicators.raw, from arguments, a file, or stdin.
+
+    Lines starting with '{' are sent as JSON records unchanged; other lines are
+    sent as bare values, or wrapped as {"value": ..., "type", "source",
+    "labels"} when those options are given. Blank lines and '#' comments are
+    skipped. A progress bar shows on long files.
+
+    \b
+    Examples:
+      vtstream produce 8.8.8.8 'hxxps://evil[.]example/x'
+      vtstream produce --file siem-export.txt --source firewall --label TLP:GREEN
+      cat iocs.jsonl | vtstream produce
+    """
+    from tqdm import tqdm
+
+    settings = _settings(kafka_bootstrap=bootstrap)
+    fields: dict[str, Any] = {}
+    if declared_type:
+        fields["type"] = declared_type
+    if source:
+        fields["source"] = source
+    if labels:
+        fields["labels"] = list(labels)
+    if indicators:
+        lines: Iterable[str] = indicators
+        total: int | None = len(indicators)
+    elif path is not None:
+        lines = path.open(encoding="utf-8", errors="replace")
+        total = None
+    else:
+        lines = sys.stdin
+        total = None
+    records = tqdm(_records(lines, fields), total=total, unit="rec", disable=indicators != () or None,
+                   file=sys.stderr, desc="produce")
+    sent = asyncio.run(_produce(settings.kafka_bootstrap, topic, records))
+    click.echo(f"sent {sent} records to {topic}", err=True)
+
+
+async def _produce(bootstrap: str, topic: str, records: Iterable[bytes]) -> int:
+    from pipeline.kafka.admin import make_producer
+
+    producer = make_producer(bootstrap)
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for record in records:
+            pending.append(await producer.send(topic, record))
+            sent += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        return sent
+    finally:
+        await producer.stop()
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One readable line for an enriched event (``vtstream tail``)."""
+    ind = event.get("indicator", {})
+    head = f"{event.get('kind', '?'):<9} {ind.get('type', '?'):<6} {ind.get('value', '?')}"
+    kind = event.get("kind")
+    if kind == "attribute":
+        attr = event["attribute"]
+        return f"{head}  {attr.get('name')} = {attr.get('value')}"
+    if kind == "relation":
+        rel = event["relation"]
+        extra = ", ".join(f"{a['name']}={a['value']}" for a in rel.get("attributes", []))
+        return f"{head}  -> {rel.get('type')} {rel.get('value')}" + (f"  [{extra}]" if extra else "")
+    if kind == "report":
+        rep = event["report"]
+        return f"{head}  report '{rep.get('title')}' ({len(rep.get('attributes', []))} attributes)"
+    summary = event.get("summary", {})
+    if not summary.get("checked", True):
+        return f"{head}  NOT CHECKED: {summary.get('reason')}"
+    shown = {k: v for k, v in summary.items()
+             if k not in ("checked", "resolutions", "detections") and v not in (None, [], {}, 0, False)
+             or k in ("found", "positives")}
+    text = " ".join(f"{k}={v}" for k, v in shown.items())
+    return f"{head}  {text}"
+
+
+@main.command()
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record, not the newest.")
+@click.option("--topic", default=ENRICHED, show_default=True, help=f"Topic to follow ({ENRICHED} or {DEAD}).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["attribute", "relation", "report", "summary"]),
+              help="Show only these kinds; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON events, one per line.")
+@click.option("--idle-exit", type=float, help="Exit after this many seconds without a record.")
+@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool, idle_exit: float | None,
+         bootstrap: str | None) -> None:
+    """Follow indicators.enriched (or vt.dead) and print each event readably.
+
+    \b
+    Examples:
+      vtstream tail --from-beginning --kind summary
+      vtstream tail --topic vt.dead --json --idle-exit 5
+    """
+    from pipeline.kafka.admin import consume
+
+    settings = _settings(kafka_bootstrap=bootstrap)
+
+    async def run() -> None:
+        async for _key, value in consume(settings.kafka_bootstrap, topic, from_beginning=from_beginning,
+                                         idle_timeout=idle_exit):
+            if value is None:
+                continue
+            if as_json:
+                click.echo(value.decode("utf-8", "replace"))
+                continue
+            try:
+                event = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                click.echo(value.decode("utf-8", "replace"))
+                continue
+            if topic == DEAD:
+                click.echo(f"dead  {event.get('stage')}: {event.get('reason')}  {event.get('original')}"[:400])
+            elif not kinds or event.get("kind") in kinds:
+                click.echo(format_event(event))
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command(name="map")
+@click.option("--api", "api_version", type=click.Choice(["v3", "v2"]), default="v3", show_default=True)
+@click.option("--action", required=True,
+              type=click.Choice(["submit_ip", "submit_domain", "submit_url", "submit_file", "submit_hash"]))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def map_command(api_version: str, action: str, files: tuple[Path, ...]) -> None:
+    """Map saved VirusTotal responses offline; print the events as JSON lines.
+
+    The same objects the pipeline publishes, from the same mapping files
+    (VTSTREAM_MAPPINGS_DIR): use it to tune mappings without Kafka.
+
+    \b
+    Example:
+      vtstream map --api v2 --action submit_ip ip_report.json | jq .attribute
+    """
+    from pipeline.mapping import AddOptions, map_files
+
+    settings = _settings()
+    options = AddOptions(tags=settings.add_tags, confidence=settings.add_confidence,
+                         rating=settings.add_rating, relation_cap=settings.relation_cap)
+    try:
+        for event in map_files(settings.mappings_dir, api_version, action, list(files), options):
+            sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def topics() -> None:
+    """Create or describe the topic catalog (topics/).
+
+    \b
+    Examples:
+      vtstream topics describe
+      VTSTREAM_KAFKA_BOOTSTRAP=kafka1:9092 vtstream topics create
+    """
+
+
+@topics.command(name="create")
+@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@click.option("--wait", type=float, default=30.0, show_default=True,
+              help="Seconds to keep trying while the broker does not answer (it may be starting).")
+def topics_create(bootstrap: str | None, wait: float) -> None:
+    """Create every catalog topic that is missing, with its intended partition count.
+
+    Refuses (exit 1) when an existing topic has a different partition count.
+    """
+    from pipeline.kafka.admin import ensure_topics, topic_catalog
+
+    settings = _settings(kafka_bootstrap=bootstrap)
+    try:
+        created = asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_catalog(settings), timeout=wait))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created: {', '.join(created) if created else 'nothing (all topics exist)'}")
+
+
+@topics.command(name="describe")
+def topics_describe() -> None:
+    """Print the catalog: name, partitions, key, cleanup, retention, purpose."""
+    from pipeline.kafka.admin import topic_catalog
+
+    settings = _settings()
+    for row in describe(topic_catalog(settings)):
+        click.echo(f"{row['name']:<28} partitions={row['partitions']:<3} cleanup={row['cleanup']:<8} "
+                   f"retention_days={row['retention_days']!s:<3} key={row['key']}\n    {row['purpose']}")
+
+
+@main.command()
+@click.option("--file", "-f", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Indicators to feed (default: the bundled sample).")
+@click.option("--api", "api_version", type=click.Choice(["v3", "v2"]), default="v3", show_default=True)
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Give up after this many seconds.")
+@click.option("--verbose", "-v", is_flag=True, help="Print every event, not only the summaries.")
+def demo(path: Path | None, api_version: str, timeout: float, verbose: bool) -> None:
+    """Run everything on embedded defaults and show what comes out.
+
+    Starts the embedded broker, the VirusTotal emulator and one worker, feeds a
+    sample of IPs, domains, URLs and hashes (and a few bad lines), prints the
+    enriched events and dead letters, and stops everything. No Kafka, no
+    Docker, no API key needed.
+
+    \b
+    Examples:
+      vtstream demo                      # summaries of the bundled sample
+      vtstream demo --api v2 --verbose   # every event, through API v2
+      vtstream demo --file my-iocs.txt   # your own indicators, one per line
+    """
+    from pipeline.devtools.demo import run_demo
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(run_demo(path, api_version, timeout, verbose))
+
+
+def _register_tools() -> None:
+    from pipeline.devtools.bench import bench_command
+    from pipeline.cli.status import status_command
+
+    main.add_command(status_command, name="status")
+    main.add_command(bench_command, name="bench")
+
+
+_register_tools()
+
+if __name__ == "__main__":
+    main()

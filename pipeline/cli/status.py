@@ -1,0 +1,422 @@
+"""``vtstream status``: how much VirusTotal quota is left and where work is waiting.
+
+An operator's first question when enrichment slows down is "are we out of
+quota, or stuck?". This answers it from the broker alone, with no worker
+running: the gateway's governor keeps its counters on the compacted topic
+``vt.quota``; parked records, dead letters and lag are offsets of the retry,
+dead-letter and input topics against the workers' consumer group (faust
+commits under ``VTSTREAM_APP_ID``).
+
+Split in two so the formatting is testable without a broker:
+:func:`gather_status` reads the broker into a :class:`StatusSnapshot` (I/O);
+:func:`summarize` and :func:`render` turn a snapshot into the ``--json``
+object and the table (pure; the snapshot carries its own clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+import click
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES, intake_group, retry_topic
+
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings
+
+GOVERNOR_KEY = b"governor"
+SOURCE_PREFIX = b"source:"
+#: Seconds the whole status read may take before we call the broker unreachable.
+DEFAULT_TIMEOUT = 12.0
+_LABEL_WIDTH = 19
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """What the broker said at ``now``; everything ``vtstream status`` prints comes from it.
+
+    ``governor`` and ``sources`` are the last values on ``vt.quota`` as written
+    (day roll-over is applied when summarizing, against ``now``). Counts are
+    ``None`` when their topic does not exist. ``daily_quota``,
+    ``monthly_quota``, ``rate_per_minute`` and ``source_caps`` are the local
+    settings, used only where the governor has not written its own yet.
+    """
+
+    now: float
+    bootstrap: str
+    group: str
+    daily_quota: int
+    monthly_quota: int = 0
+    rate_per_minute: int = 4
+    source_caps: Mapping[str, int] = field(default_factory=dict)
+    governor: Mapping[str, Any] | None = None
+    sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    parked: Mapping[str, int | None] = field(default_factory=dict)
+    dead: int | None = 0
+    lag: Mapping[str, int | None] = field(default_factory=dict)
+    missing_topics: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- pure part
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else _utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _next_midnight(now: float) -> float:
+    day = _utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (day + timedelta(days=1)).timestamp()
+
+
+def _span(seconds: float) -> str:
+    """'12s', '4m05s', '5h12m', '2d03h': short enough for one status line."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def summarize(snap: StatusSnapshot) -> dict[str, Any]:
+    """The ``--json`` object: counters with day/month roll-over applied, times as ISO UTC.
+
+    A counter written on an earlier UTC day (or month) counts as 0: the
+    governor only rewrites its record on its next call, so a quiet night would
+    otherwise show yesterday's usage as today's.
+    """
+    today = _utc(snap.now).strftime("%Y-%m-%d")
+    month = today[:7]
+    gov = snap.governor or {}
+    recorded = snap.governor is not None
+    daily = _int(gov.get("daily_quota"), snap.daily_quota) if recorded else snap.daily_quota
+    used_today = _int(gov.get("used_today")) if gov.get("day") == today else 0
+    monthly = _int(gov.get("monthly_quota"), snap.monthly_quota) if recorded else snap.monthly_quota
+    used_month = _int(gov.get("used_month")) if gov.get("month") == month else 0
+    last_call = _float(gov.get("last_call_at"))
+    resets = _next_midnight(snap.now)
+    until = _float(gov.get("blocked_until"))
+    blocked = until is not None and until > snap.now
+    sources: dict[str, dict[str, Any]] = {
+        name: {"used_today": 0, "cap": cap} for name, cap in snap.source_caps.items()}
+    for name, rec in snap.sources.items():
+        cap = rec["cap"] if "cap" in rec else sources.get(name, {}).get("cap")
+        sources[name] = {"used_today": _int(rec.get("used_today")) if rec.get("day") == today else 0,
+                         "cap": cap if isinstance(cap, int) and cap > 0 else None}
+    ordered = sorted(sources.items(), key=lambda kv: (-kv[1]["used_today"], kv[0]))
+    return {
+        "at": _iso(snap.now),
+        "bootstrap": snap.bootstrap,
+        "group": snap.group,
+        "quota": {
+            "recorded": recorded,
+            "day": today,
+            "recorded_day": gov.get("day"),
+            "used_today": used_today,
+            "daily_quota": daily,
+            "remaining_today": max(0, daily - used_today),
+            "resets_at": _iso(resets),
+            "resets_in_s": int(resets - snap.now),
+            "month": month,
+            "used_month": used_month,
+            "monthly_quota": monthly or None,
+            "remaining_month": max(0, monthly - used_month) if monthly else None,
+            "rate_per_minute": _int(gov.get("rate_per_minute"), snap.rate_per_minute),
+            "last_call_at": _iso(last_call),
+            "last_call_ago_s": None if last_call is None else round(max(0.0, snap.now - last_call), 1),
+            "updated_at": _iso(_float(gov.get("updated_at"))),
+        },
+        "blocked": {"blocked": blocked, "until": _iso(until) if blocked else None,
+                    "reason": gov.get("blocked_reason") if blocked else None},
+        "sources": dict(ordered),
+        "parked": dict(snap.parked),
+        "parked_total": sum(n or 0 for n in snap.parked.values()),
+        "dead_letters": {"topic": DEAD, "count": snap.dead},
+        "lag": dict(snap.lag),
+        "missing_topics": list(snap.missing_topics),
+        "notes": list(snap.notes),
+    }
+
+
+def _counts(counts: Mapping[str, int | None]) -> str:
+    if not counts:
+        return "-"
+    return ", ".join(f"{name} {'missing' if n is None else n}" for name, n in counts.items())
+
+
+def render(snap: StatusSnapshot) -> str:
+    """The human table: one labelled line per question (quota, blocked, sources, parked, dead, lag)."""
+    s = summarize(snap)
+    q = s["quota"]
+    monthly = (f"{q['used_month']} / {q['monthly_quota']} ({q['remaining_month']} left)"
+               if q["monthly_quota"] else f"{q['used_month']} / unlimited")
+    if not q["recorded"]:
+        last = "no calls recorded yet"
+    elif q["last_call_ago_s"] is None:
+        last = "no calls made yet"
+    else:
+        last = f"last call {_span(q['last_call_ago_s'])} ago"
+    quota = (f"used today {q['used_today']} / {q['daily_quota']} ({q['remaining_today']} left, "
+             f"resets 00:00 UTC in {_span(q['resets_in_s'])}); this month {monthly}; "
+             f"pace {q['rate_per_minute']}/min; {last}")
+    if q["recorded_day"] is not None and q["recorded_day"] != q["day"]:
+        quota += f" (counter last written on {q['recorded_day']})"
+    b = s["blocked"]
+    blocked = f"until {b['until']}: {b['reason'] or 'no reason given'}" if b["blocked"] else "no"
+    sources = ", ".join(f"{name} {v['used_today']} / {v['cap'] if v['cap'] is not None else '-'}"
+                        for name, v in s["sources"].items()) or "none recorded"
+    dead = s["dead_letters"]
+    dead_line = f"{DEAD} missing" if dead["count"] is None else f"{dead['count']} on {DEAD}"
+    tiers = set(snap.parked)
+    lag = {t: n for t, n in snap.lag.items() if t not in tiers}
+    rows = [
+        ("VirusTotal quota", quota),
+        ("blocked", blocked),
+        ("per source", sources),
+        ("parked", _counts(snap.parked)),
+        ("dead letters", dead_line),
+        ("consumer lag", f"{_counts(lag)} (group {snap.group})"),
+    ]
+    if snap.missing_topics:
+        rows.append(("missing topics", ", ".join(snap.missing_topics) + " (run 'vtstream topics create')"))
+    rows += [("note", note) for note in snap.notes]
+    return "\n".join(f"{label:<{_LABEL_WIDTH}}{text}" for label, text in rows)
+
+
+# ---------------------------------------------------------------- broker part
+
+
+def input_topics(settings: Settings) -> list[str]:
+    """Topics the workers consume, retry tiers last."""
+    return [RAW, LOOKUPS, REQUESTS, POLLS, RESPONSES] + [retry_topic(d) for d in settings.retry_tiers]
+
+
+def consumer_groups(settings: Settings, consumed: list[str]) -> dict[str, list[str]]:
+    """Which group commits which topics: intake runs in its own group (plain aiokafka)."""
+    return {intake_group(settings.app_id): [RAW], settings.app_id: [t for t in consumed if t != RAW]}
+
+
+async def gather_status(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
+                        now: float | None = None) -> StatusSnapshot:
+    """Read quota records and offsets from the broker; never creates a topic.
+
+    Raises ConfigError naming the bootstrap address when the broker cannot be
+    reached or does not answer within ``timeout`` seconds.
+    """
+    bootstrap = settings.kafka_bootstrap
+    try:
+        return await asyncio.wait_for(_gather(settings, now), timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        raise ConfigError(f"cannot reach Kafka at {bootstrap}: no answer within {timeout:g}s "
+                          "(set --bootstrap or VTSTREAM_KAFKA_BOOTSTRAP)") from None
+    except KafkaError as exc:
+        raise ConfigError(f"Kafka at {bootstrap} answered with an error: {exc}") from exc
+
+
+async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
+    bootstrap = settings.kafka_bootstrap
+    common: dict[str, Any] = {"bootstrap_servers": bootstrap, "request_timeout_ms": 10000,
+                              "client_id": "vtstream-status"}
+    admin = AIOKafkaAdminClient(**common)
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **common)
+    try:
+        try:
+            await admin.start()
+            await consumer.start()
+        except Exception as exc:  # KafkaConnectionError and friends
+            raise ConfigError(f"cannot reach Kafka at {bootstrap}: {exc} "
+                              "(set --bootstrap or VTSTREAM_KAFKA_BOOTSTRAP)") from exc
+        # Ask for all topics: naming a missing one in a metadata request makes
+        # some brokers auto-create it with their own partition count.
+        partitions = {t["topic"]: sorted(p["partition"] for p in t["partitions"])
+                      for t in await admin.describe_topics() if not t.get("error_code")}
+        consumed = input_topics(settings)
+        tiers = [retry_topic(d) for d in settings.retry_tiers]
+        wanted = [QUOTA, DEAD, *consumed]
+        missing = tuple(t for t in wanted if t not in partitions)
+        tps = [TopicPartition(t, p) for t in wanted if t in partitions for p in partitions[t]]
+        begin: dict[TopicPartition, int] = await consumer.beginning_offsets(tps) if tps else {}
+        listed: dict[TopicPartition, int] = await consumer.end_offsets(tps) if tps else {}
+        committed: dict[TopicPartition, int] = {}
+        for group, topics in consumer_groups(settings, consumed).items():
+            group_tps = [tp for tp in tps if tp.topic in topics]
+            if group_tps:
+                offsets = await admin.list_consumer_group_offsets(group, partitions=group_tps)
+                committed.update({tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0})
+        end, latest = await _fetch_pass(consumer, begin, listed)
+
+        def waiting(topic: str) -> int | None:
+            if topic not in partitions:
+                return None
+            total = 0
+            for p in partitions[topic]:
+                tp = TopicPartition(topic, p)
+                start = max(committed.get(tp, begin[tp]), begin[tp])
+                total += max(0, end[tp] - start)
+            return total
+
+        dead = None if DEAD not in partitions else sum(
+            end[TopicPartition(DEAD, p)] - begin[TopicPartition(DEAD, p)] for p in partitions[DEAD])
+        governor, sources, notes = _decode_quota(latest)
+        return StatusSnapshot(
+            now=time.time() if now is None else now, bootstrap=bootstrap, group=settings.app_id,
+            daily_quota=settings.vt_daily_quota, monthly_quota=settings.vt_monthly_quota,
+            rate_per_minute=settings.vt_rate_per_minute, source_caps=dict(settings.source_daily_caps),
+            governor=governor, sources=sources,
+            parked={t: waiting(t) for t in tiers}, dead=dead,
+            lag={t: waiting(t) for t in consumed}, missing_topics=missing, notes=tuple(notes))
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _fetch_pass(consumer: AIOKafkaConsumer, begin: Mapping[TopicPartition, int],
+                      listed: Mapping[TopicPartition, int]
+                      ) -> tuple[dict[TopicPartition, int], dict[bytes, bytes | None]]:
+    """One fetch pass: the true end offset of every non-empty partition, and vt.quota's last value per key.
+
+    End offsets are taken from the fetch response's high watermark, not only
+    from ListOffsets: the embedded tansu broker (0.6) answers ListOffsets with
+    the last *batch's* base offset + 1, which undercounts whenever a producer
+    batched several records. Fetching the last listed record costs one small
+    read per partition and is exact on every broker.
+    """
+    end = dict(listed)
+    latest: dict[bytes, bytes | None] = {}
+    active = [tp for tp in listed if listed[tp] > begin[tp]]
+    if not active:
+        return end, latest
+    consumer.assign(active)
+    for tp in active:  # vt.quota is read whole (compacted: last value per key); others only at the tail
+        consumer.seek(tp, begin[tp] if tp.topic == QUOTA else listed[tp] - 1)
+    pending = set(active)
+    while pending:
+        batch = await consumer.getmany(*pending, timeout_ms=500)
+        for tp, records in batch.items():
+            if tp.topic == QUOTA:
+                for record in records:
+                    if record.key is not None:
+                        latest[record.key] = record.value  # a tombstone (None) deletes the key
+        for tp in list(pending):
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            end[tp] = max(end[tp], highwater)
+            if tp.topic != QUOTA or await consumer.position(tp) >= end[tp]:
+                pending.discard(tp)
+                consumer.pause(tp)
+    return end, latest
+
+
+def _decode_quota(latest: Mapping[bytes, bytes | None]
+                  ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], list[str]]:
+    """The governor record and per-source records; undecodable values become notes, not crashes."""
+    governor: dict[str, Any] | None = None
+    sources: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    for key, value in sorted(latest.items()):
+        if value is None:
+            continue
+        try:
+            decoded = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            notes.append(f"{QUOTA} record {key!r} is not a JSON object; ignored")
+            continue
+        if key == GOVERNOR_KEY:
+            governor = decoded
+        elif key.startswith(SOURCE_PREFIX):
+            sources[key[len(SOURCE_PREFIX):].decode(errors="replace")] = decoded
+    return governor, sources, notes
+
+
+# ---------------------------------------------------------------- command
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def status_command(bootstrap: str | None, as_json: bool) -> None:
+    """Show VirusTotal quota use, parked and dead records, and consumer lag.
+
+    Reads the broker only (no worker needs to run, nothing is written or
+    created): the quota governor's counters on the compacted topic vt.quota,
+    and the offsets of the workers' consumer group (VTSTREAM_APP_ID).
+
+    \b
+    What each line means:
+      VirusTotal quota  calls the gateway made today (UTC) against the daily
+                        quota, what is left and when it resets; this month's
+                        calls; the request pace; when the last call went out.
+                        A counter from an earlier UTC day counts as 0.
+      blocked           whether the gateway is holding calls, until when, why
+                        (e.g. the daily quota is spent, VirusTotal said 429).
+      per source        calls today per input source against its cap
+                        (VTSTREAM_SOURCE_DAILY_CAPS); '-' = no cap.
+      parked            records waiting on each delayed-retry topic
+                        (pending scans, retryable failures) not yet taken back.
+      dead letters      records on vt.dead, which need a person to look at them.
+      consumer lag      records on each input topic the workers have not
+                        committed yet; a growing vt.requests with quota left
+                        means the gateway is slow or stopped.
+
+    'missing' means the topic does not exist: run 'vtstream topics create'.
+
+    \b
+    Example:
+      $ vtstream status --bootstrap kafka1:9092
+      VirusTotal quota   used today 123 / 500 (377 left, resets 00:00 UTC in 5h12m); this month
+                         4021 / unlimited; pace 4/min; last call 12s ago
+      blocked            no
+      per source         siem 80 / 300, proxy 43 / -
+      parked             vt.retry.30s 3, vt.retry.2m 0, vt.retry.10m 1, vt.retry.1h 0
+      dead letters       17 on vt.dead
+      consumer lag       indicators.raw 0, vt.lookups 12, vt.requests 340, vt.responses 0 (group vtstream)
+      $ vtstream status --json | jq .quota.remaining_today
+      377
+    """
+    try:
+        overrides = {"kafka_bootstrap": bootstrap} if bootstrap else {}
+        settings = Settings.from_env(None, **overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    # aiokafka logs each failed connection attempt; the ClickException below says it once.
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        snap = asyncio.run(gather_status(settings))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        kafka_log.setLevel(level)
+    if as_json:
+        click.echo(orjson.dumps(summarize(snap), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render(snap))

@@ -1,0 +1,141 @@
+"""Scenario cache-hits: repeated indicators at Kafka speed, against a raw aiokafka loop.
+
+What is measured, in one run on one broker:
+
+- baseline: a plain aiokafka consumer reads the same records from a scratch
+  topic, orjson-parses each, produces one small JSON record per input to
+  another topic (acks=all) and awaits the acks of each fetched batch before
+  fetching the next (the pipeline's "forward first, then ack"). Rate = records
+  / (first fetch -> last ack).
+- pipeline: one worker, cache warmed with every unique indicator. The worker
+  is paused (SIGSTOP) while the measured records are produced to
+  indicators.raw, so they wait as a backlog, then resumed (SIGCONT). Rate =
+  records / (resume -> the last of their summaries read from
+  indicators.enriched). Each record crosses two stages (intake, lookup), so
+  the pipeline consumes and produces twice per event where the baseline does
+  it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import click
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from topics import RAW
+
+from pipeline.kafka.admin import MAX_REQUEST_SIZE, make_producer
+from pipeline.devtools.bench.harness import PARTITIONS, Report, Rig, Tap, create_topic, produce, progress, raw_record, rig_options
+from pipeline.devtools.bench.profiling import Profiler, shares
+
+BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
+
+
+async def baseline(bootstrap: str, n: int) -> float:
+    """The raw aiokafka consume -> orjson -> produce loop over ``n`` records; events/s."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                fetch_max_bytes=MAX_REQUEST_SIZE)
+    producer = make_producer(bootstrap, linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        tps = [TopicPartition(BASE_IN, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        done = 0
+        started = time.perf_counter()
+        with progress(n, "baseline") as bar:
+            while done < n:
+                batch = await consumer.getmany(timeout_ms=100, max_records=2000)
+                acks = []
+                for records in batch.values():
+                    for record in records:
+                        doc = orjson.loads(record.value or b"{}")
+                        out = orjson.dumps({"value": doc["value"], "id": doc.get("id"), "cached": True})
+                        acks.append(await producer.send(BASE_OUT, out, key=doc["value"].encode()))
+                await asyncio.gather(*acks)
+                done += len(acks)
+                bar.update(len(acks))
+        return n / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+@click.command("cache-hits")
+@click.option("--events", default=200_000, show_default=True, help="Measured (repeated) events.")
+@click.option("--unique", default=1_000, show_default=True, help="Unique indicators (all types), warmed first.")
+@click.option("--store", default="memory://", show_default=True, help="Worker table store (VTSTREAM_STORE).")
+@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sample the worker with py-spy during the measured phase; raw stacks to this file.")
+@click.option("--timeout", default=600.0, show_default=True, help="Give up after this many seconds.")
+@rig_options
+def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeout: float,
+               bootstrap: str | None, vt_url: str | None, keep: bool) -> None:
+    """Cache hits through one worker vs a raw aiokafka loop; last line `ratio: X.XX`.
+
+    \b
+    Example:
+      vtstream bench cache-hits                       # 200,000 events over 1,000 indicators
+      vtstream bench cache-hits --events 20000 --profile /tmp/hits.txt
+    """
+    report = Report(f"cache-hits: {events:,} events over {unique:,} unique indicators, 1 worker, {store}")
+    with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:
+        # The worker must stay in its group while paused for the pre-produce (~50,000 records/s).
+        session = 6 + events // 20_000
+        worker = rig.start_worker(VTSTREAM_STORE=store, VTSTREAM_KAFKA_SESSION_TIMEOUT=str(session))
+        salt = rig.salt
+
+        async def run() -> tuple[float, float]:
+            tap = await Tap(rig.bootstrap).start()
+            try:
+                await produce(rig.bootstrap, RAW, (raw_record(i, salt, f"warm-{i}") for i in range(unique)),
+                              total=unique, desc="warm-up")
+                await tap.read(unique, timeout, rig.check_workers, desc="warm-up summaries")
+                if tap.summaries < unique:
+                    raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries in {timeout:.0f}s")
+                for name in (BASE_IN, BASE_OUT):
+                    await create_topic(rig.bootstrap, name)
+                records = [raw_record(i % unique, salt, str(i)) for i in range(events)]
+                await produce(rig.bootstrap, BASE_IN, records, total=events, desc="baseline input")
+                base_rate = await baseline(rig.bootstrap, events)
+                hits = 0
+
+                def on_summary(value: bytes, _now: float, _timestamp_ms: int) -> None:
+                    nonlocal hits
+                    hits += b'"cached":true' in value
+
+                tap.on_summary = on_summary
+                before = dict(tap.kinds)
+                os.kill(worker.pid, signal.SIGSTOP)
+                try:
+                    paused = await produce(rig.bootstrap, RAW, records, total=events, desc="pipeline input")
+                finally:
+                    os.kill(worker.pid, signal.SIGCONT)
+                resumed = time.perf_counter()
+                with Profiler(worker.pid, profile):
+                    await tap.read(unique + events, timeout, rig.check_workers, desc="pipeline")
+                if tap.summaries < unique + events:
+                    raise click.ClickException(f"{tap.summaries - unique}/{events} summaries in {timeout:.0f}s")
+                assert tap.last_summary is not None
+                report.add("pipeline input produced while paused (s)", paused)
+                report.add("summaries that were cache hits", hits)
+                others = {k: v - before.get(k, 0) for k, v in tap.kinds.items() if k != "summary"}
+                report.add("events of other kinds during measurement", sum(others.values()))
+                return base_rate, events / (tap.last_summary - resumed)
+            finally:
+                await tap.stop()
+
+        base_rate, pipe_rate = asyncio.run(run())
+    report.add("baseline events/s (raw aiokafka consume->orjson->produce)", round(base_rate))
+    report.add("pipeline events/s (resume -> last summary)", round(pipe_rate))
+    if profile is not None and profile.exists():
+        for name, share in shares(profile):
+            report.add(f"profile: {name}", f"{share:.1%}")
+    report.emit("ratio", f"{pipe_rate / base_rate:.2f}")

@@ -1,0 +1,480 @@
+"""What every benchmark scenario shares: the rig (broker, emulator, workers), Kafka I/O, reporting.
+
+A scenario opens a :class:`Rig` (an ExitStack: whatever it starts is stopped
+when the scenario ends, also on error or Ctrl-C), produces inputs with
+:func:`produce`, watches ``indicators.enriched`` through a :class:`Tap`, and
+prints a :class:`Report`: a table, then the one line the scenario is judged
+on, last. Workers are real ``python -m pipeline worker`` child processes, as
+an operator runs them, so the figures include everything a deployment pays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Iterable, Iterator
+
+import click
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from tqdm import tqdm
+
+from topics import DEAD, ENRICHED
+
+from pipeline.devtools.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
+from pipeline.kafka.admin import MAX_REQUEST_SIZE, ensure_topics, make_producer, topic_catalog
+from pipeline.settings import DEMO_API_KEY, Settings
+
+#: The benchmark's consumer group / faust app id; fixed, so reruns on an existing broker resume.
+APP_ID = "vtstream-bench"
+PARTITIONS = 4
+TYPES = ("ip", "domain", "url", "md5", "sha1", "sha256")
+_SUMMARY = b'"kind":"summary"'
+#: An interim summary (a URL scan submitted, a quota wait): the final one for that sighting follows.
+_INTERIM = b'"pending":true'
+
+
+# --------------------------------------------------------------------------- click options
+
+def rig_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--bootstrap / --vt-url / --keep: use existing services, keep the work folder."""
+    func = click.option("--keep", is_flag=True, help="Keep the work folder (worker logs, table state).")(func)
+    func = click.option("--vt-url", help="Use this VirusTotal emulator (http://host:port) instead of "
+                                         "starting one; its config and counters are reset.")(func)
+    func = click.option("--bootstrap", help="Use this Kafka broker instead of starting the embedded "
+                                            "one (dedicate it to the benchmark).")(func)
+    return func
+
+
+# --------------------------------------------------------------------------- indicators
+
+def indicator(i: int, salt: str) -> tuple[str, str]:
+    """The i-th synthetic indicator of a run, cycling through every type: (type, value).
+
+    ``salt`` keeps runs apart on a reused broker (a fresh run must not hit an old cache).
+    """
+    kind = TYPES[i % len(TYPES)]
+    n = i // len(TYPES)
+    if kind == "ip":  # 23.0.0.0/8 is public unicast; the salt picks a starting point in it
+        base = int(hashlib.sha256(salt.encode()).hexdigest()[:6], 16) % (1 << 23)
+        x = (23 << 24) + ((base + n) % (1 << 24))
+        return kind, f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}"
+    if kind == "domain":
+        return kind, f"h{n}.{salt}.bench-vtstream.com"
+    if kind == "url":
+        return kind, f"http://u{n}.{salt}.bench-vtstream.com/p?i={n}"
+    digest = getattr(hashlib, kind)(f"{salt}:{n}".encode()).hexdigest()
+    return kind, digest
+
+
+def raw_record(i: int, salt: str, record_id: str | None = None) -> bytes:
+    """One indicators.raw record, as a SIEM would send it."""
+    kind, value = indicator(i, salt)
+    return orjson.dumps({"value": value, "type": kind, "id": record_id or str(i), "source": "bench"})
+
+
+def new_salt() -> str:
+    return f"{random.getrandbits(32):08x}"
+
+
+# --------------------------------------------------------------------------- processes
+
+@dataclass
+class WorkerProc:
+    """A ``python -m pipeline worker`` child; :meth:`stop` sends SIGTERM, then SIGKILL."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        stop_process(self.proc, timeout)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Rig:
+    """Broker + emulator + workers for one scenario; a context manager that stops all it started.
+
+    >>> with Rig(None, None, rate_per_minute=None) as rig:      # doctest: +SKIP
+    ...     rig.start_worker(VTSTREAM_STORE="memory://")
+    """
+
+    def __init__(self, bootstrap: str | None, vt_url: str | None, *, rate_per_minute: int | None,
+                 keep: bool = False) -> None:
+        self._stack = ExitStack()
+        self._given = (bootstrap, vt_url)
+        self._rate = rate_per_minute
+        self.keep = keep
+        self.workdir = Path(tempfile.mkdtemp(prefix="vtstream-bench-"))
+        self.bootstrap = bootstrap or ""
+        self.vt_url = vt_url or ""
+        self.workers: list[WorkerProc] = []
+        self.salt = new_salt()
+
+    def __enter__(self) -> "Rig":
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None:
+            for w in self.workers:
+                if w.tail():
+                    click.echo(f"--- {w.log} (last lines)\n{w.tail()}", err=True)
+        self._stack.close()
+        if self.keep or exc is not None:
+            click.echo(f"work folder kept: {self.workdir}", err=True)
+        else:
+            _rmtree(self.workdir)
+
+    def _start(self) -> None:
+        given_bootstrap, given_vt = self._given
+        if not given_bootstrap:
+            broker = self._stack.enter_context(EmbeddedBroker())
+            self.bootstrap = broker.bootstrap
+        if not given_vt:
+            port = free_port()
+            log = (self.workdir / "emulator.log").open("wb")
+            self._stack.callback(log.close)
+            proc = subprocess.Popen([sys.executable, "-m", "pipeline", "emulator", "--port", str(port)],
+                                    stdout=log, stderr=subprocess.STDOUT, env=self._base_env())
+            self._stack.callback(stop_process, proc, 10.0)
+            wait_for_port("127.0.0.1", port)
+            self.vt_url = f"http://127.0.0.1:{port}"
+        # Same path for a given and a started emulator: configure and zero it over HTTP.
+        self.emulator("/_emulator/config", {"rate_per_minute": self._rate, "daily_quota": None,
+                                            "latency_ms": 0.0, "not_found_ratio": 0.0, "scan_seconds": 1.0})
+        self.emulator("/_emulator/reset", {})
+        asyncio.run(ensure_topics(self.bootstrap, topic_catalog(self.settings())))
+
+    def _base_env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
+
+    def worker_env(self, **overrides: str) -> dict[str, str]:
+        env = self._base_env()
+        env.update({
+            "VTSTREAM_KAFKA_BOOTSTRAP": self.bootstrap, "VTSTREAM_VT_BASE_URL": self.vt_url,
+            "VTSTREAM_VT_API_KEY": DEMO_API_KEY, "VTSTREAM_APP_ID": APP_ID,
+            "VTSTREAM_PARTITIONS": str(PARTITIONS), "VTSTREAM_WEB_PORT": "0",
+            "VTSTREAM_KAFKA_SESSION_TIMEOUT": "6", "VTSTREAM_LOG_LEVEL": "WARNING",
+            "VTSTREAM_STORE": "memory://", "VTSTREAM_VT_RATE_PER_MINUTE": "60000",
+            "VTSTREAM_VT_DAILY_QUOTA": "100000000",
+            # URL rescans park on retry tiers; short tiers (and 1 s emulator scans) keep runs short.
+            "VTSTREAM_RETRY_TIERS": "2s,10s,1m,10m",
+            "VTSTREAM_DATA_DIR": str(self.workdir / f"data{len(self.workers)}"),
+        })
+        env.update(overrides)
+        return env
+
+    def settings(self) -> Settings:
+        return Settings.from_env(self.worker_env())
+
+    def start_worker(self, prefix: Iterable[str] = (), **env: str) -> WorkerProc:
+        """Start one worker; ``prefix`` wraps the interpreter call (e.g. a profiler)."""
+        n = len(self.workers)
+        log_path = self.workdir / f"worker{n}.log"
+        log = log_path.open("wb")
+        self._stack.callback(log.close)
+        cmd = [*prefix, sys.executable, "-m", "pipeline", "worker"]
+        proc = subprocess.Popen(cmd, env=self.worker_env(**env), stdout=log, stderr=subprocess.STDOUT)
+        worker = WorkerProc(proc, log_path)
+        self._stack.callback(worker.stop)
+        self.workers.append(worker)
+        return worker
+
+    def check_workers(self) -> None:
+        """Raise if a worker died: a benchmark of a crashed pipeline would only wait."""
+        for w in self.workers:
+            if not w.alive():
+                raise click.ClickException(f"worker pid {w.pid} exited with code {w.proc.returncode}:\n"
+                                           f"{w.tail()}")
+
+    def emulator(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """GET (or POST ``body`` to) an emulator control endpoint; decoded JSON."""
+        data = orjson.dumps(body) if body is not None else None
+        req = urllib.request.Request(self.vt_url + path, data=data, method="GET" if data is None else "POST",
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return orjson.loads(resp.read() or b"null")
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.emulator("/_emulator/stats")
+        return stats
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Kafka I/O
+
+def progress(total: int | None, desc: str, unit: str = "ev", disable: bool = False) -> tqdm:
+    """A progress bar on stderr (stdout carries the table and the judged line)."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=0.5, leave=False,
+                dynamic_ncols=True, disable=disable)
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[bytes], *, total: int | None = None,
+                  desc: str = "produce") -> float:
+    """Send every record (acks=all, no key), wait for all acks; seconds taken."""
+    producer = make_producer(bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        with progress(total, desc) as bar:
+            for value in records:
+                pending.append(await producer.send(topic, value))
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    bar.update(len(pending))
+                    pending = []
+            await asyncio.gather(*pending)
+            bar.update(len(pending))
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
+    """A scratch topic (the baseline's input and output); an existing one is kept."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def group_members(bootstrap: str, group: str = APP_ID) -> int:
+    """Members of a consumer group in state Stable (0 when not stable)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    for response in described:
+        for grp in response.groups:
+            _err, _gid, state, _ptype, _proto, members = grp[:6]
+            return len(members) if state == "Stable" else 0
+    return 0
+
+
+async def wait_for_group(bootstrap: str, members: int, timeout: float = 90.0) -> float:
+    """Wait until ``members`` workers are in the group and it is stable; seconds waited."""
+    started = time.perf_counter()
+    stable_since: float | None = None
+    while time.perf_counter() - started < timeout:
+        try:
+            ok = await group_members(bootstrap) >= members
+        except Exception:  # broker not ready, group unknown yet
+            ok = False
+        now = time.perf_counter()
+        if ok:
+            stable_since = stable_since or now
+            if now - stable_since >= 2.0:   # stays stable: agents have their partitions
+                return now - started
+        else:
+            stable_since = None
+        await asyncio.sleep(0.5)
+    raise click.ClickException(f"the {members} workers did not form a stable group in {timeout:.0f}s")
+
+
+@dataclass
+class Tap:
+    """Reads a topic from the moment :meth:`start` is called; counts events by ``kind``.
+
+    ``summaries`` counts final summaries (one per input); interim "pending" ones are counted
+    apart, under ``kinds["summary (interim)"]``. It follows vt.dead too: :meth:`read` fails the
+    scenario at the first dead letter instead of waiting out its timeout.
+
+    Positions are pinned at start, before inputs are produced, so everything the
+    scenario causes is seen and nothing older is.
+    """
+
+    bootstrap: str
+    topic: str = ENRICHED
+    partitions: int = PARTITIONS
+    #: Called per final summary with (value, time read, the record's timestamp in ms).
+    on_summary: Callable[[bytes, float, int], None] | None = None
+    kinds: dict[str, int] = field(default_factory=dict)
+    summaries: int = 0
+    dead: list[bytes] = field(default_factory=list)
+    first_summary: float | None = None
+    last_summary: float | None = None
+    _consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> "Tap":
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10,
+            fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE)
+        await self._consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(self.partitions)] + [TopicPartition(DEAD, 0)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self._consumer.position(tp)
+        return self
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def read(self, want: int, timeout: float, check: Callable[[], None] | None = None,
+                   desc: str = "summaries", quiet: bool = False) -> int:
+        """Read until ``want`` summaries in total have arrived or ``timeout`` passes; summaries seen."""
+        assert self._consumer is not None
+        deadline = time.perf_counter() + timeout
+        last_check = 0.0
+        with progress(want, desc, disable=quiet) as bar:
+            bar.update(self.summaries)
+            while self.summaries < want and time.perf_counter() < deadline:
+                batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+                now = time.perf_counter()
+                before = self.summaries
+                for tp, records in batch.items():
+                    if tp.topic == DEAD:
+                        self.dead.extend(r.value or b"" for r in records)
+                        continue
+                    for record in records:
+                        self._count(record.value or b"", now, record.timestamp)
+                bar.update(self.summaries - before)
+                if self.dead:
+                    raise click.ClickException(f"{len(self.dead)} record(s) went to vt.dead; the first: "
+                                               f"{self.dead[0][:1500].decode(errors='replace')}")
+                if check is not None and now - last_check > 2.0:
+                    check()
+                    last_check = now
+        return self.summaries
+
+    def _count(self, value: bytes, now: float, timestamp_ms: int) -> None:
+        if _SUMMARY in value and _INTERIM in value:
+            self.kinds["summary (interim)"] = self.kinds.get("summary (interim)", 0) + 1
+        elif _SUMMARY in value:
+            self.summaries += 1
+            if self.first_summary is None:
+                self.first_summary = now
+            self.last_summary = now
+            self.kinds["summary"] = self.kinds.get("summary", 0) + 1
+            if self.on_summary is not None:
+                self.on_summary(value, now, timestamp_ms)
+            return
+        start = value.find(b'"kind":"')
+        kind = value[start + 8: value.find(b'"', start + 8)].decode() if start >= 0 else "?"
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+
+# --------------------------------------------------------------------------- memory
+
+def rss_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in kB, from /proc/<pid>/status; (0, 0) once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            name, number = line.split(":", 1)
+            values[name] = int(number.split()[0])
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval`` s in a thread (the event loop may be busy)."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_kb = 0
+        self.last_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> int:
+        rss, hwm = rss_kb(self.pid)
+        if rss:
+            self.last_kb = rss
+            self.peak_kb = max(self.peak_kb, rss, hwm)
+        return rss
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+# --------------------------------------------------------------------------- reporting
+
+@dataclass
+class Report:
+    """The table a scenario prints, then its judged line, last."""
+
+    title: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, name: str, value: Any) -> None:
+        self.rows.append((name, _fmt(value)))
+
+    def emit(self, judged_name: str, judged_value: str) -> None:
+        width = max([len(n) for n, _ in self.rows] + [len(judged_name)])
+        click.echo(f"\n{self.title}")
+        click.echo(f"{'metric':<{width}}  value")
+        click.echo(f"{'-' * width}  {'-' * 12}")
+        for name, value in self.rows:
+            click.echo(f"{name:<{width}}  {value}")
+        click.echo(f"{judged_name}: {judged_value}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def chunks(n: int, make: Callable[[int], bytes]) -> Iterator[bytes]:
+    for i in range(n):
+        yield make(i)

@@ -1,0 +1,120 @@
+"""Plain aiokafka helpers: topic creation, client start-up, the producer defaults.
+
+The faust stages use faust's own clients; these serve intake and the cache
+copy (which run below faust), the CLI's produce and tail, and the check that
+every catalog topic exists with its intended partition count before any
+worker subscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from topics import TopicSpec, catalog
+
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+#: Producer limit for one record; VirusTotal file reports with relationships run to a few MB.
+MAX_REQUEST_SIZE = 16 * 1024 * 1024
+
+
+def topic_catalog(settings: Settings) -> list[TopicSpec]:
+    """The catalog for these settings (partitions, app id, retry tiers)."""
+    return catalog(settings.partitions, settings.app_id, settings.retry_tiers)
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create missing topics; refuse to run on topics whose partition count differs.
+
+    Returns the names created. Waits up to ``timeout`` for the broker to answer,
+    so a worker started together with its broker does not fail at once.
+    """
+    specs = list(specs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await start_with_retry(admin, bootstrap, timeout)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created: list[str] = []
+        if missing:
+            resp = await admin.create_topics([
+                NewTopic(s.name, s.partitions, 1, topic_configs=s.config()) for s in missing])
+            for name, code, message in resp.topic_errors:
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    raise ConfigError(f"cannot create topic {name}: {message or code}")
+                if code == 0:
+                    created.append(name)
+        present = [s for s in specs if s.name in existing and s.strict]
+        if present:
+            described = await admin.describe_topics([s.name for s in present])
+            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            for spec in present:
+                have = counts.get(spec.name)
+                if have is not None and have != spec.partitions:
+                    why = ("one partition, so one gateway holds the quota" if spec.partitions == 1 else
+                           "the same count as the other keyed topics (VTSTREAM_PARTITIONS)")
+                    raise ConfigError(
+                        f"topic {spec.name} has {have} partitions but must have {spec.partitions}: "
+                        f"{why}. A topic the broker auto-created gets the broker's default count; "
+                        f"delete it and run 'vtstream topics create', or change VTSTREAM_PARTITIONS")
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()
+
+
+async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str,
+                           timeout: float = 30.0) -> None:
+    """Start a client, waiting up to ``timeout`` for the broker to answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await client.start()
+            return
+        except Exception as exc:  # KafkaConnectionError and friends
+            if loop.time() > deadline:
+                raise ConfigError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+            await asyncio.sleep(0.5)
+
+
+def make_producer(bootstrap: str, **kwargs: object) -> AIOKafkaProducer:
+    """A producer with vtstream's defaults: acks=all, large records allowed, small linger."""
+    options: dict[str, object] = {"acks": "all", "linger_ms": 5, "max_request_size": MAX_REQUEST_SIZE}
+    options.update(kwargs)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
+
+
+async def consume(bootstrap: str, topic: str, *, from_beginning: bool, group: str | None = None,
+                  idle_timeout: float | None = None) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
+    """Yield (key, value) from ``topic``; stop after ``idle_timeout`` seconds without a record."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=group is not None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE)
+    await consumer.start()
+    idle = 0.0
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch:
+                idle += 0.5
+                if idle_timeout is not None and idle >= idle_timeout:
+                    return
+                continue
+            idle = 0.0
+            for records in batch.values():
+                for record in records:
+                    yield record.key, record.value
+    finally:
+        await consumer.stop()

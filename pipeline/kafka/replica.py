@@ -1,0 +1,99 @@
+"""A read-only copy of the cache table in every worker, so intake answers hits in one hop.
+
+The cache table is partitioned by indicator and written only by the lookup and
+results stages (:mod:`pipeline.rules.cache`). Intake reads ``indicators.raw``, whose
+records are keyed however the SIEM likes, so it cannot read the owning
+partition. Instead every worker follows the table's changelog (all
+partitions, no consumer group) into a bounded, least-recently-used copy.
+Intake answers from it only when it holds a finished, unexpired entry; anything
+else (unknown, in flight, expired, not yet replicated) goes on to the lookup
+stage, which owns the table, so the copy being behind costs a hop, never a
+wrong answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+
+from pipeline.rules.cache import Entry, decode
+from pipeline.kafka.admin import MAX_REQUEST_SIZE, start_with_retry
+
+class CacheCopy:
+    """The entries themselves: raw changelog bytes, decoded on first use, oldest use evicted."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[bytes, bytes | Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        """One changelog record: only finished entries are kept (in flight means "ask the owner")."""
+        if value is None or b'"state":"done"' not in value:
+            self._entries.pop(key, None)
+            return
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def fresh(self, key: bytes, now: float) -> Entry | None:
+        """The finished entry for ``key`` if it has not expired at ``now``, else None.
+
+        >>> copy = CacheCopy(2)
+        >>> copy.apply(b"ip:1.1.1.1", b'{"state":"done","summary":{},"expires_at":10}')
+        >>> copy.fresh(b"ip:1.1.1.1", 5)["expires_at"], copy.fresh(b"ip:1.1.1.1", 11)
+        (10, None)
+        """
+        stored = self._entries.get(key)
+        if stored is None:
+            return None
+        if isinstance(stored, bytes):
+            entry = decode(stored)
+            if entry is None:
+                del self._entries[key]
+                return None
+            self._entries[key] = stored = entry
+        self._entries.move_to_end(key)
+        return stored if stored.get("expires_at", 0) > now else None
+
+
+class CacheReplica(Service):
+    """Follows the cache changelog (``partitions`` partitions) from the beginning into a :class:`CacheCopy`."""
+
+    def __init__(self, bootstrap: str, changelog: str, partitions: int, capacity: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bootstrap = bootstrap
+        self.partitions = [TopicPartition(changelog, p) for p in range(partitions)]
+        self.copy = CacheCopy(capacity)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._following: asyncio.Future[None] | None = None
+
+    async def on_start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                          enable_auto_commit=False, auto_offset_reset="earliest",
+                                          fetch_max_bytes=MAX_REQUEST_SIZE,
+                                          max_partition_fetch_bytes=MAX_REQUEST_SIZE)
+        await start_with_retry(self._consumer, self.bootstrap)
+        self._consumer.assign(self.partitions)
+        self._following = self.add_future(self._follow(self._consumer))
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        while not self.should_stop:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    if record.key is not None:
+                        self.copy.apply(record.key, record.value)
+
+    async def on_stop(self) -> None:
+        if self._following is not None:
+            await asyncio.wait([self._following])
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -1,0 +1,133 @@
+"""What every stage shares at run time: the context, the outbox, the batch loop.
+
+Stages are plain functions ``handle(ctx, out, key, value, ...)``; this module
+owns the faust plumbing around them. The rule it enforces: forward first,
+then ack. A batch's outputs are all produced and acknowledged by the broker
+(:meth:`Outbox.flush`) before its events are acked, so a crash at any point
+replays work instead of losing it. Acks are manual (``noack_take``,
+``noack()``): faust's acking iterators ack the current event in a
+``finally``, so an agent cancelled by a graceful stop would otherwise commit
+records whose outputs were never produced. A handler that raises sends its
+record to vt.dead with the error instead of killing the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, MutableMapping
+
+import faust
+import orjson
+from faust.streams import _current_event  # the context variable behind faust.current_event()
+
+from topics import DEAD
+
+from pipeline.events import dead_letter
+from pipeline.settings import Settings
+
+log = logging.getLogger("vtstream")
+
+Handler = Callable[["Context", "Outbox", bytes, bytes, float], Awaitable[None]]
+
+
+@dataclass
+class Context:
+    """Dependencies handed to every stage; built by :func:`pipeline.app.create_app`."""
+
+    settings: Settings
+    app: faust.App
+    topics: dict[str, Any]
+    cache: MutableMapping[bytes, bytes]
+    quota: MutableMapping[bytes, bytes]
+    mappings: Any
+    clock: Callable[[], float] = time.time
+    batch_size: int = 1000
+    batch_within: float = 0.01
+
+    def must_yield(self) -> bool:
+        """True while a rebalance or a shutdown waits for held records: re-park them now."""
+        return bool(self.app.rebalancing or self.app.should_stop)
+
+
+#: Starts sending one record, (topic, key, value) -> a future that resolves on the broker's ack.
+Send = Callable[[str, "bytes | None", bytes], Awaitable[Awaitable[Any]]]
+
+
+class Outbox:
+    """Sends records through a producer and waits for all of them on flush."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._pending: list[Awaitable[Any]] = []
+
+    @classmethod
+    def of(cls, app: faust.App) -> "Outbox":
+        """An outbox on the faust app's producer."""
+        return cls(lambda topic, key, value: app.producer.send(topic, key, value, None, None, None))
+
+    async def send(self, topic: str, key: bytes | str | None, value: bytes | dict[str, Any]) -> None:
+        if isinstance(key, str):
+            key = key.encode()
+        payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        self._pending.append(await self._send(topic, key, payload))
+
+    async def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            await asyncio.gather(*pending)
+
+
+async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler) -> None:
+    """Feed each event of ``stream`` to ``handler`` (with the batch's clock reading); flush
+    outputs before the batch is acked."""
+    out = Outbox.of(ctx.app)
+    async for batch in stream.noack_take(ctx.batch_size, within=ctx.batch_within):
+        now = ctx.clock()
+        for event in batch:
+            key: bytes = event.key or b""
+            # Table writes read faust's "current event" (the RocksDB store picks its
+            # partition database by it); a batch has none of its own. Only the context
+            # variable is set: Stream.current_event belongs to noack_take's buffer task.
+            _current_event.set(weakref.ref(event))
+            try:
+                await handler(ctx, out, key, event.value, now)
+            except Exception as exc:  # route, never crash the agent
+                await route_failure(out, stage, key, event.value, record_ref(event), exc)
+        _current_event.set(None)
+        await out.flush()
+        for event in batch:
+            await stream.ack(event)
+
+
+async def run_each(ctx: Context, stream: Any, stage: str,
+                   handler: Callable[[Outbox, bytes, bytes], Awaitable[None]]) -> None:
+    """Like :func:`run_batches`, one event at a time: for stages that wait (gateway, retry
+    tiers), so each record is acknowledged as soon as what it caused is produced."""
+    out = Outbox.of(ctx.app)
+    manual = stream.noack()
+    async for event in manual.events():
+        key: bytes = event.key or b""
+        try:
+            await handler(out, key, event.value)
+        except Exception as exc:  # route, never crash the agent
+            await route_failure(out, stage, key, event.value, record_ref(event), exc)
+        await out.flush()
+        await manual.ack(event)
+
+
+async def route_failure(out: Outbox, stage: str, key: bytes, value: bytes | None, ref: str,
+                        exc: Exception) -> None:
+    """A handler raised: log it and send the record to vt.dead with the error."""
+    log.exception("%s: unexpected error on record %s", stage, ref, exc_info=exc)
+    await out.send(DEAD, key or None, dead_letter(value, stage=stage, reason="unexpected error",
+                                                  error=repr(exc)))
+
+
+def record_ref(event: Any) -> str:
+    """topic/partition/offset of a faust event: a stable name for the input record."""
+    message = event.message
+    return f"{message.topic}/{message.partition}/{message.offset}"

@@ -1,0 +1,1 @@
+"""Pure rules, no I/O: indicator classification, the policy gate, cache freshness, file handling."""

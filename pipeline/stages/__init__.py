@@ -1,0 +1,1 @@
+"""The pipeline's stages, in flow order: intake, lookup, gateway, retry, results."""

@@ -1,0 +1,252 @@
+"""Stage 3, gateway: vt.requests and vt.polls -> VirusTotal -> vt.responses.
+
+All one-partition topics of the group land on one worker (faust assigns them
+together), so exactly one gateway holds the key's pace and quotas (the
+governor, persisted on vt.quota). It serves fresh lookups (vt.requests)
+before due work from the retry tiers (vt.polls: scan polls, retries).
+
+One request record is one piece of work (``op``):
+
+- ``lookup``: the report for an IP, domain, hash, URL or file hash. A URL
+  VirusTotal does not know, or knows only from a report older than
+  ``VTSTREAM_URL_MAX_AGE``, is submitted for scanning; so is an unknown file
+  whose event carries an upload label (``VTSTREAM_UPLOAD_LABELS``).
+- ``poll``: a submitted scan. Queued: park it one tier further. Done: fetch
+  and answer with the report.
+
+Nothing waits in memory. A submitted scan answers at once with the scan step
+(permalink, scan id) and is parked; 429/204 pauses every call and parks the
+record; a spent daily, monthly or per-source quota parks it until the reset
+and answers "not checked: quota exhausted" right away; timeouts, 5xx and
+garbled bodies are parked one tier further each attempt and dead-lettered
+after ``VTSTREAM_RETRY_MAX_ATTEMPTS``; a wrong key (401) stops all calls,
+logs one clear error, and holds the record until the key works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from topics import DEAD, RESPONSES
+
+from pipeline.rules import files
+from pipeline.stages import retry
+from pipeline.errors import DailyQuotaExhausted, QuotaExceeded, VirusTotalError, WrongCredentials
+from pipeline.events import dead_letter, iso_utc
+from pipeline.vt.governor import Governor, Yielded
+from pipeline.rules.indicators import Indicator
+from pipeline.kafka.runtime import Context, Outbox, run_each
+from pipeline.vt.client import LookupResult, Submission, Upload, VirusTotalClient, report_age
+
+log = logging.getLogger("vtstream.gateway")
+
+QUOTA_BACKOFF_START, QUOTA_BACKOFF_CAP = 60.0, 900.0
+PRIORITY_LIVE, PRIORITY_DUE = 0, 1
+
+
+@dataclass
+class Shared:
+    """What the two gateway agents share: the governor and the wrong-key flag."""
+
+    governor: Governor
+    loaded: bool = False
+    key_rejected: bool = False
+    quota_backoff: float = QUOTA_BACKOFF_START
+
+
+class Gateway:
+    """Does one request record's VirusTotal work and says what happens next."""
+
+    def __init__(self, ctx: Context, client: VirusTotalClient, shared: Shared, priority: int) -> None:
+        self.ctx, self.client, self.shared, self.priority = ctx, client, shared, priority
+        self.settings = ctx.settings
+
+    async def handle(self, out: Outbox, key: bytes, value: bytes) -> None:
+        if self.priority == PRIORITY_LIVE:
+            with self.shared.governor.serving_live():
+                await self._handle(out, key, value)
+        else:
+            await self._handle(out, key, value)
+
+    async def _handle(self, out: Outbox, key: bytes, value: bytes) -> None:
+        try:
+            request = orjson.loads(value)
+            indicator = Indicator(request["indicator"]["type"], request["indicator"]["value"])
+            request["api"], request["action"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            await out.send(DEAD, key, dead_letter(value, stage="gateway", reason="malformed request record",
+                                                  error=repr(exc)))
+            return
+        while True:
+            try:
+                await self._work(out, key, request, indicator)
+                self.shared.quota_backoff = QUOTA_BACKOFF_START
+                return
+            except WrongCredentials as exc:
+                if not await self._hold_for_key(out, key, request, exc):
+                    return
+            except QuotaExceeded as exc:
+                wait = exc.retry_after if exc.retry_after is not None else self.shared.quota_backoff
+                self.shared.quota_backoff = min(QUOTA_BACKOFF_CAP, self.shared.quota_backoff * 2)
+                self.shared.governor.pause(wait, f"VirusTotal answered {exc.status}: quota exceeded")
+                log.warning("VirusTotal says the quota is exceeded; all calls pause for %.0f s", wait)
+                await self._park(out, key, request, wait, f"VirusTotal quota exceeded ({exc.status})")
+                return
+            except DailyQuotaExhausted as exc:
+                await self._park(out, key, request, exc.retry_after, str(exc))
+                await self._respond(out, key, request, "pending", reason=str(exc))
+                return
+            except Yielded as exc:
+                await self._park(out, key, request, max(0.0, exc.until - self.ctx.clock()), "rebalance or shutdown")
+                return
+            except VirusTotalError as exc:
+                await self._failed(out, key, request, exc)
+                return
+
+    async def _work(self, out: Outbox, key: bytes, request: dict[str, Any], indicator: Indicator) -> None:
+        api, action = request["api"], request["action"]
+        relationships = self.ctx.mappings.relationships(api, action)
+        if request.get("op") == "poll":
+            result = await self.client.poll(request["analysis_id"], indicator, self._pace(request), api=api,
+                                            relationships=relationships)
+            if result is None:
+                await self._still_queued(out, key, request)
+            else:
+                await self._answer(out, key, request, result)
+            return
+        result = await self.client.lookup(indicator, self._pace(request), api=api, relationships=relationships)
+        submission = await self._submit_if_needed(request, indicator, result)
+        if submission is None:
+            await self._answer(out, key, request, result)
+            return
+        await self._respond(out, key, request, "pending", body=submission.body, step="scan",
+                            reason="scan submitted; the report follows when VirusTotal finishes")
+        await self._park(out, key, {**request, "op": "poll", "attempt": 0},
+                         retry.backoff(1, self.settings.retry_tiers), "scan queued",
+                         analysis_id=submission.analysis_id)
+
+    async def _submit_if_needed(self, request: dict[str, Any], indicator: Indicator,
+                                result: LookupResult) -> Submission | None:
+        api, action = request["api"], request["action"]
+        if action == "submit_url":
+            age = report_age(result.body, api, self.ctx.clock()) if result.status == "found" else None
+            if result.status == "found" and (age is None or age <= self.settings.url_max_age_s):
+                return None
+            return await self.client.submit_url(indicator.value, self._pace(request), api=api)
+        if action == "submit_file" and result.status == "not_found" and self._may_upload(request):
+            return await self.client.submit_file(_upload(request.get("file") or {}), self._pace(request), api=api)
+        return None
+
+    def _may_upload(self, request: dict[str, Any]) -> bool:
+        allowed = {label.strip().lower() for label in self.settings.upload_labels}
+        labels = (request.get("origin") or {}).get("labels") or []
+        return any(str(label).strip().lower() in allowed for label in labels)
+
+    def _pace(self, request: dict[str, Any]) -> Any:
+        source = (request.get("origin") or {}).get("source")
+
+        async def pace() -> None:
+            shared = self.shared
+            if not shared.loaded:
+                stored = self.ctx.quota.get(b"governor")
+                if stored:
+                    shared.governor.load(orjson.loads(stored))
+                shared.loaded = True
+            await shared.governor.acquire(source, self.priority, should_yield=self.ctx.must_yield)
+            self.ctx.quota[b"governor"] = orjson.dumps(shared.governor.state())
+
+        return pace
+
+    async def _answer(self, out: Outbox, key: bytes, request: dict[str, Any], result: LookupResult) -> None:
+        if self.shared.key_rejected:
+            log.info("VirusTotal accepts the API key again; calls resume")
+            self.shared.key_rejected = False
+        notes = list(result.notes)
+        if request["action"] == "submit_file" and result.status == "not_found" and not self._may_upload(request):
+            notes.append("not uploaded: the event has no label in VTSTREAM_UPLOAD_LABELS")
+        await self._respond(out, key, request, result.status, body=result.body, notes=notes,
+                            requests=result.requests)
+
+    async def _still_queued(self, out: Outbox, key: bytes, request: dict[str, Any]) -> None:
+        attempt = int(request.get("attempt", 0)) + 1
+        if attempt >= self.settings.retry_max_attempts:
+            reason = f"not checked: VirusTotal did not finish the scan after {attempt} polls"
+            await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=attempt))
+            await self._respond(out, key, request, "error", reason=reason)
+            return
+        await self._park(out, key, {**request, "attempt": attempt},
+                         retry.backoff(attempt + 1, self.settings.retry_tiers), "scan still queued")
+
+    async def _failed(self, out: Outbox, key: bytes, request: dict[str, Any], exc: VirusTotalError) -> None:
+        attempt = int(request.get("attempt", 0)) + 1
+        if exc.retryable and attempt < self.settings.retry_max_attempts:
+            log.warning("%s for %s (attempt %d of %d), parked: %s", type(exc).__name__, key.decode(errors="replace"),
+                        attempt, self.settings.retry_max_attempts, exc)
+            await self._park(out, key, {**request, "attempt": attempt},
+                             retry.backoff(attempt, self.settings.retry_tiers), f"{type(exc).__name__}: {exc}")
+            return
+        reason = f"not checked: {type(exc).__name__} from VirusTotal"
+        await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, error=str(exc),
+                                              attempts=attempt))
+        await self._respond(out, key, request, "error", reason=reason, error=str(exc))
+
+    async def _hold_for_key(self, out: Outbox, key: bytes, request: dict[str, Any], exc: WrongCredentials) -> bool:
+        """Wait, in slices, for the key to work again; False if the record was parked instead.
+
+        Tries again every first-tier delay (30 s by default): one call per interval, no more.
+        """
+        hold = retry.backoff(1, self.settings.retry_tiers)
+        if not self.shared.key_rejected:
+            log.error("VirusTotal rejected the API key (HTTP %s). Calls stop; records are held, not dropped. "
+                      "Fix VTSTREAM_VT_API_KEY and restart the workers; until then the gateway tries again "
+                      "every %.0f s.", exc.status, hold)
+            self.shared.key_rejected = True
+        self.shared.governor.pause(hold, "VirusTotal rejected the API key")
+        deadline = self.ctx.clock() + hold
+        while (now := self.ctx.clock()) < deadline:
+            if self.ctx.must_yield():
+                await self._park(out, key, request, deadline - now, "API key rejected")
+                return False
+            await asyncio.sleep(min(deadline - now, self.settings.retry_slice_s))
+        return True
+
+    async def _park(self, out: Outbox, key: bytes, request: dict[str, Any], wait_s: float, reason: str,
+                    analysis_id: str | None = None) -> None:
+        topic, record = retry.parked(request, wait_s=wait_s, reason=reason, now=self.ctx.clock(),
+                                     tiers=self.settings.retry_tiers, analysis_id=analysis_id)
+        await out.send(topic, key, record)
+
+    async def _respond(self, out: Outbox, key: bytes, request: dict[str, Any], status: str, *,
+                       body: Any = None, step: str = "report", reason: str | None = None,
+                       error: str | None = None, notes: list[str] | None = None, requests: int = 0) -> None:
+        response = {k: request.get(k) for k in ("key", "indicator", "action", "api", "origin")}
+        response.update(status=status, step=step, body=body, reason=reason, error=error, notes=notes or [],
+                        requests=requests, fetched_at=iso_utc())
+        await out.send(RESPONSES, key, response)
+
+
+def _upload(ref: dict[str, Any]) -> Upload:
+    return Upload(name=str(ref.get("name") or "sample"), size=int(ref.get("size") or 0),
+                  content=files.content(ref), path=ref.get("path"))
+
+
+def install(ctx: Context) -> None:
+    """Register the two gateway agents (fresh lookups first, then due work) on ctx.app."""
+    s = ctx.settings
+    shared = Shared(Governor(s.vt_rate_per_minute, s.vt_daily_quota, monthly_quota=s.vt_monthly_quota,
+                             source_caps=dict(s.source_daily_caps), clock=ctx.clock))
+    for topic, name, priority in (("requests", "gateway", PRIORITY_LIVE), ("polls", "gateway_polls", PRIORITY_DUE)):
+        _install_one(ctx, shared, topic, name, priority)
+
+
+def _install_one(ctx: Context, shared: Shared, topic: str, name: str, priority: int) -> None:
+    @ctx.app.agent(ctx.topics[topic], name=name)
+    async def gateway_agent(stream: Any) -> None:
+        async with VirusTotalClient(ctx.settings) as client:
+            gateway = Gateway(ctx, client, shared, priority)
+            await run_each(ctx, stream, name, gateway.handle)

@@ -1,0 +1,101 @@
+"""Delayed retry: parked work waits on vt.retry.<delay> topics, not in memory.
+
+Pending scans and retryable failures are *parked*: written to the tier whose
+delay fits, with ``not_before`` (epoch ms), ``parked_at``, ``attempt``,
+``reason``, ``analysis_id`` and the original request. A tier has one
+partition and one fixed delay, so append order is due order: its agent only
+ever waits for the head record, and nothing behind the head can be due first.
+
+The agent holds the head until ``min(not_before, parked_at + delay)``, sleeping
+at most ``VTSTREAM_RETRY_SLICE`` at a time, and re-parks it instead of waiting
+through a rebalance or a shutdown (faust waits for held records before it
+hands partitions over or stops). A record whose ``not_before`` lies beyond its tier's delay (a quota
+that resets at midnight) hops through the tier again. Due records go to
+vt.polls, which the gateway serves after fresh lookups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from topics import DEAD, POLLS, retry_topic
+
+from pipeline.events import dead_letter
+from pipeline.kafka.runtime import Context, Outbox, run_each
+from pipeline.settings import parse_duration
+
+
+def tier_delays(tiers: tuple[str, ...]) -> list[tuple[str, float]]:
+    """(name, seconds) per tier, in increasing order."""
+    return [(name, parse_duration(name)) for name in tiers]
+
+
+def tier_for(wait_s: float, tiers: tuple[str, ...]) -> str:
+    """The tier to park a wait of ``wait_s`` seconds on: the longest delay not above it.
+
+    >>> tier_for(45, ("30s", "2m")), tier_for(5, ("30s", "2m")), tier_for(7200, ("30s", "1h"))
+    ('30s', '30s', '1h')
+    """
+    chosen = tiers[0]
+    for name, delay in tier_delays(tiers):
+        if delay <= wait_s:
+            chosen = name
+    return chosen
+
+
+def backoff(attempt: int, tiers: tuple[str, ...]) -> float:
+    """Seconds to wait before attempt ``attempt`` (1-based): one tier further each time."""
+    delays = tier_delays(tiers)
+    return delays[min(max(attempt, 1), len(delays)) - 1][1]
+
+
+def parked(request: dict[str, Any], *, wait_s: float, reason: str, now: float, tiers: tuple[str, ...],
+           analysis_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(topic, record) that parks ``request`` for ``wait_s`` seconds."""
+    record = {"not_before": int((now + wait_s) * 1000), "parked_at": int(now * 1000),
+              "attempt": int(request.get("attempt", 0)), "reason": reason,
+              "analysis_id": analysis_id if analysis_id is not None else request.get("analysis_id"),
+              "request": request}
+    return retry_topic(tier_for(wait_s, tiers)), record
+
+
+async def hold(ctx: Context, out: Outbox, tier: str, delay_s: float, key: bytes, value: bytes) -> None:
+    """Wait for one head record to come due, then forward or re-park it."""
+    try:
+        record = orjson.loads(value)
+        not_before = float(record["not_before"]) / 1000
+        due = min(not_before, float(record["parked_at"]) / 1000 + delay_s)
+        request = record["request"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        await out.send(DEAD, key, dead_letter(value, stage=f"retry.{tier}", reason="malformed parked record",
+                                              error=repr(exc)))
+        return
+    while (now := ctx.clock()) < due:
+        if ctx.must_yield():  # hand the partition over now; the record waits on the tier again
+            await out.send(retry_topic(tier), key, value)
+            return
+        await asyncio.sleep(min(due - now, ctx.settings.retry_slice_s))
+    if now < not_before:
+        topic, again = parked(request, wait_s=not_before - now, reason=record.get("reason", ""), now=now,
+                              tiers=ctx.settings.retry_tiers, analysis_id=record.get("analysis_id"))
+        again["not_before"] = record["not_before"]
+        await out.send(topic, key, again)
+        return
+    due_request = {**request, "analysis_id": record.get("analysis_id"), "attempt": record.get("attempt", 0)}
+    await out.send(POLLS, key, due_request)
+
+
+def install(ctx: Context) -> None:
+    """One agent per tier topic."""
+    for name, delay in tier_delays(ctx.settings.retry_tiers):
+        _install_tier(ctx, name, delay)
+
+
+def _install_tier(ctx: Context, name: str, delay: float) -> None:
+    @ctx.app.agent(ctx.topics[f"retry.{name}"], name=f"retry_{name}")
+    async def tier_agent(stream: Any) -> None:
+        await run_each(ctx, stream, f"retry.{name}",
+                       lambda out, key, value: hold(ctx, out, name, delay, key, value))

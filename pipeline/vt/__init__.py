@@ -1,0 +1,1 @@
+"""The VirusTotal side: the HTTP client and the pace/quota governor."""

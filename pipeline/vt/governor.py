@@ -1,0 +1,211 @@
+"""The quota governor: whether and when the next VirusTotal request may go out.
+
+- **Pace.** Calls are spaced evenly at the key's per-minute rate: an aiolimiter
+  bucket of capacity one, so there is never a burst above the rate. The time
+  of the last call is persisted, so a restarted or failed-over gateway waits
+  out the interval instead of bursting.
+- **Quotas.** Calls are counted per UTC day (reset 00:00 UTC), optionally per
+  UTC month, and per ``source`` against optional per-source daily caps. A spent
+  quota raises :class:`~pipeline.errors.DailyQuotaExhausted` with the seconds
+  until it resets, before any call is made.
+- **Slow down.** After a 429 (v3) or 204 (v2) the gateway calls :meth:`pause`;
+  every caller then waits until the pause is over.
+- **Priority.** Fresh lookups (priority 0) go first: a caller of priority 1
+  (polls of pending scans, retries) waits until live work has been idle for
+  ``LIVE_GRACE`` seconds, so a backlog of scans cannot delay live traffic.
+
+State is a small dict (``state()``/``load()``) that the gateway stores in a
+changelogged table on the compacted ``vt.quota`` topic after every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable, Iterator, Mapping
+
+from aiolimiter import AsyncLimiter
+
+from pipeline.errors import DailyQuotaExhausted
+
+#: Longest single sleep while paused, so callers can notice a rebalance.
+PAUSE_SLICE = 5.0
+#: How long live work must have been idle before deferred work may call.
+LIVE_GRACE = 0.2
+
+
+def utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+
+
+def utc_month(now: float) -> str:
+    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m")
+
+
+def seconds_to_midnight_utc(now: float) -> float:
+    dt = datetime.fromtimestamp(now, timezone.utc)
+    midnight = (dt + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - dt).total_seconds()
+
+
+def seconds_to_month_end_utc(now: float) -> float:
+    dt = datetime.fromtimestamp(now, timezone.utc)
+    first = dt.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return (following - dt).total_seconds()
+
+
+class Governor:
+    """Per-minute pacing, daily/monthly/per-source quotas, pauses, priorities.
+
+    >>> import asyncio
+    >>> g = Governor(rate_per_minute=600, daily_quota=2)
+    >>> asyncio.run(g.acquire()); g.used_today
+    1
+    """
+
+    def __init__(self, rate_per_minute: int, daily_quota: int, *, monthly_quota: int = 0,
+                 source_caps: Mapping[str, int] | None = None,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.rate_per_minute = rate_per_minute
+        self.interval = 60.0 / rate_per_minute
+        self._limiter = AsyncLimiter(1, self.interval)
+        self.daily_quota = daily_quota
+        self.monthly_quota = monthly_quota
+        self.source_caps = dict(source_caps or {})
+        self._clock = clock
+        self._sleep = sleep
+        self._live = 0  # live records being served right now
+        self._live_idle_since = float("-inf")
+        now = clock()
+        self.day, self.month = utc_day(now), utc_month(now)
+        self.used_today = self.used_month = 0
+        self.by_source: dict[str, int] = {}
+        self.last_call_at: float | None = None
+        self.blocked_until: float | None = None
+        self.blocked_reason: str | None = None
+        self._resume_after = 0.0  # after a restart: the last recorded call + one interval
+
+    # ----------------------------------------------------------------- state
+
+    def state(self) -> dict[str, Any]:
+        """What survives a restart (the ``governor`` record on vt.quota)."""
+        self._roll()
+        return {"day": self.day, "used_today": self.used_today, "daily_quota": self.daily_quota,
+                "month": self.month, "used_month": self.used_month, "monthly_quota": self.monthly_quota,
+                "rate_per_minute": self.rate_per_minute, "last_call_at": self.last_call_at,
+                "blocked_until": self.blocked_until, "blocked_reason": self.blocked_reason,
+                "by_source": dict(self.by_source), "updated_at": self._clock()}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Resume from a stored state; counts of a past day or month are dropped."""
+        self.day = str(state.get("day", self.day))
+        self.month = str(state.get("month", self.month))
+        self.used_today = int(state.get("used_today") or 0)
+        self.used_month = int(state.get("used_month") or 0)
+        self.by_source = {str(k): int(v) for k, v in (state.get("by_source") or {}).items()}
+        last = state.get("last_call_at")
+        self.last_call_at = float(last) if last is not None else None
+        if self.last_call_at is not None:
+            self._resume_after = self.last_call_at + self.interval
+        blocked = state.get("blocked_until")
+        self.blocked_until = float(blocked) if blocked is not None else None
+        self.blocked_reason = state.get("blocked_reason")
+        self._roll()
+
+    def _roll(self) -> None:
+        now = self._clock()
+        if utc_day(now) != self.day:
+            self.day, self.used_today, self.by_source = utc_day(now), 0, {}
+        if utc_month(now) != self.month:
+            self.month, self.used_month = utc_month(now), 0
+
+    @property
+    def remaining_today(self) -> int:
+        self._roll()
+        return max(0, self.daily_quota - self.used_today)
+
+    # --------------------------------------------------------------- calling
+
+    def check(self, source: str | None = None) -> None:
+        """Raise DailyQuotaExhausted when the day's, month's or source's quota is spent."""
+        self._roll()
+        now = self._clock()
+        if self.used_today >= self.daily_quota:
+            raise DailyQuotaExhausted(
+                f"not checked: daily quota of {self.daily_quota} requests exhausted; resets at 00:00 UTC",
+                retry_after=seconds_to_midnight_utc(now))
+        if self.monthly_quota and self.used_month >= self.monthly_quota:
+            raise DailyQuotaExhausted(
+                f"not checked: monthly quota of {self.monthly_quota} requests exhausted; resets on the 1st",
+                retry_after=seconds_to_month_end_utc(now))
+        cap = self.source_caps.get(source) if source else None
+        if cap is not None and self.by_source.get(source or "", 0) >= cap:
+            raise DailyQuotaExhausted(
+                f"not checked: daily cap of {cap} requests for source {source!r} reached; resets at 00:00 UTC",
+                retry_after=seconds_to_midnight_utc(now))
+
+    @contextmanager
+    def serving_live(self) -> Iterator[None]:
+        """Mark live work in progress for the duration (the live gateway wraps each record)."""
+        self._live += 1
+        try:
+            yield
+        finally:
+            self._live -= 1
+            self._live_idle_since = time.monotonic()
+
+    async def acquire(self, source: str | None = None, priority: int = 0,
+                      should_yield: Callable[[], bool] = lambda: False) -> None:
+        """Wait for the next slot; count the call against every quota.
+
+        ``should_yield`` is polled while waiting; when it turns true the wait
+        ends with :class:`Yielded` so the caller can re-park its record.
+        """
+        self.check(source)
+        if priority > 0:
+            await self._wait_for_live_idle(should_yield)
+        await self._wait_until_clear(should_yield)
+        await self._limiter.acquire()
+        self.check(source)
+        self.used_today += 1
+        self.used_month += 1
+        if source:
+            self.by_source[source] = self.by_source.get(source, 0) + 1
+        self.last_call_at = self._clock()
+        self._resume_after = 0.0  # from now on aiolimiter paces in-process
+
+    async def _wait_for_live_idle(self, should_yield: Callable[[], bool]) -> None:
+        started = self._clock()
+        while self._live or time.monotonic() - self._live_idle_since < LIVE_GRACE:
+            if should_yield():
+                raise Yielded(started)
+            await self._sleep(LIVE_GRACE)
+
+    async def _wait_until_clear(self, should_yield: Callable[[], bool]) -> None:
+        """Honour a pause and, after a restart, the spacing from the last recorded call."""
+        while True:
+            now = self._clock()
+            until = max(self.blocked_until or 0.0, self._resume_after)
+            if until <= now:
+                self.blocked_until = self.blocked_reason = None
+                return
+            if should_yield():
+                raise Yielded(until)
+            await self._sleep(min(until - now, PAUSE_SLICE))
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Stop every caller for ``seconds`` (VirusTotal said the quota is exceeded)."""
+        self.blocked_until = max(self.blocked_until or 0.0, self._clock() + seconds)
+        self.blocked_reason = reason
+
+
+class Yielded(Exception):
+    """The governor gave up waiting because the caller must yield (rebalance, shutdown)."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(f"paused until {until}")
+        self.until = until
