@@ -15,6 +15,7 @@ import orjson
 from topics import DEAD, ENRICHED, RAW, describe
 
 from pipeline.errors import ConfigError
+from pipeline.events import format_event
 from pipeline.settings import Settings, settings_doc
 
 
@@ -214,31 +215,6 @@ async def _produce(bootstrap: str, topic: str, records: Iterable[bytes]) -> int:
         return sent
     finally:
         await producer.stop()
-
-
-def format_event(event: dict[str, Any]) -> str:
-    """One readable line for an enriched event (``vtstream tail``)."""
-    ind = event.get("indicator", {})
-    head = f"{event.get('kind', '?'):<9} {ind.get('type', '?'):<6} {ind.get('value', '?')}"
-    kind = event.get("kind")
-    if kind == "attribute":
-        attr = event["attribute"]
-        return f"{head}  {attr.get('name')} = {attr.get('value')}"
-    if kind == "relation":
-        rel = event["relation"]
-        extra = ", ".join(f"{a['name']}={a['value']}" for a in rel.get("attributes", []))
-        return f"{head}  -> {rel.get('type')} {rel.get('value')}" + (f"  [{extra}]" if extra else "")
-    if kind == "report":
-        rep = event["report"]
-        return f"{head}  report '{rep.get('title')}' ({len(rep.get('attributes', []))} attributes)"
-    summary = event.get("summary", {})
-    if not summary.get("checked", True):
-        return f"{head}  NOT CHECKED: {summary.get('reason')}"
-    shown = {k: v for k, v in summary.items()
-             if k not in ("checked", "resolutions", "detections") and v not in (None, [], {}, 0, False)
-             or k in ("found", "positives")}
-    text = " ".join(f"{k}={v}" for k, v in shown.items())
-    return f"{head}  {text}"
 
 
 @main.command()

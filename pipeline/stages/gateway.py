@@ -36,7 +36,8 @@ from topics import DEAD, RESPONSES
 
 from pipeline.rules import files
 from pipeline.stages import retry
-from pipeline.errors import DailyQuotaExhausted, QuotaExceeded, VirusTotalError, WrongCredentials
+from pipeline.errors import DailyQuotaExhausted
+from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
 from pipeline.events import dead_letter, iso_utc
 from pipeline.vt.governor import Governor, Yielded
 from pipeline.rules.indicators import Indicator

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from pipeline.errors import MalformedResponse, TransportError, VirusTotalError, error_for
+from pipeline.vt.errors import MalformedResponse, TransportError, VirusTotalError, error_for
 from pipeline.rules.indicators import Indicator, vt_url_id
 from pipeline.settings import Settings
 

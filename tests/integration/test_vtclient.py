@@ -8,7 +8,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import pytest
 
-from pipeline import errors
+from pipeline.vt import errors
 from pipeline.devtools.emulator import EmulatorConfig, start
 from pipeline.rules.indicators import classify
 from pipeline.settings import Settings
