@@ -186,6 +186,10 @@ class Settings:
     vt_relationship_limit: int = _setting(
         "VTSTREAM_VT_RELATIONSHIP_LIMIT", 40, _positive_int,
         "Objects asked for per relationship (v3 'limit').")
+    vt_behaviour: bool = _setting(
+        "VTSTREAM_VT_BEHAVIOUR", False, _bool,
+        "v3 file lookups that find the file also fetch its sandbox behaviour_summary (one extra request "
+        "per file): processes, DLLs, mutexes, file paths, MITRE ATT&CK techniques, DNS and IP traffic.")
     vt_connect_timeout_s: float = _setting(
         "VTSTREAM_VT_CONNECT_TIMEOUT", 5.0, _positive_float,
         "Seconds to wait for a TCP/TLS connection to VirusTotal.")
@@ -306,6 +310,8 @@ def settings_doc() -> list[tuple[str, str, str]]:
         default = f.default
         if isinstance(default, tuple):
             default = ",".join("=".join(map(str, d)) if isinstance(d, tuple) else d for d in default)
+        elif isinstance(default, bool):  # as a user writes it in the environment
+            default = "true" if default else "false"
         elif f.name == "mappings_dir":
             default = "<package>/mappings"
         rows.append((f.metadata["env"], str(default), f.metadata["doc"]))

@@ -3,7 +3,8 @@
 One call of :meth:`VirusTotalClient.lookup` is one indicator's enrichment. In v3
 it is one request (relationship descriptors ride along through
 ``?relationships=``) plus one request per relationship configured to be fetched
-in full. Every request first awaits ``pace()``, the gateway's rate and quota
+in full, plus, with ``VTSTREAM_VT_BEHAVIOUR``, one for a found file's sandbox
+behaviour summary (:mod:`pipeline.vt.behaviour`). Every request first awaits ``pace()``, the gateway's rate and quota
 governor, so the client itself never decides when to call.
 
 The API key travels in the ``x-apikey`` header (v3) or the ``apikey`` parameter
@@ -20,6 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
 from pipeline.vt.errors import MalformedResponse, TransportError, VirusTotalError, error_for
 from pipeline.rules.indicators import Indicator, vt_url_id
 from pipeline.settings import Settings
@@ -96,7 +98,17 @@ class VirusTotalClient:
                 notes.append(f"relationship {name}: not available")
                 continue
             _merge_relationship(body, name, rel_body)
-        return LookupResult("found", body, requests=1 + len(full), relationship_requests=len(full), notes=notes)
+        requests = 1 + len(full)
+        if self._settings.vt_behaviour and collection == "files":
+            requests += 1
+            if not await self._merge_behaviour_summary(body, path, pace):
+                notes.append(NO_SANDBOX_REPORT)
+        return LookupResult("found", body, requests=requests, relationship_requests=len(full), notes=notes)
+
+    async def _merge_behaviour_summary(self, body: Any, path: str, pace: Pace) -> bool:
+        """Fetch the file's sandbox behaviour summary into ``body``; False when there is none (404, empty)."""
+        status, summary = await self._get_v3(f"{path}/behaviour_summary", None, pace)
+        return status != 404 and merge_behaviour_summary(body, summary)
 
     async def _lookup_v2(self, indicator: Indicator, pace: Pace) -> LookupResult:
         endpoint, param = _V2_REPORT[indicator.type]
