@@ -3,8 +3,8 @@
 The gate is strict: at most ``rate_per_minute`` ACCEPTED requests in any sliding
 60 s window (rejected requests do not enter the window), and at most
 ``daily_quota`` accepted requests per UTC day. The counters record, per request
-kind (object lookups, relationship fetches, submissions, analysis polls, upload
-URLs), how many requests were accepted or rejected, and the largest number of
+kind (object lookups, relationship fetches, behaviour summaries, submissions,
+analysis polls, upload URLs), how many requests were accepted or rejected, and the largest number of
 accepted requests seen in any 60 s window, which is what a test of a client's
 rate limiter asserts on.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WINDOW_S = 60.0
-KINDS = ("object", "relationship", "submission", "analysis", "upload_url")
+KINDS = ("object", "relationship", "behaviour_summary", "submission", "analysis", "upload_url")
 FAULT_MODES = ("none", "500", "503", "429", "timeout", "truncated", "malformed", "reset", "401")
 
 

@@ -111,6 +111,17 @@ async def get_object(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def get_behaviour_summary(request: web.Request) -> web.Response:
+    """``GET /files/{id}/behaviour_summary``: the merged sandbox reports (empty data: none ran it)."""
+    emu = _emu(request)
+    if (denied := emu.admit("v3", "behaviour_summary", request.headers.get("x-apikey"))) is not None:
+        return denied
+    resolved = _resolve(emu, "files", request.match_info["id"])
+    if isinstance(resolved, web.Response):
+        return resolved
+    return json_response(orjson.dumps(v3.behaviour_summary(resolved[1])))
+
+
 async def get_relationship(request: web.Request) -> web.Response:
     emu, collection, raw = _emu(request), request.match_info["collection"], request.match_info["id"]
     name = request.match_info["relationship"]
@@ -288,6 +299,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v3/analyses/{id:.+}", get_analysis)
     app.router.add_post("/api/v3/{collection:urls|files}/{id}/analyse", analyse)
     app.router.add_get(f"/api/v3/{coll}/{{id}}", get_object)
+    app.router.add_get("/api/v3/files/{id}/behaviour_summary", get_behaviour_summary)
     app.router.add_get(f"/api/v3/{coll}/{{id}}/relationships/{{relationship}}", get_relationship)
     app.router.add_get(f"/api/v3/{coll}/{{id}}/{{relationship}}", get_relationship)
     app.router.add_post("/_upload/{token}", post_large_upload)

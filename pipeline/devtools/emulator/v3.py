@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.devtools.emulator.data import sha256_of, valid_ip
+from pipeline.devtools.emulator.data import seeded, sha256_of, valid_ip
 from pipeline.devtools.emulator.netdata import DomainFacts, IpFacts, UrlFacts, domain_facts, ip_facts, url_facts
 from pipeline.devtools.emulator.engines import EngineResult, stats
 from pipeline.devtools.emulator.filedata import FileFacts, file_facts
@@ -110,10 +110,58 @@ def file_object(f: FileFacts, base: str) -> Json:
 
 
 def behaviour_object(f: FileFacts, base: str) -> Json:
+    """One sandbox's report (the ``behaviours`` relationship)."""
     b = f.behaviour
     oid = f"{f.sha256}_{b.sandbox}"
     return {"type": "file_behaviour", "id": oid, "links": {"self": f"{base}/file_behaviours/{oid}"}, "attributes": {
-        "sandbox_name": b.sandbox, "analysis_date": f.last_analysis_date,
+        "sandbox_name": b.sandbox, "analysis_date": f.last_analysis_date, **_behaviour_attributes(f)}}
+
+
+def has_sandbox_report(f: FileFacts) -> bool:
+    """About one file in ten was never run by a sandbox (VirusTotal runs only some files)."""
+    return int(f.sha256[:2], 16) >= 26
+
+
+def behaviour_summary(f: FileFacts) -> Json:
+    """``GET /files/{id}/behaviour_summary``: the sandboxes' reports merged, without per-sandbox fields.
+
+    Shaped on VirusTotal's published example (tests/golden/fixtures/v3/SOURCES.md); a file
+    no sandbox ran answers an empty ``data``.
+    """
+    if not has_sandbox_report(f):
+        return {"data": {}}
+    rng = seeded("file-behaviour-summary", f.sha256)
+    attributes = _behaviour_attributes(f)
+    attributes["ip_traffic"].append({"destination_ip": "192.168.0.255", "destination_port": 137,
+                                     "transport_layer_protocol": "UDP"})  # NetBIOS broadcast: sandboxes see it
+    return {"data": {
+        **attributes,
+        "calls_highlighted": ["GetTickCount", "IsDebuggerPresent", "CreateMutexW"],
+        "processes_terminated": [n["name"] for n in attributes["processes_tree"]],
+        "tags": ["DETECT_DEBUG_ENVIRONMENT", "LONG_SLEEPS"] + (["PERSISTENCE"] if f.positives else []),
+        "mitre_attack_techniques": [
+            {"id": tid, "signature_description": text, "severity": severity,
+             "refs": [{"ref": "#signature_matches", "value": tid}]}
+            for tid, text, severity in rng.sample(_TECHNIQUES, rng.randint(2, 4))],
+    }}
+
+
+#: (technique id, sandbox signature, severity) as VirusTotal's sandboxes report them.
+_TECHNIQUES = (
+    ("T1055", "Injects code into other processes", "IMPACT_SEVERITY_HIGH"),
+    ("T1497", "May sleep (evasive loops) to hinder dynamic analysis", "IMPACT_SEVERITY_LOW"),
+    ("T1547.001", "Creates an autostart registry key", "IMPACT_SEVERITY_MEDIUM"),
+    ("T1082", "Reads software policies", "IMPACT_SEVERITY_INFO"),
+    ("T1083", "Reads ini files", "IMPACT_SEVERITY_INFO"),
+    ("T1070.004", "Deletes files inside the Windows folder", "IMPACT_SEVERITY_INFO"),
+    ("T1036", "Creates files inside the user directory", "IMPACT_SEVERITY_INFO"),
+)
+
+
+def _behaviour_attributes(f: FileFacts) -> Json:
+    """What one sandbox and the merged summary both say."""
+    b = f.behaviour
+    return {
         "processes_tree": [_proc_tree(p) for p in b.process_tree],
         "modules_loaded": [d for d, _ in b.runtime_dlls],
         "mutexes_opened": b.mutexes_opened, "mutexes_created": b.mutexes_created,
@@ -125,7 +173,7 @@ def behaviour_object(f: FileFacts, base: str) -> Json:
         "ip_traffic": [{"destination_ip": t.rsplit(":", 1)[0], "destination_port": int(t.rsplit(":", 1)[1]),
                         "transport_layer_protocol": "TCP"} for t in b.tcp],
         "http_conversations": [{"url": u, "request_method": m} for u, m in b.http],
-    }}
+    }
 
 
 def _proc_tree(p: dict[str, Any]) -> Json:
@@ -224,7 +272,7 @@ def _file_rels(f: FileFacts) -> dict[str, Callable[[], list[Related]]]:
         "dropped_files": lambda: [_file(s) for s in f.dropped_files],
         "execution_parents": lambda: [_file(s) for s in f.execution_parents],
         "behaviours": lambda: [Related("file_behaviour", f"{f.sha256}_{f.behaviour.sandbox}",
-                                       lambda base: behaviour_object(f, base))],
+                                       lambda base: behaviour_object(f, base))] if has_sandbox_report(f) else [],
     }
 
 
@@ -326,6 +374,6 @@ def url_id_candidates(raw: str) -> str | None:
     return text if "." in text or "://" in text else None
 
 
-__all__ = ["COLLECTION", "Related", "analysis", "analysis_descriptor", "behaviour_object", "decode_cursor",
-           "domain_object", "embedded", "error", "file_object", "ip_object", "listing", "relationships",
+__all__ = ["COLLECTION", "Related", "analysis", "analysis_descriptor", "behaviour_object", "behaviour_summary",
+           "decode_cursor", "domain_object", "embedded", "error", "file_object", "ip_object", "listing", "relationships",
            "url_id_candidates", "url_object"]
