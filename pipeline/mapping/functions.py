@@ -3,7 +3,8 @@
 Mapping files need a few things plain JMESPath lacks: walking an object's
 entries (``entries(@)`` gives ``[{key, value}]``, so ``"{key} ExifTool"`` can
 name an attribute after a key), string surgery on VirusTotal's escaped keys
-(``replace``), flattening process trees, and the indicator being mapped
+(``replace``), flattening process trees, telling internet addresses from a
+sandbox's own local traffic (``is_global_ip``), and the indicator being mapped
 (``indicator_value()``, needed to cut a v3 resolution id into its two halves).
 Every function answers ``null`` on input it cannot use instead of raising,
 because mapping must never fail on a strange body.
@@ -105,13 +106,22 @@ class MappingFunctions(functions.Functions):
 
     @functions.signature(_ANY)
     def _func_is_ip(self, text: Any) -> bool:
-        if not isinstance(text, str):
-            return False
-        try:
-            ipaddress.ip_address(text.strip("[]"))
-        except ValueError:
-            return False
-        return True
+        return _ip(text) is not None
+
+    @functions.signature(_ANY)
+    def _func_is_global_ip(self, text: Any) -> bool:
+        """A unicast address on the internet: not private, loopback, link-local, multicast or reserved."""
+        address = _ip(text)
+        return address is not None and address.is_global and not address.is_multicast
+
+
+def _ip(text: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------- converters

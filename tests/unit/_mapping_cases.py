@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from pipeline.mapping import AddOptions, MappingSet, map_saved_response
+from pipeline.vt.behaviour import merge_behaviour_summary
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO.parent / "shared" / "vt-samples"
@@ -68,7 +69,10 @@ class Case:
     def body(self) -> Any:
         """The body to map, composed as the case says."""
         if "fixture" in self.spec:
-            return json.loads((FIXTURES / self.spec["fixture"]).read_text(encoding="utf-8"))
+            body = json.loads((FIXTURES / self.spec["fixture"]).read_text(encoding="utf-8"))
+            if "behaviour" in self.spec:
+                merge_behaviour_summary(body, json.loads((FIXTURES / self.spec["behaviour"]).read_text("utf-8")))
+            return body
         body = json.loads((require_samples() / self.spec["sample"]).read_text(encoding="utf-8"))
         for name, listing in (self.spec.get("relationships") or {}).items():
             rel = json.loads((SAMPLES / listing).read_text(encoding="utf-8"))
