@@ -266,16 +266,20 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
 @click.option("--api", "api_version", type=click.Choice(["v3", "v2"]), default="v3", show_default=True)
 @click.option("--action", required=True,
               type=click.Choice(["submit_ip", "submit_domain", "submit_url", "submit_file", "submit_hash"]))
+@click.option("--behaviour", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A saved v3 behaviour_summary answer to map together with the one saved file object "
+                   "(as VTSTREAM_VT_BEHAVIOUR=true does).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def map_command(api_version: str, action: str, files: tuple[Path, ...]) -> None:
+def map_command(api_version: str, action: str, behaviour: Path | None, files: tuple[Path, ...]) -> None:
     """Map saved VirusTotal responses offline; print the events as JSON lines.
 
     The same objects the pipeline publishes, from the same mapping files
     (VTSTREAM_MAPPINGS_DIR): use it to tune mappings without Kafka.
 
     \b
-    Example:
+    Examples:
       vtstream map --api v2 --action submit_ip ip_report.json | jq .attribute
+      vtstream map --action submit_hash --behaviour behaviour_summary.json file.json
     """
     from pipeline.mapping import AddOptions, map_files
 
@@ -283,7 +287,8 @@ def map_command(api_version: str, action: str, files: tuple[Path, ...]) -> None:
     options = AddOptions(tags=settings.add_tags, confidence=settings.add_confidence,
                          rating=settings.add_rating, relation_cap=settings.relation_cap)
     try:
-        for event in map_files(settings.mappings_dir, api_version, action, list(files), options):
+        for event in map_files(settings.mappings_dir, api_version, action, list(files), options,
+                               behaviour=behaviour):
             sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -30,6 +30,7 @@ from pipeline.errors import ConfigError
 from pipeline.events import make_event
 from pipeline.mapping.functions import MappingFunctions, to_string, truthy
 from pipeline.mapping.loader import compile_dir
+from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
 from pipeline.mapping.model import (APIS, INDICATOR_TYPES, OMITTED_ATTRIBUTES, OMITTED_RELATIONS, STEPS,
                                     SUMMARY_BASE, ActionMapping, AddOptions, Mapped, Step, walk_items)
 
@@ -236,8 +237,8 @@ class MappingSet:
         return summary
 
     def map_saved(self, api: str, action: str, body: Any, options: AddOptions, *,
-                  indicator: dict[str, str] | None = None,
-                  enriched_at: str | None = None) -> list[dict[str, Any]]:
+                  indicator: dict[str, str] | None = None, enriched_at: str | None = None,
+                  notes: Sequence[str] = ()) -> list[dict[str, Any]]:
         """See :func:`map_saved_response`."""
         m = self._get(api, action)
         opts = runner("")
@@ -252,7 +253,8 @@ class MappingSet:
             ind = indicator or self.indicator_from_body(api, action, one)
             mapped = self.apply(api, action, step, one, indicator=ind, options=options, enriched_at=enriched_at)
             out.extend(mapped.events)
-            out.append(make_event("summary", mapped.summary, indicator=ind, action=action, api=api,
+            summary = {**mapped.summary, "notes": list(notes)} if notes else mapped.summary
+            out.append(make_event("summary", summary, indicator=ind, action=action, api=api,
                                   enriched_at=enriched_at))
         return out
 
@@ -283,40 +285,43 @@ def indicator_from_body(mappings: MappingSet, api: str, action: str, body: Any) 
 
 
 def map_saved_response(mappings: MappingSet, api: str, action: str, body: Any, options: AddOptions, *,
-                       indicator: dict[str, str] | None = None,
-                       enriched_at: str | None = None) -> list[dict[str, Any]]:
+                       indicator: dict[str, str] | None = None, enriched_at: str | None = None,
+                       notes: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Everything ``vtstream map`` prints for one saved body: its events, then one summary event.
 
     A batch body (v2 file/report for several hashes: a JSON list) is mapped report by
     report, as is a v3 listing of objects of the action's own type. The step and the
-    indicator are read from the body unless ``indicator`` is given.
+    indicator are read from the body unless ``indicator`` is given. ``notes`` go on the
+    summary, as the pipeline's notes do.
     """
-    return mappings.map_saved(api, action, body, options, indicator=indicator, enriched_at=enriched_at)
+    return mappings.map_saved(api, action, body, options, indicator=indicator, enriched_at=enriched_at,
+                              notes=notes)
 
 
 def map_files(mappings_dir: Path, api: str, action: str, paths: Iterable[Path], options: AddOptions, *,
-              indicator: str | None = None, enriched_at: str | None = None) -> Iterator[dict[str, Any]]:
+              indicator: str | None = None, enriched_at: str | None = None,
+              behaviour: Path | None = None) -> Iterator[dict[str, Any]]:
     """Map saved VirusTotal responses offline (the ``vtstream map`` command).
 
     Every file is read and parsed before the first event is yielded, so a bad file
     fails the command before anything is printed: ValueError names the file.
-    ``indicator`` overrides the indicator value read from the bodies.
+    ``indicator`` overrides the indicator value read from the bodies. ``behaviour``
+    is a saved v3 behaviour_summary answer, merged into the one saved file object as
+    the client merges it; without a sandbox report the summary says so in ``notes``.
     """
     mappings = load_mappings(Path(mappings_dir))
     if api not in APIS:
         raise ValueError(f"api must be one of {', '.join(APIS)}, got {api!r}")
     if action not in mappings.actions(api):
         raise ValueError(f"action must be one of {', '.join(mappings.actions(api))}, got {action!r}")
-    bodies: list[Any] = []
-    for path in paths:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        try:
-            bodies.append(orjson.loads(raw))
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not JSON: {exc}") from None
+    bodies = [_read_json(Path(path)) for path in paths]
+    notes: list[str] = []
+    if behaviour is not None:
+        if api != "v3" or len(bodies) != 1:
+            raise ValueError(f"{behaviour}: a behaviour_summary goes with one saved v3 file object "
+                             f"(--api v3 and one FILE), got api {api} and {len(bodies)} files")
+        if not merge_behaviour_summary(bodies[0], _read_json(Path(behaviour))):
+            notes.append(NO_SANDBOX_REPORT)
 
     def generate() -> Iterator[dict[str, Any]]:
         for body in bodies:
@@ -324,8 +329,20 @@ def map_files(mappings_dir: Path, api: str, action: str, paths: Iterable[Path], 
             if indicator is not None:
                 ind = {**mappings.indicator_from_body(api, action, body), "value": indicator}
             yield from map_saved_response(mappings, api, action, body, options, indicator=ind,
-                                          enriched_at=enriched_at)
+                                          enriched_at=enriched_at, notes=notes)
 
     return generate()
+
+
+def _read_json(path: Path) -> Any:
+    """A saved body; ValueError names the file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
 
 
