@@ -112,14 +112,17 @@ async def get_object(request: web.Request) -> web.Response:
 
 
 async def get_behaviour_summary(request: web.Request) -> web.Response:
-    """``GET /files/{id}/behaviour_summary``: the merged sandbox reports (empty data: none ran it)."""
+    """``GET /files/{id}/behaviour_summary``: the merged sandbox reports (404 or empty data: none ran it)."""
     emu = _emu(request)
     if (denied := emu.admit("v3", "behaviour_summary", request.headers.get("x-apikey"))) is not None:
         return denied
     resolved = _resolve(emu, "files", request.match_info["id"])
     if isinstance(resolved, web.Response):
         return resolved
-    return json_response(orjson.dumps(v3.behaviour_summary(resolved[1])))
+    oid, facts = resolved
+    if v3.summary_not_found(facts):
+        return _not_found(f'Behaviour summary for file "{oid}" not found')
+    return json_response(orjson.dumps(v3.behaviour_summary(facts)))
 
 
 async def get_relationship(request: web.Request) -> web.Response:

@@ -122,11 +122,16 @@ def has_sandbox_report(f: FileFacts) -> bool:
     return int(f.sha256[:2], 16) >= 26
 
 
+def summary_not_found(f: FileFacts) -> bool:
+    """Half the files without a sandbox report answer 404 for the summary, half an empty one."""
+    return int(f.sha256[:2], 16) < 13
+
+
 def behaviour_summary(f: FileFacts) -> Json:
     """``GET /files/{id}/behaviour_summary``: the sandboxes' reports merged, without per-sandbox fields.
 
-    Shaped on VirusTotal's published example (tests/golden/fixtures/v3/SOURCES.md); a file
-    no sandbox ran answers an empty ``data``.
+    Shaped on VirusTotal's published example (tests/golden/fixtures/v3/SOURCES.md); for a
+    file no sandbox ran, the route answers 404 (:func:`summary_not_found`) or this empty ``data``.
     """
     if not has_sandbox_report(f):
         return {"data": {}}
@@ -375,5 +380,5 @@ def url_id_candidates(raw: str) -> str | None:
 
 
 __all__ = ["COLLECTION", "Related", "analysis", "analysis_descriptor", "behaviour_object", "behaviour_summary",
-           "decode_cursor", "domain_object", "embedded", "error", "file_object", "ip_object", "listing", "relationships",
-           "url_id_candidates", "url_object"]
+           "decode_cursor", "domain_object", "embedded", "error", "file_object", "has_sandbox_report", "ip_object",
+           "listing", "relationships", "summary_not_found", "url_id_candidates", "url_object"]
