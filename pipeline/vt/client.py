@@ -106,9 +106,12 @@ class VirusTotalClient:
         return LookupResult("found", body, requests=requests, relationship_requests=len(full), notes=notes)
 
     async def _merge_behaviour_summary(self, body: Any, path: str, pace: Pace) -> bool:
-        """Fetch the file's sandbox behaviour summary into ``body``; False when there is none (404, empty)."""
-        status, summary = await self._get_v3(f"{path}/behaviour_summary", None, pace)
-        return status != 404 and merge_behaviour_summary(body, summary)
+        """Fetch the file's sandbox behaviour summary into ``body``; False when there is none.
+
+        VirusTotal says "none" with a 404 NotFoundError (its body has no ``data``) or an empty ``data``.
+        """
+        _status, summary = await self._get_v3(f"{path}/behaviour_summary", None, pace)
+        return merge_behaviour_summary(body, summary)
 
     async def _lookup_v2(self, indicator: Indicator, pace: Pace) -> LookupResult:
         endpoint, param = _V2_REPORT[indicator.type]
