@@ -120,6 +120,16 @@ def test_relation_lists_are_capped_with_omitted_counts(mappings: MappingSet) -> 
         "dns_lookups: 15 more", "mutexes_opened: 5 more"}
 
 
+def test_dns_answers_are_related_addresses_and_lookups_of_addresses_are_not_hosts(mappings: MappingSet) -> None:
+    body = fixture("file_699ec052_synthetic.json")
+    summary = {"data": {"dns_lookups": [{"hostname": "c2.example.net", "resolved_ips": ["93.184.216.34", "10.0.0.1"]},
+                                        {"hostname": "8.8.8.8"}, {"resolved_ips": ["ff02::1"]}]}}
+    assert merge_behaviour_summary(body, summary)
+    events = map_saved_response(mappings, "v3", "submit_file", body, GOLDEN_OPTIONS)
+    assert relations(events, "FQDN") == {"c2.example.net": {"Malware Contacted Domain": "Yes"}}
+    assert relations(events, "IP Address") == {"93.184.216.34": {}}
+
+
 @pytest.mark.parametrize("summary", [{"data": {}}, {"data": {"tags": [], "processes_tree": []}},
                                      {"error": {"code": "NotFoundError", "message": "no"}}, None, []])
 def test_no_sandbox_report_adds_nothing(mappings: MappingSet, summary: Any) -> None:
