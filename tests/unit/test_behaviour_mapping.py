@@ -73,7 +73,7 @@ def test_realistic_summary_maps_every_row(mappings: MappingSet) -> None:
         "File Successfully Written": "Yes", "File Successfully Copied": "Yes"}
     assert paths["C:\\Users\\<USER>\\AppData\\Local\\Temp\\tmpG771.tmp"] == {"File Successfully Deleted": "Yes"}
     run_dat = "C:\\Users\\FD1HVy\\AppData\\Roaming\\33D770D0-06BC-47C5-8714-222CDAC43A71\\run.dat"
-    assert paths[run_dat] == {"File Successfully Dropped": "Yes"}
+    assert paths[run_dat] == {"File Successfully Written": "Yes"}  # dropped: written to disk
     assert paths["C:\\Documents and Settings\\Miller\\Local Settings\\Temp\\xws\\xws.exe"] == {
         "File Attributes Changed": "Yes"}
     assert len(paths) == 8
