@@ -30,9 +30,9 @@ from pipeline.errors import ConfigError
 from pipeline.events import make_event
 from pipeline.mapping.functions import MappingFunctions, to_string, truthy
 from pipeline.mapping.loader import compile_dir
-from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
 from pipeline.mapping.model import (APIS, INDICATOR_TYPES, OMITTED_ATTRIBUTES, OMITTED_RELATIONS, STEPS,
                                     SUMMARY_BASE, ActionMapping, AddOptions, Mapped, Step, walk_items)
+from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
 
 
 def load_mappings(directory: Path) -> "MappingSet":
@@ -344,5 +344,3 @@ def _read_json(path: Path) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON: {exc}") from None
-
-

@@ -4,9 +4,9 @@ The gate is strict: at most ``rate_per_minute`` ACCEPTED requests in any sliding
 60 s window (rejected requests do not enter the window), and at most
 ``daily_quota`` accepted requests per UTC day. The counters record, per request
 kind (object lookups, relationship fetches, behaviour summaries, submissions,
-analysis polls, upload URLs), how many requests were accepted or rejected, and the largest number of
-accepted requests seen in any 60 s window, which is what a test of a client's
-rate limiter asserts on.
+analysis polls, upload URLs), how many requests were accepted or rejected, and
+the largest number of accepted requests seen in any 60 s window, which is what a
+test of a client's rate limiter asserts on.
 """
 
 from __future__ import annotations
