@@ -15,6 +15,7 @@ consumers can de-duplicate.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from datetime import datetime, timezone
@@ -22,6 +23,8 @@ from functools import lru_cache
 from typing import Any, Literal, Mapping
 
 import orjson
+
+from pipeline.rules.privacy import UrlPrivacy, scrub, scrub_all
 
 Kind = Literal["attribute", "relation", "report", "summary"]
 KINDS: tuple[str, ...] = ("attribute", "relation", "report", "summary")
@@ -93,24 +96,26 @@ def make_event(
     return event
 
 
-def dead_letter(original: bytes | Any, *, stage: str, reason: str, error: str | None = None,
-                attempts: int = 1) -> dict[str, Any]:
+def dead_letter(original: bytes | Any, *, stage: str, reason: str, privacy: UrlPrivacy,
+                error: str | None = None, attempts: int = 1) -> dict[str, Any]:
     """A vt.dead record: the original record, where and why it failed.
 
     ``original`` is kept whole: as text when it is UTF-8, else as base64, so an
-    operator can fix and replay it. The API key never reaches this function.
+    operator can fix and replay it; only URL secrets (``privacy``: userinfo and
+    secret parameters) are replaced by ``REDACTED``, in the original, the reason
+    and the error alike. The API key never reaches this function.
     """
     if isinstance(original, (bytes, bytearray)):
         try:
-            kept: Any = {"text": bytes(original).decode("utf-8")}
-        except UnicodeDecodeError:
-            import base64
-
-            kept = {"base64": base64.b64encode(bytes(original)).decode("ascii")}
+            kept: Any = {"text": scrub(bytes(original).decode("utf-8"), privacy)}
+        except UnicodeDecodeError:  # latin-1 maps byte for byte, so only the secrets change
+            scrubbed = scrub(bytes(original).decode("latin-1"), privacy).encode("latin-1")
+            kept = {"base64": base64.b64encode(scrubbed).decode("ascii")}
     else:
-        kept = {"record": original}
-    return {"original": kept, "stage": stage, "reason": reason, "error": error,
-            "attempts": attempts, "failed_at": iso_utc()}
+        kept = {"record": scrub_all(original, privacy)}
+    return {"original": kept, "stage": stage, "reason": scrub(reason, privacy),
+            "error": None if error is None else scrub(error, privacy), "attempts": attempts,
+            "failed_at": iso_utc()}
 
 
 def format_event(event: dict[str, Any]) -> str:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mappings import MAPPINGS_DIR
 
 from pipeline.errors import ConfigError
+from pipeline.rules.privacy import DEFAULT_SECRET_PARAMS, REDACT_MODES, USERINFO_MODES, UrlPrivacy
 
 #: The emulator accepts this key by default; real deployments set VTSTREAM_VT_API_KEY.
 DEMO_API_KEY = "vtstream-demo-key"
@@ -98,6 +100,16 @@ def _rating(raw: str) -> float:
     if not 0 <= value <= 5:
         raise ValueError(f"rating must be between 0 and 5, got {raw}")
     return value
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}")
+        return value
+
+    return parse
 
 
 def _log_level(raw: str) -> str:
@@ -249,6 +261,18 @@ class Settings:
     url_max_age_s: float = _setting(
         "VTSTREAM_URL_MAX_AGE", 30 * 86400.0, parse_duration,
         "A URL report older than this is rescanned (submit_url); e.g. 7d, 12h.")
+    url_userinfo: str = _setting(
+        "VTSTREAM_URL_USERINFO", "strip", _one_of(*USERINFO_MODES),
+        "A URL's user:password@ part: strip (removed before the lookup, the submission and the "
+        "cache key), skip (the URL is not sent) or send.")
+    url_redact_params: tuple[str, ...] = _setting(
+        "VTSTREAM_URL_REDACT_PARAMS", DEFAULT_SECRET_PARAMS, _csv,
+        "URL parameters that carry secrets (case-insensitive, percent-decoded; query, ;path "
+        "parameters and fragment). Replaces the default list; empty: none.")
+    url_redact_mode: str = _setting(
+        "VTSTREAM_URL_REDACT_MODE", "drop", _one_of(*REDACT_MODES),
+        "A URL carrying a secret parameter: drop (the parameter is removed before it is sent) or "
+        "skip (the URL is not sent).")
     file_root: Path | None = _setting(
         "VTSTREAM_FILE_ROOT", None, Path,
         "Folder that file:// URIs of file events must resolve inside; unset refuses every URI.")
@@ -290,6 +314,11 @@ class Settings:
                 raise ConfigError(f"{f.metadata['env']}={raw!r} is invalid: {exc}") from None
         values.update(overrides)
         return cls(**values)
+
+    @cached_property
+    def url_privacy(self) -> UrlPrivacy:
+        """The three VTSTREAM_URL_* privacy settings as one rule object (pipeline.rules.privacy)."""
+        return UrlPrivacy.of(self.url_userinfo, self.url_redact_params, self.url_redact_mode)
 
     def with_(self, **changes: Any) -> "Settings":
         """A copy with some fields changed (tests, CLI flags)."""

@@ -91,7 +91,8 @@ class DirectStage(Service):
                         try:
                             await self.handle(out, key, record.value, ref)
                         except Exception as exc:  # route, never stop the stage
-                            await route_failure(out, self.stage, key, record.value, ref, exc)
+                            await route_failure(out, self.stage, key, record.value, ref, exc,
+                                                self.settings.url_privacy)
                 acks = await out.submit()
                 await self.settled()  # at most two batches in flight; commits in order
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 import weakref
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, MutableMapping
@@ -27,6 +28,7 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 from topics import DEAD
 
 from pipeline.events import dead_letter
+from pipeline.rules.privacy import UrlPrivacy, scrub
 from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream")
@@ -96,7 +98,7 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler) -
             try:
                 await handler(ctx, out, key, event.value, now)
             except Exception as exc:  # route, never crash the agent
-                await route_failure(out, stage, key, event.value, record_ref(event), exc)
+                await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
         _current_event.set(None)
         await out.flush()
         for event in batch:
@@ -114,17 +116,21 @@ async def run_each(ctx: Context, stream: Any, stage: str,
         try:
             await handler(out, key, event.value)
         except Exception as exc:  # route, never crash the agent
-            await route_failure(out, stage, key, event.value, record_ref(event), exc)
+            await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
         await out.flush()
         await manual.ack(event)
 
 
 async def route_failure(out: Outbox, stage: str, key: bytes, value: bytes | None, ref: str,
-                        exc: Exception) -> None:
-    """A handler raised: log it and send the record to vt.dead with the error."""
-    log.exception("%s: unexpected error on record %s", stage, ref, exc_info=exc)
+                        exc: Exception, privacy: UrlPrivacy) -> None:
+    """A handler raised: log it and send the record to vt.dead with the error.
+
+    The error may quote the record, so the log line and the dead letter get its URL
+    secrets scrubbed (the traceback is formatted here for that)."""
+    trace = "".join(traceback.format_exception(exc))
+    log.error("%s: unexpected error on record %s\n%s", stage, ref, scrub(trace, privacy).rstrip())
     await out.send(DEAD, key or None, dead_letter(value, stage=stage, reason="unexpected error",
-                                                  error=repr(exc)))
+                                                  error=repr(exc), privacy=privacy))
 
 
 def record_ref(event: Any) -> str:

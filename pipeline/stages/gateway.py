@@ -34,7 +34,7 @@ import orjson
 
 from topics import DEAD, RESPONSES
 
-from pipeline.rules import files
+from pipeline.rules import files, privacy
 from pipeline.stages import retry
 from pipeline.errors import DailyQuotaExhausted
 from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
@@ -76,12 +76,15 @@ class Gateway:
 
     async def _handle(self, out: Outbox, key: bytes, value: bytes) -> None:
         try:
-            request = orjson.loads(value)
+            request, refused = privacy.at_edge(orjson.loads(value), self.settings.url_privacy)
             indicator = Indicator(request["indicator"]["type"], request["indicator"]["value"])
             request["api"], request["action"]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
             await out.send(DEAD, key, dead_letter(value, stage="gateway", reason="malformed request record",
-                                                  error=repr(exc)))
+                                                  error=repr(exc), privacy=self.settings.url_privacy))
+            return
+        if refused is not None:
+            await self._respond(out, key, request, "error", reason=f"not checked: {refused}")
             return
         while True:
             try:
@@ -177,7 +180,8 @@ class Gateway:
         attempt = int(request.get("attempt", 0)) + 1
         if attempt >= self.settings.retry_max_attempts:
             reason = f"not checked: VirusTotal did not finish the scan after {attempt} polls"
-            await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=attempt))
+            await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=attempt,
+                                              privacy=self.settings.url_privacy))
             await self._respond(out, key, request, "error", reason=reason)
             return
         await self._park(out, key, {**request, "attempt": attempt},
@@ -193,7 +197,7 @@ class Gateway:
             return
         reason = f"not checked: {type(exc).__name__} from VirusTotal"
         await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, error=str(exc),
-                                              attempts=attempt))
+                                              attempts=attempt, privacy=self.settings.url_privacy))
         await self._respond(out, key, request, "error", reason=reason, error=str(exc))
 
     async def _hold_for_key(self, out: Outbox, key: bytes, request: dict[str, Any], exc: WrongCredentials) -> bool:

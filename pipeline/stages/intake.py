@@ -31,6 +31,7 @@ from pipeline.events import dead_letter, make_event
 from pipeline.rules.files import FileRef
 from pipeline.rules.files import prepare as prepare_file
 from pipeline.rules.indicators import Indicator, classify
+from pipeline.rules import privacy
 from pipeline.rules.policy import Decision, check
 from pipeline.kafka.replica import CacheCopy, CacheReplica
 from pipeline.kafka.runtime import Context, Outbox
@@ -101,6 +102,13 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
                       settings.internal_domains)
     if not decision.allowed:
         return Skipped(indicator, origin, action, decision.reason or "policy", decision.rule or "policy")
+    if indicator.type == "url":  # what is sent, looked up and cached is the redacted form
+        redaction = privacy.redact(indicator.value, settings.url_privacy)
+        if redaction.url is None:
+            return Skipped(indicator, origin, action, redaction.reason or "privacy", redaction.rule or "privacy")
+        if redaction.redacted:
+            origin[privacy.AS_SEEN] = privacy.note(indicator.value, redaction)
+            indicator = Indicator("url", redaction.url)
     return Accepted(indicator, origin, action, file_ref)
 
 
@@ -200,7 +208,8 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
     else:
         outcome = parse(value, ref, ctx.settings)
     if isinstance(outcome, Rejected):
-        await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason))
+        await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason,
+                                                      privacy=ctx.settings.url_privacy))
         return
     indicator = outcome.indicator
     api = ctx.settings.vt_api_version
@@ -214,9 +223,10 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
     key_text = indicator.key
     entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
     if entry is not None:
+        seen, origin, sent = privacy.for_summary(indicator.as_dict(), outcome.origin)
         await out.send(ENRICHED, key_text, make_event(
-            "summary", cached_summary(entry), indicator=indicator.as_dict(), action=outcome.action, api=api,
-            origin=outcome.origin))
+            "summary", {**cached_summary(entry), **sent}, indicator=seen, action=outcome.action, api=api,
+            origin=origin))
         return
     lookup: dict[str, Any] = {"indicator": indicator.as_dict(), "action": outcome.action, "origin": outcome.origin}
     if outcome.file is not None:

@@ -16,16 +16,18 @@ import orjson
 
 from topics import DEAD, ENRICHED, REQUESTS
 
-from pipeline.rules import cache
+from pipeline.rules import cache, privacy
 from pipeline.events import dead_letter, make_event
 from pipeline.kafka.runtime import Context, Outbox, run_batches
 
 
 def summary_event(record: dict[str, Any], payload: dict[str, Any], api: str,
                   origin: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A summary event for one sighting (``origin``, default the record's own)."""
-    return make_event("summary", payload, indicator=record["indicator"], action=record["action"],
-                      api=api, origin=origin if origin is not None else record.get("origin"))
+    """A summary event for one sighting (``origin``, default the record's own), with the
+    indicator as that sighting's SIEM sent it and, for a URL, what was sent instead."""
+    seen, shown, sent = privacy.for_summary(record["indicator"], origin if origin is not None else record.get("origin"))
+    return make_event("summary", {**payload, **sent}, indicator=seen, action=record["action"], api=api,
+                      origin=shown)
 
 
 async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float) -> None:
@@ -36,7 +38,7 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
         record["indicator"]["type"], record["action"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         await out.send(DEAD, key, dead_letter(value, stage="lookup", reason="malformed vt.lookups record",
-                                              error=repr(exc)))
+                                              error=repr(exc), privacy=ctx.settings.url_privacy))
         return
     api = ctx.settings.vt_api_version
     verdict = cache.decide(cache.decode(ctx.cache.get(key)), origin, now, ctx.settings)

@@ -20,7 +20,7 @@ import orjson
 
 from topics import DEAD, ENRICHED
 
-from pipeline.rules import cache
+from pipeline.rules import cache, privacy
 from pipeline.events import dead_letter
 from pipeline.stages.lookup import summary_event
 from pipeline.mapping import AddOptions
@@ -40,8 +40,9 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
         status, api, action, indicator = record["status"], record["api"], record["action"], record["indicator"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         await out.send(DEAD, key, dead_letter(value, stage="results", reason="malformed vt.responses record",
-                                              error=repr(exc)))
+                                              error=repr(exc), privacy=ctx.settings.url_privacy))
         return
+    indicator = privacy.seen_indicator(indicator, record.get("origin"))  # events: the URL as the SIEM sent it
     if status in ("error", "pending"):
         summary: dict[str, Any] = {"checked": False, "found": None,
                                    "reason": record.get("reason") or f"not checked: {status}"}

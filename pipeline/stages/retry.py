@@ -71,7 +71,7 @@ async def hold(ctx: Context, out: Outbox, tier: str, delay_s: float, key: bytes,
         request = record["request"]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         await out.send(DEAD, key, dead_letter(value, stage=f"retry.{tier}", reason="malformed parked record",
-                                              error=repr(exc)))
+                                              error=repr(exc), privacy=ctx.settings.url_privacy))
         return
     while (now := ctx.clock()) < due:
         if ctx.must_yield():  # hand the partition over now; the record waits on the tier again

@@ -1,0 +1,262 @@
+"""URL privacy: the part of a URL that may go to VirusTotal.
+
+VirusTotal keeps every URL it is asked about and shows it to its other
+subscribers, so a password in the userinfo (``https://user:pw@host/``) or a
+session token in the query (``?token=...``, ``&X-Amz-Signature=...``) would be
+published. Intake passes every URL through :func:`redact` before it becomes a
+cache key, a lookup, a submission or a poll:
+
+* **userinfo** (``user:pw@``, or ``user@``): ``strip`` (default) removes it,
+  ``skip`` keeps the URL away from VirusTotal, ``send`` leaves it in;
+* **secret parameters**, compared by name percent-decoded and case-folded (a
+  PHP-style ``name[]`` counts as ``name``), in the query, as ``;name=value`` path
+  parameters (``;jsessionid=``) and as ``name=value`` pairs in a fragment (an
+  OAuth ``#access_token=``): ``drop`` (default) removes each, repeats included,
+  ``skip`` keeps the URL away.
+
+Everything else is kept byte for byte, not re-encoded, so a URL with nothing to
+redact keeps its VirusTotal id. Events keep the URL as the SIEM sent it; the
+summary says what was sent (``sent_as``) and why (``redacted``).
+
+:func:`scrub` is the same rule for free text (dead letters, log lines): it finds
+URL-shaped userinfo and secret ``name=value`` pairs anywhere and replaces the
+secret with ``REDACTED``, so a record that is not even a valid URL cannot print one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal, Mapping
+from urllib.parse import unquote
+
+UserinfoMode = Literal["strip", "skip", "send"]
+RedactMode = Literal["drop", "skip"]
+USERINFO_MODES: tuple[str, ...] = ("strip", "skip", "send")
+REDACT_MODES: tuple[str, ...] = ("drop", "skip")
+
+#: What replaces a secret in dead letters and logs.
+MASK = "REDACTED"
+
+#: Parameters removed by default. Credentials and session or one-time tokens of
+#: login, password-reset and OAuth links, then signed-URL parameters:
+#: AWS SigV4 (X-Amz-*) and SigV2 (AWSAccessKeyId, Signature), GCS V4 (X-Goog-*)
+#: and V2 (GoogleAccessId, Signature), Azure SAS (``sig``). Of Azure's SAS
+#: parameters only ``sig`` is a secret: it is the HMAC that grants access, and a
+#: SAS without it grants nothing; ``sv``, ``se``, ``st``, ``sp``, ``sr``, ``ss``,
+#: ``srt``, ``spr``, ``sip`` describe the grant (version, expiry, start,
+#: permissions, resource, protocol, address range) and stay, as they show the link
+#: was a SAS. ``skoid`` and ``sktid`` (user delegation SAS) name the Entra ID user
+#: and tenant that signed, so they go too. Servlet and PHP session ids
+#: (``jsessionid``, ``phpsessid``) are sessions under other names.
+DEFAULT_SECRET_PARAMS: tuple[str, ...] = (
+    "token", "access_token", "id_token", "refresh_token", "code", "session", "sessionid", "sid",
+    "jsessionid", "phpsessid", "password", "passwd", "pwd", "key", "apikey", "api_key", "secret",
+    "sig", "signature", "auth", "jwt",
+    "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId",
+    "X-Goog-Signature", "X-Goog-Credential", "GoogleAccessId",
+    "skoid", "sktid",
+)
+
+_PAIR_SEP = re.compile(r"([&;])")
+_ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
+# Free text: userinfo right after "//" (any scheme, defanged ones too), or a bare "user:pw@".
+_TEXT_USERINFO = re.compile(r"(?<=//)[^\s/?#@\"'<>\\]+(?=@)|(?<![\w.%+-])[\w.%+-]+:[^\s/?#@\"'<>\\]*(?=@)")
+_TEXT_PAIR = re.compile(r"(?<=[?&;#])([^\s=&;#?\"'<>\\]+)=([^\s&;#\"'<>\\]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class UrlPrivacy:
+    """The three settings: ``VTSTREAM_URL_USERINFO``, ``VTSTREAM_URL_REDACT_PARAMS``, ``VTSTREAM_URL_REDACT_MODE``."""
+
+    userinfo: str = "strip"
+    params: frozenset[str] = frozenset(name.casefold() for name in DEFAULT_SECRET_PARAMS)
+    mode: str = "drop"
+
+    @classmethod
+    def of(cls, userinfo: str, params: tuple[str, ...], mode: str) -> "UrlPrivacy":
+        """From the settings' values; names are compared case-folded."""
+        return cls(userinfo, frozenset(name.strip().casefold() for name in params if name.strip()), mode)
+
+    def is_secret(self, raw_name: str) -> bool:
+        """Whether a parameter name, as written in a URL, names a secret.
+
+        >>> UrlPrivacy().is_secret("%54oken[]")
+        True
+        """
+        name = unquote(raw_name.replace("+", " ")).strip()
+        return _ARRAY_SUFFIX.sub("", name).casefold() in self.params
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """What may be sent for one URL: ``url`` (None: nothing, see ``reason`` and ``rule``)
+    and what was taken out (``"userinfo"``, then parameter names as written, once each)."""
+
+    url: str | None
+    redacted: tuple[str, ...] = ()
+    reason: str | None = None
+    rule: str | None = None
+
+
+@lru_cache(maxsize=65536)
+def redact(url: str, rules: UrlPrivacy) -> Redaction:
+    """The form of ``url`` that may go to VirusTotal (``url`` is normalized: scheme://authority...).
+
+    >>> redact("https://alice:pw@bank.example/reset?token=abc&lang=en", UrlPrivacy())
+    Redaction(url='https://bank.example/reset?lang=en', redacted=('userinfo', 'token'), reason=None, rule=None)
+    """
+    scheme, sep, rest = url.partition("://")
+    rest, hash_sign, fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    slash = rest.find("/")
+    authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    userinfo, at, hostport = authority.rpartition("@")
+    redacted: list[str] = []
+    if at and rules.userinfo != "send":
+        if rules.userinfo == "skip":
+            return Redaction(None, reason="the URL carries a user name or password; "
+                             "VTSTREAM_URL_USERINFO=skip keeps such URLs away from VirusTotal",
+                             rule="url_userinfo")
+        redacted.append("userinfo")
+        authority = hostport
+    path = "/".join(_path_segment(segment, rules, redacted) for segment in path.split("/"))
+    had_query, had_fragment = bool(query), bool(fragment)
+    query = _pairs(query, rules, redacted)
+    fragment = _fragment(fragment, rules, redacted)
+    if rules.mode == "skip" and _dropped(redacted):
+        names = ", ".join(name for name in redacted if name != "userinfo")
+        return Redaction(None, reason=f"the URL carries the secret parameter {names}; "
+                         "VTSTREAM_URL_REDACT_MODE=skip keeps such URLs away from VirusTotal",
+                         rule="url_secret_param")
+    # A query or fragment emptied by redaction loses its "?" / "#"; one that was empty keeps it.
+    question = "" if had_query and not query else question
+    hash_sign = "" if had_fragment and not fragment else hash_sign
+    return Redaction(f"{scheme}{sep}{authority}{path}{question}{query}{hash_sign}{fragment}",
+                     tuple(dict.fromkeys(redacted)))
+
+
+def _dropped(redacted: list[str]) -> bool:
+    return any(name != "userinfo" for name in redacted)
+
+
+def _pairs(text: str, rules: UrlPrivacy, redacted: list[str]) -> str:
+    """``a=1&token=x;b=2`` -> ``a=1;b=2``: secret pairs out, the rest and its separators as written."""
+    if "=" not in text:
+        return text
+    parts = _PAIR_SEP.split(text)
+    kept: list[str] = []
+    for index in range(0, len(parts), 2):
+        name, equals, _value = parts[index].partition("=")
+        if equals and rules.is_secret(name):
+            redacted.append(unquote(name))
+            continue
+        kept.extend((parts[index - 1] if kept else "", parts[index]))
+    return "".join(kept)
+
+
+def _path_segment(segment: str, rules: UrlPrivacy, redacted: list[str]) -> str:
+    """``cart;jsessionid=X`` -> ``cart``: matrix (``;``) parameters of one path segment."""
+    head, semicolon, params = segment.partition(";")
+    if not semicolon:
+        return segment
+    kept = _pairs(params, rules, redacted)
+    return f"{head};{kept}" if kept or params == kept else head
+
+
+def _fragment(fragment: str, rules: UrlPrivacy, redacted: list[str]) -> str:
+    """``access_token=x&state=y`` or a client-side route ``/reset?token=x``."""
+    route, question, query = fragment.partition("?")
+    if question:
+        query = _pairs(query, rules, redacted)
+        return f"{route}?{query}" if query else route
+    return _pairs(fragment, rules, redacted)
+
+
+def scrub(text: str, rules: UrlPrivacy) -> str:
+    """``text`` with every URL secret :func:`redact` would remove replaced by ``REDACTED``.
+
+    For dead letters and log lines, which may hold anything: JSON, defanged URLs,
+    values that failed to parse.
+
+    >>> scrub('{"value": "hxxps://bob:hunter2@evil[.]com/?sig=abc&x=1"}', UrlPrivacy())
+    '{"value": "hxxps://REDACTED@evil[.]com/?sig=REDACTED&x=1"}'
+    """
+    if rules.userinfo != "send":
+        text = _TEXT_USERINFO.sub(MASK, text)
+
+    def pair(match: re.Match[str]) -> str:
+        return f"{match[1]}={MASK}" if rules.is_secret(match[1]) else match[0]
+
+    return _TEXT_PAIR.sub(pair, text)
+
+
+def scrub_all(value: Any, rules: UrlPrivacy) -> Any:
+    """:func:`scrub` every string inside a JSON-like value (dicts, lists, strings)."""
+    if isinstance(value, str):
+        return scrub(value, rules)
+    if isinstance(value, dict):
+        return {key: scrub_all(item, rules) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scrub_all(item, rules) for item in value]
+    return value
+
+
+#: The origin field in which intake keeps, for its own sighting, the URL as the SIEM
+#: sent it and what was redacted (only when something was). Never published.
+AS_SEEN = "as_seen"
+
+
+def note(url: str, redaction: Redaction) -> dict[str, Any]:
+    """The origin's :data:`AS_SEEN` note for a redacted sighting."""
+    return {"value": url, "redacted": list(redaction.redacted)}
+
+
+def at_edge(request: dict[str, Any], rules: UrlPrivacy) -> tuple[dict[str, Any], str | None]:
+    """The last check before VirusTotal, for a request that did not come through intake's
+    (a replayed record, one parked before the rules changed): its URL is redacted here
+    (the origin gets the note), or the request is refused with the reason (second item).
+
+    >>> at_edge({"indicator": {"type": "url", "value": "http://h/?sid=1"}}, UrlPrivacy())[0]["indicator"]
+    {'type': 'url', 'value': 'http://h/'}
+    """
+    indicator = request.get("indicator") or {}
+    if indicator.get("type") != "url" or not isinstance(indicator.get("value"), str):
+        return request, None
+    redaction = redact(indicator["value"], rules)
+    if redaction.url == indicator["value"]:
+        return request, None
+    origin = dict(request.get("origin") or {})
+    if redaction.url is None:
+        origin[AS_SEEN] = {"value": indicator["value"], "redacted": [], "sent": False}
+        return {**request, "origin": origin}, redaction.reason
+    origin.setdefault(AS_SEEN, note(indicator["value"], redaction))
+    return {**request, "indicator": {"type": "url", "value": redaction.url}, "origin": origin}, None
+
+
+def seen_indicator(indicator: Mapping[str, str], origin: Mapping[str, Any] | None) -> dict[str, str]:
+    """The indicator as the sighting's SIEM sent it (``indicator`` is what was sent)."""
+    seen = (origin or {}).get(AS_SEEN)
+    value = seen.get("value") if isinstance(seen, dict) else None
+    return {"type": indicator["type"], "value": value if isinstance(value, str) else indicator["value"]}
+
+
+def for_summary(indicator: Mapping[str, str], origin: Mapping[str, Any] | None
+                ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any]]:
+    """For one sighting's summary: its indicator as seen, the origin to publish (without
+    the note) and, for a URL that was sent, ``sent_as`` and ``redacted``.
+
+    >>> for_summary({"type": "url", "value": "https://h/"},
+    ...             {"ref": "r/0/1", "as_seen": {"value": "https://u@h/", "redacted": ["userinfo"]}})
+    ({'type': 'url', 'value': 'https://u@h/'}, {'ref': 'r/0/1'}, {'sent_as': 'https://h/', 'redacted': ['userinfo']})
+    """
+    shown = None if origin is None else {k: v for k, v in origin.items() if k != AS_SEEN}
+    if indicator["type"] != "url":
+        return dict(indicator), shown, {}
+    seen = (origin or {}).get(AS_SEEN)
+    if isinstance(seen, dict) and seen.get("sent") is False:
+        return seen_indicator(indicator, origin), shown, {}
+    redacted = seen.get("redacted") if isinstance(seen, dict) else None
+    return (seen_indicator(indicator, origin), shown,
+            {"sent_as": indicator["value"], "redacted": list(redacted) if isinstance(redacted, list) else []})
