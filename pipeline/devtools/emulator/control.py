@@ -11,6 +11,7 @@ test of a client's rate limiter asserts on.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,22 @@ class Stats:
             "top_lookups": dict(self.lookups_by_indicator.most_common(10)),
             "not_found": self.not_found,
         }
+
+
+_API_KEY_PARAM = re.compile(r"(apikey=)[^&]*", re.I)
+
+
+@dataclass
+class RequestLog:
+    """The last 2,000 API requests as received: method, path with query, and the body of
+    form or JSON requests (uploads are not kept). ``GET /_emulator/requests`` returns it, so
+    a test can show what a client sent, not only how often. v2 ``apikey`` values are masked."""
+
+    entries: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=2000))
+
+    def add(self, method: str, target: str, body: str) -> None:
+        self.entries.append({"method": method, "target": _API_KEY_PARAM.sub(r"\1***", target),
+                             "body": _API_KEY_PARAM.sub(r"\1***", body)})
 
 
 @dataclass

@@ -7,6 +7,7 @@ Control endpoints under ``/_emulator`` need no key and are never faulted,
 delayed, limited or counted:
 
 - ``GET  /_emulator/stats``   counters (see ``control.Stats.snapshot``)
+- ``GET  /_emulator/requests``  the last API requests as received (``control.RequestLog``)
 - ``POST /_emulator/reset``   forget counters, quota windows, analyses, faults, caches
 - ``GET|POST /_emulator/config``  read / change runtime settings (JSON object)
 - ``GET|POST /_emulator/faults``  read / set ``{"mode", "count", "match"}``
@@ -91,6 +92,10 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if api is None:
         return await handler(request)
     emu = request.app[EMULATOR_KEY]
+    body = b""
+    if request.content_type in ("application/x-www-form-urlencoded", "application/json"):
+        body = await request.read()  # kept by aiohttp for the handler's post() / json()
+    emu.requests.add(request.method, request.path_qs, body.decode("utf-8", "replace"))
     if emu.config.latency_ms > 0:
         await asyncio.sleep(emu.config.latency_ms / 1000)
     fault = emu.faults.take(request.path)
@@ -126,6 +131,10 @@ async def stats(request: web.Request) -> web.Response:
     body["faults"] = emu.faults.describe()
     body["config"] = emu.config_dict()
     return json_response(body)
+
+
+async def requests_log(request: web.Request) -> web.Response:
+    return json_response(list(request.app[EMULATOR_KEY].requests.entries))
 
 
 async def reset(request: web.Request) -> web.Response:
@@ -172,6 +181,7 @@ def create_app(config: EmulatorConfig, *, clock: Callable[[], float] | None = No
     routes_v3.add_routes(app)
     routes_v2.add_routes(app)
     app.router.add_get("/_emulator/stats", stats)
+    app.router.add_get("/_emulator/requests", requests_log)
     app.router.add_post("/_emulator/reset", reset)
     app.router.add_route("GET", "/_emulator/config", config_endpoint)
     app.router.add_route("POST", "/_emulator/config", config_endpoint)

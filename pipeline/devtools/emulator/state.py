@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pipeline.devtools.emulator.control import Faults, Gate, Stats
+from pipeline.devtools.emulator.control import Faults, Gate, RequestLog, Stats
 from pipeline.devtools.emulator.data import LRU, sha256_of
 from pipeline.devtools.emulator.netdata import DomainFacts, IpFacts, UrlFacts, domain_facts, ip_facts, synthetic_url, url_facts
 from pipeline.devtools.emulator.filedata import FileFacts, file_facts
@@ -62,6 +62,7 @@ class Emulator:
     gate: Gate = field(default_factory=Gate)
     stats: Stats = field(default_factory=Stats)
     faults: Faults = field(default_factory=Faults)
+    requests: RequestLog = field(default_factory=RequestLog)
     scans: ScanBook = field(default_factory=ScanBook)
     bodies: LRU[tuple[Any, ...], bytes] = field(init=False)
     urls_by_id: LRU[str, str] = field(init=False)
@@ -95,7 +96,7 @@ class Emulator:
         return out
 
     def reset(self) -> None:
-        self.gate, self.stats, self.faults = Gate(), Stats(), Faults()
+        self.gate, self.stats, self.faults, self.requests = Gate(), Stats(), Faults(), RequestLog()
         self.scans.clear()
         self.bodies.clear()
         self.upload_tokens.clear()

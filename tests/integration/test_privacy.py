@@ -1,0 +1,69 @@
+"""URL privacy over a real broker and the emulator: what VirusTotal receives, what the outputs say."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote_plus
+
+import pytest
+from kafka_helpers import collect, finals, produce, wait_finals
+
+pytestmark = pytest.mark.integration
+
+RAW, DEAD = "indicators.raw", "vt.dead"
+FAST_TIERS = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
+SECRETS = ("Hunter2pw", "TOKa1", "TOKb2", "SIGc3", "AKIAEXAMPLE", "TOKd4")
+
+
+def received(emulator) -> str:
+    """Every request path, query and body the emulator got, percent-decoded, with each path
+    segment that is base64url (v3 URL ids) decoded too: a secret cannot hide in an encoding."""
+    seen = []
+    for entry in emulator.control("/_emulator/requests"):
+        seen += [unquote_plus(entry["target"]), unquote_plus(entry["body"])]
+        for segment in entry["target"].split("?")[0].split("/"):
+            try:
+                seen.append(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("utf-8", "replace"))
+            except (binascii.Error, ValueError):
+                continue
+    return "\n".join(seen)
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+def test_virustotal_never_receives_userinfo_or_tokens(kafka, emulator_factory, worker_factory, api):
+    # Every URL is unknown, so each is looked up, submitted and polled: all three paths out.
+    emulator = emulator_factory("--scan-seconds", "1", "--not-found-ratio", "1.0")
+    worker = worker_factory(kafka, emulator.url, vt_api_version=api, **FAST_TIERS)
+    produce(kafka, RAW, [
+        "hxxps://alice:Hunter2pw@portal[.]example[.]com/login?token=TOKa1&lang=en",
+        {"value": "https://portal.example.com/login?token=TOKb2&lang=en", "id": "second"},
+        "https://bucket.s3.amazonaws.com/r.pdf?X-Amz-Credential=AKIAEXAMPLE%2F20261130"
+        "&X-Amz-Signature=SIGc3&X-Amz-Expires=60",
+        '{"value": "https://bob:Hunter2pw@x.example.com/?sid=TOKd4", "type": "domain"}',  # dead-lettered
+    ])
+    events = wait_finals(kafka, 3)
+    dead = collect(kafka, DEAD, lambda recs: len(recs) >= 1, timeout=30)
+    sent = received(emulator)
+    assert "https://portal.example.com/login?lang=en" in sent  # the log shows what was sent
+    assert "https://bucket.s3.amazonaws.com/r.pdf?X-Amz-Expires=60" in sent
+    assert not [secret for secret in SECRETS if secret in sent]
+    stats = emulator.stats()
+    assert stats["submission_requests"] == 2 and stats["analysis_requests"] >= 2  # one per sent form
+
+    by_value = {e["indicator"]["value"]: e["summary"] for e in finals(events)}
+    first = by_value["https://alice:Hunter2pw@portal.example.com/login?token=TOKa1&lang=en"]
+    assert first["checked"] is True and first["redacted"] == ["userinfo", "token"]
+    assert first["sent_as"] == "https://portal.example.com/login?lang=en"
+    second = by_value["https://portal.example.com/login?token=TOKb2&lang=en"]
+    assert second["checked"] is True and second["redacted"] == ["token"]
+    assert second["sent_as"] == "https://portal.example.com/login?lang=en"
+    signed = by_value["https://bucket.s3.amazonaws.com/r.pdf?X-Amz-Credential=AKIAEXAMPLE%2F20261130"
+                      "&X-Amz-Signature=SIGc3&X-Amz-Expires=60"]
+    assert signed["redacted"] == ["X-Amz-Credential", "X-Amz-Signature"]
+
+    (letter,) = dead
+    assert letter["stage"] == "intake" and "REDACTED" in letter["original"]["text"]
+    worker.stop()
+    leaks = repr(dead) + worker.output()
+    assert not [secret for secret in SECRETS if secret in leaks]
