@@ -45,9 +45,9 @@ def test_virustotal_never_receives_userinfo_or_tokens(kafka, emulator_factory, w
     events = wait_finals(kafka, 3)
     dead = collect(kafka, DEAD, lambda recs: len(recs) >= 1, timeout=30)
     sent = received(emulator)
+    assert not [secret for secret in SECRETS if secret in sent]
     assert "https://portal.example.com/login?lang=en" in sent  # the log shows what was sent
     assert "https://bucket.s3.amazonaws.com/r.pdf?X-Amz-Expires=60" in sent
-    assert not [secret for secret in SECRETS if secret in sent]
     stats = emulator.stats()
     assert stats["submission_requests"] == 2 and stats["analysis_requests"] >= 2  # one per sent form
 
