@@ -225,3 +225,34 @@ def test_dead_letters_never_print_a_redacted_secret():
     assert binary["original"]["base64"] != dead_letter(b"\xff https://bob:hunter2@h.example/", stage="intake",
                                                        reason="r", privacy=UrlPrivacy(userinfo="send"))[
                                                            "original"]["base64"]
+
+
+def test_a_handler_error_that_quotes_a_secret_is_scrubbed_in_the_log_and_the_dead_letter(caplog):
+    import asyncio
+
+    import orjson
+
+    from pipeline.kafka.runtime import Outbox, route_failure
+
+    produced: list[bytes] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
+        produced.append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def fail() -> None:
+        out = Outbox(send)
+        try:
+            raise ValueError("cannot map https://bob:hunter2@h.example/?token=tok-123")
+        except ValueError as exc:
+            await route_failure(out, "results", b"k", b"https://h.example/?sig=S3CRET", "t/0/1", exc, DEFAULTS)
+        await out.flush()
+
+    with caplog.at_level("ERROR", logger="vtstream"):
+        asyncio.run(fail())
+    (letter,) = [orjson.loads(value) for value in produced]
+    blob = caplog.text + repr(letter)
+    assert "cannot map" in caplog.text and "Traceback" in caplog.text
+    assert not any(secret in blob for secret in SECRETS), blob
