@@ -220,7 +220,11 @@ def test_dead_letters_never_print_a_redacted_secret():
     record = dead_letter({"origin": {"as_seen": {"value": "https://u:hunter2@h.example/?sig=S3CRET"}}},
                          stage="gateway", reason="r", error="GET https://h.example/?sig=S3CRET", privacy=DEFAULTS)
     binary = dead_letter(b"\xff https://bob:hunter2@h.example/", stage="intake", reason="r", privacy=DEFAULTS)
-    for blob in (repr(letter), repr(record)):
+    file_event = b'{"file": {"name": "a.pdf", "uri": "https://bob:hunter2@evil.example/a.pdf?sig=S3CRET"}}'
+    refused = parse(file_event, "indicators.raw/0/2", Settings())  # a file URI must be local: refused
+    assert isinstance(refused, Rejected) and "hunter2" in refused.reason
+    file_letter = dead_letter(file_event, stage="intake", reason=refused.reason, privacy=DEFAULTS)
+    for blob in (repr(letter), repr(record), repr(file_letter)):
         assert not any(secret in blob for secret in SECRETS), blob
     assert binary["original"]["base64"] != dead_letter(b"\xff https://bob:hunter2@h.example/", stage="intake",
                                                        reason="r", privacy=UrlPrivacy(userinfo="send"))[
