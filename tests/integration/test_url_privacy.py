@@ -46,6 +46,7 @@ def test_virustotal_never_receives_userinfo_or_tokens(kafka, emulator_factory, w
     dead = collect(kafka, DEAD, lambda recs: len(recs) >= 1, timeout=30)
     sent = received(emulator)
     assert not [secret for secret in SECRETS if secret in sent]
+    assert "vtstream-demo-key" not in sent  # the log masks v2's apikey parameter
     assert "https://portal.example.com/login?lang=en" in sent  # the log shows what was sent
     assert "https://bucket.s3.amazonaws.com/r.pdf?X-Amz-Expires=60" in sent
     stats = emulator.stats()
