@@ -10,9 +10,10 @@ cache key, a lookup, a submission or a poll:
   ``skip`` keeps the URL away from VirusTotal, ``send`` leaves it in;
 * **secret parameters**, compared by name percent-decoded and case-folded (a
   PHP-style ``name[]`` counts as ``name``), in the query, as ``;name=value`` path
-  parameters (``;jsessionid=``) and as ``name=value`` pairs in a fragment (an
-  OAuth ``#access_token=``): ``drop`` (default) removes each, repeats included,
-  ``skip`` keeps the URL away.
+  parameters (``;jsessionid=``), as ``name=value`` pairs in a fragment (an
+  OAuth ``#access_token=``) and inside a URL nested, percent-encoded, in a
+  parameter value (a mail gateway's safe link): ``drop`` (default) removes
+  each, repeats included, ``skip`` keeps the URL away.
 
 Everything else is kept byte for byte, not re-encoded, so a URL with nothing to
 redact keeps its VirusTotal id. Events keep the URL as the SIEM sent it; the
@@ -29,7 +30,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, Mapping
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 UserinfoMode = Literal["strip", "skip", "send"]
 RedactMode = Literal["drop", "skip"]
@@ -100,78 +101,102 @@ class Redaction:
     rule: str | None = None
 
 
+#: How deep :func:`redact` looks into URLs nested in parameter values (a mail gateway's
+#: safe link wrapping a reset link is one level).
+MAX_NESTING = 3
+
+
 @lru_cache(maxsize=65536)
 def redact(url: str, rules: UrlPrivacy) -> Redaction:
     """The form of ``url`` that may go to VirusTotal (``url`` is normalized: scheme://authority...).
 
+    A parameter value that is itself a URL, percent-encoded (``?url=https%3A%2F%2F...``,
+    as mail gateways wrap links), gets the same treatment, re-encoded only if it changed.
+
     >>> redact("https://alice:pw@bank.example/reset?token=abc&lang=en", UrlPrivacy())
     Redaction(url='https://bank.example/reset?lang=en', redacted=('userinfo', 'token'), reason=None, rule=None)
     """
-    scheme, sep, rest = url.partition("://")
-    rest, hash_sign, fragment = rest.partition("#")
-    rest, question, query = rest.partition("?")
-    slash = rest.find("/")
-    authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
-    userinfo, at, hostport = authority.rpartition("@")
-    redacted: list[str] = []
-    if at and rules.userinfo != "send":
-        if rules.userinfo == "skip":
-            return Redaction(None, reason="the URL carries a user name or password; "
-                             "VTSTREAM_URL_USERINFO=skip keeps such URLs away from VirusTotal",
-                             rule="url_userinfo")
-        redacted.append("userinfo")
-        authority = hostport
-    path = "/".join(_path_segment(segment, rules, redacted) for segment in path.split("/"))
-    had_query, had_fragment = bool(query), bool(fragment)
-    query = _pairs(query, rules, redacted)
-    fragment = _fragment(fragment, rules, redacted)
-    if rules.mode == "skip" and _dropped(redacted):
-        names = ", ".join(name for name in redacted if name != "userinfo")
-        return Redaction(None, reason=f"the URL carries the secret parameter {names}; "
+    walk = _Walk(rules)
+    cleaned = walk.url(url, 0)
+    if rules.userinfo == "skip" and "userinfo" in walk.found:
+        return Redaction(None, reason="the URL carries a user name or password; "
+                         "VTSTREAM_URL_USERINFO=skip keeps such URLs away from VirusTotal", rule="url_userinfo")
+    names = list(dict.fromkeys(name for name in walk.found if name != "userinfo"))
+    if rules.mode == "skip" and names:
+        return Redaction(None, reason=f"the URL carries the secret parameter {', '.join(names)}; "
                          "VTSTREAM_URL_REDACT_MODE=skip keeps such URLs away from VirusTotal",
                          rule="url_secret_param")
-    # A query or fragment emptied by redaction loses its "?" / "#"; one that was empty keeps it.
-    question = "" if had_query and not query else question
-    hash_sign = "" if had_fragment and not fragment else hash_sign
-    return Redaction(f"{scheme}{sep}{authority}{path}{question}{query}{hash_sign}{fragment}",
-                     tuple(dict.fromkeys(redacted)))
+    return Redaction(cleaned, tuple(dict.fromkeys(walk.found)))
 
 
-def _dropped(redacted: list[str]) -> bool:
-    return any(name != "userinfo" for name in redacted)
+class _Walk:
+    """One redaction: takes secrets out of a URL and its nested URLs, noting what it took."""
 
+    def __init__(self, rules: UrlPrivacy) -> None:
+        self.rules = rules
+        self.found: list[str] = []
 
-def _pairs(text: str, rules: UrlPrivacy, redacted: list[str]) -> str:
-    """``a=1&token=x;b=2`` -> ``a=1;b=2``: secret pairs out, the rest and its separators as written."""
-    if "=" not in text:
-        return text
-    parts = _PAIR_SEP.split(text)
-    kept: list[str] = []
-    for index in range(0, len(parts), 2):
-        name, equals, _value = parts[index].partition("=")
-        if equals and rules.is_secret(name):
-            redacted.append(unquote(name))
-            continue
-        kept.extend((parts[index - 1] if kept else "", parts[index]))
-    return "".join(kept)
+    def url(self, url: str, depth: int) -> str:
+        scheme, sep, rest = url.partition("://")
+        if not sep:  # a nested path such as "/reset?token=..."
+            scheme, rest = "", url
+        rest, hash_sign, fragment = rest.partition("#")
+        rest, question, query = rest.partition("?")
+        slash = rest.find("/")
+        authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+        userinfo, at, hostport = authority.rpartition("@")
+        if at and self.rules.userinfo != "send":
+            self.found.append("userinfo")
+            authority = hostport
+        path = "/".join(self.segment(segment, depth) for segment in path.split("/"))
+        # A query or fragment emptied by redaction loses its "?" / "#"; one that was empty keeps it.
+        if query:
+            query = self.pairs(query, depth)
+            question = question if query else ""
+        if fragment:
+            fragment = self.fragment(fragment, depth)
+            hash_sign = hash_sign if fragment else ""
+        return f"{scheme}{sep}{authority}{path}{question}{query}{hash_sign}{fragment}"
 
+    def pairs(self, text: str, depth: int) -> str:
+        """``a=1&token=x;b=2`` -> ``a=1;b=2``: secret pairs out, the rest and its separators as written."""
+        if "=" not in text:
+            return text
+        parts = _PAIR_SEP.split(text)
+        kept: list[str] = []
+        for index in range(0, len(parts), 2):
+            name, equals, value = parts[index].partition("=")
+            if equals and self.rules.is_secret(name):
+                self.found.append(unquote(name))
+                continue
+            if equals and depth < MAX_NESTING:
+                parts[index] = f"{name}={self.nested(value, depth + 1)}"
+            kept.extend((parts[index - 1] if kept else "", parts[index]))
+        return "".join(kept)
 
-def _path_segment(segment: str, rules: UrlPrivacy, redacted: list[str]) -> str:
-    """``cart;jsessionid=X`` -> ``cart``: matrix (``;``) parameters of one path segment."""
-    head, semicolon, params = segment.partition(";")
-    if not semicolon:
-        return segment
-    kept = _pairs(params, rules, redacted)
-    return f"{head};{kept}" if kept or params == kept else head
+    def nested(self, value: str, depth: int) -> str:
+        """A value that decodes to a URL (absolute, or a path), redacted and re-encoded if it changed."""
+        inner = unquote(value.replace("+", " "))
+        if "://" not in inner and not inner.startswith("/"):
+            return value
+        cleaned = self.url(inner, depth)
+        return value if cleaned == inner else quote(cleaned, safe="")
 
+    def segment(self, segment: str, depth: int) -> str:
+        """``cart;jsessionid=X`` -> ``cart``: matrix (``;``) parameters of one path segment."""
+        head, semicolon, params = segment.partition(";")
+        if not semicolon:
+            return segment
+        kept = self.pairs(params, depth)
+        return f"{head};{kept}" if kept or params == kept else head
 
-def _fragment(fragment: str, rules: UrlPrivacy, redacted: list[str]) -> str:
-    """``access_token=x&state=y`` or a client-side route ``/reset?token=x``."""
-    route, question, query = fragment.partition("?")
-    if question:
-        query = _pairs(query, rules, redacted)
-        return f"{route}?{query}" if query else route
-    return _pairs(fragment, rules, redacted)
+    def fragment(self, fragment: str, depth: int) -> str:
+        """``access_token=x&state=y`` or a client-side route ``/reset?token=x``."""
+        route, question, query = fragment.partition("?")
+        if question:
+            query = self.pairs(query, depth)
+            return f"{route}?{query}" if query else route
+        return self.pairs(fragment, depth)
 
 
 def scrub(text: str, rules: UrlPrivacy) -> str:
@@ -187,7 +212,15 @@ def scrub(text: str, rules: UrlPrivacy) -> str:
         text = _TEXT_USERINFO.sub(MASK, text)
 
     def pair(match: re.Match[str]) -> str:
-        return f"{match[1]}={MASK}" if rules.is_secret(match[1]) else match[0]
+        name, value = match[1], match[2]
+        if rules.is_secret(name):
+            return f"{name}={MASK}"
+        inner = unquote(value.replace("+", " "))  # a URL nested in a value, as redact() sees it
+        if inner != value and ("://" in inner or inner.startswith("/")):
+            cleaned = scrub(inner, rules)
+            if cleaned != inner:
+                return f"{name}={quote(cleaned, safe='')}"
+        return match[0]
 
     return _TEXT_PAIR.sub(pair, text)
 

@@ -98,6 +98,24 @@ def test_parameters_in_the_fragment(url, sent, redacted):
     assert (got.url, got.redacted) == (sent, redacted)
 
 
+@pytest.mark.parametrize("url, sent, redacted", [
+    ("https://nam02.safelinks.protection.outlook.com/?url=https%3A%2F%2Fbank.example%2Freset%3Ftoken%3Dabc"
+     "%26lang%3Den&data=05%7C01&reserved=0",
+     "https://nam02.safelinks.protection.outlook.com/?url=https%3A%2F%2Fbank.example%2Freset%3Flang%3Den"
+     "&data=05%7C01&reserved=0", ("token",)),
+    ("https://t.example.com/c?next=%2Freset%3Fcode%3D123&x=1", "https://t.example.com/c?next=%2Freset&x=1",
+     ("code",)),
+    ("https://t.example.com/r?u=https%3A%2F%2Fbob%3Apw%40x.example%2F", "https://t.example.com/r?u=https%3A%2F%2Fx.example%2F",
+     ("userinfo",)),
+    ("https://t.example.com/c?email=alice%40corp.example&q=a%26token%3Db",  # not URLs: left alone
+     "https://t.example.com/c?email=alice%40corp.example&q=a%26token%3Db", ()),
+])
+def test_urls_nested_in_a_parameter_value(url, sent, redacted):
+    got = redact(url, DEFAULTS)
+    assert (got.url, got.redacted) == (sent, redacted)
+    assert "abc" not in scrub(url, DEFAULTS) and "123" not in scrub(url, DEFAULTS)
+
+
 def test_path_parameters():
     got = redact("https://shop.example.com/cart;jsessionid=0AF3;v=2/item?x=1", DEFAULTS)
     assert got.url == "https://shop.example.com/cart;v=2/item?x=1"
