@@ -13,7 +13,8 @@ pytestmark = pytest.mark.integration
 
 RAW, DEAD = "indicators.raw", "vt.dead"
 FAST_TIERS = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
-SECRETS = ("Hunter2pw", "TOKa1", "TOKb2", "SIGc3", "AKIAEXAMPLE", "TOKd4")
+SECRETS = ("Hunter2pw", "TOKa1", "TOKb2", "SIGc3", "AKIAEXAMPLE", "TOKd4", "TOKe5")
+SAFE_LINK = "https://eur01.safelinks.protection.outlook.com/?url=https%3A%2F%2Fbank.example.com%2Freset%3Ftoken%3DTOKe5&data=05"
 
 
 def received(emulator) -> str:
@@ -40,9 +41,10 @@ def test_virustotal_never_receives_userinfo_or_tokens(kafka, emulator_factory, w
         {"value": "https://portal.example.com/login?token=TOKb2&lang=en", "id": "second"},
         "https://bucket.s3.amazonaws.com/r.pdf?X-Amz-Credential=AKIAEXAMPLE%2F20261130"
         "&X-Amz-Signature=SIGc3&X-Amz-Expires=60",
+        SAFE_LINK,  # a reset link wrapped by a mail gateway
         '{"value": "https://bob:Hunter2pw@x.example.com/?sid=TOKd4", "type": "domain"}',  # dead-lettered
     ])
-    events = wait_finals(kafka, 3)
+    events = wait_finals(kafka, 4)
     dead = collect(kafka, DEAD, lambda recs: len(recs) >= 1, timeout=30)
     sent = received(emulator)
     assert not [secret for secret in SECRETS if secret in sent]
@@ -50,7 +52,7 @@ def test_virustotal_never_receives_userinfo_or_tokens(kafka, emulator_factory, w
     assert "https://portal.example.com/login?lang=en" in sent  # the log shows what was sent
     assert "https://bucket.s3.amazonaws.com/r.pdf?X-Amz-Expires=60" in sent
     stats = emulator.stats()
-    assert stats["submission_requests"] == 2 and stats["analysis_requests"] >= 2  # one per sent form
+    assert stats["submission_requests"] == 3 and stats["analysis_requests"] >= 3  # one per sent form
 
     by_value = {e["indicator"]["value"]: e["summary"] for e in finals(events)}
     first = by_value["https://alice:Hunter2pw@portal.example.com/login?token=TOKa1&lang=en"]
@@ -62,6 +64,8 @@ def test_virustotal_never_receives_userinfo_or_tokens(kafka, emulator_factory, w
     signed = by_value["https://bucket.s3.amazonaws.com/r.pdf?X-Amz-Credential=AKIAEXAMPLE%2F20261130"
                       "&X-Amz-Signature=SIGc3&X-Amz-Expires=60"]
     assert signed["redacted"] == ["X-Amz-Credential", "X-Amz-Signature"]
+    assert by_value[SAFE_LINK]["redacted"] == ["token"]
+    assert by_value[SAFE_LINK]["sent_as"] == SAFE_LINK.replace("%3Ftoken%3DTOKe5", "")
 
     (letter,) = dead
     assert letter["stage"] == "intake" and "REDACTED" in letter["original"]["text"]
