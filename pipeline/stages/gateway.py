@@ -181,7 +181,7 @@ class Gateway:
         if attempt >= self.settings.retry_max_attempts:
             reason = f"not checked: VirusTotal did not finish the scan after {attempt} polls"
             await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=attempt,
-                                              privacy=self.settings.url_privacy))
+                                                  privacy=self.settings.url_privacy))
             await self._respond(out, key, request, "error", reason=reason)
             return
         await self._park(out, key, {**request, "attempt": attempt},

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 RAW, DEAD = "indicators.raw", "vt.dead"
 FAST_TIERS = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
 SECRETS = ("Hunter2pw", "TOKa1", "TOKb2", "SIGc3", "AKIAEXAMPLE", "TOKd4", "TOKe5")
-SAFE_LINK = "https://eur01.safelinks.protection.outlook.com/?url=https%3A%2F%2Fbank.example.com%2Freset%3Ftoken%3DTOKe5&data=05"
+SAFE_LINK = ("https://eur01.safelinks.protection.outlook.com/"
+             "?url=https%3A%2F%2Fbank.example.com%2Freset%3Ftoken%3DTOKe5&data=05")
 
 
 def received(emulator) -> str:
