@@ -22,7 +22,7 @@ import pytest
 from pipeline.devtools.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT.parent / "shared" / "vt-samples"
+SAMPLES = ROOT / "tests" / "samples" / "vt"
 DEMO_KEY = "vtstream-demo-key"
 
 

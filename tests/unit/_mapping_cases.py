@@ -1,9 +1,12 @@
 """Where the mapping tests find their inputs: the recorded VirusTotal samples and the extra cases.
 
-The samples live outside the repository, in ``../shared/vt-samples`` (CI clones the
-repository with ``shared/`` beside it). Every sample is mapped with the action its
-file name implies; ``tests/golden/extra_cases.yaml`` adds hand-written fixtures,
-samples merged with relationship listings, and indicator overrides.
+The samples are recorded VirusTotal bodies in ``tests/samples/vt`` (provenance in its
+``SOURCES.md``). Every sample is mapped with the action its file name implies;
+``tests/golden/extra_cases.yaml`` adds hand-written fixtures, samples merged with
+relationship listings, and indicator overrides.
+
+A case is known from its sample *or* from its expectation file, so a sample that
+goes missing fails its case (the file cannot be read) instead of shrinking the suite.
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import jmespath
-import pytest
 import yaml
 
 from pipeline.mapping import AddOptions, MappingSet, map_saved_response
 from pipeline.vt.behaviour import merge_behaviour_summary
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO.parent / "shared" / "vt-samples"
+SAMPLES = REPO / "tests" / "samples" / "vt"
 GOLDEN = REPO / "tests" / "golden"
 FIXTURES = GOLDEN / "fixtures"
 EXPECTED = GOLDEN / "mapping"
@@ -33,13 +35,6 @@ MAPPINGS = REPO / "mappings"
 #: readable and exercises the "omitted" count on the long lists.
 GOLDEN_OPTIONS = AddOptions(tags=("vt", "golden"), confidence=70, rating=4.0, relation_cap=25)
 ENRICHED_AT = "2026-01-01T00:00:00Z"
-
-
-def require_samples() -> Path:
-    """The samples folder, or skip the test with a message that says where it should be."""
-    if not SAMPLES.is_dir():
-        pytest.skip(f"VirusTotal samples not found at {SAMPLES}: clone the shared/ folder beside the repository")
-    return SAMPLES
 
 
 def action_for(name: str) -> str:
@@ -73,7 +68,7 @@ class Case:
             if "behaviour" in self.spec:
                 merge_behaviour_summary(body, json.loads((FIXTURES / self.spec["behaviour"]).read_text("utf-8")))
             return body
-        body = json.loads((require_samples() / self.spec["sample"]).read_text(encoding="utf-8"))
+        body = json.loads((SAMPLES / self.spec["sample"]).read_text(encoding="utf-8"))
         for name, listing in (self.spec.get("relationships") or {}).items():
             rel = json.loads((SAMPLES / listing).read_text(encoding="utf-8"))
             body = copy.deepcopy(body)
@@ -96,22 +91,19 @@ class Case:
 
 
 def sample_cases() -> list[Case]:
-    """One case per recorded sample ([] when the samples folder is missing)."""
-    if not SAMPLES.is_dir():
-        return []
+    """One case per recorded sample and per sample expectation file (``v2__*``, ``v3__*``)."""
     cases = []
     for api in ("v2", "v3"):
-        for path in sorted((SAMPLES / api).glob("*.json")):
-            cases.append(Case(f"{api}/{path.stem}", api, action_for(path.name), {"sample": f"{api}/{path.name}"}))
+        stems = {p.stem for p in (SAMPLES / api).glob("*.json")}
+        stems |= {p.stem.removeprefix(f"{api}__") for p in EXPECTED.glob(f"{api}__*.json")}
+        for stem in sorted(stems):
+            cases.append(Case(f"{api}/{stem}", api, action_for(stem), {"sample": f"{api}/{stem}.json"}))
     return cases
 
 
 def extra_cases() -> list[Case]:
     raw = yaml.safe_load((GOLDEN / "extra_cases.yaml").read_text(encoding="utf-8"))
-    cases = [Case(c["id"], c["api"], c["action"], c) for c in raw]
-    if not SAMPLES.is_dir():
-        cases = [c for c in cases if "fixture" in c.spec]
-    return cases
+    return [Case(c["id"], c["api"], c["action"], c) for c in raw]
 
 
 def all_cases() -> list[Case]:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from _mapping_cases import MAPPINGS, REPO, action_for, require_samples
+from _mapping_cases import MAPPINGS, REPO, SAMPLES, action_for
 from pipeline.errors import ConfigError
 from pipeline.events import KINDS
 from pipeline.mapping import (
@@ -374,9 +374,8 @@ def test_other_converters() -> None:
 
 def test_map_files_on_every_sample_prints_json_lines() -> None:
     """What `vtstream map --api API --action ACTION FILE` prints, for every recorded sample."""
-    samples = require_samples()
     groups: dict[tuple[str, str], list[Path]] = {}
-    for path in sorted(samples.glob("v[23]/*.json")):
+    for path in sorted(SAMPLES.glob("v[23]/*.json")):
         groups.setdefault((path.parent.name, action_for(path.name)), []).append(path)
     summaries = 0
     for (api, action), paths in groups.items():

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from _mapping_cases import GOLDEN_OPTIONS, MAPPINGS, all_cases, require_samples
+from _mapping_cases import GOLDEN_OPTIONS, MAPPINGS, all_cases
 from pipeline.mapping import load_mappings
 
 pytestmark = pytest.mark.unit
@@ -30,7 +30,6 @@ START, END = "<!-- guide-rows:start -->", "<!-- guide-rows:end -->"
 @pytest.fixture(scope="module")
 def produced() -> dict[tuple[str, ...], list[dict[str, Any]]]:
     """Every event of every case, by (api, action) and by (api, action, step)."""
-    require_samples()
     mappings = load_mappings(MAPPINGS)
     out: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for case in all_cases():

@@ -1,6 +1,6 @@
 """Engine catalogs and deterministic verdicts for the VirusTotal emulator.
 
-Two catalogs, both taken from real VirusTotal bodies in ``shared/vt-samples``:
+Two catalogs, both taken from real VirusTotal bodies in ``tests/samples/vt``:
 antivirus engines that scan files (with the version strings VirusTotal reported)
 and URL/domain/IP blocklist engines. :func:`file_verdicts` and
 :func:`url_verdicts` turn a seeded ``random.Random`` and a positives count into

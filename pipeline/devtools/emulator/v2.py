@@ -1,4 +1,4 @@
-"""API v2 bodies, shaped like the real ones in ``shared/vt-samples/v2``.
+"""API v2 bodies, shaped like the real ones in ``tests/samples/vt/v2``.
 
 ``response_code`` is 1 (found / queued by a scan request), 0 (not in the
 dataset) or -2 (queued for analysis); ``verbose_msg`` uses VirusTotal's own

@@ -1,6 +1,6 @@
 """API v3 bodies: objects, relationship descriptors and listings, analyses.
 
-Shapes follow the real bodies in ``shared/vt-samples/v3``. ``base`` is the
+Shapes follow the real bodies in ``tests/samples/vt/v3``. ``base`` is the
 ``.../api/v3`` URL the client called, so ``links`` point back at the emulator.
 """
 
