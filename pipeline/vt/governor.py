@@ -1,9 +1,10 @@
 """The quota governor: whether and when the next VirusTotal request may go out.
 
-- **Pace.** Calls are spaced evenly at the key's per-minute rate: an aiolimiter
-  bucket of capacity one, so there is never a burst above the rate. The time
-  of the last call is persisted, so a restarted or failed-over gateway waits
-  out the interval instead of bursting.
+- **Pace.** Calls start evenly spaced at the key's per-minute rate: each
+  caller reserves the next slot (a bucket of capacity one), so there is never
+  a burst above the rate, not even at start. The time of the last call is
+  persisted, so a restarted or failed-over gateway waits out the interval
+  instead of bursting.
 - **Quotas.** Calls are counted per UTC day (reset 00:00 UTC), optionally per
   UTC month, and per ``source`` against optional per-source daily caps. A spent
   quota raises :class:`~pipeline.errors.DailyQuotaExhausted` with the seconds
@@ -16,6 +17,10 @@
 
 State is a small dict (``state()``/``load()``) that the gateway stores in a
 changelogged table on the compacted ``vt.quota`` topic after every call.
+
+Time comes only from the injected ``clock`` (wall time: days, months, the
+persisted last call), ``monotonic`` (pace and live idleness) and ``sleep``, so
+tests drive it with a fake clock and no real waiting.
 """
 
 from __future__ import annotations
@@ -25,8 +30,6 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Iterator, Mapping
-
-from aiolimiter import AsyncLimiter
 
 from pipeline.errors import DailyQuotaExhausted
 
@@ -64,20 +67,24 @@ class Governor:
     >>> g = Governor(rate_per_minute=600, daily_quota=2)
     >>> asyncio.run(g.acquire()); g.used_today
     1
+    >>> g.remaining_today
+    1
     """
 
     def __init__(self, rate_per_minute: int, daily_quota: int, *, monthly_quota: int = 0,
                  source_caps: Mapping[str, int] | None = None,
                  clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.rate_per_minute = rate_per_minute
         self.interval = 60.0 / rate_per_minute
-        self._limiter = AsyncLimiter(1, self.interval)
         self.daily_quota = daily_quota
         self.monthly_quota = monthly_quota
         self.source_caps = dict(source_caps or {})
         self._clock = clock
+        self._monotonic = monotonic
         self._sleep = sleep
+        self._next_start = float("-inf")  # monotonic time the next call may start
         self._live = 0  # live records being served right now
         self._live_idle_since = float("-inf")
         now = clock()
@@ -156,7 +163,7 @@ class Governor:
             yield
         finally:
             self._live -= 1
-            self._live_idle_since = time.monotonic()
+            self._live_idle_since = self._monotonic()
 
     async def acquire(self, source: str | None = None, priority: int = 0,
                       should_yield: Callable[[], bool] = lambda: False) -> None:
@@ -169,18 +176,30 @@ class Governor:
         if priority > 0:
             await self._wait_for_live_idle(should_yield)
         await self._wait_until_clear(should_yield)
-        await self._limiter.acquire()
+        await self._pace()
         self.check(source)
         self.used_today += 1
         self.used_month += 1
         if source:
             self.by_source[source] = self.by_source.get(source, 0) + 1
         self.last_call_at = self._clock()
-        self._resume_after = 0.0  # from now on aiolimiter paces in-process
+        self._resume_after = 0.0  # from now on _pace spaces the calls in-process
+
+    async def _pace(self) -> None:
+        """Wait for this call's slot, ``interval`` after the previous call's.
+
+        The slot is reserved before sleeping, so concurrent callers (the live and
+        the deferred gateway) queue up one interval apart instead of bursting.
+        """
+        now = self._monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + self.interval
+        if start > now:
+            await self._sleep(start - now)
 
     async def _wait_for_live_idle(self, should_yield: Callable[[], bool]) -> None:
         started = self._clock()
-        while self._live or time.monotonic() - self._live_idle_since < LIVE_GRACE:
+        while self._live or self._monotonic() - self._live_idle_since < LIVE_GRACE:
             if should_yield():
                 raise Yielded(started)
             await self._sleep(LIVE_GRACE)

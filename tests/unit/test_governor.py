@@ -1,11 +1,12 @@
 import asyncio
-import time
 from datetime import datetime, timezone
+from typing import Any, Coroutine
 
 import pytest
 
 from pipeline.errors import DailyQuotaExhausted
-from pipeline.vt.governor import Governor, seconds_to_midnight_utc
+from pipeline.vt import governor as governor_module
+from pipeline.vt.governor import LIVE_GRACE, Governor, seconds_to_midnight_utc
 
 pytestmark = pytest.mark.unit
 
@@ -16,6 +17,47 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+class FakeTime:
+    """A wall clock, a monotonic clock and a sleep that only moves both clocks forward."""
+
+    def __init__(self, wall: float = 1_000_000.0) -> None:
+        self.wall, self.mono = wall, 0.0
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.wall += seconds
+        self.mono += seconds
+
+    def governor(self, **kwargs: Any) -> Governor:
+        return Governor(clock=lambda: self.wall, monotonic=lambda: self.mono, sleep=self.sleep, **kwargs)
+
+
+def run_without_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` with no event loop at all: it may only wait through the injected sleep.
+
+    A wait on anything else (the loop's clock, a timer, a future) needs a running loop and
+    fails here; a coroutine that completes in one step waited on the fake time only.
+    """
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise AssertionError("the governor waited on the event loop instead of the injected sleep")
+
+
+class _NoTimeModule:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the governor read time.{name}() instead of an injected clock")
+
+
+@pytest.fixture
+def no_time_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The governor module's ``time`` refuses every use: only injected clocks may be read."""
+    monkeypatch.setattr(governor_module, "time", _NoTimeModule())
 
 
 def test_daily_quota_then_reset_at_midnight_utc():
@@ -35,16 +77,31 @@ def test_daily_quota_then_reset_at_midnight_utc():
     assert gov.used_today == 1 and gov.remaining_today == 1
 
 
-def test_no_burst_even_at_start():
-    """At 600/min calls are 0.1 s apart from the very first one: five calls take >= 0.4 s."""
-    gov = Governor(rate_per_minute=600, daily_quota=100)
+def test_no_burst_even_at_start(no_time_module):
+    """At 6/min calls are 10 s apart from the very first one, measured on the injected clocks only."""
+    t = FakeTime()
+    gov = t.governor(rate_per_minute=6, daily_quota=100)
+    for _ in range(5):
+        run_without_loop(gov.acquire())
+    assert t.slept == [10.0, 10.0, 10.0, 10.0]
+    assert gov.used_today == 5
+
+
+def test_concurrent_callers_queue_one_interval_apart():
+    """The live and the deferred gateway share a governor: their calls never start together."""
+    slept: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    gov = Governor(rate_per_minute=6, daily_quota=100, clock=lambda: 1_000_000.0, monotonic=lambda: 50.0,
+                   sleep=record_sleep)
 
     async def run():
-        t0 = time.monotonic()
-        for _ in range(5):
-            await gov.acquire()
-        return time.monotonic() - t0
-    assert asyncio.run(run()) >= 0.38
+        await asyncio.gather(gov.acquire(), gov.acquire(), gov.acquire())
+    asyncio.run(run())
+    assert sorted(slept) == [10.0, 20.0]
 
 
 def test_seconds_to_midnight():
@@ -96,16 +153,24 @@ def test_monthly_quota_and_source_caps():
     asyncio.run(run())
 
 
-def test_pause_holds_every_caller():
-    gov = Governor(rate_per_minute=60000, daily_quota=100)
-    gov.pause(0.3, "429")
-
-    async def run():
-        t0 = time.monotonic()
-        await gov.acquire()
-        return time.monotonic() - t0
-    assert asyncio.run(run()) >= 0.29
+def test_pause_holds_every_caller(no_time_module):
+    """A 429 pause is waited out on the injected wall clock, in slices a rebalance can interrupt."""
+    t = FakeTime()
+    gov = t.governor(rate_per_minute=60000, daily_quota=100)
+    gov.pause(12.0, "429")
+    run_without_loop(gov.acquire())
+    assert t.slept == [5.0, 5.0, 2.0]
     assert gov.state()["blocked_until"] is None
+
+
+def test_deferred_caller_waits_for_live_grace_on_the_injected_monotonic_clock(no_time_module):
+    t = FakeTime()
+    gov = t.governor(rate_per_minute=60000, daily_quota=100)
+    with gov.serving_live():
+        pass  # live work went idle at monotonic 0.0
+    run_without_loop(gov.acquire(priority=1))
+    assert t.slept == [LIVE_GRACE]
+    assert t.mono == LIVE_GRACE and gov.used_today == 1
 
 
 def test_deferred_work_waits_while_live_work_flows():
