@@ -73,11 +73,10 @@ class DirectStage(Service):
         await start_with_retry(self._producer, self.settings.kafka_bootstrap)
         await start_with_retry(self._consumer, self.settings.kafka_bootstrap)
         self._consumer.subscribe([self.topic], listener=_WaitForBatch(self))
-        self._loop_done = self.add_future(self._run())
+        self._loop_done = self.add_future(self.run_batches(self._consumer, self._producer))
 
-    async def _run(self) -> None:
-        consumer, producer = self._consumer, self._producer
-        assert consumer is not None and producer is not None
+    async def run_batches(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """The stage's loop on these clients (``on_start`` passes the real ones; tests, fakes)."""
         out = BatchOutbox(producer)
         while not self.should_stop:
             batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
