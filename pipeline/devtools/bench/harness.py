@@ -119,8 +119,10 @@ class WorkerProc:
 class Rig:
     """Broker + emulator + workers for one scenario; a context manager that stops all it started.
 
-    >>> with Rig(None, None, rate_per_minute=None) as rig:      # doctest: +SKIP
-    ...     rig.start_worker(VTSTREAM_STORE="memory://")
+    Example (not a doctest: it starts processes)::
+
+        with Rig(None, None, rate_per_minute=None) as rig:
+            rig.start_worker(VTSTREAM_STORE="memory://")
     """
 
     def __init__(self, bootstrap: str | None, vt_url: str | None, *, rate_per_minute: int | None,
