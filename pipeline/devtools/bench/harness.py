@@ -6,20 +6,19 @@ when the scenario ends, also on error or Ctrl-C), produces inputs with
 prints a :class:`Report`: a table, then the one line the scenario is judged
 on, last. Workers are real ``python -m pipeline worker`` child processes, as
 an operator runs them, so the figures include everything a deployment pays.
+The processes, their environment and the producer are the test suite's too
+(:mod:`pipeline.devtools.rig`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +33,11 @@ from tqdm import tqdm
 
 from topics import DEAD, ENRICHED
 
-from pipeline.devtools.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, ensure_topics, make_producer, topic_catalog
-from pipeline.settings import DEMO_API_KEY, Settings
+from pipeline.devtools import rig
+from pipeline.devtools.broker import EmbeddedBroker
+from pipeline.devtools.rig import EmulatorProcess, WorkerProcess, emulator_control, group_members
+from pipeline.kafka.admin import MAX_REQUEST_SIZE, ensure_topics, topic_catalog
+from pipeline.settings import Settings
 
 #: The benchmark's consumer group / faust app id; fixed, so reruns on an existing broker resume.
 APP_ID = "vtstream-bench"
@@ -92,30 +93,6 @@ def new_salt() -> str:
 
 # --------------------------------------------------------------------------- processes
 
-@dataclass
-class WorkerProc:
-    """A ``python -m pipeline worker`` child; :meth:`stop` sends SIGTERM, then SIGKILL."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        stop_process(self.proc, timeout)
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
 class Rig:
     """Broker + emulator + workers for one scenario; a context manager that stops all it started.
 
@@ -134,7 +111,7 @@ class Rig:
         self.workdir = Path(tempfile.mkdtemp(prefix="vtstream-bench-"))
         self.bootstrap = bootstrap or ""
         self.vt_url = vt_url or ""
-        self.workers: list[WorkerProc] = []
+        self.workers: list[WorkerProcess] = []
         self.salt = new_salt()
 
     def __enter__(self) -> "Rig":
@@ -163,51 +140,29 @@ class Rig:
             broker = self._stack.enter_context(EmbeddedBroker())
             self.bootstrap = broker.bootstrap
         if not given_vt:
-            port = free_port()
-            log = (self.workdir / "emulator.log").open("wb")
-            self._stack.callback(log.close)
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline", "emulator", "--port", str(port)],
-                                    stdout=log, stderr=subprocess.STDOUT, env=self._base_env())
-            self._stack.callback(stop_process, proc, 10.0)
-            wait_for_port("127.0.0.1", port)
-            self.vt_url = f"http://127.0.0.1:{port}"
+            emulator = EmulatorProcess(log=self.workdir / "emulator.log")
+            self._stack.callback(emulator.stop)
+            self.vt_url = emulator.url
         # Same path for a given and a started emulator: configure and zero it over HTTP.
         self.emulator("/_emulator/config", {"rate_per_minute": self._rate, "daily_quota": None,
                                             "latency_ms": 0.0, "not_found_ratio": 0.0, "scan_seconds": 1.0})
         self.emulator("/_emulator/reset", {})
         asyncio.run(ensure_topics(self.bootstrap, topic_catalog(self.settings())))
 
-    def _base_env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-
     def worker_env(self, **overrides: str) -> dict[str, str]:
-        env = self._base_env()
-        env.update({
-            "VTSTREAM_KAFKA_BOOTSTRAP": self.bootstrap, "VTSTREAM_VT_BASE_URL": self.vt_url,
-            "VTSTREAM_VT_API_KEY": DEMO_API_KEY, "VTSTREAM_APP_ID": APP_ID,
-            "VTSTREAM_PARTITIONS": str(PARTITIONS), "VTSTREAM_WEB_PORT": "0",
+        return rig.worker_env(self.bootstrap, self.vt_url, self.workdir / f"data{len(self.workers)}", **{
+            "VTSTREAM_APP_ID": APP_ID, "VTSTREAM_PARTITIONS": str(PARTITIONS),
             "VTSTREAM_KAFKA_SESSION_TIMEOUT": "6", "VTSTREAM_LOG_LEVEL": "WARNING",
-            "VTSTREAM_STORE": "memory://", "VTSTREAM_VT_RATE_PER_MINUTE": "60000",
-            "VTSTREAM_VT_DAILY_QUOTA": "100000000",
+            "VTSTREAM_VT_RATE_PER_MINUTE": "60000", "VTSTREAM_VT_DAILY_QUOTA": "100000000",
             # URL rescans park on retry tiers; short tiers (and 1 s emulator scans) keep runs short.
-            "VTSTREAM_RETRY_TIERS": "2s,10s,1m,10m",
-            "VTSTREAM_DATA_DIR": str(self.workdir / f"data{len(self.workers)}"),
-        })
-        env.update(overrides)
-        return env
+            "VTSTREAM_RETRY_TIERS": "2s,10s,1m,10m", **overrides})
 
     def settings(self) -> Settings:
         return Settings.from_env(self.worker_env())
 
-    def start_worker(self, prefix: Iterable[str] = (), **env: str) -> WorkerProc:
+    def start_worker(self, prefix: Iterable[str] = (), **env: str) -> WorkerProcess:
         """Start one worker; ``prefix`` wraps the interpreter call (e.g. a profiler)."""
-        n = len(self.workers)
-        log_path = self.workdir / f"worker{n}.log"
-        log = log_path.open("wb")
-        self._stack.callback(log.close)
-        cmd = [*prefix, sys.executable, "-m", "pipeline", "worker"]
-        proc = subprocess.Popen(cmd, env=self.worker_env(**env), stdout=log, stderr=subprocess.STDOUT)
-        worker = WorkerProc(proc, log_path)
+        worker = WorkerProcess(self.worker_env(**env), self.workdir / f"worker{len(self.workers)}.log", prefix)
         self._stack.callback(worker.stop)
         self.workers.append(worker)
         return worker
@@ -221,11 +176,7 @@ class Rig:
 
     def emulator(self, path: str, body: dict[str, Any] | None = None) -> Any:
         """GET (or POST ``body`` to) an emulator control endpoint; decoded JSON."""
-        data = orjson.dumps(body) if body is not None else None
-        req = urllib.request.Request(self.vt_url + path, data=data, method="GET" if data is None else "POST",
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return orjson.loads(resp.read() or b"null")
+        return emulator_control(self.vt_url, path, body)
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self.emulator("/_emulator/stats")
@@ -248,23 +199,10 @@ def progress(total: int | None, desc: str, unit: str = "ev", disable: bool = Fal
 
 async def produce(bootstrap: str, topic: str, records: Iterable[bytes], *, total: int | None = None,
                   desc: str = "produce") -> float:
-    """Send every record (acks=all, no key), wait for all acks; seconds taken."""
-    producer = make_producer(bootstrap, linger_ms=5, max_batch_size=256 * 1024)
-    await producer.start()
+    """Send every record (acks=all, no key), wait for all acks, with a progress bar; seconds taken."""
     started = time.perf_counter()
-    try:
-        pending = []
-        with progress(total, desc) as bar:
-            for value in records:
-                pending.append(await producer.send(topic, value))
-                if len(pending) >= 5000:
-                    await asyncio.gather(*pending)
-                    bar.update(len(pending))
-                    pending = []
-            await asyncio.gather(*pending)
-            bar.update(len(pending))
-    finally:
-        await producer.stop()
+    with progress(total, desc) as bar:
+        await rig.produce(bootstrap, topic, records, on_acked=bar.update, max_batch_size=256 * 1024)
     return time.perf_counter() - started
 
 
@@ -279,28 +217,13 @@ async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) 
         await admin.close()
 
 
-async def group_members(bootstrap: str, group: str = APP_ID) -> int:
-    """Members of a consumer group in state Stable (0 when not stable)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    for response in described:
-        for grp in response.groups:
-            _err, _gid, state, _ptype, _proto, members = grp[:6]
-            return len(members) if state == "Stable" else 0
-    return 0
-
-
 async def wait_for_group(bootstrap: str, members: int, timeout: float = 90.0) -> float:
     """Wait until ``members`` workers are in the group and it is stable; seconds waited."""
     started = time.perf_counter()
     stable_since: float | None = None
     while time.perf_counter() - started < timeout:
         try:
-            ok = await group_members(bootstrap) >= members
+            ok = await group_members(bootstrap, APP_ID) >= members
         except Exception:  # broker not ready, group unknown yet
             ok = False
         now = time.perf_counter()
