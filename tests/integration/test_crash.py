@@ -5,18 +5,23 @@ Scaled to keep the suite short; the long forms are in the README (VTSTREAM_CRASH
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
-import time
 
 import orjson
 import pytest
 from kafka_helpers import collect, produce, summaries
 
+from topics import intake_group
+
+from pipeline.devtools.rig import group_members, wait_until
+
 pytestmark = pytest.mark.integration
 
 RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
 SCALE = int(os.environ.get("VTSTREAM_CRASH_SCALE", "1"))
+GROUPS = ("vtstream", intake_group("vtstream"))
 
 
 def stream_of(unique: int, repeats: int, seed: int = 1) -> list[bytes]:
@@ -57,7 +62,8 @@ def test_a_dying_group_member_hands_its_partitions_over(kafka, emulator, worker_
     records = stream_of(400 * SCALE, 3, seed=2)
     doomed = worker_factory(kafka, emulator.url)
     worker_factory(kafka, emulator.url)
-    time.sleep(4)  # both in the group before the stream starts
+    wait_until(lambda: all(asyncio.run(group_members(kafka, group)) == 2 for group in GROUPS),
+               what="both workers in the faust and the intake group")  # before the stream starts
     produce(kafka, RAW, records)
     collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records) // 4, timeout=120)
     doomed.kill()

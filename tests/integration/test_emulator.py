@@ -31,20 +31,37 @@ pytestmark = pytest.mark.integration
 
 KEY = "vtstream-demo-key"
 V3 = {"x-apikey": KEY}
-SCAN_S = 0.5
+SCAN_S = 30.0  # queued scans complete when a test moves CLOCK on, never by waiting
 DEFAULTS = {"rate_per_minute": None, "daily_quota": None, "scan_seconds": SCAN_S, "never_complete": False,
             "not_found_ratio": 0.0, "latency_ms": 0.0, "retry_after_s": None}
 T = TypeVar("T")
 
 
+class ShiftedClock:
+    """Wall time plus an offset the tests move forward: a queued scan completes without waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+CLOCK = ShiftedClock()
+
+
 class ServerThread:
-    """The emulator on its own event loop in a daemon thread."""
+    """The emulator on its own event loop in a daemon thread, on :data:`CLOCK`."""
 
     def __init__(self, config: EmulatorConfig) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.running: RunningEmulator = asyncio.run_coroutine_threadsafe(start(config), self.loop).result(10)
+        self.running: RunningEmulator = asyncio.run_coroutine_threadsafe(
+            start(config, clock=CLOCK), self.loop).result(10)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop).result(10)
@@ -375,7 +392,7 @@ def test_v3_url_scan_queued_then_completed_then_known(url: str) -> None:
     assert (attrs["status"], attrs["results"]) == ("queued", {}) and sum(attrs["stats"].values()) == 0
     assert queued["meta"]["url_info"] == {"id": sha, "url": target}
     assert get(f"{url}/api/v3/urls/{url_id(target)}")[0] == 404
-    time.sleep(SCAN_S + 0.1)
+    CLOCK.advance(SCAN_S + 0.1)
     done = get(f"{url}/api/v3/analyses/{aid}")[1]
     attrs = done["data"]["attributes"]
     assert attrs["status"] == "completed" and sum(attrs["stats"].values()) == len(attrs["results"]) > 60
@@ -400,7 +417,7 @@ def test_v2_url_scan_then_report_minus2_then_1(url: str) -> None:
     assert scan["permalink"].startswith("https://www.virustotal.com/url/")
     report = get(f"{url}/vtapi/v2/url/report", headers=None, resource=scan["scan_id"], apikey=KEY)[1]
     assert report["response_code"] == -2
-    time.sleep(SCAN_S + 0.1)
+    CLOCK.advance(SCAN_S + 0.1)
     report = get(f"{url}/vtapi/v2/url/report", headers=None, resource=scan["scan_id"], apikey=KEY)[1]
     assert report["response_code"] == 1 and report["url"] == target and report["scans"]
     by_url = get(f"{url}/vtapi/v2/url/report", headers=None, resource=target, apikey=KEY)[1]
@@ -426,7 +443,7 @@ def test_v3_file_upload_analysis_then_hash_known(url: str) -> None:
     assert queued["meta"]["file_info"] == {"sha256": sha256, "md5": md5,
                                            "sha1": hashlib.sha1(content).hexdigest(), "size": 4096}
     assert get(f"{url}/api/v3/files/{sha256}")[0] == 404
-    time.sleep(SCAN_S + 0.1)
+    CLOCK.advance(SCAN_S + 0.1)
     done = get(f"{url}/api/v3/analyses/{aid}")[1]
     assert done["data"]["attributes"]["status"] == "completed"
     engine = next(iter(done["data"]["attributes"]["results"].values()))
@@ -444,7 +461,7 @@ def test_v3_upload_url_flow(url: str) -> None:
     content = b"large file stand-in" * 1000
     status, desc = post(body["data"], file_form(content))
     assert status == 200 and desc["data"]["type"] == "analysis"
-    time.sleep(SCAN_S + 0.1)
+    CLOCK.advance(SCAN_S + 0.1)
     assert get(f"{url}/api/v3/analyses/{desc['data']['id']}")[1]["data"]["attributes"]["status"] == "completed"
     assert post(f"{url}/_upload/bogus", file_form(b"x"))[0] == 404
     kinds = control(url, "stats")["by_kind"]
@@ -461,7 +478,7 @@ def test_v2_file_scan_then_report_minus2_then_1(url: str) -> None:
     assert post(f"{url}/vtapi/v2/file/scan", file_form(content, apikey="bad"), headers=None) == (403, None)
     report = get(f"{url}/vtapi/v2/file/report", headers=None, resource=sha256, apikey=KEY)[1]
     assert report["response_code"] == -2 and report["verbose_msg"] == "Your resource is queued for analysis"
-    time.sleep(SCAN_S + 0.1)
+    CLOCK.advance(SCAN_S + 0.1)
     report = get(f"{url}/vtapi/v2/file/report", headers=None, resource=scan["scan_id"], apikey=KEY)[1]
     assert report["response_code"] == 1 and report["sha256"] == sha256
     status, rescan = post(f"{url}/vtapi/v2/file/rescan", {"resource": sha256, "apikey": KEY}, headers=None)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import base64
-import time
 
 import pytest
+from aiokafka.partitioner import murmur2
 from kafka_helpers import collect, produce, summaries
 
-from topics import changelog_name
+from pipeline.devtools.rig import wait_until
 
 pytestmark = pytest.mark.integration
 
 RAW, ENRICHED, DEAD, LOOKUPS = "indicators.raw", "indicators.enriched", "vt.dead", "vt.lookups"
+PARTITIONS = 4  # VTSTREAM_PARTITIONS' default: vt.lookups' partition count
 SHA256 = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 
 
@@ -64,19 +65,48 @@ def test_cache_hits_and_coalescing_cost_one_call_per_indicator(kafka, emulator_f
     assert emulator.stats()["lookups"] == 2
 
 
+def beside(key: str, tag: str) -> str:
+    """A never-seen domain whose vt.lookups record lands on the same partition as ``key``'s."""
+    def slot(k: str) -> int:
+        return (murmur2(k.encode()) & 0x7FFFFFFF) % PARTITIONS
+    return next(d for d in (f"{tag}-{j}.example.net" for j in range(10_000)) if slot(f"domain:{d}") == slot(key))
+
+
+def lookups_sent_for(kafka, records, sentinels):
+    """Produce ``records``, then never-seen ``sentinels``, on one input partition; the origin ids
+    on vt.lookups once every sentinel's lookup is there.
+
+    Intake handles an input partition in order and each sentinel shares a vt.lookups partition
+    with the indicators it guards, so a lookup sent for one of ``records`` is read before it.
+    """
+    produce(kafka, RAW, [*records, *({"value": s, "id": s} for s in sentinels)], key=b"one partition")
+    ids = [r["origin"].get("id") for r in collect(kafka, LOOKUPS, lambda recs: set(sentinels) <= {
+        r["origin"].get("id") for r in recs})]
+    assert set(sentinels) <= set(ids), f"sentinels missing on vt.lookups: {sorted(set(sentinels) - set(ids))}"
+    return ids
+
+
 def test_repeats_of_a_finished_lookup_are_answered_at_intake(kafka, emulator, worker_factory):
     """One hop for cache hits: once the result is in the cache, repeats never reach vt.lookups."""
     worker_factory(kafka, emulator.url)
     produce(kafka, RAW, ["9.9.9.9", "quad9.net"])
     wait_summaries(kafka, 2)
-    collect(kafka, changelog_name("vtstream"), lambda recs: sum(r.get("state") == "done" for r in recs) >= 2)
-    time.sleep(3.0)  # the worker's copy follows the same changelog (slack for a loaded machine)
-    produce(kafka, RAW, ["9.9.9.9", "quad9.net"] * 25)
-    events = wait_summaries(kafka, 52)
-    assert sum(bool(e["summary"].get("cached")) for e in summaries(events)) == 50
-    lookups = collect(kafka, LOOKUPS, lambda recs: False, timeout=2.0)
-    assert len(lookups) == 2, "a repeat of a finished lookup took the second hop"
-    assert emulator.stats()["lookups"] == 2
+    # The worker's copy follows the cache changelog on its own: probe until it answers a repeat.
+    probes = iter(range(1000))
+
+    def copy_answers_a_repeat() -> bool:
+        n = next(probes)
+        ids = lookups_sent_for(kafka, [{"value": "9.9.9.9", "id": f"probe{n}"}], [beside("ip:9.9.9.9", f"s{n}")])
+        return f"probe{n}" not in ids
+    wait_until(copy_answers_a_repeat, what="the worker's cache copy answering a repeat")
+    sentinels = next(probes)
+    repeats = [{"value": v, "id": f"repeat{i}"} for i, v in enumerate(["9.9.9.9", "quad9.net"] * 25)]
+    ids = lookups_sent_for(kafka, repeats, [beside("ip:9.9.9.9", "last"), beside("domain:quad9.net", "last")])
+    assert not [i for i in ids if i and i.startswith("repeat")], "a repeat of a finished lookup took the second hop"
+    events = wait_summaries(kafka, 2 + 2 * sentinels + 50 + 2)
+    answered = [e for e in summaries(events) if str(e["origin"].get("id")).startswith("repeat")]
+    assert len(answered) == 50 and all(e["summary"].get("cached") for e in answered)
+    assert emulator.stats()["lookups"] == 2 + sentinels + 2  # the two first sightings and each sentinel
 
 
 def test_policy_gate_never_sends_and_says_why(kafka, emulator, worker_factory):
