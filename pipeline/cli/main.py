@@ -38,7 +38,7 @@ def _require_dev_tools(command: str) -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
+            if exc.name != module and not module.startswith(f"{exc.name}."):
                 raise  # a module the tools themselves lack: a bug, not a missing extra
             raise click.ClickException(f"vtstream {command} is a development tool; install it with: "
                                        f"pip install 'vtstream[dev]'") from None
