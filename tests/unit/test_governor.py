@@ -22,14 +22,17 @@ class Clock:
 class FakeTime:
     """A wall clock, a monotonic clock and a sleep that only moves both clocks forward."""
 
-    def __init__(self, wall: float = 1_000_000.0) -> None:
+    def __init__(self, wall: float = 1_000_000.0, *, yield_to_loop: bool = False) -> None:
         self.wall, self.mono = wall, 0.0
         self.slept: list[float] = []
+        self._yield = yield_to_loop  # let other coroutines run (no real time passes)
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.wall += seconds
         self.mono += seconds
+        if self._yield:
+            await asyncio.sleep(0)
 
     def governor(self, **kwargs: Any) -> Governor:
         return Governor(clock=lambda: self.wall, monotonic=lambda: self.mono, sleep=self.sleep, **kwargs)
@@ -173,8 +176,9 @@ def test_deferred_caller_waits_for_live_grace_on_the_injected_monotonic_clock(no
     assert t.mono == LIVE_GRACE and gov.used_today == 1
 
 
-def test_deferred_work_waits_while_live_work_flows():
-    gov = Governor(rate_per_minute=60000, daily_quota=1000)
+def test_deferred_work_waits_while_live_work_flows(no_time_module):
+    t = FakeTime(yield_to_loop=True)
+    gov = t.governor(rate_per_minute=60000, daily_quota=1000)
     order = []
 
     async def live():
@@ -182,10 +186,10 @@ def test_deferred_work_waits_while_live_work_flows():
             with gov.serving_live():
                 await gov.acquire(priority=0)
                 order.append(f"live{i}")
-                await asyncio.sleep(0.02)
+                await t.sleep(0.02)
 
     async def deferred():
-        await asyncio.sleep(0.01)
+        await t.sleep(0.01)
         await gov.acquire(priority=1)
         order.append("poll")
 
