@@ -24,10 +24,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.devtools.broker import free_port, stop_process, wait_for_port
+from pipeline.kafka.admin import MAX_REQUEST_SIZE
 from pipeline.settings import DEMO_API_KEY
-
-#: Largest record the rig's producer sends (a 1 MB hostile record fits).
-MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 120.0, interval: float = 0.1,
@@ -142,7 +140,7 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes], *, key: b
     ``on_acked`` hears how many were acknowledged, every few thousand records.
     """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **{
-        "acks": "all", "linger_ms": 5, "max_request_size": MAX_RECORD_BYTES, **options})
+        "acks": "all", "linger_ms": 5, "max_request_size": MAX_REQUEST_SIZE, **options})
     await producer.start()
     sent = 0
     try:
