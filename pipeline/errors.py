@@ -4,6 +4,8 @@
 
     VtStreamError
     ├── ConfigError                 bad settings or mapping files; refuse to start
+    │   └── KafkaAccessDenied       Kafka refused us: credentials, certificates, TLS
+    │                               where it speaks plaintext or the reverse   (fatal)
     ├── InputError                  a record that is not an indicator; -> vt.dead
     ├── DailyQuotaExhausted         our own count says the day's quota is spent (retryable)
     └── VirusTotalError             anything the VirusTotal API answered or failed to
@@ -36,6 +38,12 @@ class VtStreamError(Exception):
 
 class ConfigError(VtStreamError):
     """A setting or mapping file is invalid; the message names it and the problem."""
+
+
+class KafkaAccessDenied(ConfigError):
+    """Kafka answered but refused this client; retrying cannot help. The message names the setting."""
+
+    fatal = True
 
 
 class InputError(VtStreamError):

