@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import time
+from pathlib import Path
 from typing import Callable
 
 import faust
@@ -19,7 +21,8 @@ from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES,
 
 from pipeline.stages import gateway, intake, lookup, results, retry
 from pipeline.kafka import transport
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, ensure_topics, topic_catalog
+from pipeline.kafka.admin import MAX_REQUEST_SIZE, cluster_id, ensure_topics, topic_catalog
+from pipeline.kafka.security import faust_credentials
 from pipeline.mapping import load_mappings
 from pipeline.kafka.runtime import Context
 from pipeline.settings import Settings
@@ -39,14 +42,20 @@ def _topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
     return app.topic(name, schema=_raw_schema(), partitions=partitions)
 
 
-def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> tuple[faust.App, Context]:
-    """A faust app with every stage registered, and the context the stages share."""
+def create_app(settings: Settings, clock: Callable[[], float] = time.time,
+               state_dir: Path | None = None) -> tuple[faust.App, Context]:
+    """A faust app with every stage registered, and the context the stages share.
+
+    ``state_dir``: where the table stores live (default: VTSTREAM_DATA_DIR);
+    :func:`run_worker` gives each cluster and app id its own (:func:`state_dir_for`).
+    """
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()]
     app = transport.App(
         settings.app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
-        datadir=str(settings.data_dir),
+        datadir=str(state_dir or settings.data_dir),
         topic_partitions=settings.partitions,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
@@ -104,11 +113,32 @@ class _Worker(faust.Worker):
         self.spinner = None
 
 
+def state_dir_for(settings: Settings, cluster: str) -> Path:
+    """The folder of one cluster's and one app id's table state, under VTSTREAM_DATA_DIR.
+
+    A store written against another cluster or app id is never read: its
+    offsets would mean nothing there (issue 16, item 3).
+
+    >>> state_dir_for(Settings(data_dir=Path("/d"), app_id="vtstream"), "tansu_cluster").as_posix()
+    '/d/tansu_cluster.vtstream'
+    """
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "unknown"
+    return settings.data_dir / f"{safe(cluster)}.{safe(settings.app_id)}"
+
+
+async def _prepare(settings: Settings) -> str:
+    """Fail fast on a broker that refuses us, create the catalog's topics; the cluster id."""
+    await ensure_topics(settings, topic_catalog(settings))
+    return await cluster_id(settings)
+
+
 def run_worker(settings: Settings) -> None:
     """Create the catalog's topics, then run a worker until SIGINT/SIGTERM."""
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_catalog(settings)))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app, _ = create_app(settings)
+    state_dir = state_dir_for(settings, asyncio.run(_prepare(settings)))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log.info("table state in %s", state_dir)
+    app, _ = create_app(settings, state_dir=state_dir)
     app.task(_freeze_startup_objects)
     worker = _Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

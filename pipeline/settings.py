@@ -337,7 +337,8 @@ class Settings:
         "faust table store: rocksdb:// (disk-backed) or memory://.")
     data_dir: Path = _setting(
         "VTSTREAM_DATA_DIR", Path(".vtstream-data"), Path,
-        "Folder for the worker's local table state.")
+        "Folder for the worker's local table state, one subfolder per cluster id and app id "
+        "(<cluster id>.<app id>); a store that disagrees with its changelog is rebuilt from it.")
     web_port: int = _setting(
         "VTSTREAM_WEB_PORT", 6066, _non_negative_int,
         "Port of the worker's HTTP status page; 0 disables it.")

@@ -238,15 +238,18 @@ def produce(indicators: tuple[str, ...], path: Path | None, declared_type: str |
         total = None
     records = tqdm(_records(lines, fields), total=total, unit="rec", disable=indicators != () or None,
                    file=sys.stderr, desc="produce")
-    sent = asyncio.run(_produce(settings.kafka_bootstrap, topic, records))
+    try:
+        sent = asyncio.run(_produce(settings, topic, records))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"sent {sent} records to {topic}", err=True)
 
 
-async def _produce(bootstrap: str, topic: str, records: Iterable[bytes]) -> int:
-    from pipeline.kafka.admin import make_producer
+async def _produce(settings: Settings, topic: str, records: Iterable[bytes]) -> int:
+    from pipeline.kafka.admin import make_producer, start_with_retry
 
-    producer = make_producer(bootstrap)
-    await producer.start()
+    producer = make_producer(settings)
+    await start_with_retry(producer, settings)
     sent = 0
     try:
         pending = []
@@ -284,8 +287,7 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
     settings = _settings(kafka_bootstrap=bootstrap)
 
     async def run() -> None:
-        async for _key, value in consume(settings.kafka_bootstrap, topic, from_beginning=from_beginning,
-                                         idle_timeout=idle_exit):
+        async for _key, value in consume(settings, topic, from_beginning=from_beginning, idle_timeout=idle_exit):
             if value is None:
                 continue
             if as_json:
@@ -305,6 +307,8 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command(name="map")
@@ -363,7 +367,7 @@ def topics_create(bootstrap: str | None, wait: float) -> None:
 
     settings = _settings(kafka_bootstrap=bootstrap)
     try:
-        created = asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_catalog(settings), timeout=wait))
+        created = asyncio.run(ensure_topics(settings, topic_catalog(settings), timeout=wait))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created: {', '.join(created) if created else 'nothing (all topics exist)'}")

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES, intake_group, retry_topic
 
 from pipeline.errors import ConfigError
+from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
 
 GOVERNOR_KEY = b"governor"
@@ -240,8 +241,8 @@ async def gather_status(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
 
 async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
     bootstrap = settings.kafka_bootstrap
-    common: dict[str, Any] = {"bootstrap_servers": bootstrap, "request_timeout_ms": 10000,
-                              "client_id": "vtstream-status"}
+    await check_connection(settings, timeout=DEFAULT_TIMEOUT)  # a refusal fails here, with the setting named
+    common: dict[str, Any] = {**client_options(settings), "request_timeout_ms": 10000, "client_id": "vtstream-status"}
     admin = AIOKafkaAdminClient(**common)
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **common)
     try:

@@ -63,13 +63,13 @@ def run_demo(path: Path | None, api: str, timeout: float, verbose: bool = False)
         wait_for_port("127.0.0.1", vt_port)
         click.echo(f"emulator  http://127.0.0.1:{vt_port} (VirusTotal API {api}, demo key)")
         worker_settings = Settings.from_env(env)
-        asyncio.run(ensure_topics(broker.bootstrap, topic_catalog(worker_settings)))
+        asyncio.run(ensure_topics(worker_settings, topic_catalog(worker_settings)))
         worker = _child(["worker"], env, workdir / "worker.log")
         stack.callback(stop_process, worker)
         click.echo(f"worker    pid {worker.pid}, log {workdir / 'worker.log'}")
         click.echo(f"feeding   {len(lines)} records from {source} ({expected} indicators, "
                    f"{len(lines) - expected} bad lines)\n")
-        seen = asyncio.run(_feed_and_watch(broker.bootstrap, lines, expected, timeout, worker, verbose))
+        seen = asyncio.run(_feed_and_watch(worker_settings, lines, expected, timeout, worker, verbose))
     ok = seen["summary"] >= expected
     kinds = ", ".join(f"{seen[k]} {k}" for k in ("attribute", "relation", "report", "summary"))
     click.echo(f"\n{ENRICHED}: {kinds} events ({seen['summary']} summaries for {expected} indicators); "
@@ -83,9 +83,9 @@ def run_demo(path: Path | None, api: str, timeout: float, verbose: bool = False)
     return 0
 
 
-async def _feed_and_watch(bootstrap: str, lines: list[str], expected: int, timeout: float,
+async def _feed_and_watch(kafka: Settings, lines: list[str], expected: int, timeout: float,
                           worker: subprocess.Popen[bytes], verbose: bool) -> dict[str, int]:
-    producer = make_producer(bootstrap)
+    producer = make_producer(kafka)
     await producer.start()
     try:
         for line in lines:
@@ -97,7 +97,7 @@ async def _feed_and_watch(bootstrap: str, lines: list[str], expected: int, timeo
     deadline = time.monotonic() + timeout
 
     async def watch(topic: str) -> None:
-        async for _key, value in consume(bootstrap, topic, from_beginning=True, idle_timeout=1.0 + timeout):
+        async for _key, value in consume(kafka, topic, from_beginning=True, idle_timeout=1.0 + timeout):
             event: dict[str, Any] = orjson.loads(value or b"{}")
             if topic == DEAD:
                 seen["dead"] += 1

@@ -20,12 +20,9 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-
 from pipeline.devtools.broker import free_port, stop_process, wait_for_port
-from pipeline.kafka.admin import MAX_REQUEST_SIZE
-from pipeline.settings import DEMO_API_KEY
+from pipeline.kafka.admin import make_admin, make_producer
+from pipeline.settings import DEMO_API_KEY, Settings
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 120.0, interval: float = 0.1,
@@ -133,14 +130,18 @@ class EmulatorProcess:
             self._handle.close()
 
 
-async def produce(bootstrap: str, topic: str, values: Iterable[bytes], *, key: bytes | None = None,
+def _kafka(kafka: str | Settings) -> Settings:
+    """A plaintext bootstrap address (the tests' brokers) or full Settings (the bench, any security)."""
+    return Settings(kafka_bootstrap=kafka) if isinstance(kafka, str) else kafka
+
+
+async def produce(kafka: str | Settings, topic: str, values: Iterable[bytes], *, key: bytes | None = None,
                   on_acked: Callable[[int], None] = lambda n: None, **options: Any) -> int:
     """Send every value (acks=all), wait for every ack; how many were sent.
 
     ``on_acked`` hears how many were acknowledged, every few thousand records.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **{
-        "acks": "all", "linger_ms": 5, "max_request_size": MAX_REQUEST_SIZE, **options})
+    producer = make_producer(_kafka(kafka), **options)
     await producer.start()
     sent = 0
     try:
@@ -160,9 +161,9 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes], *, key: b
     return sent
 
 
-async def group_members(bootstrap: str, group: str) -> int:
+async def group_members(kafka: str | Settings, group: str) -> int:
     """Members of a consumer group in state Stable (0 when it is not stable or not known)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(_kafka(kafka))
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])

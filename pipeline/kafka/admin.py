@@ -3,14 +3,15 @@
 The faust stages use faust's own clients; these serve intake and the cache
 copy (which run below faust), the CLI's produce and tail, and the check that
 every catalog topic exists with its intended partition count before any
-worker subscribes.
+worker subscribes. Every client here is built from Settings through
+:func:`pipeline.kafka.security.client_options`, so TLS and SASL apply to all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -18,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from topics import TopicSpec, catalog
 
 from pipeline.errors import ConfigError
+from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,15 +34,15 @@ def topic_catalog(settings: Settings) -> list[TopicSpec]:
     return catalog(settings.partitions, settings.app_id, settings.retry_tiers)
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
     """Create missing topics; refuse to run on topics whose partition count differs.
 
     Returns the names created. Waits up to ``timeout`` for the broker to answer,
     so a worker started together with its broker does not fail at once.
     """
     specs = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await start_with_retry(admin, bootstrap, timeout)
+    admin = make_admin(settings)
+    await start_with_retry(admin, settings, timeout)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -73,9 +75,14 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: flo
         await admin.close()
 
 
-async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str,
+async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOKafkaConsumer, settings: Settings,
                            timeout: float = 30.0) -> None:
-    """Start a client, waiting up to ``timeout`` for the broker to answer."""
+    """Start a client, waiting up to ``timeout`` for the broker to answer.
+
+    A broker that refuses us (credentials, certificates, TLS mismatch) raises
+    KafkaAccessDenied at once instead: aiokafka would retry that in silence.
+    """
+    await check_connection(settings, timeout)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -84,25 +91,45 @@ async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOK
             return
         except Exception as exc:  # KafkaConnectionError and friends
             if loop.time() > deadline:
-                raise ConfigError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+                raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
             await asyncio.sleep(0.5)
 
 
-def make_producer(bootstrap: str, **kwargs: object) -> AIOKafkaProducer:
+def make_admin(settings: Settings) -> AIOKafkaAdminClient:
+    """An admin client for these settings."""
+    return AIOKafkaAdminClient(request_timeout_ms=10000, **client_options(settings))
+
+
+def make_producer(settings: Settings, **kwargs: Any) -> AIOKafkaProducer:
     """A producer with vtstream's defaults: acks=all, large records allowed, small linger."""
-    options: dict[str, object] = {"acks": "all", "linger_ms": 5, "max_request_size": MAX_REQUEST_SIZE}
+    options: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_request_size": MAX_REQUEST_SIZE}
     options.update(kwargs)
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
+    return AIOKafkaProducer(**client_options(settings), **options)
 
 
-async def consume(bootstrap: str, topic: str, *, from_beginning: bool, group: str | None = None,
+def make_consumer(settings: Settings, *topics: str, **kwargs: Any) -> AIOKafkaConsumer:
+    """A consumer for these settings that accepts vtstream's largest records."""
+    options: dict[str, Any] = {"fetch_max_bytes": MAX_REQUEST_SIZE, "max_partition_fetch_bytes": MAX_REQUEST_SIZE}
+    options.update(kwargs)
+    return AIOKafkaConsumer(*topics, **client_options(settings), **options)
+
+
+async def cluster_id(settings: Settings, timeout: float = 30.0) -> str:
+    """The cluster's id from its metadata ('' when the broker gives none)."""
+    admin = make_admin(settings)
+    await start_with_retry(admin, settings, timeout)
+    try:
+        return str((await admin.describe_cluster()).get("cluster_id") or "")
+    finally:
+        await admin.close()
+
+
+async def consume(settings: Settings, topic: str, *, from_beginning: bool, group: str | None = None,
                   idle_timeout: float | None = None) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
     """Yield (key, value) from ``topic``; stop after ``idle_timeout`` seconds without a record."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=group is not None,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE)
-    await consumer.start()
+    consumer = make_consumer(settings, topic, group_id=group, enable_auto_commit=group is not None,
+                             auto_offset_reset="earliest" if from_beginning else "latest")
+    await start_with_retry(consumer, settings)
     idle = 0.0
     try:
         while True:

@@ -29,7 +29,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import murmur2
 from mode import Service
 
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, make_producer, start_with_retry
+from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
 from pipeline.kafka.runtime import Outbox, route_failure
 from pipeline.settings import Settings
 
@@ -63,15 +63,13 @@ class DirectStage(Service):
 
     async def on_start(self) -> None:
         session_ms = int(self.settings.session_timeout_s * 1000)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+        self._consumer = make_consumer(
+            self.settings, group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(500, session_ms // 10),
-            fetch_max_wait_ms=FETCH_WAIT_MS,
-            fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE)
-        self._producer = make_producer(self.settings.kafka_bootstrap, linger_ms=1, max_batch_size=BATCH_BYTES)
-        await start_with_retry(self._producer, self.settings.kafka_bootstrap)
-        await start_with_retry(self._consumer, self.settings.kafka_bootstrap)
+            fetch_max_wait_ms=FETCH_WAIT_MS)
+        self._producer = make_producer(self.settings, linger_ms=1, max_batch_size=BATCH_BYTES)
+        await start_with_retry(self._producer, self.settings)
+        await start_with_retry(self._consumer, self.settings)
         self._consumer.subscribe([self.topic], listener=_WaitForBatch(self))
         self._loop_done = self.add_future(self.run_batches(self._consumer, self._producer))
 

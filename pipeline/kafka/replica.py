@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from pipeline.rules.cache import Entry, decode
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, start_with_retry
+from pipeline.kafka.admin import make_consumer, start_with_retry
+from pipeline.settings import Settings
 
 class CacheCopy:
     """The entries themselves: raw changelog bytes, decoded on first use, oldest use evicted."""
@@ -67,20 +68,18 @@ class CacheCopy:
 class CacheReplica(Service):
     """Follows the cache changelog (``partitions`` partitions) from the beginning into a :class:`CacheCopy`."""
 
-    def __init__(self, bootstrap: str, changelog: str, partitions: int, capacity: int, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, changelog: str, partitions: int, capacity: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bootstrap = bootstrap
+        self.settings = settings
         self.partitions = [TopicPartition(changelog, p) for p in range(partitions)]
         self.copy = CacheCopy(capacity)
         self._consumer: AIOKafkaConsumer | None = None
         self._following: asyncio.Future[None] | None = None
 
     async def on_start(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest",
-                                          fetch_max_bytes=MAX_REQUEST_SIZE,
-                                          max_partition_fetch_bytes=MAX_REQUEST_SIZE)
-        await start_with_retry(self._consumer, self.bootstrap)
+        self._consumer = make_consumer(self.settings, group_id=None, enable_auto_commit=False,
+                                       auto_offset_reset="earliest")
+        await start_with_retry(self._consumer, self.settings)
         self._consumer.assign(self.partitions)
         self._following = self.add_future(self._follow(self._consumer))
 

@@ -240,7 +240,7 @@ def install(ctx: Context) -> None:
 
     @ctx.app.task
     async def start_intake() -> None:
-        replica = CacheReplica(settings.kafka_bootstrap, changelog_name(settings.app_id), settings.partitions,
+        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.partitions,
                                settings.cache_copy_entries)
         await ctx.app.add_runtime_dependency(replica)
         await ctx.app.add_runtime_dependency(DirectStage(

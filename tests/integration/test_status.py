@@ -49,7 +49,7 @@ def _run(bootstrap: str, *args: str) -> tuple[int, str]:
 
 def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     settings = Settings(kafka_bootstrap=kafka)
-    asyncio.run(ensure_topics(kafka, topic_catalog(settings)))
+    asyncio.run(ensure_topics(settings, topic_catalog(settings)))
     now = time.time()
     old = {"day": "2000-01-01", "used_today": 999, "daily_quota": 500, "month": "2000-01", "used_month": 999,
            "monthly_quota": 0, "rate_per_minute": 4, "last_call_at": now - 86400 * 9000,

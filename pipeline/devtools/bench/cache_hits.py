@@ -26,22 +26,23 @@ from pathlib import Path
 
 import click
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from topics import RAW
 
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, make_producer
+from pipeline.kafka.admin import make_consumer, make_producer
+from pipeline.settings import Settings
 from pipeline.devtools.bench.harness import PARTITIONS, Report, Rig, Tap, create_topic, produce, progress, raw_record, rig_options
 from pipeline.devtools.bench.profiling import Profiler, shares
 
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
 
 
-async def baseline(bootstrap: str, n: int) -> float:
+async def baseline(kafka: Settings, n: int) -> float:
     """The raw aiokafka consume -> orjson -> produce loop over ``n`` records; events/s."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_bytes=MAX_REQUEST_SIZE)
-    producer = make_producer(bootstrap, linger_ms=5)
+    consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False,
+                             max_partition_fetch_bytes=1024 * 1024)  # aiokafka's default, as measured
+    producer = make_producer(kafka, linger_ms=5)
     await consumer.start()
     await producer.start()
     try:
@@ -93,18 +94,18 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
         salt = rig.salt
 
         async def run() -> tuple[float, float]:
-            tap = await Tap(rig.bootstrap).start()
+            tap = await Tap(rig.kafka).start()
             try:
-                await produce(rig.bootstrap, RAW, (raw_record(i, salt, f"warm-{i}") for i in range(unique)),
+                await produce(rig.kafka, RAW, (raw_record(i, salt, f"warm-{i}") for i in range(unique)),
                               total=unique, desc="warm-up")
                 await tap.read(unique, timeout, rig.check_workers, desc="warm-up summaries")
                 if tap.summaries < unique:
                     raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries in {timeout:.0f}s")
                 for name in (BASE_IN, BASE_OUT):
-                    await create_topic(rig.bootstrap, name)
+                    await create_topic(rig.kafka, name)
                 records = [raw_record(i % unique, salt, str(i)) for i in range(events)]
-                await produce(rig.bootstrap, BASE_IN, records, total=events, desc="baseline input")
-                base_rate = await baseline(rig.bootstrap, events)
+                await produce(rig.kafka, BASE_IN, records, total=events, desc="baseline input")
+                base_rate = await baseline(rig.kafka, events)
                 hits = 0
 
                 def on_summary(value: bytes, _now: float, _timestamp_ms: int) -> None:
@@ -115,7 +116,7 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
                 before = dict(tap.kinds)
                 os.kill(worker.pid, signal.SIGSTOP)
                 try:
-                    paused = await produce(rig.bootstrap, RAW, records, total=events, desc="pipeline input")
+                    paused = await produce(rig.kafka, RAW, records, total=events, desc="pipeline input")
                 finally:
                     os.kill(worker.pid, signal.SIGCONT)
                 resumed = time.perf_counter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 import click
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from tqdm import tqdm
 
 from topics import DEAD, ENRICHED
@@ -36,9 +37,11 @@ from topics import DEAD, ENRICHED
 from pipeline.devtools import rig
 from pipeline.devtools.broker import EmbeddedBroker
 from pipeline.devtools.rig import EmulatorProcess, WorkerProcess, emulator_control, group_members
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, ensure_topics, topic_catalog
+from pipeline.kafka.admin import ensure_topics, make_admin, make_consumer, topic_catalog
 from pipeline.settings import Settings
 
+#: Variables a given (``--bootstrap``) broker's TLS/SASL settings live in.
+SECURITY_VARIABLES = ("VTSTREAM_KAFKA_SECURITY_", "VTSTREAM_KAFKA_SASL_", "VTSTREAM_KAFKA_SSL_")
 #: The benchmark's consumer group / faust app id; fixed, so reruns on an existing broker resume.
 APP_ID = "vtstream-bench"
 PARTITIONS = 4
@@ -110,6 +113,8 @@ class Rig:
         self.keep = keep
         self.workdir = Path(tempfile.mkdtemp(prefix="vtstream-bench-"))
         self.bootstrap = bootstrap or ""
+        # A given broker may need TLS/SASL: its VTSTREAM_KAFKA_SECURITY/SASL/SSL settings reach the workers.
+        self._security = {k: v for k, v in os.environ.items() if k.startswith(SECURITY_VARIABLES)} if bootstrap else {}
         self.vt_url = vt_url or ""
         self.workers: list[WorkerProcess] = []
         self.salt = new_salt()
@@ -147,7 +152,7 @@ class Rig:
         self.emulator("/_emulator/config", {"rate_per_minute": self._rate, "daily_quota": None,
                                             "latency_ms": 0.0, "not_found_ratio": 0.0, "scan_seconds": 1.0})
         self.emulator("/_emulator/reset", {})
-        asyncio.run(ensure_topics(self.bootstrap, topic_catalog(self.settings())))
+        asyncio.run(ensure_topics(self.kafka, topic_catalog(self.kafka)))
 
     def worker_env(self, **overrides: str) -> dict[str, str]:
         return rig.worker_env(self.bootstrap, self.vt_url, self.workdir / f"data{len(self.workers)}", **{
@@ -155,10 +160,15 @@ class Rig:
             "VTSTREAM_KAFKA_SESSION_TIMEOUT": "6", "VTSTREAM_LOG_LEVEL": "WARNING",
             "VTSTREAM_VT_RATE_PER_MINUTE": "60000", "VTSTREAM_VT_DAILY_QUOTA": "100000000",
             # URL rescans park on retry tiers; short tiers (and 1 s emulator scans) keep runs short.
-            "VTSTREAM_RETRY_TIERS": "2s,10s,1m,10m", **overrides})
+            "VTSTREAM_RETRY_TIERS": "2s,10s,1m,10m", **self._security, **overrides})
 
     def settings(self) -> Settings:
         return Settings.from_env(self.worker_env())
+
+    @property
+    def kafka(self) -> Settings:
+        """How the bench's own clients reach the broker (the workers' settings)."""
+        return self.settings()
 
     def start_worker(self, prefix: Iterable[str] = (), **env: str) -> WorkerProcess:
         """Start one worker; ``prefix`` wraps the interpreter call (e.g. a profiler)."""
@@ -197,18 +207,18 @@ def progress(total: int | None, desc: str, unit: str = "ev", disable: bool = Fal
                 dynamic_ncols=True, disable=disable)
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[bytes], *, total: int | None = None,
+async def produce(kafka: Settings, topic: str, records: Iterable[bytes], *, total: int | None = None,
                   desc: str = "produce") -> float:
     """Send every record (acks=all, no key), wait for all acks, with a progress bar; seconds taken."""
     started = time.perf_counter()
     with progress(total, desc) as bar:
-        await rig.produce(bootstrap, topic, records, on_acked=bar.update, max_batch_size=256 * 1024)
+        await rig.produce(kafka, topic, records, on_acked=bar.update, max_batch_size=256 * 1024)
     return time.perf_counter() - started
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
+async def create_topic(kafka: Settings, name: str, partitions: int = PARTITIONS) -> None:
     """A scratch topic (the baseline's input and output); an existing one is kept."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(kafka)
     await admin.start()
     try:
         if name not in await admin.list_topics():
@@ -217,13 +227,13 @@ async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) 
         await admin.close()
 
 
-async def wait_for_group(bootstrap: str, members: int, timeout: float = 90.0) -> float:
+async def wait_for_group(kafka: Settings, members: int, timeout: float = 90.0) -> float:
     """Wait until ``members`` workers are in the group and it is stable; seconds waited."""
     started = time.perf_counter()
     stable_since: float | None = None
     while time.perf_counter() - started < timeout:
         try:
-            ok = await group_members(bootstrap, APP_ID) >= members
+            ok = await group_members(kafka, APP_ID) >= members
         except Exception:  # broker not ready, group unknown yet
             ok = False
         now = time.perf_counter()
@@ -249,7 +259,7 @@ class Tap:
     scenario causes is seen and nothing older is.
     """
 
-    bootstrap: str
+    kafka: Settings
     topic: str = ENRICHED
     partitions: int = PARTITIONS
     #: Called per final summary with (value, time read, the record's timestamp in ms).
@@ -262,9 +272,7 @@ class Tap:
     _consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> "Tap":
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10,
-            fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE)
+        self._consumer = make_consumer(self.kafka, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10)
         await self._consumer.start()
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)] + [TopicPartition(DEAD, 0)]
         self._consumer.assign(tps)

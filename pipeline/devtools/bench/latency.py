@@ -23,15 +23,16 @@ import orjson
 from topics import RAW
 
 from pipeline.kafka.admin import make_producer
+from pipeline.settings import Settings
 from pipeline.devtools.bench.harness import Report, Rig, Tap, produce, progress, raw_record, rig_options
 from pipeline.devtools.bench.profiling import Profiler, shares
 
 _MARK = "t:"
 
 
-async def paced(bootstrap: str, rate: int, duration: float, make: "MakeRecord") -> tuple[int, float]:
+async def paced(kafka: Settings, rate: int, duration: float, make: "MakeRecord") -> tuple[int, float]:
     """Send ``make(i)`` records at ``rate``/s for ``duration`` s; (sent, seconds it took)."""
-    producer = make_producer(bootstrap, linger_ms=1)
+    producer = make_producer(kafka, linger_ms=1)
     await producer.start()
     total = int(rate * duration)
     sent = 0
@@ -106,9 +107,9 @@ def latency(rate: int, duration: float, unique: int, store: str, drain: float, p
         worker = rig.start_worker(VTSTREAM_STORE=store)
 
         async def run() -> tuple[int, float, float]:
-            tap = await Tap(rig.bootstrap).start()
+            tap = await Tap(rig.kafka).start()
             try:
-                await produce(rig.bootstrap, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
+                await produce(rig.kafka, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
                               total=unique, desc="warm-up")
                 await tap.read(unique, 600, rig.check_workers, desc="warm-up summaries")
                 if tap.summaries < unique:
@@ -117,7 +118,7 @@ def latency(rate: int, duration: float, unique: int, store: str, drain: float, p
                 started = time.perf_counter()
                 with Profiler(worker.pid, profile):
                     sent, took = (await asyncio.gather(
-                        paced(rig.bootstrap, rate, duration, MakeRecord(unique, rig.salt)),
+                        paced(rig.kafka, rate, duration, MakeRecord(unique, rig.salt)),
                         tap.read(unique + int(rate * duration), duration + drain, rig.check_workers,
                                  desc="summaries")))[0]
                 tail = (tap.last_summary or started) - (started + took)

@@ -43,13 +43,13 @@ def memory(unique: int, store: str, timeout: float, bootstrap: str | None, vt_ur
         rss = RssSampler(worker.pid)
 
         async def run() -> None:
-            await wait_for_group(rig.bootstrap, 1)
-            tap = await Tap(rig.bootstrap).start()
+            await wait_for_group(rig.kafka, 1)
+            tap = await Tap(rig.kafka).start()
             try:
                 with rss:
                     report.add("RSS of the idle worker (MB)", rss.sample() // 1024)
                     started = time.perf_counter()
-                    await produce(rig.bootstrap, RAW, (raw_record(i, rig.salt) for i in range(unique)),
+                    await produce(rig.kafka, RAW, (raw_record(i, rig.salt) for i in range(unique)),
                                   total=unique, desc="input")
                     for mark in marks:
                         await tap.read(mark, timeout - (time.perf_counter() - started), rig.check_workers,

@@ -45,15 +45,15 @@ def quota(rate: int, unique: int, duration: float, workers: int, bootstrap: str 
             rig.start_worker(VTSTREAM_VT_RATE_PER_MINUTE=str(rate))
 
         async def run() -> tuple[int, dict[str, object]]:
-            report.add("group formed after (s)", await wait_for_group(rig.bootstrap, workers))
-            tap = await Tap(rig.bootstrap).start()
+            report.add("group formed after (s)", await wait_for_group(rig.kafka, workers))
+            tap = await Tap(rig.kafka).start()
             try:
                 return await measure(tap)
             finally:
                 await tap.stop()
 
         async def measure(tap: Tap) -> tuple[int, dict[str, object]]:
-            await produce(rig.bootstrap, RAW, (raw_record(i, rig.salt) for i in range(unique)),
+            await produce(rig.kafka, RAW, (raw_record(i, rig.salt) for i in range(unique)),
                           total=unique, desc="input")
             deadline = time.perf_counter() + 120
             while (first := rig.stats())["accepted"] == 0:

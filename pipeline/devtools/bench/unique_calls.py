@@ -64,12 +64,12 @@ def unique_calls(events: int, unique: int, workers: int, seed: int, url_max_age:
             flags[flag] += 1
 
         async def run() -> float:
-            joined = await wait_for_group(rig.bootstrap, workers)
+            joined = await wait_for_group(rig.kafka, workers)
             report.add("group formed after (s)", joined)
-            tap = await Tap(rig.bootstrap, on_summary=on_summary).start()
+            tap = await Tap(rig.kafka, on_summary=on_summary).start()
             try:
                 started = time.perf_counter()
-                await produce(rig.bootstrap, RAW, (raw_record(n, rig.salt, str(i)) for i, n in enumerate(order)),
+                await produce(rig.kafka, RAW, (raw_record(n, rig.salt, str(i)) for i, n in enumerate(order)),
                               total=events, desc="input")
                 await tap.read(events, timeout, rig.check_workers)
                 elapsed = time.perf_counter() - started
