@@ -22,6 +22,7 @@ from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES,
 from pipeline.stages import gateway, intake, lookup, results, retry
 from pipeline.kafka import transport
 from pipeline.kafka.admin import MAX_REQUEST_SIZE, cluster_id, ensure_topics, topic_catalog
+from pipeline.kafka.recovery import HealingTableManager
 from pipeline.kafka.security import faust_credentials
 from pipeline.mapping import load_mappings
 from pipeline.kafka.runtime import Context
@@ -55,6 +56,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
         broker=brokers,
         broker_credentials=faust_credentials(settings),
         store=settings.store,
+        TableManager=HealingTableManager,
         datadir=str(state_dir or settings.data_dir),
         topic_partitions=settings.partitions,
         topic_allow_declare=False,
