@@ -34,7 +34,7 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Seconds one probe connection may take (TLS handshake and SASL included).
-PROBE_TIMEOUT = 10.0
+PROBE_TIMEOUT = 5.0
 
 
 def uses_tls(settings: Settings) -> bool:
