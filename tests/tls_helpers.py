@@ -11,6 +11,7 @@ certificate (mutual TLS).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
@@ -84,6 +85,7 @@ class TlsProxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tls-proxy-{port}", daemon=True)
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
 
     def start(self) -> "TlsProxy":
         self._thread.start()
@@ -92,8 +94,18 @@ class TlsProxy:
         return self
 
     def stop(self) -> None:
+        """Close the listener and every open connection, then the loop (no resource left to warn about)."""
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._connections:
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -101,16 +113,25 @@ class TlsProxy:
             asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.context))
         self._ready.set()
         self.loop.run_forever()
-        self._server.close()
         self.loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        up_writer: asyncio.StreamWriter | None = None
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+                    with contextlib.suppress(Exception):
+                        await w.wait_closed()
+            self._connections.discard(task)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

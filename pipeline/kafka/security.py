@@ -123,7 +123,8 @@ async def check_connection(settings: Settings, timeout: float = 30.0) -> None:
             except (OSError, asyncio.TimeoutError, KafkaConnectionError) as exc:
                 unreachable.append(f"{host}:{port} ({_reason(exc)})")
         if loop.time() >= deadline:
-            raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap} within {timeout:g}s: "
+            waited = f" within {timeout:g}s" if timeout > 0 else ""
+            raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap}{waited}: "
                               f"{'; '.join(unreachable)} (check VTSTREAM_KAFKA_BOOTSTRAP)")
         if not announced:
             log.warning("Kafka at %s does not answer yet (%s); retrying for up to %gs",

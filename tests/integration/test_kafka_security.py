@@ -130,17 +130,20 @@ def test_produce_and_tail_over_tls_with_the_ca_as_the_only_trust(tls_kafka) -> N
     assert _run(env, "produce", "--topic", ENRICHED, json.dumps(event)).returncode == 0
     tail = _run(env, "tail", "--from-beginning", "--json", "--idle-exit", "2")
     assert tail.returncode == 0 and "9.9.9.9" in tail.stdout, tail.stdout
+    status = _run(env, "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["bootstrap"] == tls_kafka.bootstrap, status.stdout
     assert _read_summaries(_confluent_tls(tls_kafka, mutual=False), {"9.9.9.9"}, timeout=30) == {"9.9.9.9"}
 
 
 def _fails_fast(env: dict[str, str], setting: str, needle: str) -> str:
-    """`vtstream worker` and `vtstream produce` both exit non-zero in time with one error line naming ``setting``.
+    """`vtstream worker`, `produce` and `status` exit non-zero in time with one error line naming ``setting``.
 
     Returns both outputs.
     """
     started = time.monotonic()
     outputs = []
-    procs = {"worker": _vtstream(env, "worker"), "produce": _vtstream(env, "produce", "8.8.8.8")}
+    procs = {"worker": _vtstream(env, "worker"), "produce": _vtstream(env, "produce", "8.8.8.8"),
+             "status": _vtstream(env, "status")}
     for name, proc in procs.items():
         try:
             out, _ = proc.communicate(timeout=FAIL_FAST_S - (time.monotonic() - started))
