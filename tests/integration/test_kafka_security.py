@@ -200,3 +200,15 @@ def test_wrong_sasl_credentials_fail_fast_without_showing_the_password(sasl_kafk
 
 def test_a_client_without_sasl_on_a_sasl_broker_fails_fast(sasl_kafka) -> None:
     _fails_fast(_env(sasl_kafka), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "require SASL")
+
+
+def test_a_broker_that_comes_up_late_is_waited_for_and_the_wait_is_logged() -> None:
+    port = free_port()
+    env = _env(f"127.0.0.1:{port}")
+    create = _vtstream(env, "topics", "create", "--wait", "40")
+    time.sleep(2)  # nothing listens yet: the command must keep trying, not give up
+    assert create.poll() is None
+    with EmbeddedBroker(port=port):
+        out, _ = create.communicate(timeout=FAIL_FAST_S)
+    assert create.returncode == 0, out
+    assert "does not answer yet" in out and "retrying" in out, out
