@@ -119,7 +119,7 @@ def state_dir_for(settings: Settings, cluster: str) -> Path:
     """The folder of one cluster's and one app id's table state, under VTSTREAM_DATA_DIR.
 
     A store written against another cluster or app id is never read: its
-    offsets would mean nothing there (issue 16, item 3).
+    offsets would mean nothing there.
 
     >>> state_dir_for(Settings(data_dir=Path("/d"), app_id="vtstream"), "tansu_cluster").as_posix()
     '/d/tansu_cluster.vtstream'
