@@ -44,7 +44,7 @@ def _write(folder: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurv
 
 
 class Authority:
-    """A throwaway certificate authority that issues server and client certificates."""
+    """A throwaway certificate authority that signs server and client certificates."""
 
     def __init__(self, folder: Path, name: str = "vtstream test CA") -> None:
         self.folder = folder
