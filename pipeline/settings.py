@@ -88,16 +88,6 @@ def _bootstrap(raw: str) -> str:
     return value
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
-    """A parser accepting one of ``allowed`` (case-insensitive), returned as spelled there."""
-    def parse(raw: str) -> str:
-        value = raw.strip().upper()
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}, got {raw!r}")
-        return value
-    return parse
-
-
 def _readable_file(raw: str) -> Path:
     path = Path(raw.strip()).expanduser()
     if not path.is_file():
@@ -120,9 +110,12 @@ def _rating(raw: str) -> float:
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:
+    """A parser accepting one of ``choices``, case-insensitively; the value comes back as spelled there."""
+    by_folded = {choice.casefold(): choice for choice in choices}
+
     def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
+        value = by_folded.get(raw.strip().casefold())
+        if value is None:
             raise ValueError(f"must be {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}")
         return value
 
@@ -198,10 +191,10 @@ class Settings:
         "VTSTREAM_KAFKA_SESSION_TIMEOUT", 30.0, _positive_float,
         "Consumer group session timeout in seconds; a dead worker's partitions move after this.")
     kafka_security_protocol: str = _setting(
-        "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", _choice(*SECURITY_PROTOCOLS),
+        "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", _one_of(*SECURITY_PROTOCOLS),
         "How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
     kafka_sasl_mechanism: str = _setting(
-        "VTSTREAM_KAFKA_SASL_MECHANISM", "PLAIN", _choice(*SASL_MECHANISMS),
+        "VTSTREAM_KAFKA_SASL_MECHANISM", "PLAIN", _one_of(*SASL_MECHANISMS),
         "SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
     kafka_sasl_username: str = _setting(
         "VTSTREAM_KAFKA_SASL_USERNAME", "", str.strip, "SASL user name (with SASL_PLAINTEXT or SASL_SSL).")
