@@ -82,17 +82,21 @@ async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOK
     A broker that refuses us (credentials, certificates, TLS mismatch) raises
     KafkaAccessDenied at once instead: aiokafka would retry that in silence.
     """
-    await check_connection(settings, timeout)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while True:
-        try:
-            await client.start()
-            return
-        except Exception as exc:  # KafkaConnectionError and friends
-            if loop.time() > deadline:
-                raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
-            await asyncio.sleep(0.5)
+    try:
+        await check_connection(settings, timeout)
+        while True:
+            try:
+                await client.start()
+                return
+            except Exception as exc:  # KafkaConnectionError and friends
+                if loop.time() > deadline:
+                    raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+                await asyncio.sleep(0.5)
+    except BaseException:
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())  # no "Unclosed" noise
+        raise
 
 
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:

@@ -153,7 +153,7 @@ def _fails_fast(env: dict[str, str], setting: str, needle: str) -> str:
         errors = [line for line in out.splitlines() if line.startswith("Error:")]
         assert proc.returncode != 0, (name, out[-2000:])
         assert len(errors) == 1 and setting in errors[0] and needle in errors[0], (name, out[-2000:])
-        assert "Traceback" not in out, (name, out[-2000:])
+        assert [line for line in out.splitlines() if line.strip()] == errors, (name, out[-2000:])  # nothing else
         outputs.append(out)
     return "\n".join(outputs)
 
