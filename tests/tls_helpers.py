@@ -43,6 +43,13 @@ def _write(folder: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurv
     return pem
 
 
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 class Authority:
     """A throwaway certificate authority that signs server and client certificates."""
 
@@ -58,7 +65,9 @@ class Authority:
                      .sign(self.key, hashes.SHA256()))
         self.pem = _write(folder, name.replace(" ", "-"), self.cert, self.key)
 
-    def issue(self, stem: str, common: str, *, server: bool) -> Pem:
+    def issue(self, stem: str, common: str, *, server: bool,
+              names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Pem:
+        """A certificate for ``common``; a server's names its hosts (DNS names or IP addresses)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         builder = (x509.CertificateBuilder().subject_name(_name(common)).issuer_name(self.cert.subject)
@@ -66,8 +75,7 @@ class Authority:
                    .not_valid_before(now - datetime.timedelta(hours=1))
                    .not_valid_after(now + datetime.timedelta(days=1)))
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(x509.SubjectAlternativeName([_san(name) for name in names]), critical=False)
         return _write(self.folder, stem, builder.sign(self.key, hashes.SHA256()), key)
 
 

@@ -33,6 +33,8 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and _IP_ADDRESS_MISMATCH: a valid certificate for another host.
+X509_NAME_MISMATCH = (62, 64)
 #: Seconds one probe connection may take (TLS handshake and SASL included).
 PROBE_TIMEOUT = 5.0
 
@@ -170,6 +172,10 @@ def _refused(settings: Settings, where: str, exc: Exception) -> KafkaAccessDenie
 
 async def _tls_refused(settings: Settings, host: str, port: int, exc: ssl.SSLError) -> Exception:
     where = f"{host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in X509_NAME_MISMATCH:
+        return KafkaAccessDenied(
+            f"Kafka at {where}: the broker's certificate is not for {host!r} ({exc.verify_message}); "
+            "put a host name the certificate names in VTSTREAM_KAFKA_BOOTSTRAP (host names are always verified)")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return KafkaAccessDenied(
             f"Kafka at {where}: the broker's certificate is not trusted ({exc.verify_message}); "

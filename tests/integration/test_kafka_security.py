@@ -40,9 +40,10 @@ class TlsKafka:
     client: Pem          # a client certificate signed by ``ca``
 
 
-def _tls_kafka(tmp_path: Path, mutual: bool) -> Iterator[TlsKafka]:
+def _tls_kafka(tmp_path: Path, mutual: bool, names: tuple[str, ...] = ("localhost", "127.0.0.1")
+               ) -> Iterator[TlsKafka]:
     ca = Authority(tmp_path)
-    server = ca.issue("broker", "localhost", server=True)
+    server = ca.issue("broker", names[0], server=True, names=names)
     client = ca.issue("worker", "vtstream-worker", server=False)
     tls_port = free_port()
     with EmbeddedBroker(advertised_port=tls_port) as broker:
@@ -163,6 +164,12 @@ def test_an_untrusted_certificate_authority_fails_fast(tls_kafka, tmp_path: Path
     stranger = Authority(tmp_path / "other", "someone else's CA")
     _fails_fast(_env(tls_kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(stranger.pem.cert)),
                 "VTSTREAM_KAFKA_SSL_CAFILE", "not trusted")
+
+
+def test_a_certificate_for_another_host_fails_fast(tmp_path: Path) -> None:
+    for kafka in _tls_kafka(tmp_path, mutual=False, names=("kafka.example",)):  # the client dials 127.0.0.1
+        _fails_fast(_env(kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(kafka.ca.pem.cert)),
+                    "VTSTREAM_KAFKA_BOOTSTRAP", "not for '127.0.0.1'")
 
 
 def test_a_plaintext_client_on_the_tls_port_fails_fast(tls_kafka) -> None:
