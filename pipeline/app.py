@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import faust
 
@@ -26,6 +26,7 @@ from pipeline.kafka.recovery import HealingTableManager
 from pipeline.kafka.security import faust_credentials
 from pipeline.mapping import load_mappings
 from pipeline.kafka.runtime import Context
+from pipeline.observe import logs, probes
 from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream")
@@ -92,6 +93,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
                   mappings=load_mappings(settings.mappings_dir), clock=clock)
     for stage in STAGES:
         stage.install(ctx)
+    # intake reads indicators.raw on its own consumer (pipeline.kafka.direct), which reports itself
+    faust_consumes = [topic.get_topic_name() for name, topic in topics.items() if name != "raw"]
+    probes.install(app, ctx.metrics, ctx.readiness, faust_consumes)
     return app, ctx
 
 
@@ -111,8 +115,14 @@ class _Worker(faust.Worker):
     sets the root logger to DEBUG so that every library debug call builds a log record
     (a tenth of the cache-hit path's time, measured with ``vtstream bench cache-hits --profile``)."""
 
+    def __init__(self, app: faust.App, *, log_format: str, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.log_format = log_format
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
+        if self.log_format == "json":
+            logs.use_json(logger)
 
 
 def state_dir_for(settings: Settings, cluster: str) -> Path:
@@ -142,5 +152,5 @@ def run_worker(settings: Settings) -> None:
     log.info("table state in %s", state_dir)
     app, _ = create_app(settings, state_dir=state_dir)
     app.task(_freeze_startup_objects)
-    worker = _Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = _Worker(app, log_format=settings.log_format, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -129,6 +129,13 @@ def _log_level(raw: str) -> str:
     return value
 
 
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"must be text or json, got {raw!r}")
+    return value
+
+
 def parse_duration(raw: str) -> float:
     """'30s', '2m', '10m', '1h', '1d' or plain seconds -> seconds."""
     text = raw.strip().lower()
@@ -334,9 +341,12 @@ class Settings:
         "(<cluster id>.<app id>); a store that disagrees with its changelog is rebuilt from it.")
     web_port: int = _setting(
         "VTSTREAM_WEB_PORT", 6066, _non_negative_int,
-        "Port of the worker's HTTP status page; 0 disables it.")
+        "Port of the worker's web server (/metrics, /health, /ready); 0 disables it.")
     log_level: str = _setting(
         "VTSTREAM_LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    log_format: str = _setting(
+        "VTSTREAM_LOG_FORMAT", "text", _log_format,
+        "text, or json: one JSON object per log line with the stage and the indicator key.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

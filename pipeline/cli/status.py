@@ -35,7 +35,6 @@ from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
 
 GOVERNOR_KEY = b"governor"
-SOURCE_PREFIX = b"source:"
 #: Seconds the whole status read may take before we call the broker unreachable.
 DEFAULT_TIMEOUT = 12.0
 _LABEL_WIDTH = 19
@@ -45,8 +44,9 @@ _LABEL_WIDTH = 19
 class StatusSnapshot:
     """What the broker said at ``now``; everything ``vtstream status`` prints comes from it.
 
-    ``governor`` and ``sources`` are the last values on ``vt.quota`` as written
-    (day roll-over is applied when summarizing, against ``now``). Counts are
+    ``governor`` is the gateway's last record on ``vt.quota`` as written, with
+    its per-source counts (``by_source``) and any pause (day roll-over is
+    applied when summarizing, against ``now``). Counts are
     ``None`` when their topic does not exist. ``daily_quota``,
     ``monthly_quota``, ``rate_per_minute`` and ``source_caps`` are the local
     settings, used only where the governor has not written its own yet.
@@ -60,7 +60,6 @@ class StatusSnapshot:
     rate_per_minute: int = 4
     source_caps: Mapping[str, int] = field(default_factory=dict)
     governor: Mapping[str, Any] | None = None
-    sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     parked: Mapping[str, int | None] = field(default_factory=dict)
     dead: int | None = 0
     lag: Mapping[str, int | None] = field(default_factory=dict)
@@ -125,10 +124,9 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
     blocked = until is not None and until > snap.now
     sources: dict[str, dict[str, Any]] = {
         name: {"used_today": 0, "cap": cap} for name, cap in snap.source_caps.items()}
-    for name, rec in snap.sources.items():
-        cap = rec["cap"] if "cap" in rec else sources.get(name, {}).get("cap")
-        sources[name] = {"used_today": _int(rec.get("used_today")) if rec.get("day") == today else 0,
-                         "cap": cap if isinstance(cap, int) and cap > 0 else None}
+    by_source = gov.get("by_source") if gov.get("day") == today else None
+    for name, used in (by_source if isinstance(by_source, dict) else {}).items():
+        sources[str(name)] = {"used_today": _int(used), "cap": snap.source_caps.get(str(name))}
     ordered = sorted(sources.items(), key=lambda kv: (-kv[1]["used_today"], kv[0]))
     return {
         "at": _iso(snap.now),
@@ -283,12 +281,12 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
 
         dead = None if DEAD not in partitions else sum(
             end[TopicPartition(DEAD, p)] - begin[TopicPartition(DEAD, p)] for p in partitions[DEAD])
-        governor, sources, notes = _decode_quota(latest)
+        governor, notes = _decode_quota(latest)
         return StatusSnapshot(
             now=time.time() if now is None else now, bootstrap=bootstrap, group=settings.app_id,
             daily_quota=settings.vt_daily_quota, monthly_quota=settings.vt_monthly_quota,
             rate_per_minute=settings.vt_rate_per_minute, source_caps=dict(settings.source_daily_caps),
-            governor=governor, sources=sources,
+            governor=governor,
             parked={t: waiting(t) for t in tiers}, dead=dead,
             lag={t: waiting(t) for t in consumed}, missing_topics=missing, notes=tuple(notes))
     finally:
@@ -334,11 +332,9 @@ async def _fetch_pass(consumer: AIOKafkaConsumer, begin: Mapping[TopicPartition,
     return end, latest
 
 
-def _decode_quota(latest: Mapping[bytes, bytes | None]
-                  ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], list[str]]:
-    """The governor record and per-source records; undecodable values become notes, not crashes."""
+def _decode_quota(latest: Mapping[bytes, bytes | None]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The governor record; an undecodable value becomes a note, not a crash."""
     governor: dict[str, Any] | None = None
-    sources: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for key, value in sorted(latest.items()):
         if value is None:
@@ -352,9 +348,7 @@ def _decode_quota(latest: Mapping[bytes, bytes | None]
             continue
         if key == GOVERNOR_KEY:
             governor = decoded
-        elif key.startswith(SOURCE_PREFIX):
-            sources[key[len(SOURCE_PREFIX):].decode(errors="replace")] = decoded
-    return governor, sources, notes
+    return governor, notes
 
 
 # ---------------------------------------------------------------- command

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from functools import lru_cache
 from typing import Any, Awaitable, Callable
 
@@ -30,7 +31,10 @@ from aiokafka.partitioner import murmur2
 from mode import Service
 
 from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
-from pipeline.kafka.runtime import Outbox, route_failure
+from pipeline.kafka.runtime import Outbox, Watch, route_failure
+from pipeline.observe.logs import handling
+from pipeline.observe.metrics import Metrics
+from pipeline.observe.probes import Readiness
 from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream")
@@ -51,15 +55,21 @@ class DirectStage(Service):
     """Consumes ``topic`` in consumer group ``group``; one batch at a time, committed after its outputs."""
 
     def __init__(self, settings: Settings, stage: str, topic: str, group: str, handle: RecordHandler,
-                 max_records: int = 2000, **kwargs: Any) -> None:
+                 metrics: Metrics | None = None, readiness: Readiness | None = None,
+                 clock: Callable[[], float] = time.time, max_records: int = 2000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings, self.stage, self.topic, self.group = settings, stage, topic, group
         self.handle, self.max_records = handle, max_records
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.readiness = readiness if readiness is not None else Readiness()
+        self.clock = clock
+        self.metrics.read_offsets(self.offsets)
         self._batch = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._loop_done: asyncio.Future[None] | None = None
         self._settling: asyncio.Future[None] | None = None
+        self._committed: dict[TopicPartition, int] = {}
 
     async def on_start(self) -> None:
         session_ms = int(self.settings.session_timeout_s * 1000)
@@ -75,21 +85,25 @@ class DirectStage(Service):
 
     async def run_batches(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """The stage's loop on these clients (``on_start`` passes the real ones; tests, fakes)."""
-        out = BatchOutbox(producer)
+        out = BatchOutbox(producer, self.metrics.watcher(self.stage, self.clock))
+        counted = self.metrics.records.labels(self.stage)
         while not self.should_stop:
             batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
             if not batch:
                 continue
             async with self._batch:
                 for tp, records in batch.items():
+                    counted.inc(len(records))
                     for record in records:
                         key = record.key or b""
+                        handling(self.stage, key)
                         ref = f"{tp.topic}/{tp.partition}/{record.offset}"
                         try:
                             await self.handle(out, key, record.value, ref)
                         except Exception as exc:  # route, never stop the stage
                             await route_failure(out, self.stage, key, record.value, ref, exc,
                                                 self.settings.url_privacy)
+                handling(self.stage, None)
                 acks = await out.submit()
                 await self.settled()  # at most two batches in flight; commits in order
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
@@ -120,10 +134,24 @@ class DirectStage(Service):
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
             await consumer.commit(offsets)
+            self._committed.update(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # The partitions moved on (rebalance): their next owner replays the batch, and
             # every output carries a deterministic event_id, so consumers can drop the repeats.
             log.warning("%s: commit failed, the batch will be replayed: %r", self.topic, exc)
+
+    def offsets(self) -> dict[tuple[str, int], tuple[int, int | None]]:
+        """(end, committed) of each partition in hand, for the lag metric; the end is the high
+        water of the last fetch, which is right on every broker (ListOffsets is not, DESIGN.md)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        found: dict[tuple[str, int], tuple[int, int | None]] = {}
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is not None:
+                found[(tp.topic, tp.partition)] = (end, self._committed.get(tp))
+        return found
 
     async def on_stop(self) -> None:
         if self._loop_done is not None:
@@ -142,13 +170,14 @@ class BatchOutbox(Outbox):
     (with the producers' murmur2 partitioning, so keys land where faust expects them).
     """
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        super().__init__(lambda topic, key, value: producer.send(topic, value, key=key))
+    def __init__(self, producer: AIOKafkaProducer, watch: Watch) -> None:
+        super().__init__(lambda topic, key, value: producer.send(topic, value, key=key), watch)
         self._producer = producer
         self._partitions: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
 
     async def send(self, topic: str, key: bytes | str | None, value: bytes | dict[str, Any]) -> None:
+        self._watch(topic, value)
         if isinstance(key, str):
             key = key.encode()
         payload = value if isinstance(value, bytes) else orjson.dumps(value)
@@ -164,7 +193,7 @@ class BatchOutbox(Outbox):
         builder = self._open[(topic, partition)] = self._producer.create_batch()
         if builder.append(timestamp=None, key=key, value=payload) is None:  # larger than a batch
             await self._submit(topic, partition)
-            await super().send(topic, key, payload)
+            self._pending.append(await self._send(topic, key, payload))
 
     async def _submit(self, topic: str, partition: int) -> None:
         builder = self._open.pop((topic, partition))
@@ -200,4 +229,11 @@ class _WaitForBatch(ConsumerRebalanceListener):
             await self._stage.settled()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        stage = self._stage
+        consumer = stage._consumer
+        assert consumer is not None
+        for tp in assigned:
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                stage._committed[tp] = committed
+        stage.readiness.done(stage.group)

@@ -18,7 +18,7 @@ import logging
 import time
 import traceback
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, MutableMapping
 
 import faust
@@ -28,6 +28,9 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 from topics import DEAD
 
 from pipeline.events import dead_letter
+from pipeline.observe.logs import handling
+from pipeline.observe.metrics import Metrics
+from pipeline.observe.probes import Readiness
 from pipeline.rules.privacy import UrlPrivacy, scrub
 from pipeline.settings import Settings
 
@@ -49,6 +52,8 @@ class Context:
     clock: Callable[[], float] = time.time
     batch_size: int = 1000
     batch_within: float = 0.01
+    metrics: Metrics = field(default_factory=Metrics)
+    readiness: Readiness = field(default_factory=Readiness)
 
     def must_yield(self) -> bool:
         """True while a rebalance or a shutdown waits for held records: re-park them now."""
@@ -57,21 +62,31 @@ class Context:
 
 #: Starts sending one record, (topic, key, value) -> a future that resolves on the broker's ack.
 Send = Callable[[str, "bytes | None", bytes], Awaitable[Awaitable[Any]]]
+#: Sees every record an outbox sends, (topic, value) before encoding: the metrics' view of the run.
+Watch = Callable[[str, Any], None]
+
+
+def _ignore(topic: str, value: Any) -> None:
+    pass
 
 
 class Outbox:
     """Sends records through a producer and waits for all of them on flush."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, watch: Watch = _ignore) -> None:
         self._send = send
+        self._watch = watch
         self._pending: list[Awaitable[Any]] = []
 
     @classmethod
-    def of(cls, app: faust.App) -> "Outbox":
-        """An outbox on the faust app's producer."""
-        return cls(lambda topic, key, value: app.producer.send(topic, key, value, None, None, None))
+    def of(cls, ctx: Context, stage: str) -> "Outbox":
+        """An outbox on the faust app's producer, watched by the app's metrics as ``stage``."""
+        app = ctx.app
+        return cls(lambda topic, key, value: app.producer.send(topic, key, value, None, None, None),
+                   ctx.metrics.watcher(stage, ctx.clock))
 
     async def send(self, topic: str, key: bytes | str | None, value: bytes | dict[str, Any]) -> None:
+        self._watch(topic, value)
         if isinstance(key, str):
             key = key.encode()
         payload = value if isinstance(value, bytes) else orjson.dumps(value)
@@ -86,11 +101,14 @@ class Outbox:
 async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler) -> None:
     """Feed each event of ``stream`` to ``handler`` (with the batch's clock reading); flush
     outputs before the batch is acked."""
-    out = Outbox.of(ctx.app)
+    out = Outbox.of(ctx, stage)
+    records = ctx.metrics.records.labels(stage)
     async for batch in stream.noack_take(ctx.batch_size, within=ctx.batch_within):
         now = ctx.clock()
+        records.inc(len(batch))
         for event in batch:
             key: bytes = event.key or b""
+            handling(stage, key)
             # Table writes read faust's "current event" (the RocksDB store picks its
             # partition database by it); a batch has none of its own. Only the context
             # variable is set: Stream.current_event belongs to noack_take's buffer task.
@@ -100,6 +118,7 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler) -
             except Exception as exc:  # route, never crash the agent
                 await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
         _current_event.set(None)
+        handling(stage, None)
         await out.flush()
         for event in batch:
             await stream.ack(event)
@@ -109,14 +128,18 @@ async def run_each(ctx: Context, stream: Any, stage: str,
                    handler: Callable[[Outbox, bytes, bytes], Awaitable[None]]) -> None:
     """Like :func:`run_batches`, one event at a time: for stages that wait (gateway, retry
     tiers), so each record is acknowledged as soon as what it caused is produced."""
-    out = Outbox.of(ctx.app)
+    out = Outbox.of(ctx, stage)
+    records = ctx.metrics.records.labels(stage)
     manual = stream.noack()
     async for event in manual.events():
         key: bytes = event.key or b""
+        records.inc()
+        handling(stage, key)
         try:
             await handler(out, key, event.value)
         except Exception as exc:  # route, never crash the agent
             await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
+        handling(stage, None)
         await out.flush()
         await manual.ack(event)
 

@@ -42,6 +42,7 @@ from pipeline.events import dead_letter, iso_utc
 from pipeline.vt.governor import Governor, Yielded
 from pipeline.rules.indicators import Indicator
 from pipeline.kafka.runtime import Context, Outbox, run_each
+from pipeline.observe.metrics import quota_readings
 from pipeline.vt.client import LookupResult, Submission, Upload, VirusTotalClient, report_age
 
 log = logging.getLogger("vtstream.gateway")
@@ -98,6 +99,7 @@ class Gateway:
                 wait = exc.retry_after if exc.retry_after is not None else self.shared.quota_backoff
                 self.shared.quota_backoff = min(QUOTA_BACKOFF_CAP, self.shared.quota_backoff * 2)
                 self.shared.governor.pause(wait, f"VirusTotal answered {exc.status}: quota exceeded")
+                self._store_governor()
                 log.warning("VirusTotal says the quota is exceeded; all calls pause for %.0f s", wait)
                 await self._park(out, key, request, wait, f"VirusTotal quota exceeded ({exc.status})")
                 return
@@ -162,9 +164,14 @@ class Gateway:
                     shared.governor.load(orjson.loads(stored))
                 shared.loaded = True
             await shared.governor.acquire(source, self.priority, should_yield=self.ctx.must_yield)
-            self.ctx.quota[b"governor"] = orjson.dumps(shared.governor.state())
+            self._store_governor()
 
         return pace
+
+    def _store_governor(self) -> None:
+        """Write the governor's state to vt.quota: after each call, and when a pause starts,
+        so `vtstream status` shows the pause."""
+        self.ctx.quota[b"governor"] = orjson.dumps(self.shared.governor.state())
 
     async def _answer(self, out: Outbox, key: bytes, request: dict[str, Any], result: LookupResult) -> None:
         if self.shared.key_rejected:
@@ -212,6 +219,7 @@ class Gateway:
                       "every %.0f s.", exc.status, hold)
             self.shared.key_rejected = True
         self.shared.governor.pause(hold, "VirusTotal rejected the API key")
+        self._store_governor()
         deadline = self.ctx.clock() + hold
         while (now := self.ctx.clock()) < deadline:
             if self.ctx.must_yield():
@@ -245,6 +253,7 @@ def install(ctx: Context) -> None:
     s = ctx.settings
     shared = Shared(Governor(s.vt_rate_per_minute, s.vt_daily_quota, monthly_quota=s.vt_monthly_quota,
                              source_caps=dict(s.source_daily_caps), clock=ctx.clock))
+    ctx.metrics.read_quota(lambda: quota_readings(shared.governor) if shared.loaded else [])
     for topic, name, priority in (("requests", "gateway", PRIORITY_LIVE), ("polls", "gateway_polls", PRIORITY_DUE)):
         _install_one(ctx, shared, topic, name, priority)
 
@@ -252,6 +261,6 @@ def install(ctx: Context) -> None:
 def _install_one(ctx: Context, shared: Shared, topic: str, name: str, priority: int) -> None:
     @ctx.app.agent(ctx.topics[topic], name=name)
     async def gateway_agent(stream: Any) -> None:
-        async with VirusTotalClient(ctx.settings) as client:
+        async with VirusTotalClient(ctx.settings, metrics=ctx.metrics) as client:
             gateway = Gateway(ctx, client, shared, priority)
             await run_each(ctx, stream, name, gateway.handle)

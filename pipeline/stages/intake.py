@@ -211,6 +211,7 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
         await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason,
                                                       privacy=ctx.settings.url_privacy))
         return
+    outcome.origin["received_at"] = round(ctx.clock(), 3)  # enrich latency: read here, summarized later
     indicator = outcome.indicator
     api = ctx.settings.vt_api_version
     if isinstance(outcome, Skipped):
@@ -237,6 +238,7 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
 def install(ctx: Context) -> None:
     """Start intake and its cache copy with the app (plain aiokafka, see :mod:`pipeline.kafka.direct`)."""
     settings = ctx.settings
+    ctx.readiness.expect_group(intake_group(settings.app_id))  # before the app starts: /ready waits for it
 
     @ctx.app.task
     async def start_intake() -> None:
@@ -244,4 +246,5 @@ def install(ctx: Context) -> None:
                                settings.cache_copy_entries)
         await ctx.app.add_runtime_dependency(replica)
         await ctx.app.add_runtime_dependency(DirectStage(
-            settings, "intake", RAW, intake_group(settings.app_id), partial(handle, ctx, replica.copy)))
+            settings, "intake", RAW, intake_group(settings.app_id), partial(handle, ctx, replica.copy),
+            ctx.metrics, ctx.readiness, ctx.clock))

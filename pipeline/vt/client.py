@@ -14,6 +14,7 @@ The API key travels in the ``x-apikey`` header (v3) or the ``apikey`` parameter
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Sequence
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from pipeline.observe.metrics import Metrics
 from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
 from pipeline.vt.errors import MalformedResponse, TransportError, VirusTotalError, error_for
 from pipeline.rules.indicators import Indicator, vt_url_id
@@ -52,8 +54,10 @@ class LookupResult:
 class VirusTotalClient:
     """Async client; use as ``async with VirusTotalClient(settings) as vt``."""
 
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._key = settings.vt_api_key
         self._base = settings.vt_base_url
         self._session = session
@@ -209,9 +213,11 @@ class VirusTotalClient:
         assert self._session is not None, "use VirusTotalClient as an async context manager"
         await pace()
         url = path if path.startswith(("http://", "https://")) else self._base + path
+        started, status = time.monotonic(), None
         try:
             async with self._session.request(method, url, params=params, headers=headers,
                                              data=data) as resp:
+                status = resp.status
                 raw = await resp.read()
                 return resp.status, dict(resp.headers), raw
         except asyncio.TimeoutError:
@@ -220,6 +226,9 @@ class VirusTotalClient:
             raise MalformedResponse(f"{method} {path}: truncated body ({self._scrub(exc)})") from None
         except aiohttp.ClientError as exc:
             raise TransportError(f"{method} {path}: {type(exc).__name__}: {self._scrub(exc)}") from None
+        finally:
+            if self._metrics is not None:
+                self._metrics.vt_request(method, path, status, time.monotonic() - started)
 
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc)

@@ -42,8 +42,8 @@ def _commit(bootstrap: str, group: str, topic: str, offset: int, partitions: tup
     asyncio.run(run())
 
 
-def _run(bootstrap: str, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(status_command, list(args), env={"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap})
+def _run(bootstrap: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(status_command, list(args), env={"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, **(env or {})})
     return result.exit_code, result.output
 
 
@@ -55,11 +55,8 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
            "monthly_quota": 0, "rate_per_minute": 4, "last_call_at": now - 86400 * 9000,
            "blocked_until": None, "blocked_reason": None, "updated_at": now - 86400 * 9000}
     new = dict(old, day=_today(), used_today=123, month=_today()[:7], used_month=4021,
-               last_call_at=now - 12, updated_at=now - 12)
+               last_call_at=now - 12, updated_at=now - 12, by_source={"siem": 80, "proxy": 43})
     produce(kafka, "vt.quota", [old, new], key=b"governor")
-    produce(kafka, "vt.quota", [{"day": _today(), "used_today": 1, "cap": 300},
-                                {"day": _today(), "used_today": 80, "cap": 300}], key=b"source:siem")
-    produce(kafka, "vt.quota", [{"day": _today(), "used_today": 43, "cap": None}], key=b"source:proxy")
     produce(kafka, "vt.retry.30s", [{"n": i} for i in range(3)], key=b"ip:8.8.8.8")
     _commit(kafka, settings.app_id, "vt.retry.30s", 1)
     produce(kafka, "vt.dead", [{"reason": "bad"}] * 2)
@@ -67,7 +64,7 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     # intake commits in its own group; an empty partition's committed offset beyond its end counts 0
     _commit(kafka, intake_group(settings.app_id), "indicators.raw", 2, partitions=(0, 1, 2, 3))
 
-    code, out = _run(kafka, "--json")
+    code, out = _run(kafka, "--json", env={"VTSTREAM_SOURCE_DAILY_CAPS": "siem=300"})
     assert code == 0, out
     data = orjson.loads(out)
     quota = data["quota"]
@@ -86,7 +83,7 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     assert data["missing_topics"] == [] and data["notes"] == []
     assert data["group"] == "vtstream" and data["bootstrap"] == kafka
 
-    code, out = _run(kafka)
+    code, out = _run(kafka, env={"VTSTREAM_SOURCE_DAILY_CAPS": "siem=300"})
     assert code == 0, out
     lines = {line[:19].strip(): line[19:] for line in out.splitlines()}
     assert lines["VirusTotal quota"].startswith("used today 123 / 500 (377 left, resets 00:00 UTC in ")

@@ -32,9 +32,7 @@ def _governor(**fields: object) -> dict[str, object]:
 
 
 def test_render_a_busy_day() -> None:
-    text = render(_snap(governor=_governor(),
-                        sources={"proxy": {"day": "2026-11-22", "used_today": 43, "cap": None},
-                                 "siem": {"day": "2026-11-22", "used_today": 80, "cap": 300}}))
+    text = render(_snap(governor=_governor(by_source={"proxy": 43, "siem": 80}), source_caps={"siem": 300}))
     assert text.splitlines() == [
         "VirusTotal quota   used today 123 / 500 (377 left, resets 00:00 UTC in 5h12m); "
         "this month 4021 / unlimited; pace 4/min; last call 12s ago",
@@ -56,8 +54,8 @@ def test_render_before_any_call_uses_the_settings() -> None:
 
 def test_counters_from_an_earlier_day_count_as_zero() -> None:
     snap = _snap(governor=_governor(day="2026-11-21", used_today=500, month="2026-10", used_month=9000,
-                                    monthly_quota=10000, last_call_at=NOW - 5 * 3600),
-                 sources={"siem": {"day": "2026-11-21", "used_today": 300, "cap": 300}})
+                                    monthly_quota=10000, last_call_at=NOW - 5 * 3600, by_source={"siem": 300}),
+                 source_caps={"siem": 300})
     q = summarize(snap)["quota"]
     assert (q["used_today"], q["remaining_today"], q["used_month"], q["remaining_month"]) == (0, 500, 0, 10000)
     text = render(snap)

@@ -1,0 +1,171 @@
+"""Prometheus metrics of one worker, on a registry of its own.
+
+Each app owns a :class:`Metrics` (``ctx.metrics``), so tests and tools that
+build several apps in one process never share counters. Instrumentation sits
+in a few shared places, not in the stages:
+
+- the batch loops (:mod:`pipeline.kafka.runtime`, :mod:`pipeline.kafka.direct`)
+  count records in per stage and watch every record going out
+  (:meth:`Metrics.saw_output`): dead letters, policy skips, cache hits,
+  coalesced answers and the enrich latency are read off the summaries and
+  dead letters the stages already produce;
+- the VirusTotal client times every request (:meth:`Metrics.vt_request`);
+- quota, parked records and consumer lag are read when Prometheus scrapes,
+  from the gateway's governor and the consumers' offsets (:class:`_Readings`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from topics import DEAD, ENRICHED, RETRY_PREFIX
+
+from pipeline.vt.governor import Governor
+
+#: Metrics are served with this content type (Prometheus text format 0.0.4).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: From input record to summary: one-hop cache hits take milliseconds, a parked scan hours.
+ENRICH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+
+#: offsets per topic partition a consumer has in hand: (topic, partition) -> (end, committed);
+#: committed is None while the group has never committed the partition (lag then counts from 0)
+OffsetReader = Callable[[], Mapping[tuple[str, int], tuple[int, "int | None"]]]
+
+
+@dataclass(frozen=True)
+class QuotaReading:
+    """What the gateway's governor says about one quota window."""
+
+    window: str
+    used: int
+    remaining: int | None
+
+
+class Metrics:
+    """Every ``vtstream_*`` metric of one worker; :meth:`exposition` renders them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter("vtstream_records", "Records read, per stage.", ["stage"], registry=r)
+        self.cache_hits = Counter("vtstream_cache_hits", "Summaries served from the cache, per path: "
+                                  "one-hop (intake's copy) or lookup (the cache table).", ["path"], registry=r)
+        self.coalesced = Counter("vtstream_coalesced", "Duplicate sightings answered by another sighting's "
+                                 "VirusTotal call.", registry=r)
+        self.policy_skips = Counter("vtstream_policy_skips", "Indicators policy kept away from VirusTotal, "
+                                    "per rule.", ["rule"], registry=r)
+        self.vt_requests = Counter("vtstream_vt_requests", "VirusTotal HTTP requests, per endpoint and status "
+                                   "(HTTP code, or 'error' when no answer came).", ["endpoint", "status"], registry=r)
+        self.vt_seconds = Histogram("vtstream_vt_request_seconds", "Duration of VirusTotal HTTP requests.",
+                                    registry=r)
+        self.dead_letters = Counter("vtstream_dead_letters", "Records sent to vt.dead, per stage.", ["stage"],
+                                    registry=r)
+        self.enrich_seconds = Histogram("vtstream_enrich_seconds", "From reading an input record to its "
+                                        "summary.", buckets=ENRICH_BUCKETS, registry=r)
+        self._readings = _Readings()
+        r.register(self._readings)
+
+    # ------------------------------------------------------------ recording
+
+    def watcher(self, stage: str, clock: Callable[[], float]) -> Callable[[str, Any], None]:
+        """What an outbox calls for every record ``stage`` sends: :meth:`saw_output`."""
+        return lambda topic, value: self.saw_output(stage, topic, value, clock)
+
+    def saw_output(self, stage: str, topic: str, value: Any, clock: Callable[[], float]) -> None:
+        """Count what one outgoing record says about the run."""
+        if not isinstance(value, dict):
+            return
+        if topic == DEAD:
+            self.dead_letters.labels(str(value.get("stage") or stage)).inc()
+        elif topic == ENRICHED and value.get("kind") == "summary":
+            summary = value.get("summary") or {}
+            if summary.get("skipped"):
+                self.policy_skips.labels(str(summary.get("rule") or "policy")).inc()
+            elif summary.get("cached"):
+                self.cache_hits.labels("one-hop" if stage == "intake" else "lookup").inc()
+            elif summary.get("coalesced"):
+                self.coalesced.inc()
+            received = (value.get("origin") or {}).get("received_at")
+            if isinstance(received, (int, float)) and not summary.get("pending"):
+                self.enrich_seconds.observe(max(0.0, clock() - received))
+
+    def vt_request(self, method: str, path: str, status: int | None, seconds: float) -> None:
+        """One VirusTotal HTTP request; ``status`` None when it got no answer."""
+        self.vt_requests.labels(endpoint_label(method, path), "error" if status is None else str(status)).inc()
+        self.vt_seconds.observe(seconds)
+
+    # ------------------------------------------------------------- readings
+
+    def read_quota(self, reader: Callable[[], list[QuotaReading]]) -> None:
+        """Report the gateway's quota windows at each scrape."""
+        self._readings.quota = reader
+
+    def read_offsets(self, reader: OffsetReader) -> None:
+        """Report a consumer's lag (and the retry tiers' parked records) at each scrape."""
+        self._readings.offsets.append(reader)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)
+
+
+def quota_readings(governor: Governor) -> list[QuotaReading]:
+    """The governor's day and month windows (the month's remaining only when a monthly quota is set)."""
+    monthly = governor.monthly_quota
+    return [QuotaReading("day", governor.used_today, governor.remaining_today),
+            QuotaReading("month", governor.used_month, max(0, monthly - governor.used_month) if monthly else None)]
+
+
+_IDENTIFIER = re.compile(r"/(ip_addresses|domains|urls|files|analyses)/[^/]+")
+
+
+def endpoint_label(method: str, path: str) -> str:
+    """A request path without the indicator in it, so the label stays low in cardinality.
+
+    >>> endpoint_label("GET", "/api/v3/domains/example.com/resolutions")
+    'GET /api/v3/domains/{id}/resolutions'
+    >>> endpoint_label("POST", "https://upload.example/abc?x=1")
+    'POST upload_url'
+    """
+    if path.startswith(("http://", "https://")):
+        return f"{method} upload_url"
+    return f"{method} {_IDENTIFIER.sub(lambda m: f'/{m.group(1)}/{{id}}', path)}"
+
+
+class _Readings(Collector):
+    """Gauges read at scrape time: quota windows, parked records per tier, lag per topic."""
+
+    def __init__(self) -> None:
+        self.quota: Callable[[], list[QuotaReading]] = list
+        self.offsets: list[OffsetReader] = []
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily("vtstream_quota_used", "VirusTotal requests counted in the current window "
+                                 "(day: UTC day, month: UTC month), by the gateway on this worker.",
+                                 labels=["window"])
+        remaining = GaugeMetricFamily("vtstream_quota_remaining", "VirusTotal requests left in the window.",
+                                      labels=["window"])
+        for reading in self.quota():
+            used.add_metric([reading.window], reading.used)
+            if reading.remaining is not None:
+                remaining.add_metric([reading.window], reading.remaining)
+        lag: dict[str, int] = {}
+        for reader in self.offsets:
+            for (topic, _partition), (end, committed) in reader().items():
+                lag[topic] = lag.get(topic, 0) + max(0, end - (committed or 0))
+        lag_family = GaugeMetricFamily("vtstream_consumer_lag", "Records on the partitions this worker "
+                                       "consumes that it has not committed yet, per topic.", labels=["topic"])
+        parked = GaugeMetricFamily("vtstream_parked_records", "Records waiting on a delayed-retry tier "
+                                   "(vt.retry.<tier>) that this worker holds.", labels=["tier"])
+        for topic, count in sorted(lag.items()):
+            lag_family.add_metric([topic], count)
+            if topic.startswith(RETRY_PREFIX):
+                parked.add_metric([topic[len(RETRY_PREFIX):]], count)
+        yield from (used, remaining, lag_family, parked)
