@@ -46,6 +46,7 @@ def test_outputs_are_counted_by_what_they_say() -> None:
     m = Metrics()
     clock = lambda: 102.5  # noqa: E731
     m.watcher("intake", clock)("indicators.enriched", summary(cached=True))
+    m.watcher("intake", clock)("indicators.enriched", summary(cached=True))
     m.watcher("lookup", clock)("indicators.enriched", summary(cached=True))
     results = m.watcher("results", clock)
     results("indicators.enriched", summary(cached=False, coalesced=True))
@@ -57,13 +58,13 @@ def test_outputs_are_counted_by_what_they_say() -> None:
     m.watcher("intake", clock)("vt.dead", dead_letter(b"x", stage="intake", reason="bad"))
     m.watcher("intake", clock)("vt.lookups", b"raw bytes are not looked into")
     s = samples(m)
-    assert s[("vtstream_cache_hits_total", (("path", "one-hop"),))] == 1
+    assert s[("vtstream_cache_hits_total", (("path", "one-hop"),))] == 2
     assert s[("vtstream_cache_hits_total", (("path", "lookup"),))] == 1
     assert s[("vtstream_coalesced_total", ())] == 1
     assert s[("vtstream_policy_skips_total", (("rule", "internal_domain"),))] == 1
     assert s[("vtstream_dead_letters_total", (("stage", "intake"),))] == 1
-    assert s[("vtstream_enrich_seconds_count", ())] == 5  # every final summary, not the interim one
-    assert s[("vtstream_enrich_seconds_sum", ())] == pytest.approx(5 * 2.5)
+    assert s[("vtstream_enrich_seconds_count", ())] == 6  # every final summary, not the interim one
+    assert s[("vtstream_enrich_seconds_sum", ())] == pytest.approx(6 * 2.5)
 
 
 def test_vt_requests_are_labelled_without_the_indicator() -> None:
