@@ -8,7 +8,7 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.events import dead_letter, make_event
+from pipeline.events import make_event
 from pipeline.observe.logs import JsonFormatter, handling
 from pipeline.observe.metrics import Metrics, QuotaReading
 from pipeline.observe.probes import Readiness
@@ -55,7 +55,7 @@ def test_outputs_are_counted_by_what_they_say() -> None:
     results("indicators.enriched", make_event("attribute", {"name": "a", "value": 1}, indicator=IND,
                                               action="submit_ip", api="v3"))
     m.watcher("intake", clock)("indicators.enriched", summary(skipped=True, rule="internal_domain", checked=False))
-    m.watcher("intake", clock)("vt.dead", dead_letter(b"x", stage="intake", reason="bad"))
+    m.watcher("intake", clock)("vt.dead", {"original": {"text": "x"}, "stage": "intake", "reason": "bad"})
     m.watcher("intake", clock)("vt.lookups", b"raw bytes are not looked into")
     s = samples(m)
     assert s[("vtstream_cache_hits_total", (("path", "one-hop"),))] == 2
@@ -110,7 +110,7 @@ def test_every_metric_of_the_issue_is_exposed_with_its_labels() -> None:
     m.watcher("intake", clock)("indicators.enriched", summary(cached=True))
     m.watcher("results", clock)("indicators.enriched", summary(coalesced=True))
     m.watcher("intake", clock)("indicators.enriched", summary(skipped=True, rule="blocked_label"))
-    m.watcher("intake", clock)("vt.dead", dead_letter(b"x", stage="intake", reason="bad"))
+    m.watcher("intake", clock)("vt.dead", {"original": {"text": "x"}, "stage": "intake", "reason": "bad"})
     m.vt_request("GET", "/api/v3/domains/example.org", 200, 0.1)
     m.read_offsets(lambda: {("vt.retry.30s", 0): (1, 0)})
     m.read_quota(lambda: [QuotaReading("day", 1, 499)])
