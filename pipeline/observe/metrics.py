@@ -69,6 +69,7 @@ class Metrics:
                                     registry=r)
         self.enrich_seconds = Histogram("vtstream_enrich_seconds", "From reading an input record to its "
                                         "summary.", buckets=ENRICH_BUCKETS, registry=r)
+        self._hit_paths = {"one-hop": self.cache_hits.labels("one-hop"), "lookup": self.cache_hits.labels("lookup")}
         self._readings = _Readings()
         r.register(self._readings)
 
@@ -89,7 +90,7 @@ class Metrics:
             if summary.get("skipped"):
                 self.policy_skips.labels(str(summary.get("rule") or "policy")).inc()
             elif summary.get("cached"):
-                self.cache_hits.labels("one-hop" if stage == "intake" else "lookup").inc()
+                self._hit_paths["one-hop" if stage == "intake" else "lookup"].inc()
             elif summary.get("coalesced"):
                 self.coalesced.inc()
             received = (value.get("origin") or {}).get("received_at")

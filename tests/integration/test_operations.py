@@ -137,7 +137,7 @@ def test_a_mixed_run_shows_in_metrics_ready_logs_and_status(kafka, emulator, wor
     status = _wait("status to show no lag", lambda: (lambda st: st if not any(st["lag"].values()) else None)(
         _status(kafka)))
     quota = status["quota"]
-    assert (quota["used_today"], quota["rate_per_minute"], quota["recorded"]) == (3, 600, True)
+    assert (quota["used_today"], quota["rate_per_minute"], quota["rate_from"]) == (3, 600, "gateway")
     assert status["sources"] == {"siem": {"used_today": 3, "cap": None}}
     assert status["lag"]["vt.requests"] == 0 and status["lag"]["vt.polls"] == 0  # 2 and 1 records
     assert not any(status["parked"].values()) and status["dead_letters"]["count"] == 1

@@ -48,7 +48,7 @@ def test_render_before_any_call_uses_the_settings() -> None:
     text = render(_snap(daily_quota=1000, monthly_quota=20000, rate_per_minute=30, source_caps={"siem": 300}))
     first = text.splitlines()[0]
     assert first == ("VirusTotal quota   used today 0 / 1000 (1000 left, resets 00:00 UTC in 5h12m); "
-                     "this month 0 / 20000 (20000 left); pace 30/min; no calls recorded yet")
+                     "this month 0 / 20000 (20000 left); pace 30/min (local setting); no calls recorded yet")
     assert "per source         siem 0 / 300" in text
 
 
