@@ -121,7 +121,10 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
     last_call = _float(gov.get("last_call_at"))
     resets = _next_midnight(snap.now)
     until = _float(gov.get("blocked_until"))
+    reason = gov.get("blocked_reason")
     blocked = until is not None and until > snap.now
+    if not blocked and recorded and used_today >= daily:  # the gateway parks every call until midnight
+        blocked, until, reason = True, resets, f"daily quota of {daily} requests spent"
     sources: dict[str, dict[str, Any]] = {
         name: {"used_today": 0, "cap": cap} for name, cap in snap.source_caps.items()}
     by_source = gov.get("by_source") if gov.get("day") == today else None
@@ -146,12 +149,14 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
             "monthly_quota": monthly or None,
             "remaining_month": max(0, monthly - used_month) if monthly else None,
             "rate_per_minute": _int(gov.get("rate_per_minute"), snap.rate_per_minute),
+            # the gateway's own pace once it has written its record; until then this shell's setting
+            "rate_from": "gateway" if isinstance(gov.get("rate_per_minute"), int) else "local settings",
             "last_call_at": _iso(last_call),
             "last_call_ago_s": None if last_call is None else round(max(0.0, snap.now - last_call), 1),
             "updated_at": _iso(_float(gov.get("updated_at"))),
         },
         "blocked": {"blocked": blocked, "until": _iso(until) if blocked else None,
-                    "reason": gov.get("blocked_reason") if blocked else None},
+                    "reason": reason if blocked else None},
         "sources": dict(ordered),
         "parked": dict(snap.parked),
         "parked_total": sum(n or 0 for n in snap.parked.values()),
@@ -182,7 +187,7 @@ def render(snap: StatusSnapshot) -> str:
         last = f"last call {_span(q['last_call_ago_s'])} ago"
     quota = (f"used today {q['used_today']} / {q['daily_quota']} ({q['remaining_today']} left, "
              f"resets 00:00 UTC in {_span(q['resets_in_s'])}); this month {monthly}; "
-             f"pace {q['rate_per_minute']}/min; {last}")
+             f"pace {q['rate_per_minute']}/min{'' if q['rate_from'] == 'gateway' else ' (local setting)'}; {last}")
     if q["recorded_day"] is not None and q["recorded_day"] != q["day"]:
         quota += f" (counter last written on {q['recorded_day']})"
     b = s["blocked"]
@@ -368,7 +373,8 @@ def status_command(bootstrap: str | None, as_json: bool) -> None:
     What each line means:
       VirusTotal quota  calls the gateway made today (UTC) against the daily
                         quota, what is left and when it resets; this month's
-                        calls; the request pace; when the last call went out.
+                        calls; the gateway's request pace ('local setting'
+                        until it has recorded one); when the last call went out.
                         A counter from an earlier UTC day counts as 0.
       blocked           whether the gateway is holding calls, until when, why
                         (e.g. the daily quota is spent, VirusTotal said 429).

@@ -84,3 +84,9 @@ def test_missing_topics_and_bad_records_are_reported_not_fatal() -> None:
     assert "consumer lag       vt.lookups missing (group vtstream)" in text
     assert "missing topics     vt.retry.30s, vt.dead, vt.lookups (run 'vtstream topics create')" in text
     assert "note               vt.quota record b'governor' is not a JSON object; ignored" in text
+
+
+def test_a_spent_daily_quota_shows_as_blocked_until_midnight() -> None:
+    spent = _snap(governor=_governor(used_today=500))
+    assert "blocked            until 2026-11-23T00:00:00Z: daily quota of 500 requests spent" in render(spent)
+    assert "blocked            no" in render(_snap(governor=_governor(used_today=499)))
