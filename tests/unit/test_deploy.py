@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from pipeline.observe.metrics import Metrics
+from pipeline.settings import settings_doc
 
 pytestmark = pytest.mark.unit
 
@@ -119,3 +120,15 @@ def test_the_dashboard_has_the_panels_and_queries_only_metrics_that_exist() -> N
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]
                for name in re.findall(r"\bvtstream_\w+", target["expr"])}
     assert queried and queried <= exposed, queried - exposed
+
+
+def test_every_vtstream_variable_the_deployments_set_is_a_setting() -> None:
+    known = {env for env, _, _ in settings_doc()}
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    names = {name for service in compose["services"].values()
+             for name in (service.get("environment") or {}) if name.startswith("VTSTREAM_")}
+    for workers in _kind("StatefulSet"):
+        spec = workers["spec"]["template"]["spec"]
+        names |= {e["name"] for c in spec["containers"] + spec.get("initContainers", []) for e in c.get("env", [])}
+    assert KAFKA_CLIENT_SETTINGS <= names
+    assert names <= known, names - known
