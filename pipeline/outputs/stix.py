@@ -1,0 +1,291 @@
+"""STIX 2.1 output: one bundle per enrichment, built from the mapped events and the summary card.
+
+Pure: the caller gives the indicator, the mapped events and summary (the same
+mapping rows and caps as the ``indicators.enriched`` events), the input's
+labels, the options and the time. Ids are deterministic, so the same
+indicator always yields the same ids and platforms merge repeats:
+
+- observables (SCOs) get the UUIDv5 ids the STIX 2.1 specification defines
+  (``stix2`` computes them from the id-contributing properties);
+- the other objects get UUIDv5 ids over what they state (the analysis: the
+  observable, the product and the analysis date; the indicator: its pattern;
+  a relationship: its ends and type), so a repeat is a new *version* (a later
+  ``modified``) of the same object.
+
+>>> b = build_bundle({"type": "domain", "value": "example.com"}, [],
+...                  {"found": True, "positives": 0, "total": 90, "scan_date": "2026-01-02T03:04:05Z"},
+...                  labels=["TLP:GREEN"], options=StixOptions(), now=0.0)
+>>> sorted({o["type"] for o in b["objects"]})
+['domain-name', 'identity', 'malware-analysis', 'marking-definition']
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import orjson
+import stix2
+
+from pipeline.errors import InputError
+from pipeline.rules.indicators import classify, vt_url_id
+
+#: Namespace of vtstream's deterministic ids for non-observable objects.
+NAMESPACE = uuid.UUID("5f0f5a36-4e1d-5b3b-9a43-7c1f3a8e2d11")
+TLP_EXTENSION = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
+#: The OASIS TLP 2.0 marking definitions (cti-stix-common-objects, extension 60a3c5c5), lowest first.
+TLP_MARKINGS: tuple[tuple[str, str], ...] = (
+    ("clear", "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487"),
+    ("green", "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"),
+    ("amber", "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421"),
+    ("amber+strict", "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003"),
+    ("red", "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1"),
+)
+#: TLP 1.0 WHITE is TLP 2.0 CLEAR.
+_TLP_ALIASES = {"white": "clear"}
+_IDENTITY_CREATED = "2026-01-01T00:00:00.000Z"
+IDENTITY_ID = f"identity--{uuid.uuid5(NAMESPACE, 'vtstream')}"
+VT_GUI = "https://www.virustotal.com/gui"
+#: Relation rows whose values are properties of the sample, not observables of their own.
+_NOT_OBSERVABLES = ("Import Hash", "Authenticode Hash", "Main Icon")
+_HASH_NAMES = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256", "MD5": "MD5", "SHA-1": "SHA-1",
+               "SHA-256": "SHA-256"}
+_DETECTED = ("Detected ", "Did Detect ")
+
+
+@dataclass(frozen=True)
+class StixOptions:
+    """What the settings decide about a bundle."""
+
+    confidence: int = 50
+    labels: tuple[str, ...] = ()
+    indicator_at: int = 5
+    indicator_valid_s: float = 30 * 86400.0
+
+
+def tlp_level(labels: Iterable[Any]) -> str | None:
+    """The highest TLP level among ``labels`` (``TLP:GREEN``, ``tlp:amber+strict``, ``TLP:WHITE``...).
+
+    >>> tlp_level(["TLP:GREEN", "ops", "tlp : amber"]), tlp_level(["TLP:WHITE"]), tlp_level([])
+    ('amber', 'clear', None)
+    """
+    order = [name for name, _ in TLP_MARKINGS]
+    best = -1
+    for label in labels:
+        if not isinstance(label, str):
+            continue
+        text = "".join(label.split()).casefold()
+        if not text.startswith("tlp:"):
+            continue
+        name = _TLP_ALIASES.get(text[4:], text[4:])
+        if name in order:
+            best = max(best, order.index(name))
+    return order[best] if best >= 0 else None
+
+
+def marking_definition(level: str) -> stix2.v21.MarkingDefinition:
+    """The OASIS TLP 2.0 marking-definition object for ``level``."""
+    return stix2.v21.MarkingDefinition(
+        id=dict(TLP_MARKINGS)[level], created="2022-10-01T00:00:00.000Z", name=f"TLP:{level.upper()}",
+        extensions={TLP_EXTENSION: {"extension_type": "property-extension", "tlp_2_0": level}})
+
+
+def gui_url(indicator: Mapping[str, str]) -> str:
+    """The VirusTotal web page of an indicator (not the API URL)."""
+    kind, value = indicator["type"], indicator["value"]
+    if kind == "ip":
+        return f"{VT_GUI}/ip-address/{value}"
+    if kind == "domain":
+        return f"{VT_GUI}/domain/{value}"
+    if kind == "url":
+        return f"{VT_GUI}/url/{vt_url_id(value)}"
+    return f"{VT_GUI}/file/{value}"
+
+
+def _sid(kind: str, *parts: Any) -> str:
+    return f"{kind}--{uuid.uuid5(NAMESPACE, orjson.dumps(parts, option=orjson.OPT_SORT_KEYS).decode())}"
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def _ip_type(value: str) -> type:
+    return stix2.v21.IPv6Address if ":" in value else stix2.v21.IPv4Address
+
+
+def _observable(kind: str, value: str, hashes: Mapping[str, str], marks: list[str]) -> Any:
+    """The SCO of a pipeline indicator type (file: with every hash the answer gave)."""
+    if kind == "ip":
+        return _ip_type(value)(value=value, object_marking_refs=marks)
+    if kind == "domain":
+        return stix2.v21.DomainName(value=value, object_marking_refs=marks)
+    if kind == "url":
+        return stix2.v21.URL(value=value, object_marking_refs=marks)
+    return stix2.v21.File(hashes={**hashes, _HASH_NAMES[kind]: value}, object_marking_refs=marks)
+
+
+def _network_value(kind: str, value: str) -> str | None:
+    """``value`` normalized as the pipeline's classifier does, or None when it is no valid ip / domain / url.
+
+    VirusTotal lists hold the odd broken host name (``/site1.example.com``) and URLs
+    with spaces; spaces are percent-encoded, the rest are left out of the bundle.
+    """
+    try:
+        return classify("%20".join(value.split()) if kind == "url" else value, kind).value
+    except InputError:
+        return None
+
+
+def _related(relation: Mapping[str, Any], own_hashes: set[str], marks: list[str]) -> Any | None:
+    """The SCO of a relation event, or None for rows that are not observables (file names, imphash...)."""
+    kind, value = relation.get("type"), str(relation.get("value") or "")
+    names = {a.get("name") for a in relation.get("attributes") or ()}
+    if not value or names & set(_NOT_OBSERVABLES):
+        return None
+    network = {"IP Address": "ip", "FQDN": "domain", "URL": "url"}.get(str(kind))
+    if network:
+        value = _network_value(network, value) or ""
+        if not value:
+            return None
+    if kind == "IP Address":
+        return _ip_type(value)(value=value, object_marking_refs=marks)
+    if kind == "FQDN":
+        return stix2.v21.DomainName(value=value, object_marking_refs=marks)
+    if kind == "URL":
+        return stix2.v21.URL(value=value, object_marking_refs=marks)
+    if kind in ("MD5", "SHA-1", "SHA-256") and value.lower() not in own_hashes:
+        return stix2.v21.File(hashes={kind: value.lower()}, object_marking_refs=marks)
+    if kind == "Mutex":
+        return stix2.v21.Mutex(name=value, object_marking_refs=marks)
+    return None
+
+
+def _verdict(summary: Mapping[str, Any]) -> str:
+    if not summary.get("found"):
+        return "unknown"
+    positives, total = summary.get("positives"), summary.get("total")
+    if isinstance(positives, int) and positives > 0:
+        return "malicious"
+    return "benign" if isinstance(total, int) and total > 0 else "unknown"
+
+
+def _engine_detections(events: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(engine, result) of every engine that flagged the indicator, from the mapped ``<engine> Scan`` rows."""
+    out = []
+    for event in events:
+        attr = event.get("attribute") if event.get("kind") == "attribute" else None
+        name, value = (attr or {}).get("name", ""), (attr or {}).get("value", "")
+        if not name.endswith(" Scan") or not value.startswith(_DETECTED):
+            continue
+        result = value.split(" ", 2)[-1] if value.startswith("Did ") else value[len("Detected "):]
+        out.append((name[:-len(" Scan")], result.split(" on ")[0].strip()))
+    return out
+
+
+def _pattern(observable: Any) -> str:
+    def quoted(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    if observable.type == "file":
+        return "[" + " OR ".join(f"file:hashes.{quoted(k)} = {quoted(v)}"
+                                 for k, v in sorted(observable.hashes.items()) if k != "SSDEEP") + "]"
+    return f"[{observable.type}:value = {quoted(observable.value)}]"
+
+
+def build_bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+                 *, labels: Iterable[Any], options: StixOptions, now: float) -> dict[str, Any]:
+    """The STIX 2.1 bundle of one enrichment, as a JSON-ready dict.
+
+    Every object carries the highest TLP 2.0 marking among ``labels`` (none
+    when the input had no TLP label), and the bundle carries that marking's
+    definition. Raises ValueError when a value cannot be said in STIX (an
+    offline body that does not name its indicator).
+    """
+    try:
+        return _bundle(indicator, events, summary, labels=labels, options=options, now=now)
+    except stix2.exceptions.STIXError as exc:
+        raise ValueError(f"{indicator.get('type')} {indicator.get('value')!r}: not expressible in STIX: {exc}") from None
+
+
+def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+                 *, labels: Iterable[Any], options: StixOptions, now: float) -> dict[str, Any]:
+    level = tlp_level(labels)
+    marks = [dict(TLP_MARKINGS)[level]] if level else []
+    stamp = _stamp(now)
+    sdo = {"created_by_ref": IDENTITY_ID, "created": stamp, "modified": stamp, "object_marking_refs": marks,
+           "confidence": options.confidence, **({"labels": list(options.labels)} if options.labels else {})}
+    kind, value = indicator["type"], indicator["value"]
+    if kind in ("ip", "domain", "url") and _network_value(kind, value) is None:
+        raise ValueError(f"{kind} {value!r} is not a valid {kind}")
+    hashes = {_HASH_NAMES[h]: str(summary[h]).lower() for h in ("md5", "sha1", "sha256")
+              if kind in ("md5", "sha1", "sha256") and summary.get(h)}
+    relations = [e["relation"] for e in events if e.get("kind") == "relation"]
+    if kind in ("md5", "sha1", "sha256"):
+        ssdeep = next((r["value"] for r in relations if r.get("type") == "Fuzzy Hash"), None)
+        if ssdeep and summary.get("found"):
+            hashes["SSDEEP"] = ssdeep
+    observable = _observable(kind, value, hashes, marks)
+    own = {v.lower() for v in observable.hashes.values()} if kind in ("md5", "sha1", "sha256") else set()
+    reference = {"source_name": "VirusTotal", "url": gui_url(indicator)}
+    if summary.get("total"):
+        reference["description"] = f"{summary.get('positives') or 0} of {summary['total']} engines flagged it"
+    objects: list[Any] = [stix2.v21.Identity(
+        id=IDENTITY_ID, name="vtstream", identity_class="system", created=_IDENTITY_CREATED,
+        modified=_IDENTITY_CREATED, description="VirusTotal enrichment pipeline", object_marking_refs=marks),
+        observable]
+
+    related: dict[str, Any] = {}
+    for relation in relations:
+        sco = _related(relation, own | {value.lower()}, marks)
+        if sco is not None and sco.id != observable.id:
+            related.setdefault(sco.id, (sco, relation))
+    for sco, relation in related.values():
+        objects.append(sco)
+        source, rel_type, target = observable.id, "related-to", sco.id
+        if kind == "domain" and sco.type in ("ipv4-addr", "ipv6-addr"):
+            rel_type = "resolves-to"
+        elif kind == "ip" and sco.type == "domain-name":
+            source, rel_type, target = sco.id, "resolves-to", observable.id
+        resolved = next((a["value"] for a in relation.get("attributes") or () if a.get("name") == "Last Resolved"),
+                        None)
+        objects.append(stix2.v21.Relationship(
+            id=_sid("relationship", source, rel_type, target), relationship_type=rel_type, source_ref=source,
+            target_ref=target, **({"description": f"last resolved {resolved}"} if resolved else {}), **sdo))
+
+    is_file = observable.type == "file"
+    captured = [i for i, (sco, _) in related.items() if sco.type in ("ipv4-addr", "ipv6-addr", "domain-name", "url")]
+    scope: dict[str, Any] = {"sample_ref": observable.id} if is_file else {"analysis_sco_refs": [observable.id]}
+    if is_file and captured:
+        scope["analysis_sco_refs"] = captured
+    ended = summary.get("scan_date")
+    timing = {"analysis_ended": ended} if ended else {}
+    objects.append(stix2.v21.MalwareAnalysis(
+        id=_sid("malware-analysis", observable.id, "VirusTotal", ended), product="VirusTotal",
+        result=_verdict(summary), external_references=[reference], **scope, **timing, **sdo))
+    for engine, result in _engine_detections(events):
+        objects.append(stix2.v21.MalwareAnalysis(
+            id=_sid("malware-analysis", observable.id, engine, ended), product=engine, result="malicious",
+            **({"result_name": result} if result else {}), **scope, **timing, **sdo))
+
+    positives = summary.get("positives")
+    if summary.get("found") and isinstance(positives, int) and positives >= options.indicator_at:
+        pattern = _pattern(observable)
+        indicator_id = _sid("indicator", pattern)
+        objects.append(stix2.v21.Indicator(
+            id=indicator_id, name=f"{value} (VirusTotal: {positives} of {summary.get('total')} engines)",
+            description=f"{positives} of {summary.get('total')} VirusTotal engines flagged {value} "
+                        f"(analysis {summary.get('scan_date') or 'date unknown'}).",
+            pattern=pattern, pattern_type="stix", indicator_types=["malicious-activity"], valid_from=stamp,
+            valid_until=_stamp(now + options.indicator_valid_s), external_references=[reference], **sdo))
+        objects.append(stix2.v21.Relationship(
+            id=_sid("relationship", indicator_id, "based-on", observable.id), relationship_type="based-on",
+            source_ref=indicator_id, target_ref=observable.id, **sdo))
+    if level:
+        objects.append(marking_definition(level))
+    bundle = stix2.v21.Bundle(objects=objects, id=f"bundle--{uuid.uuid4()}")
+    result: dict[str, Any] = orjson.loads(bundle.serialize())
+    return result
+
