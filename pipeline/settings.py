@@ -180,6 +180,17 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
+OUTPUTS = ("events", "stix")
+
+
+def _outputs(raw: str) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in _csv(raw))
+    unknown = [name for name in names if name not in OUTPUTS]
+    if unknown or not names:
+        raise ValueError(f"name one or more of {', '.join(OUTPUTS)}, got {raw!r}")
+    return names
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of a vtstream worker. Build with :meth:`from_env`."""
@@ -342,6 +353,29 @@ class Settings:
     web_port: int = _setting(
         "VTSTREAM_WEB_PORT", 6066, _non_negative_int,
         "Port of the worker's web server (/metrics, /health, /ready); 0 disables it.")
+    outputs: tuple[str, ...] = _setting(
+        "VTSTREAM_OUTPUTS", ("events",), _outputs,
+        "What the results stage publishes: 'events' (indicators.enriched), 'stix' (one STIX 2.1 bundle "
+        "per enrichment on indicators.stix), or both: 'events,stix'.")
+    stix_indicator_at: int = _setting(
+        "VTSTREAM_STIX_INDICATOR_AT", 5, _positive_int,
+        "Positives from which a STIX bundle carries an indicator (a STIX pattern) besides the analysis.")
+    stix_indicator_valid_s: float = _setting(
+        "VTSTREAM_STIX_INDICATOR_VALID", 30 * 86400.0, parse_duration,
+        "How long a STIX indicator stays valid (valid_until), e.g. 30d, 12h.")
+    taxii_username: str = _setting(
+        "VTSTREAM_TAXII_USERNAME", "", str,
+        "HTTP Basic user of 'vtstream taxii'. Unset (and no anonymous access): every request is refused.")
+    taxii_password: str = _setting(
+        "VTSTREAM_TAXII_PASSWORD", "", str, "HTTP Basic password of 'vtstream taxii'. Never logged.", secret=True)
+    taxii_anonymous: bool = _setting(
+        "VTSTREAM_TAXII_ANONYMOUS", False, _bool,
+        "Let 'vtstream taxii' answer requests without credentials (read-only feed for anyone who reaches it).")
+    taxii_cert: Path | None = _setting(
+        "VTSTREAM_TAXII_CERT", None, _readable_file,
+        "PEM certificate (chain) for 'vtstream taxii' to serve HTTPS; with VTSTREAM_TAXII_KEY. Unset: HTTP.")
+    taxii_key: Path | None = _setting(
+        "VTSTREAM_TAXII_KEY", None, _readable_file, "PEM private key for VTSTREAM_TAXII_CERT.")
     log_level: str = _setting(
         "VTSTREAM_LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = _setting(

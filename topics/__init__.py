@@ -27,6 +27,7 @@ REQUESTS = "vt.requests"
 POLLS = "vt.polls"
 RESPONSES = "vt.responses"
 ENRICHED = "indicators.enriched"
+STIX = "indicators.stix"
 DEAD = "vt.dead"
 QUOTA = "vt.quota"
 CACHE_TABLE = "cache"
@@ -95,6 +96,8 @@ def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s",
                   "VirusTotal answers, co-partitioned with vt.lookups and the cache", strict=True),
         TopicSpec(ENRICHED, partitions, "indicator key",
                   "attribute / relation / report / summary events for TI platforms"),
+        TopicSpec(STIX, partitions, "indicator key",
+                  "one STIX 2.1 bundle per enrichment (VTSTREAM_OUTPUTS=events,stix); the TAXII server reads it"),
         TopicSpec(DEAD, 1, "indicator key or none", "records that could not be processed, with the reason",
                   retention_ms=30 * DAY_MS),
         TopicSpec(changelog_name(app_id), partitions, "indicator key",

@@ -318,9 +318,14 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
 @click.option("--behaviour", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A saved v3 behaviour_summary answer to map together with the one saved file object "
                    "(as VTSTREAM_VT_BEHAVIOUR=true does).")
+@click.option("--format", "output_format", type=click.Choice(["events", "stix"]), default="events",
+              show_default=True, help="events: the indicators.enriched events; stix: one STIX 2.1 bundle per body.")
+@click.option("--label", "labels", multiple=True, help="A label of the input, e.g. TLP:GREEN (--format stix marks "
+              "every object with the highest TLP given). Repeatable.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def map_command(api_version: str, action: str, behaviour: Path | None, files: tuple[Path, ...]) -> None:
-    """Map saved VirusTotal responses offline; print the events as JSON lines.
+def map_command(api_version: str, action: str, behaviour: Path | None, output_format: str, labels: tuple[str, ...],
+                files: tuple[Path, ...]) -> None:
+    """Map saved VirusTotal responses offline; print the events (or STIX bundles) as JSON lines.
 
     The same objects the pipeline publishes, from the same mapping files
     (VTSTREAM_MAPPINGS_DIR): use it to tune mappings without Kafka.
@@ -329,6 +334,7 @@ def map_command(api_version: str, action: str, behaviour: Path | None, files: tu
     Examples:
       vtstream map --api v2 --action submit_ip ip_report.json | jq .attribute
       vtstream map --action submit_hash --behaviour behaviour_summary.json file.json
+      vtstream map --action submit_domain --format stix --label TLP:GREEN domain.json
     """
     from pipeline.mapping import AddOptions, map_files
 
@@ -336,10 +342,69 @@ def map_command(api_version: str, action: str, behaviour: Path | None, files: tu
     options = AddOptions(tags=settings.add_tags, confidence=settings.add_confidence,
                          rating=settings.add_rating, relation_cap=settings.relation_cap)
     try:
-        for event in map_files(settings.mappings_dir, api_version, action, list(files), options,
-                               behaviour=behaviour):
+        events = map_files(settings.mappings_dir, api_version, action, list(files), options, behaviour=behaviour)
+        if output_format == "stix":
+            events = _bundles(events, settings, labels)
+        for event in events:
             sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
     except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _bundles(events: Iterable[dict[str, Any]], settings: Settings, labels: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """One bundle per mapped body: its events up to and including its summary."""
+    import time
+
+    from pipeline.outputs.publish import stix_options
+    from pipeline.outputs.stix import build_bundle
+
+    body_events: list[dict[str, Any]] = []
+    for event in events:
+        if event["kind"] != "summary":
+            body_events.append(event)
+            continue
+        mapped, body_events = body_events, []
+        try:
+            yield build_bundle(event["indicator"], mapped, event["summary"], labels=labels,
+                               options=stix_options(settings), now=time.time())
+        except ValueError as exc:
+            click.echo(f"no bundle: {exc}", err=True)
+
+
+@main.command(epilog=_env_help())
+@click.option("--port", type=int, default=9500, show_default=True, help="Port to listen on.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+def taxii(port: int, host: str, bootstrap: str | None) -> None:
+    """Serve indicators.stix as a read-only TAXII 2.1 collection.
+
+    Discovery at /taxii2/, one API root (/vtstream/) with one collection; objects/,
+    manifest/ and objects/{id}/ with added_after, match[id], match[type], limit and
+    next. Reads Kafka on every request: nothing but the page in hand is held.
+    HTTP Basic from VTSTREAM_TAXII_USERNAME / VTSTREAM_TAXII_PASSWORD; HTTPS with
+    VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY.
+
+    \b
+    Example:
+      VTSTREAM_TAXII_USERNAME=feed VTSTREAM_TAXII_PASSWORD=... vtstream taxii --port 9500
+    """
+    import logging
+
+    from pipeline.outputs.taxii.server import serve
+
+    settings = _settings(kafka_bootstrap=bootstrap)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, host, port, stop)
+
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -265,10 +265,10 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
     objects.append(stix2.v21.MalwareAnalysis(
         id=_sid("malware-analysis", observable.id, "VirusTotal", ended), product="VirusTotal",
         result=_verdict(summary), external_references=[reference], **scope, **timing, **sdo))
-    for engine, result in _engine_detections(events):
+    for engine, detection in _engine_detections(events):
         objects.append(stix2.v21.MalwareAnalysis(
             id=_sid("malware-analysis", observable.id, engine, ended), product=engine, result="malicious",
-            **({"result_name": result} if result else {}), **scope, **timing, **sdo))
+            **({"result_name": detection} if detection else {}), **scope, **timing, **sdo))
 
     positives = summary.get("positives")
     if summary.get("found") and isinstance(positives, int) and positives >= options.indicator_at:
@@ -286,6 +286,6 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
     if level:
         objects.append(marking_definition(level))
     bundle = stix2.v21.Bundle(objects=objects, id=f"bundle--{uuid.uuid4()}")
-    result: dict[str, Any] = orjson.loads(bundle.serialize())
-    return result
+    serialized: dict[str, Any] = orjson.loads(bundle.serialize())
+    return serialized
 

@@ -25,6 +25,7 @@ from pipeline.events import dead_letter
 from pipeline.stages.lookup import summary_event
 from pipeline.mapping import AddOptions
 from pipeline.kafka.runtime import Context, Outbox, run_batches
+from pipeline.outputs.publish import publish_bundle
 
 
 def options(ctx: Context) -> AddOptions:
@@ -51,13 +52,13 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
         if record.get("body") is not None:  # a submitted scan: the scan step's events now
             mapped = ctx.mappings.apply(api, action, record.get("step") or "scan", record["body"],
                                         indicator=indicator, options=options(ctx), found=True)
-            for event in mapped.events:
+            for event in mapped.events if "events" in ctx.settings.outputs else ():
                 await out.send(ENRICHED, key, event)
             summary = {**mapped.summary, **summary}
     else:
         mapped = ctx.mappings.apply(api, action, record.get("step") or "report", record.get("body"),
                                     indicator=indicator, options=options(ctx), found=status == "found")
-        for event in mapped.events:
+        for event in mapped.events if "events" in ctx.settings.outputs else ():
             await out.send(ENRICHED, key, event)
         summary = {**mapped.summary, "checked": True}
         if record.get("notes"):
@@ -70,9 +71,12 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
             del ctx.cache[key]
     elif status != "pending":
         ctx.cache[key] = cache.encode(cache.completed(summary, status == "found", now, ctx.settings))
+    waiting = list(cache.waiters(entry))
+    if status not in ("error", "pending") and "stix" in ctx.settings.outputs:
+        await publish_bundle(ctx.settings, out, key, record, mapped, [record.get("origin"), *waiting], now)
     await out.send(ENRICHED, key, summary_event(record, {**summary, "cached": False}, api,
                                                 record.get("origin") or {}))
-    for origin in cache.waiters(entry):
+    for origin in waiting:
         await out.send(ENRICHED, key, summary_event(record, {**summary, "cached": False, "coalesced": True},
                                                     api, origin))
 

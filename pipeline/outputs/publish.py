@@ -1,0 +1,42 @@
+"""The results stage's STIX output: one bundle per finished enrichment on indicators.stix.
+
+Kept apart from the stage so the stage only decides *when* (a final answer,
+found or not) and this module *what*: the bundle of the mapped answer, marked
+with the highest TLP label of every sighting it answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from topics import DEAD, STIX
+
+from pipeline.events import dead_letter
+from pipeline.kafka.runtime import Outbox
+from pipeline.mapping import Mapped
+from pipeline.outputs.stix import StixOptions, build_bundle
+from pipeline.settings import Settings
+
+
+def stix_options(settings: Settings) -> StixOptions:
+    """The bundle options the settings give (confidence and tags are ThreatConnect's 'add' settings)."""
+    return StixOptions(confidence=settings.add_confidence, labels=settings.add_tags,
+                       indicator_at=settings.stix_indicator_at, indicator_valid_s=settings.stix_indicator_valid_s)
+
+
+def sighting_labels(origins: Iterable[Mapping[str, Any] | None]) -> list[Any]:
+    """Every label of every sighting an answer serves: the bundle is marked with the highest TLP among them."""
+    return [label for origin in origins if origin for label in (origin.get("labels") or ())]
+
+
+async def publish_bundle(settings: Settings, out: Outbox, key: bytes, record: Mapping[str, Any], mapped: Mapped,
+                         origins: Iterable[Mapping[str, Any] | None], now: float) -> None:
+    """Send the enrichment's bundle, keyed by indicator; an indicator STIX cannot carry goes to vt.dead."""
+    try:
+        bundle = build_bundle(record["indicator"], mapped.events, mapped.summary, labels=sighting_labels(origins),
+                              options=stix_options(settings), now=now)
+    except ValueError as exc:
+        await out.send(DEAD, key, dead_letter(dict(record["indicator"]), stage="results",
+                                              reason="no STIX bundle for this indicator", error=str(exc)))
+        return
+    await out.send(STIX, key, bundle)
