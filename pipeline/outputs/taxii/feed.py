@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
@@ -109,19 +110,19 @@ def decode_cursor(token: str) -> dict[int, tuple[int, int]]:
 def merge_page(per_partition: dict[int, list[Stored]], resume: dict[int, tuple[int, int]], limit: int) -> Page:
     """Merge each partition's candidates by date added and cut the page; pure.
 
-    ``per_partition`` holds up to ``limit + 1`` candidates per partition;
-    ``resume`` is where each partition's reading stopped (served when all of
-    its candidates fit the page). A partition whose candidates did not all fit
-    resumes at its first object left out.
+    ``per_partition`` holds each partition's candidates in offset order, up to
+    ``limit + 1``; ``resume`` is where each partition's reading stopped (kept
+    when all of its candidates fit the page). A partition whose candidates did
+    not all fit resumes at its first object left out. Objects of one partition
+    are served in offset order even if their timestamps are not (producer clocks).
     """
-    ordered = sorted((s for items in per_partition.values() for s in items),
-                     key=lambda s: (s.timestamp_ms, s.partition, s.offset, s.index))
-    served, left = ordered[:limit], ordered[limit:]
+    merged = list(heapq.merge(*per_partition.values(), key=lambda s: (s.timestamp_ms, s.partition)))
+    served, left = merged[:limit], merged[limit:]
     cursor = dict(resume)
-    for stored in reversed(left):  # the earliest left-out object of each partition wins
-        cursor[stored.partition] = (stored.offset, stored.index)
-    more = bool(left) or any(len(items) > limit for items in per_partition.values())
-    return Page(served, more, encode_cursor(cursor) if more else None)
+    for stored in left:
+        cursor[stored.partition] = min(cursor.get(stored.partition, (stored.offset, stored.index)),
+                                       (stored.offset, stored.index))
+    return Page(served, bool(left), encode_cursor(cursor) if left else None)
 
 
 class Feed:
@@ -129,7 +130,7 @@ class Feed:
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.settings, self.topic = settings, topic
-        self._consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
+        self._consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
