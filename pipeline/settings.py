@@ -365,7 +365,8 @@ class Settings:
         "How long a STIX indicator stays valid (valid_until), e.g. 30d, 12h.")
     taxii_username: str = _setting(
         "VTSTREAM_TAXII_USERNAME", "", str,
-        "HTTP Basic user of 'vtstream taxii'. Unset (and no anonymous access): every request is refused.")
+        "HTTP Basic user of 'vtstream taxii'; without user and password it refuses to start "
+        "(unless VTSTREAM_TAXII_ANONYMOUS).")
     taxii_password: str = _setting(
         "VTSTREAM_TAXII_PASSWORD", "", str, "HTTP Basic password of 'vtstream taxii'. Never logged.", secret=True)
     taxii_anonymous: bool = _setting(

@@ -112,18 +112,24 @@ def _stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
-def _ip_type(value: str) -> type:
-    return stix2.v21.IPv6Address if ":" in value else stix2.v21.IPv4Address
+#: Relation event types that name a network observable -> the pipeline's indicator type.
+_NETWORK_RELATIONS = {"IP Address": "ip", "FQDN": "domain", "URL": "url"}
+
+
+def _network_sco(kind: str, value: str, marks: list[str]) -> Any:
+    """The SCO of an ip / domain / url value."""
+    if kind == "ip":
+        sco = stix2.v21.IPv6Address if ":" in value else stix2.v21.IPv4Address
+        return sco(value=value, object_marking_refs=marks)
+    if kind == "domain":
+        return stix2.v21.DomainName(value=value, object_marking_refs=marks)
+    return stix2.v21.URL(value=value, object_marking_refs=marks)
 
 
 def _observable(kind: str, value: str, hashes: Mapping[str, str], marks: list[str]) -> Any:
-    """The SCO of a pipeline indicator type (file: with every hash the answer gave)."""
-    if kind == "ip":
-        return _ip_type(value)(value=value, object_marking_refs=marks)
-    if kind == "domain":
-        return stix2.v21.DomainName(value=value, object_marking_refs=marks)
-    if kind == "url":
-        return stix2.v21.URL(value=value, object_marking_refs=marks)
+    """The SCO of a pipeline indicator (a file: with every hash the answer gave)."""
+    if kind in ("ip", "domain", "url"):
+        return _network_sco(kind, value, marks)
     return stix2.v21.File(hashes={**hashes, _HASH_NAMES[kind]: value}, object_marking_refs=marks)
 
 
@@ -141,21 +147,13 @@ def _network_value(kind: str, value: str) -> str | None:
 
 def _related(relation: Mapping[str, Any], own_hashes: set[str], marks: list[str]) -> Any | None:
     """The SCO of a relation event, or None for rows that are not observables (file names, imphash...)."""
-    kind, value = relation.get("type"), str(relation.get("value") or "")
+    kind, value = str(relation.get("type")), str(relation.get("value") or "")
     names = {a.get("name") for a in relation.get("attributes") or ()}
     if not value or names & set(_NOT_OBSERVABLES):
         return None
-    network = {"IP Address": "ip", "FQDN": "domain", "URL": "url"}.get(str(kind))
-    if network:
-        value = _network_value(network, value) or ""
-        if not value:
-            return None
-    if kind == "IP Address":
-        return _ip_type(value)(value=value, object_marking_refs=marks)
-    if kind == "FQDN":
-        return stix2.v21.DomainName(value=value, object_marking_refs=marks)
-    if kind == "URL":
-        return stix2.v21.URL(value=value, object_marking_refs=marks)
+    if kind in _NETWORK_RELATIONS:
+        network = _network_value(_NETWORK_RELATIONS[kind], value)
+        return _network_sco(_NETWORK_RELATIONS[kind], network, marks) if network else None
     if kind in ("MD5", "SHA-1", "SHA-256") and value.lower() not in own_hashes:
         return stix2.v21.File(hashes={kind: value.lower()}, object_marking_refs=marks)
     if kind == "Mutex":

@@ -45,3 +45,10 @@ def test_every_setting_is_documented():
     rows = settings_doc()
     assert all(env.startswith("VTSTREAM_") and doc for env, _, doc in rows)
     assert len({env for env, _, _ in rows}) == len(rows)
+
+
+def test_taxii_password_never_in_repr_and_outputs_are_checked():
+    s = Settings.from_env({"VTSTREAM_TAXII_PASSWORD": "taxii-secret-123", "VTSTREAM_OUTPUTS": "events, STIX"})
+    assert "taxii-secret-123" not in repr(s) and s.outputs == ("events", "stix")
+    with pytest.raises(ConfigError, match="VTSTREAM_OUTPUTS"):
+        Settings.from_env({"VTSTREAM_OUTPUTS": "events,csv"})
