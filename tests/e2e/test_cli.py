@@ -13,7 +13,7 @@ from conftest import SAMPLES
 
 pytestmark = pytest.mark.e2e
 
-COMMANDS = ["worker", "demo", "broker", "emulator", "produce", "tail", "map", "topics", "status", "bench"]
+COMMANDS = ["worker", "demo", "broker", "emulator", "produce", "tail", "map", "topics", "status", "bench", "taxii"]
 
 
 def vtstream(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
@@ -113,3 +113,16 @@ def test_demo_runs_and_stops_cleanly():
     assert result.returncode == 0, out + result.stderr.decode()
     assert "demo finished; everything stopped." in out
     assert "NOT CHECKED" in out and "dead " in out
+
+
+def test_map_format_stix_prints_valid_marked_bundles_and_taxii_needs_credentials():
+    from stix2validator import ValidationOptions, validate_instance
+
+    fixture = Path(__file__).resolve().parents[1] / "golden" / "fixtures" / "v3" / "domain_relationships_synthetic.json"
+    out = vtstream("map", "--action", "submit_domain", "--format", "stix", "--label", "TLP:GREEN", str(fixture))
+    assert out.returncode == 0, out.stderr.decode()
+    (bundle,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert validate_instance(bundle, ValidationOptions(version="2.1")).is_valid
+    assert {"domain-name", "file", "url", "relationship", "malware-analysis"} <= {o["type"] for o in bundle["objects"]}
+    refused = vtstream("taxii", "--port", "0")
+    assert refused.returncode != 0 and b"VTSTREAM_TAXII_USERNAME" in refused.stderr
