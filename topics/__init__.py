@@ -51,9 +51,13 @@ class TopicSpec:
     #: The partition count is part of the design (co-partitioning, one quota holder);
     #: other topics work with whatever count an operator or the broker gave them.
     strict: bool = False
+    #: "LogAppendTime": the broker stamps records when it appends them (the TAXII date_added).
+    timestamp_type: str | None = None
 
     def config(self) -> dict[str, str]:
         cfg = {"cleanup.policy": self.cleanup_policy}
+        if self.timestamp_type:
+            cfg["message.timestamp.type"] = self.timestamp_type
         if self.cleanup_policy == "delete":
             cfg["retention.ms"] = str(self.retention_ms)
         return cfg
@@ -97,7 +101,8 @@ def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s",
         TopicSpec(ENRICHED, partitions, "indicator key",
                   "attribute / relation / report / summary events for TI platforms"),
         TopicSpec(STIX, partitions, "indicator key",
-                  "one STIX 2.1 bundle per enrichment (VTSTREAM_OUTPUTS=events,stix); the TAXII server reads it"),
+                  "one STIX 2.1 bundle per enrichment (VTSTREAM_OUTPUTS=events,stix); the TAXII server reads it, "
+                  "record timestamps are its date_added", timestamp_type="LogAppendTime"),
         TopicSpec(DEAD, 1, "indicator key or none", "records that could not be processed, with the reason",
                   retention_ms=30 * DAY_MS),
         TopicSpec(changelog_name(app_id), partitions, "indicator key",

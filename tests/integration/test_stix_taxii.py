@@ -45,7 +45,7 @@ def sightings(labels, upload):
     """Every indicator type, a name the emulator does not know, and an unknown file to upload and scan."""
     out = [{"value": value, "labels": labels} for value in INPUTS]
     return out + [{"file": {"name": "sample.bin", "content_b64": base64.b64encode(upload).decode()},
-                   "labels": [*labels, "TLP:CLEAR"]}]
+                   "labels": ["TLP:CLEAR", *labels]}]  # the lower label first: the bundle takes the highest
 
 
 def enrich(kafka, emulator, worker_factory, api, labels, upload, published=0):
