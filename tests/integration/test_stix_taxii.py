@@ -96,9 +96,9 @@ def test_bundles_for_every_type_validate_parse_carry_green_and_keep_their_ids(
 class Taxii:
     """`vtstream taxii` in a child process."""
 
-    def __init__(self, kafka, **env):
+    def __init__(self, kafka, verify=True, **env):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if 'VTSTREAM_TAXII_CERT' in env else 'http'}://127.0.0.1:{self.port}"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
         environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": kafka, "VTSTREAM_TAXII_USERNAME": USER,
                         "VTSTREAM_TAXII_PASSWORD": PASSWORD, **env})
@@ -108,7 +108,7 @@ class Taxii:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                requests.get(self.url + "/taxii2/", timeout=2)
+                requests.get(self.url + "/taxii2/", timeout=2, verify=verify)
                 return
             except requests.ConnectionError:
                 assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
@@ -147,7 +147,7 @@ def publish_golden_bundles(kafka):
     return bundles
 
 
-def test_taxii2_client_discovers_lists_and_pages_the_published_objects(kafka):
+def test_taxii2_client_discovers_lists_and_pages_the_published_objects(kafka, tmp_path, monkeypatch):
     bundles = publish_golden_bundles(kafka)
     published = sorted((o["id"], o.get("modified", "")) for b in bundles for o in b["objects"])
 
@@ -183,11 +183,23 @@ def test_taxii2_client_discovers_lists_and_pages_the_published_objects(kafka):
     finally:
         taxii.stop()
 
-    # stopped and started again: the same objects, read from Kafka
-    taxii = Taxii(kafka)
+    # stopped and started again, now over HTTPS: the same objects, read from Kafka
+    cert, key = self_signed(tmp_path)
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # requests lets these override a session's CA file
+        monkeypatch.delenv(variable, raising=False)
+    taxii = Taxii(kafka, verify=str(cert), VTSTREAM_TAXII_CERT=str(cert), VTSTREAM_TAXII_KEY=str(key))
     try:
-        server = Server(taxii.url + "/taxii2/", user=USER, password=PASSWORD)
+        server = Server(taxii.url + "/taxii2/", user=USER, password=PASSWORD, verify=str(cert))
         again = all_objects(server.api_roots[0].collections[0], per_page=50)
         assert sorted((o["id"], o.get("modified", "")) for o in again) == published
     finally:
         taxii.stop()
+
+
+def self_signed(folder):
+    """A certificate for 127.0.0.1 and its key, made with the openssl command line."""
+    cert, key = folder / "taxii.crt", folder / "taxii.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
