@@ -50,8 +50,7 @@ IDENTITY_ID = f"identity--{uuid.uuid5(NAMESPACE, 'vtstream')}"
 VT_GUI = "https://www.virustotal.com/gui"
 #: Relation rows whose values are properties of the sample, not observables of their own.
 _NOT_OBSERVABLES = ("Import Hash", "Authenticode Hash", "Main Icon")
-_HASH_NAMES = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256", "MD5": "MD5", "SHA-1": "SHA-1",
-               "SHA-256": "SHA-256"}
+_HASH_NAMES = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256"}
 _DETECTED = ("Detected ", "Did Detect ")
 
 
@@ -213,7 +212,12 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
     level = tlp_level(labels)
     marks = [dict(TLP_MARKINGS)[level]] if level else []
     stamp = _stamp(now)
-    sdo = {"created_by_ref": IDENTITY_ID, "created": stamp, "modified": stamp, "object_marking_refs": marks,
+    ended = summary.get("scan_date")
+    # An object keeps its id and its ``created`` across versions: both come from the analysis
+    # (its date, or vtstream's fixed epoch when VirusTotal gave none); a repeat only moves ``modified``.
+    created = f"{ended[:19]}.000Z" if isinstance(ended, str) and len(ended) >= 19 else _IDENTITY_CREATED
+    sdo = {"created_by_ref": IDENTITY_ID, "created": created, "modified": max(created, stamp),
+           "object_marking_refs": marks,
            "confidence": options.confidence, **({"labels": list(options.labels)} if options.labels else {})}
     kind, value = indicator["type"], indicator["value"]
     if kind in ("ip", "domain", "url") and _network_value(kind, value) is None:
@@ -232,7 +236,7 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
         reference["description"] = f"{summary.get('positives') or 0} of {summary['total']} engines flagged it"
     objects: list[Any] = [stix2.v21.Identity(
         id=IDENTITY_ID, name="vtstream", identity_class="system", created=_IDENTITY_CREATED,
-        modified=_IDENTITY_CREATED, description="VirusTotal enrichment pipeline", object_marking_refs=marks),
+        modified=max(_IDENTITY_CREATED, stamp), description="VirusTotal enrichment pipeline", object_marking_refs=marks),
         observable]
 
     related: dict[str, Any] = {}
@@ -250,7 +254,7 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
         resolved = next((a["value"] for a in relation.get("attributes") or () if a.get("name") == "Last Resolved"),
                         None)
         objects.append(stix2.v21.Relationship(
-            id=_sid("relationship", source, rel_type, target), relationship_type=rel_type, source_ref=source,
+            id=_sid("relationship", source, rel_type, target, ended), relationship_type=rel_type, source_ref=source,
             target_ref=target, **({"description": f"last resolved {resolved}"} if resolved else {}), **sdo))
 
     is_file = observable.type == "file"
@@ -258,7 +262,6 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
     scope: dict[str, Any] = {"sample_ref": observable.id} if is_file else {"analysis_sco_refs": [observable.id]}
     if is_file and captured:
         scope["analysis_sco_refs"] = captured
-    ended = summary.get("scan_date")
     timing = {"analysis_ended": ended} if ended else {}
     objects.append(stix2.v21.MalwareAnalysis(
         id=_sid("malware-analysis", observable.id, "VirusTotal", ended), product="VirusTotal",
@@ -271,7 +274,7 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
     positives = summary.get("positives")
     if summary.get("found") and isinstance(positives, int) and positives >= options.indicator_at:
         pattern = _pattern(observable)
-        indicator_id = _sid("indicator", pattern)
+        indicator_id = _sid("indicator", pattern, ended)
         objects.append(stix2.v21.Indicator(
             id=indicator_id, name=f"{value} (VirusTotal: {positives} of {summary.get('total')} engines)",
             description=f"{positives} of {summary.get('total')} VirusTotal engines flagged {value} "
@@ -279,7 +282,7 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
             pattern=pattern, pattern_type="stix", indicator_types=["malicious-activity"], valid_from=stamp,
             valid_until=_stamp(now + options.indicator_valid_s), external_references=[reference], **sdo))
         objects.append(stix2.v21.Relationship(
-            id=_sid("relationship", indicator_id, "based-on", observable.id), relationship_type="based-on",
+            id=_sid("relationship", indicator_id, "based-on", observable.id, ended), relationship_type="based-on",
             source_ref=indicator_id, target_ref=observable.id, **sdo))
     if level:
         objects.append(marking_definition(level))
