@@ -28,6 +28,8 @@ def test_the_same_answer_later_keeps_every_object_id():
     first, later = bundle(now=1.8e9), bundle(now=1.8e9 + 3600)
     assert [o["id"] for o in first["objects"]] == [o["id"] for o in later["objects"]]
     assert by_type(first, "indicator")[0]["modified"] != by_type(later, "indicator")[0]["modified"]
+    # a new version keeps its created (STIX versioning): the analysis date, not the time of the run
+    assert [o.get("created") for o in first["objects"]] == [o.get("created") for o in later["objects"]]
 
 
 def test_the_highest_tlp_of_the_input_marks_every_object():
