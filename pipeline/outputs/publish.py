@@ -31,12 +31,17 @@ def sighting_labels(origins: Iterable[Mapping[str, Any] | None]) -> list[Any]:
 
 async def publish_bundle(settings: Settings, out: Outbox, key: bytes, record: Mapping[str, Any], mapped: Mapped,
                          origins: Iterable[Mapping[str, Any] | None], now: float) -> None:
-    """Send the enrichment's bundle, keyed by indicator; an indicator STIX cannot carry goes to vt.dead."""
+    """Send the enrichment's bundle, keyed by indicator; an indicator STIX cannot carry goes to vt.dead.
+
+    The observable is the indicator as sent to VirusTotal (a URL without its userinfo and
+    secret parameters): what was analysed, and what a shared TAXII feed may show.
+    """
     try:
         bundle = build_bundle(record["indicator"], mapped.events, mapped.summary, labels=sighting_labels(origins),
                               options=stix_options(settings), now=now)
     except ValueError as exc:
         await out.send(DEAD, key, dead_letter(dict(record["indicator"]), stage="results",
-                                              reason="no STIX bundle for this indicator", error=str(exc)))
+                                              reason="no STIX bundle for this indicator", error=str(exc),
+                                              privacy=settings.url_privacy))
         return
     await out.send(STIX, key, bundle)
