@@ -145,7 +145,7 @@ def publish_golden_bundles(kafka):
     """Bundles of recorded answers (the expected mapping outputs), published as the results stage does:
     keyed by indicator, on indicators.stix with its catalog partition count."""
     settings = Settings.from_env({"VTSTREAM_KAFKA_BOOTSTRAP": kafka})
-    asyncio.run(ensure_topics(kafka, [s for s in topic_catalog(settings) if s.name == STIX]))
+    asyncio.run(ensure_topics(settings, [s for s in topic_catalog(settings) if s.name == STIX]))
     bundles = []
     for name in GOLDEN_ANSWERS:
         events = json.loads((GOLDEN / f"{name}.json").read_text())
