@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import faust
 
-from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES, retry_topic
+from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, retry_topic
 
 from pipeline.stages import gateway, intake, lookup, results, retry
 from pipeline.kafka import transport
@@ -86,6 +86,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
     topics = {"raw": _topic(app, RAW, settings.partitions),
               "lookups": _topic(app, LOOKUPS, settings.partitions),
               "requests": _topic(app, REQUESTS, 1),
+              "replay": _topic(app, REPLAY, 1),
               "polls": _topic(app, POLLS, 1),
               "responses": _topic(app, RESPONSES, settings.partitions)}
     topics.update({f"retry.{delay}": _topic(app, retry_topic(delay), 1) for delay in settings.retry_tiers})

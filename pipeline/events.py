@@ -7,7 +7,9 @@ An event is a plain dict, serialised with orjson::
      "attribute": {"name": "VirusTotal ASN", "value": "15169"}}
 
 ``kind`` is one of ``attribute``, ``relation``, ``report``, ``summary``; the
-payload sits under the key of the same name. ``event_id`` is a deterministic
+payload sits under the key of the same name. Events caused by a record that
+``vtstream replay`` fed carry ``"replay": "<run name>"`` at the top level
+(the run travels in the record's origin); live events have no such field. ``event_id`` is a deterministic
 digest of everything except ``enriched_at`` (and ``origin`` timing), so a record
 processed twice (at-least-once delivery) yields events with the same id and
 consumers can de-duplicate.
@@ -78,6 +80,9 @@ def make_event(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown event kind {kind!r}; expected one of {KINDS}")
+    replay = origin.get("replay") if origin else None
+    if origin and replay:  # a replayed record: the run's name goes to the top level
+        origin = {k: v for k, v in origin.items() if k != "replay"}
     ind = {"type": indicator["type"], "value": indicator["value"]}
     id_parts: list[Any] = [kind, ind, action, api, payload]
     if kind == "summary" and origin:
@@ -93,7 +98,20 @@ def make_event(
     }
     if origin:
         event["origin"] = dict(origin)
-    return event
+    return replay_marked(event, replay) if replay else event
+
+
+def replay_marked(event: dict[str, Any], run: str) -> dict[str, Any]:
+    """``event`` as caused by replay run ``run``: ``"replay": run`` at the top level, and an id of
+    its own, so consumers that de-duplicate by id keep the replayed verdict beside the live one.
+
+    >>> e = make_event("attribute", {"name": "n", "value": 1}, indicator={"type": "ip", "value": "1.1.1.1"},
+    ...                action="submit_ip", api="v3")
+    >>> marked = replay_marked(e, "june")
+    >>> marked["replay"], marked["event_id"] != e["event_id"]
+    ('june', True)
+    """
+    return {**event, "event_id": event_id(event["event_id"], {"replay": run}), "replay": run}
 
 
 def dead_letter(original: bytes | Any, *, stage: str, reason: str, privacy: UrlPrivacy,

@@ -4,7 +4,7 @@ Code never spells a topic name twice: it asks ``catalog(settings)`` or uses the
 constants below. Keyed topics (``vt.lookups``, ``vt.responses`` and the cache
 changelog) share one partition count so an indicator's lookups, responses and
 cache entry live on the same partition number (co-partitioning).
-``vt.requests`` and ``vt.polls`` have exactly one partition each, like every
+``vt.requests``, ``vt.replay`` and ``vt.polls`` have exactly one partition each, like every
 retry tier and the quota changelog: faust assigns all one-partition topics
 of the group to the same worker, so one gateway holds the API key's rate and
 quota.
@@ -30,6 +30,8 @@ ENRICHED = "indicators.enriched"
 STIX = "indicators.stix"
 DEAD = "vt.dead"
 QUOTA = "vt.quota"
+REPLAY = "vt.replay"
+REPLAY_RUNS = "vt.replay.runs"
 CACHE_TABLE = "cache"
 RETRY_PREFIX = "vt.retry."
 
@@ -73,6 +75,11 @@ def intake_group(app_id: str) -> str:
     return f"{app_id}.intake"
 
 
+def replay_group(app_id: str, run: str) -> str:
+    """The consumer group of one replay run over its source topic; its commits are the resume point."""
+    return f"{app_id}.replay.{run}"
+
+
 def retry_topic(delay: str) -> str:
     """The delayed-retry topic for one tier, e.g. ``vt.retry.30s``."""
     return RETRY_PREFIX + delay
@@ -93,6 +100,12 @@ def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s",
         TopicSpec(REQUESTS, 1, "indicator key",
                   "cache misses waiting for a VirusTotal call; one partition = one quota holder",
                   strict=True),
+        TopicSpec(REPLAY, 1, "indicator key",
+                  "cache misses of replay runs (vtstream replay); the gateway serves them after live "
+                  "lookups and before polls", strict=True),
+        TopicSpec(REPLAY_RUNS, 1, "run name",
+                  "each replay run's range, position, counts and state; read by vtstream status",
+                  cleanup_policy="compact", strict=True),
         TopicSpec(POLLS, 1, "indicator key",
                   "parked work that came due: polls of pending scans, retries; the gateway serves it "
                   "after fresh lookups", strict=True),

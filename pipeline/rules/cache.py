@@ -6,7 +6,7 @@ changelog is co-partitioned with vt.lookups and vt.responses::
     {"state": "done", "found": true, "summary": {...}, "fetched_at": 1700000000.0,
      "expires_at": 1700086400.0}
     {"state": "inflight", "since": 1700000000.0, "requester": "indicators.raw/0/17",
-     "waiters": [origin, ...], "overflow": 0}
+     "waiters": [origin, ...], "overflow": 0, "lane": "live" | "replay"}
 
 Only the summary is kept, not the VirusTotal body: a million indicators must fit
 in a worker, and a cache hit answers with the summary card. The full mapped
@@ -54,7 +54,22 @@ class Verdict:
     entry: Entry
 
 
-def decide(entry: Entry | None, origin: dict[str, Any], now: float, settings: Settings) -> Verdict:
+def answers(entry: Entry | None, now: float, max_age_s: float | None = None) -> bool:
+    """True when ``entry`` is a finished answer to serve at ``now``: unexpired, or (a replay's
+    ``--max-age``) fetched at most ``max_age_s`` seconds ago.
+
+    >>> answers({"state": "done", "fetched_at": 0.0, "expires_at": 10.0}, 20.0, max_age_s=30.0)
+    True
+    """
+    if entry is None or entry.get("state") != "done":
+        return False
+    if entry.get("expires_at", 0) > now:
+        return True
+    return max_age_s is not None and now - entry.get("fetched_at", float("-inf")) <= max_age_s
+
+
+def decide(entry: Entry | None, origin: dict[str, Any], now: float, settings: Settings,
+           max_age_s: float | None = None) -> Verdict:
     """The cache and coalescing rule for one sighting of an indicator.
 
     Replays are recognised by the sighting's ``ref`` (topic/partition/offset):
@@ -62,17 +77,24 @@ def decide(entry: Entry | None, origin: dict[str, Any], now: float, settings: Se
     have been lost in a crash), a waiter is not listed twice.
 
     >>> from pipeline.settings import Settings
+    ``max_age_s`` (a replay's ``--max-age``) also accepts a finished entry
+    fetched at most that long ago, past its TTL.
+
     >>> decide(None, {"ref": "r/0/1"}, 0.0, Settings()).action
     'request'
     """
     ref = origin.get("ref")
     if entry is not None:
-        if entry.get("state") == "done" and entry.get("expires_at", 0) > now:
+        if answers(entry, now, max_age_s):
             return Verdict("hit", entry)
         if entry.get("state") == "inflight" and now - entry.get("since", 0) < settings.inflight_timeout_s:
             # A replay after a crash: the entry may be stored while the request was not sent.
             if ref is not None and ref == entry.get("requester"):
                 return Verdict("request", entry)
+            # A live sighting does not wait behind a replay's request in the lower lane: it asks
+            # in the live lane; whichever answer comes first completes the entry.
+            if entry.get("lane") == "replay" and not origin.get("replay"):
+                return Verdict("request", {**entry, "lane": "live"})
             waiters = entry.get("waiters", [])
             if ref is not None and any(w.get("ref") == ref for w in waiters):
                 return Verdict("wait", entry)
@@ -80,7 +102,7 @@ def decide(entry: Entry | None, origin: dict[str, Any], now: float, settings: Se
                 return Verdict("overflow", {**entry, "overflow": entry.get("overflow", 0) + 1})
             return Verdict("wait", {**entry, "waiters": [*waiters, origin]})
     return Verdict("request", {"state": "inflight", "since": now, "requester": ref, "waiters": [],
-                               "overflow": 0})
+                               "overflow": 0, "lane": "replay" if origin.get("replay") else "live"})
 
 
 def cached_summary(entry: Entry) -> dict[str, Any]:

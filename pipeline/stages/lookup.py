@@ -1,4 +1,4 @@
-"""Stage 2, lookup: vt.lookups -> cache hit summary, or vt.requests.
+"""Stage 2, lookup: vt.lookups -> cache hit summary, or vt.requests (vt.replay for a replay run).
 
 Runs on the partition that owns the indicator's cache entry, so the check
 "fresh result? already in flight?" is a local table read. A stream that repeats
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from topics import DEAD, ENRICHED, REQUESTS
+from topics import DEAD, ENRICHED, REPLAY, REQUESTS
 
 from pipeline.rules import cache, privacy
 from pipeline.events import dead_letter, make_event
@@ -41,7 +41,7 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
                                               error=repr(exc), privacy=ctx.settings.url_privacy))
         return
     api = ctx.settings.vt_api_version
-    verdict = cache.decide(cache.decode(ctx.cache.get(key)), origin, now, ctx.settings)
+    verdict = cache.decide(cache.decode(ctx.cache.get(key)), origin, now, ctx.settings, record.get("max_age_s"))
     if verdict.action == "hit":
         await out.send(ENRICHED, key, summary_event(record, cache.cached_summary(verdict.entry), api))
         return
@@ -51,7 +51,7 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
                    "api": api, "origin": origin, "requested_at": now, "op": "lookup", "attempt": 0}
         if "file" in record:
             request["file"] = record["file"]
-        await out.send(REQUESTS, key, request)
+        await out.send(REPLAY if origin.get("replay") else REQUESTS, key, request)  # the replay lane
     elif verdict.action == "overflow":
         payload = {"checked": False, "found": None, "pending": True,
                    "reason": "lookup in flight; too many duplicates waiting to list this one"}

@@ -21,7 +21,7 @@ import orjson
 from topics import DEAD, ENRICHED
 
 from pipeline.rules import cache, privacy
-from pipeline.events import dead_letter
+from pipeline.events import dead_letter, replay_marked
 from pipeline.stages.lookup import summary_event
 from pipeline.mapping import AddOptions
 from pipeline.kafka.runtime import Context, Outbox, run_batches
@@ -53,13 +53,13 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
             mapped = ctx.mappings.apply(api, action, record.get("step") or "scan", record["body"],
                                         indicator=indicator, options=options(ctx), found=True)
             for event in mapped.events if "events" in ctx.settings.outputs else ():
-                await out.send(ENRICHED, key, event)
+                await out.send(ENRICHED, key, _marked(event, record))
             summary = {**mapped.summary, **summary}
     else:
         mapped = ctx.mappings.apply(api, action, record.get("step") or "report", record.get("body"),
                                     indicator=indicator, options=options(ctx), found=status == "found")
         for event in mapped.events if "events" in ctx.settings.outputs else ():
-            await out.send(ENRICHED, key, event)
+            await out.send(ENRICHED, key, _marked(event, record))
         summary = {**mapped.summary, "checked": True}
         if record.get("notes"):
             summary["notes"] = record["notes"]
@@ -79,6 +79,12 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
     for origin in waiting:
         await out.send(ENRICHED, key, summary_event(record, {**summary, "cached": False, "coalesced": True},
                                                     api, origin))
+
+
+def _marked(event: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """A mapped event as caused by the request's sighting: marked when a replay run asked."""
+    run = (record.get("origin") or {}).get("replay")
+    return replay_marked(event, run) if run else event
 
 
 def install(ctx: Context) -> None:

@@ -11,9 +11,10 @@
   until it resets, before any call is made.
 - **Slow down.** After a 429 (v3) or 204 (v2) the gateway calls :meth:`pause`;
   every caller then waits until the pause is over.
-- **Priority.** Fresh lookups (priority 0) go first: a caller of priority 1
-  (polls of pending scans, retries) waits until live work has been idle for
-  ``LIVE_GRACE`` seconds, so a backlog of scans cannot delay live traffic.
+- **Priority.** Lanes are an ordered list: live lookups (0), replay lookups
+  (1), polls of pending scans and retries (2). A caller waits until every
+  lane ahead of its own has been idle for ``LIVE_GRACE`` seconds, so a replay
+  cannot delay live traffic and a backlog of scans delays neither.
 
 State is a small dict (``state()``/``load()``) that the gateway stores in a
 changelogged table on the compacted ``vt.quota`` topic after every call.
@@ -35,7 +36,7 @@ from pipeline.errors import DailyQuotaExhausted
 
 #: Longest single sleep while paused, so callers can notice a rebalance.
 PAUSE_SLICE = 5.0
-#: How long live work must have been idle before deferred work may call.
+#: How long the lanes ahead must have been idle before a lower lane may call.
 LIVE_GRACE = 0.2
 
 
@@ -85,8 +86,8 @@ class Governor:
         self._monotonic = monotonic
         self._sleep = sleep
         self._next_start = float("-inf")  # monotonic time the next call may start
-        self._live = 0  # live records being served right now
-        self._live_idle_since = float("-inf")
+        self._serving: dict[int, int] = {}  # lane priority -> records being served right now
+        self._idle_since: dict[int, float] = {}  # lane priority -> when it last finished a record
         now = clock()
         self.day, self.month = utc_day(now), utc_month(now)
         self.used_today = self.used_month = 0
@@ -156,14 +157,20 @@ class Governor:
                 retry_after=seconds_to_midnight_utc(now))
 
     @contextmanager
-    def serving_live(self) -> Iterator[None]:
-        """Mark live work in progress for the duration (the live gateway wraps each record)."""
-        self._live += 1
+    def serving(self, priority: int) -> Iterator[None]:
+        """Mark work of lane ``priority`` in progress for the duration (each gateway lane wraps its records)."""
+        self._serving[priority] = self._serving.get(priority, 0) + 1
         try:
             yield
         finally:
-            self._live -= 1
-            self._live_idle_since = self._monotonic()
+            self._serving[priority] -= 1
+            self._idle_since[priority] = self._monotonic()
+
+    def _ahead_busy(self, priority: int) -> bool:
+        """True while a lane ahead of ``priority`` serves a record or finished one within LIVE_GRACE."""
+        now = self._monotonic()
+        return any(self._serving.get(lane) or now - self._idle_since.get(lane, float("-inf")) < LIVE_GRACE
+                   for lane in set(self._serving) | set(self._idle_since) if lane < priority)
 
     async def acquire(self, source: str | None = None, priority: int = 0,
                       should_yield: Callable[[], bool] = lambda: False) -> None:
@@ -174,7 +181,7 @@ class Governor:
         """
         self.check(source)
         if priority > 0:
-            await self._wait_for_live_idle(should_yield)
+            await self._wait_for_lanes_ahead(priority, should_yield)
         await self._wait_until_clear(should_yield)
         await self._pace()
         self.check(source)
@@ -197,9 +204,9 @@ class Governor:
         if start > now:
             await self._sleep(start - now)
 
-    async def _wait_for_live_idle(self, should_yield: Callable[[], bool]) -> None:
+    async def _wait_for_lanes_ahead(self, priority: int, should_yield: Callable[[], bool]) -> None:
         started = self._clock()
-        while self._live or self._monotonic() - self._live_idle_since < LIVE_GRACE:
+        while self._ahead_busy(priority):
             if should_yield():
                 raise Yielded(started)
             await self._sleep(LIVE_GRACE)

@@ -183,7 +183,7 @@ def test_deferred_work_waits_while_live_work_flows(no_time_module):
 
     async def live():
         for i in range(10):
-            with gov.serving_live():
+            with gov.serving(0):
                 await gov.acquire(priority=0)
                 order.append(f"live{i}")
                 await t.sleep(0.02)
@@ -205,7 +205,7 @@ def test_deferred_caller_yields_on_request():
     gov = Governor(rate_per_minute=60000, daily_quota=1000)
 
     async def run():
-        with gov.serving_live():
+        with gov.serving(0):
             with pytest.raises(Yielded):
                 await gov.acquire(priority=1, should_yield=lambda: True)
     asyncio.run(run())
