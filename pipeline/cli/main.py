@@ -476,13 +476,15 @@ def demo(path: Path | None, api_version: str, timeout: float, verbose: bool) -> 
     sys.exit(run_demo(path, api_version, timeout, verbose))
 
 
-def _register_status() -> None:
+def _register_commands() -> None:
+    from pipeline.cli.replay import replay_command
     from pipeline.cli.status import status_command
 
     main.add_command(status_command, name="status")
+    main.add_command(replay_command, name="replay")
 
 
-_register_status()
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -215,11 +215,7 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
     indicator = outcome.indicator
     api = ctx.settings.vt_api_version
     if isinstance(outcome, Skipped):
-        payload = {"checked": False, "found": None, "skipped": True, "reason": outcome.reason,
-                   "rule": outcome.rule}
-        await out.send(ENRICHED, indicator.key, make_event(
-            "summary", payload, indicator=indicator.as_dict(), action=outcome.action, api=api,
-            origin=outcome.origin))
+        await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
         return
     key_text = indicator.key
     entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
@@ -229,10 +225,23 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
             "summary", {**cached_summary(entry), **sent}, indicator=seen, action=outcome.action, api=api,
             origin=origin))
         return
-    lookup: dict[str, Any] = {"indicator": indicator.as_dict(), "action": outcome.action, "origin": outcome.origin}
+    await out.send(LOOKUPS, key_text, lookup_record(outcome))
+
+
+def skip_summary(outcome: Skipped, api: str) -> dict[str, Any]:
+    """The summary that says why policy kept an indicator away from VirusTotal."""
+    payload = {"checked": False, "found": None, "skipped": True, "reason": outcome.reason, "rule": outcome.rule}
+    return make_event("summary", payload, indicator=outcome.indicator.as_dict(), action=outcome.action, api=api,
+                      origin=outcome.origin)
+
+
+def lookup_record(outcome: Accepted) -> dict[str, Any]:
+    """The vt.lookups record for an accepted indicator."""
+    lookup: dict[str, Any] = {"indicator": outcome.indicator.as_dict(), "action": outcome.action,
+                              "origin": outcome.origin}
     if outcome.file is not None:
         lookup["file"] = outcome.file.as_dict()
-    await out.send(LOOKUPS, key_text, lookup)
+    return lookup
 
 
 def install(ctx: Context) -> None:

@@ -1,0 +1,191 @@
+"""``vtstream replay``: retro-hunt a past range of a raw-indicator topic against today's VirusTotal verdicts.
+
+The command parses its options, shows progress and prints the report; the
+work is :mod:`pipeline.stages.replay`, the rules :mod:`pipeline.rules.replay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from topics import RAW
+
+from pipeline.errors import ConfigError
+from pipeline.events import iso_utc
+from pipeline.rules.replay import BUDGET_SPENT, INTERRUPTED, RunState, default_run_name, duration_s, parse_time, span
+from pipeline.settings import Settings, parse_duration
+
+
+def report(state: RunState) -> dict[str, Any]:
+    """The retro-hunt report (``--report FILE``) of a run."""
+    return {"run": state.run, "topic": state.topic, "from": iso_utc(state.since), "to": iso_utc(state.until),
+            "state": state.state, "lookup": state.lookup, "position": dict(state.position),
+            "records": state.records, "unique": state.unique, "cache_hits": state.cache_hits,
+            "vt_requests": state.vt_requests, "skipped_by_policy": state.skipped, "dead_letters": state.dead,
+            "detected": state.detected}
+
+
+def render_report(doc: dict[str, Any]) -> str:
+    """The report as a table: the counts, then one line per detected indicator."""
+    lines = [f"run {doc['run']}: {doc['topic']} [{doc['from']}, {doc['to']}) - {doc['state']}",
+             f"records {doc['records']}  unique {doc['unique']}  cache hits {doc['cache_hits']}  "
+             f"VirusTotal requests {doc['vt_requests']}  skipped by policy {doc['skipped_by_policy']}  "
+             f"dead letters {doc['dead_letters']}",
+             f"detected now: {len(doc['detected'])}"]
+    if doc["detected"]:
+        lines.append(f"  {'indicator':<48} {'detections':>10} {'sightings':>9}  {'first seen':<20} "
+                     f"{'last seen':<20} sources")
+        for row in doc["detected"]:
+            ind = f"{row['indicator']['type']} {row['indicator']['value']}"
+            lines.append(f"  {ind[:48]:<48} {row['positives']}/{row['total']!s:<6} {row['sightings']:>9}  "
+                         f"{row['first_seen']:<20} {row['last_seen']:<20} {','.join(row['sources']) or '-'}")
+    return "\n".join(lines)
+
+
+class _Bars:
+    """tqdm bars on stderr: one while reading, one while waiting for answers (both with ETA)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._reading: Any = None
+        self._waiting: Any = None
+        self._answered = 0
+
+    def reading(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self._reading = tqdm(total=total, unit="rec", desc="reading", file=sys.stderr, disable=not self.enabled)
+
+    def read(self, n: int) -> None:
+        if self._reading is not None:
+            self._reading.update(n)
+
+    def waiting(self, total: int) -> None:
+        from tqdm import tqdm
+
+        if self._reading is not None:
+            self._reading.close()
+        self._waiting = tqdm(total=total, initial=self._answered, unit="ans", desc="answers", file=sys.stderr,
+                             disable=not self.enabled)
+
+    def answered(self, n: int) -> None:
+        self._answered += n
+        if self._waiting is not None:
+            self._waiting.update(n)
+
+    def close(self) -> None:
+        for bar in (self._reading, self._waiting):
+            if bar is not None:
+                bar.close()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--topic", default=RAW, show_default=True, help="Topic of raw indicator records to replay.")
+@click.option("--from", "since", required=True, help="Start of the range: ISO 8601 or a span back (7d, 12h).")
+@click.option("--to", "until", help="End of the range (exclusive); default: when the run first started.")
+@click.option("--run", "run_name", help="Run name; default derived from topic and range as written.")
+@click.option("--dry-run", is_flag=True, help="Read the range, call nothing, print counts, cost and duration.")
+@click.option("--budget", type=click.IntRange(min=1), help="Most VirusTotal requests this invocation may spend.")
+@click.option("--max-age", "max_age", help="Accept cache entries up to this age (e.g. 30d) instead of the TTL.")
+@click.option("--detected-at", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Positives from which an indicator counts as detected in the report.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report to this file as JSON.")
+@click.option("--no-wait", is_flag=True, help="Return right after feeding, without waiting for the answers.")
+@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+def replay_command(topic: str, since: str, until: str | None, run_name: str | None, dry_run: bool,
+                   budget: int | None, max_age: str | None, detected_at: int, report_path: Path | None,
+                   no_wait: bool, bootstrap: str | None) -> None:
+    """Replay a past time range of a topic through the pipeline, at replay priority.
+
+    Reads the records of TOPIC whose Kafka timestamps fall in [--from, --to)
+    and feeds them through intake, the cache and the gateway's replay lane
+    (after live lookups, before polls and retries). Every event they cause
+    carries "replay": "<run>"; each summary's origin.ref names the source
+    record. Repeats and cached indicators cost nothing. The run is resumable:
+    the same command continues where a budget or Ctrl-C stopped it; a
+    finished run says so and does nothing. Workers must be running (except
+    for --dry-run).
+
+    \b
+    Examples:
+      vtstream replay --from 30d --dry-run
+      vtstream replay --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z \\
+          --run november --budget 400 --max-age 30d --report november.json
+    """
+    from pipeline.stages.replay import ReplayOptions, describe_position, dry_run as count_range, run_replay
+
+    try:
+        settings = Settings.from_env(None, **({"kafka_bootstrap": bootstrap} if bootstrap else {}))
+        now = time.time()
+        options = ReplayOptions(
+            run=run_name or default_run_name(topic, since, until), topic=topic, since=parse_time(since, now),
+            until=parse_time(until, now) if until else now, budget=budget,
+            max_age_s=parse_duration(max_age) if max_age else None, detected_at=detected_at, wait=not no_wait)
+    except (ConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if options.until <= options.since:
+        raise click.UsageError("--to must be later than --from")
+    if dry_run:
+        counts = _run(count_range(settings, options, now))
+        requests = counts.requests
+        click.echo(f"dry run {options.run}: {topic} [{iso_utc(options.since)}, {iso_utc(options.until)}) "
+                   f"(start found by {counts.lookup}); nothing was called")
+        click.echo(f"records in range      {counts.records}\nvalid indicators      {counts.valid}\n"
+                   f"unique indicators     {counts.unique}\nalready answered      {counts.answered}"
+                   f"{' (within --max-age)' if max_age else ''}\nto look up            {counts.to_request}\n"
+                   f"VirusTotal requests   {requests}\n"
+                   f"duration              {span(duration_s(requests, settings.vt_rate_per_minute, settings.vt_daily_quota))}"
+                   f" at {settings.vt_rate_per_minute}/min and {settings.vt_daily_quota}/day")
+        return
+    bars = _Bars(sys.stderr.isatty())
+    from pipeline.stages.replay import Progress
+
+    progress = Progress(reading=bars.reading, read=bars.read, waiting=bars.waiting, answered=bars.answered)
+    try:
+        result = _run(_with_stop(lambda stop: run_replay(settings, options, stop=stop, progress=progress)))
+    finally:
+        bars.close()
+    state = result.state
+    if result.already_finished:
+        click.echo(f"run {options.run} is finished ({state.records} records, {state.vt_requests} VirusTotal "
+                   "requests); nothing to do. Pick another --run to replay again.")
+        return
+    where = describe_position(sorted(state.position.items()))
+    if state.state == BUDGET_SPENT:
+        click.echo(f"budget of {budget} VirusTotal requests spent: stopped reading at {where} of {topic}; "
+                   "run the same command to resume.", err=True)
+    elif state.state == INTERRUPTED:
+        click.echo(f"interrupted at {where} of {topic}; run the same command to resume.", err=True)
+    if result.unanswered and not no_wait:
+        click.echo(f"{result.unanswered} replayed records still wait for their answers.", err=True)
+    doc = report(state)
+    click.echo(render_report(doc))
+    if report_path is not None:
+        report_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    if state.state == INTERRUPTED:
+        sys.exit(130)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _with_stop(start: Any) -> Any:
+    """Run ``start(stop)``; Ctrl-C or SIGTERM sets ``stop``, so the run commits what it fed and says where."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await start(stop)

@@ -1,0 +1,149 @@
+"""`vtstream replay` over a real broker, the emulator and a worker: window, calls, marking, report, budget, priority."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kafka_helpers import collect, finals, produce
+
+pytestmark = pytest.mark.integration
+
+ARCHIVE, RAW, ENRICHED = "siem.archive", "indicators.raw", "indicators.enriched"
+HOUR_MS = 3600 * 1000
+#: The replayed range: ten days ago, for two days.
+BASE_MS = (int(time.time()) // 3600 - 240) * HOUR_MS
+FROM_MS, TO_MS = BASE_MS, BASE_MS + 48 * HOUR_MS
+
+
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def archive(bootstrap: str, records: list[tuple[int, str | dict[str, Any]]], partitions: int = 2) -> None:
+    """Create the archive topic and write ``(timestamp_ms, record)`` pairs with those Kafka timestamps."""
+
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            if ARCHIVE not in await admin.list_topics():
+                await admin.create_topics([NewTopic(ARCHIVE, partitions, 1)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            sent = []
+            for i, (ts, record) in enumerate(records):
+                value = record.encode() if isinstance(record, str) else orjson.dumps(record)
+                sent.append(await producer.send(ARCHIVE, value, timestamp_ms=ts, partition=i % partitions))
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def replay(bootstrap: str, vt_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `vtstream replay` as a user would."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
+    environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_VT_BASE_URL": vt_url,
+                    "VTSTREAM_VT_RATE_PER_MINUTE": "6000", "VTSTREAM_VT_DAILY_QUOTA": "1000000"})
+    environ.update({f"VTSTREAM_{k.upper()}": v for k, v in env.items()})
+    return subprocess.run([sys.executable, "-m", "pipeline", "replay", "--topic", ARCHIVE,
+                           "--from", iso(FROM_MS), "--to", iso(TO_MS), *args],
+                          env=environ, capture_output=True, text=True, timeout=240)
+
+
+def dry_counts(stdout: str) -> dict[str, int]:
+    counts = {}
+    for line in stdout.splitlines():
+        label, _, number = line.rpartition(" ")
+        if number.isdigit() and label.strip():
+            counts[label.strip()] = int(number)
+    return counts
+
+
+def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_factory, tmp_path: Path):
+    worker_factory(kafka, emulator.url)
+    produce(kafka, RAW, ["9.9.9.9"])  # answered live before the replay: cached, costs the replay nothing
+    collect(kafka, ENRICHED, lambda evs: len(finals(evs)) >= 1)
+    before = FROM_MS - HOUR_MS
+    inside = [FROM_MS, FROM_MS + HOUR_MS, FROM_MS + 30 * HOUR_MS, TO_MS - 1]
+    records: list[tuple[int, str | dict[str, Any]]] = [
+        (before, "203.0.113.200"),  # before --from
+        (TO_MS, "203.0.113.201"),  # at --to: excluded
+        (inside[2], {"value": "8.8.8.8", "source": "fw"}),
+        (inside[0], {"value": "8.8.8.8", "source": "proxy"}),  # timestamps not monotonic on purpose
+        (inside[1], "8.8.8.8"),
+        (inside[3], "example.com"),
+        (inside[0], {"value": "github.com", "source": "dns"}),
+        (inside[3], {"value": "github.com", "source": "fw"}),
+        (inside[1], "9.9.9.9"),  # cached
+        (inside[1], "10.0.0.1"),  # private: skipped by policy
+        (inside[2], "not an indicator at all"),  # dead letter
+        (TO_MS + HOUR_MS, "8.8.4.4"),  # after --to
+    ]
+    archive(kafka, records)
+    in_range = [r for ts, r in records if FROM_MS <= ts < TO_MS]
+    calls = emulator.stats()["lookups"]
+
+    dry = replay(kafka, emulator.url, "--dry-run", "--run", "dry")
+    assert dry.returncode == 0, dry.stderr
+    counts = dry_counts(dry.stdout)
+    assert counts["records in range"] == len(in_range) == 9
+    assert counts["valid indicators"] == 8
+    assert counts["unique indicators"] == 5  # 8.8.8.8, example.com, github.com, 9.9.9.9, 10.0.0.1
+    assert counts["already answered"] == 1  # 9.9.9.9
+    assert counts["VirusTotal requests"] == 3
+    assert emulator.stats()["lookups"] == calls, "a dry run called VirusTotal"
+
+    report_file = tmp_path / "report.json"
+    run = replay(kafka, emulator.url, "--run", "retro", "--report", str(report_file))
+    assert run.returncode == 0, run.stderr
+    assert emulator.stats()["lookups"] - calls == 3  # one per unique uncached indicator
+
+    events = collect(kafka, ENRICHED, lambda evs: len([e for e in finals(evs) if e.get("replay")]) >= 8)
+    replayed = [e for e in finals(events) if e.get("replay") == "retro"]
+    refs = {e["origin"]["ref"] for e in replayed}
+    assert len(replayed) == len(refs) == 8, "one final summary per valid in-range record"
+    assert all(ref.startswith(f"{ARCHIVE}/") for ref in refs)
+    values = sorted(e["indicator"]["value"] for e in replayed)
+    assert values == sorted(["8.8.8.8"] * 3 + ["github.com"] * 2 + ["example.com", "9.9.9.9", "10.0.0.1"])
+    assert not any(v.startswith("203.0.113.") or v == "8.8.4.4" for v in values), "out-of-range record replayed"
+    live = [e for e in events if e.get("origin", {}).get("ref", "").startswith(f"{RAW}/")]
+    assert live and all("replay" not in e for e in live)
+    assert all(e.get("replay") == "retro" for e in events if e["kind"] != "summary"
+               and e["indicator"]["value"] in ("8.8.8.8", "example.com", "github.com"))
+
+    doc = json.loads(report_file.read_text())
+    assert {"run", "topic", "from", "to", "records", "unique", "cache_hits", "vt_requests", "detected"} <= set(doc)
+    assert (doc["run"], doc["topic"], doc["records"], doc["vt_requests"]) == ("retro", ARCHIVE, 9, 3)
+    assert doc["cache_hits"] == 1 and doc["skipped_by_policy"] == 1 and doc["dead_letters"] == 1
+    checked = {e["indicator"]["value"]: e["summary"] for e in replayed if e["summary"].get("checked")}
+    expected = {v for v, s in checked.items() if (s.get("positives") or 0) >= 1}
+    assert expected, "the emulator detects github.com: the report must list something"
+    assert {row["indicator"]["value"] for row in doc["detected"]} == expected
+    sightings = {"8.8.8.8": 3, "example.com": 1, "github.com": 2, "9.9.9.9": 1}
+    for row in doc["detected"]:
+        value = row["indicator"]["value"]
+        assert row["sightings"] == sightings[value]
+        assert row["positives"] == checked[value]["positives"]
+    (github,) = [r for r in doc["detected"] if r["indicator"]["value"] == "github.com"]
+    assert (github["first_seen"], github["last_seen"]) == (iso(inside[0]), iso(inside[3]))
+    assert github["sources"] == ["dns", "fw"]
+
+    again = replay(kafka, emulator.url, "--run", "retro")
+    assert again.returncode == 0 and "is finished" in again.stdout
+    assert emulator.stats()["lookups"] - calls == 3
