@@ -28,11 +28,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REQUESTS, RESPONSES, intake_group, retry_topic
+from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, intake_group, retry_topic
 
 from pipeline.errors import ConfigError
 from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
+from pipeline.stages.replay import load_runs
 
 GOVERNOR_KEY = b"governor"
 #: Seconds the whole status read may take before we call the broker unreachable.
@@ -65,6 +66,8 @@ class StatusSnapshot:
     lag: Mapping[str, int | None] = field(default_factory=dict)
     missing_topics: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: Each replay run's last state on vt.replay.runs (:class:`pipeline.rules.replay.RunState` as a dict).
+    replay_runs: tuple[Mapping[str, Any], ...] = ()
 
 
 # ---------------------------------------------------------------- pure part
@@ -164,7 +167,16 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
         "lag": dict(snap.lag),
         "missing_topics": list(snap.missing_topics),
         "notes": list(snap.notes),
+        "replay_runs": [_replay_run(run) for run in snap.replay_runs],
     }
+
+
+def _replay_run(run: Mapping[str, Any]) -> dict[str, Any]:
+    """One replay run for ``--json``: range as ISO UTC, position, records done, requests spent, state."""
+    return {"run": run.get("run"), "topic": run.get("topic"), "from": _iso(_float(run.get("since"))),
+            "to": _iso(_float(run.get("until"))), "position": dict(run.get("position") or {}),
+            "records": _int(run.get("records")), "vt_requests": _int(run.get("vt_requests")),
+            "state": run.get("state"), "updated_at": _iso(_float(run.get("updated_at")))}
 
 
 def _counts(counts: Mapping[str, int | None]) -> str:
@@ -206,6 +218,10 @@ def render(snap: StatusSnapshot) -> str:
         ("dead letters", dead_line),
         ("consumer lag", f"{_counts(lag)} (group {snap.group})"),
     ]
+    for run in s["replay_runs"]:
+        position = ", ".join(f"p{p}@{o}" for p, o in sorted(run["position"].items())) or "-"
+        rows.append((f"replay {run['run']}", f"{run['topic']} [{run['from']}, {run['to']}) at {position}; "
+                     f"{run['records']} records, {run['vt_requests']} requests; {run['state']}"))
     if snap.missing_topics:
         rows.append(("missing topics", ", ".join(snap.missing_topics) + " (run 'vtstream topics create')"))
     rows += [("note", note) for note in snap.notes]
@@ -217,7 +233,7 @@ def render(snap: StatusSnapshot) -> str:
 
 def input_topics(settings: Settings) -> list[str]:
     """Topics the workers consume, retry tiers last."""
-    return [RAW, LOOKUPS, REQUESTS, POLLS, RESPONSES] + [retry_topic(d) for d in settings.retry_tiers]
+    return [RAW, LOOKUPS, REQUESTS, REPLAY, POLLS, RESPONSES] + [retry_topic(d) for d in settings.retry_tiers]
 
 
 def consumer_groups(settings: Settings, consumed: list[str]) -> dict[str, list[str]]:
@@ -287,13 +303,15 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
         dead = None if DEAD not in partitions else sum(
             end[TopicPartition(DEAD, p)] - begin[TopicPartition(DEAD, p)] for p in partitions[DEAD])
         governor, notes = _decode_quota(latest)
+        runs = tuple(run.to_dict() for run in (await load_runs(settings)).values())
         return StatusSnapshot(
             now=time.time() if now is None else now, bootstrap=bootstrap, group=settings.app_id,
             daily_quota=settings.vt_daily_quota, monthly_quota=settings.vt_monthly_quota,
             rate_per_minute=settings.vt_rate_per_minute, source_caps=dict(settings.source_daily_caps),
             governor=governor,
             parked={t: waiting(t) for t in tiers}, dead=dead,
-            lag={t: waiting(t) for t in consumed}, missing_topics=missing, notes=tuple(notes))
+            lag={t: waiting(t) for t in consumed}, missing_topics=missing, notes=tuple(notes),
+            replay_runs=runs)
     finally:
         await consumer.stop()
         await admin.close()
@@ -386,6 +404,10 @@ def status_command(bootstrap: str | None, as_json: bool) -> None:
       consumer lag      records on each input topic the workers have not
                         committed yet; a growing vt.requests with quota left
                         means the gateway is slow or stopped.
+      replay <run>      each `vtstream replay` run: topic and range, position
+                        (partition@next offset), records done, VirusTotal
+                        requests spent, state (reading, budget spent,
+                        interrupted, finished).
 
     'missing' means the topic does not exist: run 'vtstream topics create'.
 

@@ -147,3 +147,62 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
     again = replay(kafka, emulator.url, "--run", "retro")
     assert again.returncode == 0 and "is finished" in again.stdout
     assert emulator.stats()["lookups"] - calls == 3
+
+
+def test_budget_stops_the_run_and_the_same_command_resumes_and_finishes(kafka, emulator, worker_factory):
+    worker_factory(kafka, emulator.url)
+    values = ["1.0.0.1", "1.0.0.2", "1.0.0.3", "1.0.0.4", "1.0.0.5", "1.0.0.6"]
+    archive(kafka, [(FROM_MS + i * HOUR_MS, value) for i, value in enumerate(values + values[:2])])
+    calls = emulator.stats()["lookups"]
+
+    first = replay(kafka, emulator.url, "--run", "budgeted", "--budget", "3")
+    assert first.returncode == 0, first.stderr
+    assert "budget of 3 VirusTotal requests spent: stopped reading at partition" in first.stderr
+    assert emulator.stats()["lookups"] - calls == 3
+    status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--json"], capture_output=True, text=True,
+                            env={**os.environ, "VTSTREAM_KAFKA_BOOTSTRAP": kafka}, timeout=60)
+    (run,) = [r for r in json.loads(status.stdout)["replay_runs"] if r["run"] == "budgeted"]
+    assert run["state"] == "budget spent" and run["vt_requests"] == 3 and 3 <= run["records"] < 8
+
+    second = replay(kafka, emulator.url, "--run", "budgeted", "--budget", "3")
+    assert second.returncode == 0, second.stderr
+    assert "budget" not in second.stderr and "finished" in second.stdout
+    assert emulator.stats()["lookups"] - calls == 6  # each indicator once over both invocations
+    events = collect(kafka, ENRICHED, lambda evs: len([e for e in finals(evs) if e.get("replay")]) >= 8)
+    refs = [e["origin"]["ref"] for e in finals(events) if e.get("replay") == "budgeted"]
+    assert len(refs) == len(set(refs)) == 8, "every record answered once across the two invocations"
+
+    third = replay(kafka, emulator.url, "--run", "budgeted", "--budget", "3")
+    assert third.returncode == 0 and "is finished" in third.stdout
+    assert emulator.stats()["lookups"] - calls == 6
+
+
+def test_live_indicators_are_answered_before_the_replays_remaining_work(kafka, emulator, worker_factory):
+    worker_factory(kafka, emulator.url, vt_rate_per_minute="120")  # a call every 0.5 s: the gateway stays busy
+    archive(kafka, [(FROM_MS + i * 1000, f"45.33.32.{i + 1}") for i in range(20)])
+    feeding = replay(kafka, emulator.url, "--run", "prio", "--no-wait")
+    assert feeding.returncode == 0, feeding.stderr
+
+    def replayed(evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in finals(evs) if e.get("replay") == "prio"]
+
+    started = len(replayed(collect(kafka, ENRICHED, lambda evs: len(replayed(evs)) >= 3)))
+    live_values = [f"8.8.4.{i}" for i in range(1, 6)]
+    produce(kafka, RAW, live_values)
+
+    def live(evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in finals(evs) if "replay" not in e]
+
+    events = collect(kafka, ENRICHED, lambda evs: len(replayed(evs)) >= 20 and len(live(evs)) >= 5,
+                     timestamps=True)
+    assert sorted(e["indicator"]["value"] for e in live(events)) == live_values
+    assert len(replayed(events)) == 20
+    # Order of completion (the results stage's send order on the worker), not elapsed time. The live
+    # records first cross intake and lookup while the replay keeps calling; once they reach the
+    # gateway they go next, together, and most of the replay's work comes after them.
+    order = sorted(replayed(events) + live(events), key=lambda e: e["_ts"])
+    is_live = ["replay" not in e for e in order]
+    first, last = is_live.index(True), len(is_live) - 1 - is_live[::-1].index(True)
+    assert last - first - 4 <= 1, f"replay answers between the live ones: {is_live}"
+    assert len(order) - 1 - last >= 5, f"the replay's remaining work did not wait: {is_live}"
+    assert first - started <= 10, f"{first - started} replay answers while the live records crossed intake"
