@@ -63,7 +63,7 @@ def replay(bootstrap: str, vt_url: str, *args: str, **env: str) -> subprocess.Co
     environ.update({f"VTSTREAM_{k.upper()}": v for k, v in env.items()})
     return subprocess.run([sys.executable, "-m", "pipeline", "replay", "--topic", ARCHIVE,
                            "--from", iso(FROM_MS), "--to", iso(TO_MS), *args],
-                          env=environ, capture_output=True, text=True, timeout=240)
+                          env=environ, capture_output=True, text=True, timeout=120)
 
 
 def dry_counts(stdout: str) -> dict[str, int]:
@@ -73,6 +73,14 @@ def dry_counts(stdout: str) -> dict[str, int]:
         if number.isdigit() and label.strip():
             counts[label.strip()] = int(number)
     return counts
+
+
+def status_of(bootstrap: str, run: str) -> dict[str, Any]:
+    """The run as `vtstream status --json` shows it."""
+    status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--json"], capture_output=True, text=True,
+                            env={**os.environ, "VTSTREAM_KAFKA_BOOTSTRAP": bootstrap}, timeout=60)
+    (found,) = [r for r in json.loads(status.stdout)["replay_runs"] if r["run"] == run]
+    return found  # type: ignore[no-any-return]
 
 
 def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_factory, tmp_path: Path):
@@ -159,15 +167,15 @@ def test_budget_stops_the_run_and_the_same_command_resumes_and_finishes(kafka, e
     assert first.returncode == 0, first.stderr
     assert "budget of 3 VirusTotal requests spent: stopped reading at partition" in first.stderr
     assert emulator.stats()["lookups"] - calls == 3
-    status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--json"], capture_output=True, text=True,
-                            env={**os.environ, "VTSTREAM_KAFKA_BOOTSTRAP": kafka}, timeout=60)
-    (run,) = [r for r in json.loads(status.stdout)["replay_runs"] if r["run"] == "budgeted"]
+    run = status_of(kafka, "budgeted")
     assert run["state"] == "budget spent" and run["vt_requests"] == 3 and 3 <= run["records"] < 8
 
     second = replay(kafka, emulator.url, "--run", "budgeted", "--budget", "3")
     assert second.returncode == 0, second.stderr
     assert "budget" not in second.stderr and "finished" in second.stdout
     assert emulator.stats()["lookups"] - calls == 6  # each indicator once over both invocations
+    run = status_of(kafka, "budgeted")
+    assert (run["state"], run["records"], run["vt_requests"]) == ("finished", 8, 6), "resumed where it stopped"
     events = collect(kafka, ENRICHED, lambda evs: len([e for e in finals(evs) if e.get("replay")]) >= 8)
     refs = [e["origin"]["ref"] for e in finals(events) if e.get("replay") == "budgeted"]
     assert len(refs) == len(set(refs)) == 8, "every record answered once across the two invocations"
