@@ -76,10 +76,10 @@ def decide(entry: Entry | None, origin: dict[str, Any], now: float, settings: Se
     the sighting that caused the in-flight request asks again (its request may
     have been lost in a crash), a waiter is not listed twice.
 
-    >>> from pipeline.settings import Settings
     ``max_age_s`` (a replay's ``--max-age``) also accepts a finished entry
     fetched at most that long ago, past its TTL.
 
+    >>> from pipeline.settings import Settings
     >>> decide(None, {"ref": "r/0/1"}, 0.0, Settings()).action
     'request'
     """

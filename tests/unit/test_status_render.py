@@ -90,3 +90,14 @@ def test_a_spent_daily_quota_shows_as_blocked_until_midnight() -> None:
     spent = _snap(governor=_governor(used_today=500))
     assert "blocked            until 2026-11-23T00:00:00Z: daily quota of 500 requests spent" in render(spent)
     assert "blocked            no" in render(_snap(governor=_governor(used_today=499)))
+
+
+def test_replay_runs_show_range_position_records_requests_and_state() -> None:
+    run = {"run": "nov", "topic": "siem.archive", "since": NOW - 86400, "until": NOW, "state": "budget spent",
+           "position": {"1": 40, "0": 37}, "records": 77, "vt_requests": 50, "updated_at": NOW}
+    snap = _snap(governor=_governor(), replay_runs=(run,))
+    (shown,) = summarize(snap)["replay_runs"]
+    assert (shown["from"], shown["to"], shown["records"], shown["vt_requests"]) == (
+        "2026-11-21T18:48:00Z", "2026-11-22T18:48:00Z", 77, 50)
+    assert ("replay nov         siem.archive [2026-11-21T18:48:00Z, 2026-11-22T18:48:00Z) at p0@37, p1@40; "
+            "77 records, 50 requests; budget spent") in render(snap).splitlines()
