@@ -209,3 +209,21 @@ def test_deferred_caller_yields_on_request():
             with pytest.raises(Yielded):
                 await gov.acquire(priority=1, should_yield=lambda: True)
     asyncio.run(run())
+
+
+def test_lanes_are_an_ordered_list_live_then_replay_then_polls():
+    gov = Governor(rate_per_minute=60000, daily_quota=1000)
+    order = []
+
+    async def lane(priority, name, n, start):
+        await asyncio.sleep(start)
+        for i in range(n):
+            with gov.serving(priority):
+                await gov.acquire(priority=priority)
+                order.append(name)
+                await asyncio.sleep(0.02)
+
+    async def run():
+        await asyncio.gather(lane(0, "live", 8, 0.0), lane(2, "poll", 1, 0.01), lane(1, "replay", 3, 0.01))
+    asyncio.run(run())
+    assert order == ["live"] * 8 + ["replay"] * 3 + ["poll"]
