@@ -20,7 +20,8 @@ from topics import RAW
 
 from pipeline.errors import ConfigError
 from pipeline.events import iso_utc
-from pipeline.rules.replay import BUDGET_SPENT, INTERRUPTED, RunState, default_run_name, duration_s, parse_time, span
+from pipeline.cli.status import span
+from pipeline.rules.replay import BUDGET_SPENT, INTERRUPTED, RunState, default_run_name, duration_s, parse_time
 from pipeline.settings import Settings, parse_duration
 
 

@@ -86,7 +86,7 @@ def _next_midnight(now: float) -> float:
     return (day + timedelta(days=1)).timestamp()
 
 
-def _span(seconds: float) -> str:
+def span(seconds: float) -> str:
     """'12s', '4m05s', '5h12m', '2d03h': short enough for one status line."""
     s = max(0, int(seconds))
     if s < 60:
@@ -196,9 +196,9 @@ def render(snap: StatusSnapshot) -> str:
     elif q["last_call_ago_s"] is None:
         last = "no calls made yet"
     else:
-        last = f"last call {_span(q['last_call_ago_s'])} ago"
+        last = f"last call {span(q['last_call_ago_s'])} ago"
     quota = (f"used today {q['used_today']} / {q['daily_quota']} ({q['remaining_today']} left, "
-             f"resets 00:00 UTC in {_span(q['resets_in_s'])}); this month {monthly}; "
+             f"resets 00:00 UTC in {span(q['resets_in_s'])}); this month {monthly}; "
              f"pace {q['rate_per_minute']}/min{'' if q['rate_from'] == 'gateway' else ' (local setting)'}; {last}")
     if q["recorded_day"] is not None and q["recorded_day"] != q["day"]:
         quota += f" (counter last written on {q['recorded_day']})"

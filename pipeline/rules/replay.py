@@ -73,18 +73,6 @@ def duration_s(requests: int, rate_per_minute: int, daily_quota: int, used_today
     return days * 86400.0 + (later - (days - 1) * daily_quota) * pace
 
 
-def span(seconds: float) -> str:
-    """'45s', '12m', '3h20m', '2d04h'."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
 @dataclass
 class RunState:
     """One run as stored on vt.replay.runs (key = run name) and shown by ``vtstream status``."""

@@ -179,52 +179,43 @@ async def start_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition], s
     return {tp: answered[tp].offset if tp in answered else listed[tp] for tp in tps}, "offsets_for_times"
 
 
-async def load_runs(settings: Settings) -> dict[str, RunState]:
-    """Every run's last state on vt.replay.runs (empty when the topic does not exist yet)."""
+async def _whole_topic(settings: Settings, topic: str) -> AsyncIterator[Any]:
+    """Every keyed record of ``topic`` from its beginning to its end (nothing when it does not exist)."""
     consumer = _consumer(settings)
     await start_with_retry(consumer, settings.kafka_bootstrap)
-    runs: dict[str, RunState] = {}
     try:
-        if REPLAY_RUNS not in await consumer.topics():
-            return runs
-        tps = await _partitions(consumer, REPLAY_RUNS)
+        if topic not in await consumer.topics():
+            return
+        tps = await _partitions(consumer, topic)
         async for _tp, records in drain(consumer, await consumer.beginning_offsets(tps)):
             for record in records:
-                if record.key is None:
-                    continue
-                if record.value is None:
-                    runs.pop(record.key.decode(), None)
-                    continue
-                try:
-                    runs[record.key.decode()] = RunState.from_dict(orjson.loads(record.value))
-                except (orjson.JSONDecodeError, TypeError):
-                    log.warning("unreadable run record %r on %s; ignored", record.key, REPLAY_RUNS)
+                if record.key is not None:
+                    yield record
     finally:
         await consumer.stop()
+
+
+async def load_runs(settings: Settings) -> dict[str, RunState]:
+    """Every run's last state on vt.replay.runs (empty when the topic does not exist yet)."""
+    runs: dict[str, RunState] = {}
+    async for record in _whole_topic(settings, REPLAY_RUNS):
+        name = record.key.decode()
+        try:
+            runs[name] = RunState.from_dict(orjson.loads(record.value))
+        except (orjson.JSONDecodeError, TypeError):  # a tombstone or a foreign record
+            runs.pop(name, None)
     return runs
 
 
 async def cache_snapshot(settings: Settings) -> dict[str, cache.Entry]:
     """The finished cache entries, read from the cache changelog: what a run would not pay for."""
-    consumer = _consumer(settings)
-    await start_with_retry(consumer, settings.kafka_bootstrap)
     entries: dict[str, cache.Entry] = {}
-    try:
-        topic = changelog_name(settings.app_id)
-        if topic not in await consumer.topics():
-            return entries
-        tps = await _partitions(consumer, topic)
-        async for _tp, records in drain(consumer, await consumer.beginning_offsets(tps)):
-            for record in records:
-                if record.key is None:
-                    continue
-                entry = cache.decode(record.value)
-                if entry is not None and entry.get("state") == "done":
-                    entries[record.key.decode()] = entry
-                else:
-                    entries.pop(record.key.decode(), None)
-    finally:
-        await consumer.stop()
+    async for record in _whole_topic(settings, changelog_name(settings.app_id)):
+        entry = cache.decode(record.value)
+        if entry is not None and entry.get("state") == "done":
+            entries[record.key.decode()] = entry
+        else:
+            entries.pop(record.key.decode(), None)
     return entries
 
 

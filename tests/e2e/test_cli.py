@@ -13,7 +13,8 @@ from conftest import SAMPLES
 
 pytestmark = pytest.mark.e2e
 
-COMMANDS = ["worker", "demo", "broker", "emulator", "produce", "tail", "map", "topics", "status", "bench", "taxii"]
+COMMANDS = ["worker", "demo", "broker", "emulator", "produce", "tail", "map", "topics", "status", "replay", "bench",
+            "taxii"]
 
 
 def vtstream(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,

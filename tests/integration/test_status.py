@@ -77,7 +77,7 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     assert data["sources"] == {"siem": {"used_today": 80, "cap": 300}, "proxy": {"used_today": 43, "cap": None}}
     assert data["parked"] == {"vt.retry.30s": 2, "vt.retry.2m": 0, "vt.retry.10m": 0, "vt.retry.1h": 0}
     assert data["dead_letters"] == {"topic": "vt.dead", "count": 2}
-    assert data["lag"] == {"indicators.raw": 3, "vt.lookups": 0, "vt.requests": 0, "vt.polls": 0,
+    assert data["lag"] == {"indicators.raw": 3, "vt.lookups": 0, "vt.requests": 0, "vt.replay": 0, "vt.polls": 0,
                            "vt.responses": 0,
                            "vt.retry.30s": 2, "vt.retry.2m": 0, "vt.retry.10m": 0, "vt.retry.1h": 0}
     assert data["missing_topics"] == [] and data["notes"] == []
@@ -92,8 +92,8 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     assert lines["per source"] == "siem 80 / 300, proxy 43 / -"
     assert lines["parked"] == "vt.retry.30s 2, vt.retry.2m 0, vt.retry.10m 0, vt.retry.1h 0"
     assert lines["dead letters"] == "2 on vt.dead"
-    assert lines["consumer lag"] == ("indicators.raw 3, vt.lookups 0, vt.requests 0, vt.polls 0, vt.responses 0 "
-                                     "(group vtstream)")
+    assert lines["consumer lag"] == ("indicators.raw 3, vt.lookups 0, vt.requests 0, vt.replay 0, vt.polls 0, "
+                                     "vt.responses 0 (group vtstream)")
 
 
 def test_status_on_an_empty_broker_reports_missing_topics_without_creating_them(kafka: str) -> None:
@@ -101,7 +101,7 @@ def test_status_on_an_empty_broker_reports_missing_topics_without_creating_them(
     snap = asyncio.run(gather_status(settings))
     assert snap.governor is None and snap.dead is None
     assert set(snap.missing_topics) == {"vt.quota", "vt.dead", "indicators.raw", "vt.lookups", "vt.requests",
-                                        "vt.polls", "vt.responses", "vt.retry.30s", "vt.retry.2m", "vt.retry.10m",
+                                        "vt.replay", "vt.polls", "vt.responses", "vt.retry.30s", "vt.retry.2m", "vt.retry.10m",
                                         "vt.retry.1h"}
     again = asyncio.run(gather_status(settings))  # status must not have auto-created anything
     assert again.missing_topics == snap.missing_topics
