@@ -38,7 +38,7 @@ from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_na
 
 from pipeline.errors import ConfigError
 from pipeline.events import dead_letter
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, make_producer, start_with_retry
+from pipeline.kafka.admin import MAX_REQUEST_SIZE, ensure_topics, make_producer, start_with_retry, topic_catalog
 from pipeline.kafka.runtime import Outbox
 from pipeline.rules import cache
 from pipeline.rules.replay import (BUDGET_SPENT, FINISHED, INTERRUPTED, READING, Budget, RunState, Sighting,
@@ -325,6 +325,7 @@ async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Calla
     now = clock()
     stop = stop or asyncio.Event()
     progress = progress or Progress()
+    await ensure_topics(settings.kafka_bootstrap, topic_catalog(settings))  # vt.replay.runs compacted, 1 partition
     runs = await load_runs(settings)
     state = runs.get(options.run) or RunState(options.run, options.topic, options.since, options.until)
     if state.topic != options.topic:
