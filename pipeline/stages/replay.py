@@ -38,7 +38,7 @@ from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_na
 
 from pipeline.errors import ConfigError
 from pipeline.events import dead_letter
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, ensure_topics, make_producer, start_with_retry, topic_catalog
+from pipeline.kafka.admin import ensure_topics, make_consumer, make_producer, start_with_retry, topic_catalog
 from pipeline.kafka.runtime import Outbox
 from pipeline.rules import cache
 from pipeline.rules.replay import (BUDGET_SPENT, FINISHED, INTERRUPTED, READING, Budget, RunState, Sighting,
@@ -103,9 +103,7 @@ class Result:
 
 
 def _consumer(settings: Settings, group: str | None = None) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False,
-                            auto_offset_reset="earliest", fetch_max_bytes=MAX_REQUEST_SIZE,
-                            max_partition_fetch_bytes=MAX_REQUEST_SIZE)
+    return make_consumer(settings, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest")
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -182,7 +180,7 @@ async def start_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition], s
 async def _whole_topic(settings: Settings, topic: str) -> AsyncIterator[Any]:
     """Every keyed record of ``topic`` from its beginning to its end (nothing when it does not exist)."""
     consumer = _consumer(settings)
-    await start_with_retry(consumer, settings.kafka_bootstrap)
+    await start_with_retry(consumer, settings)
     try:
         if topic not in await consumer.topics():
             return
@@ -231,7 +229,7 @@ async def dry_run(settings: Settings, options: ReplayOptions, now: float) -> Dry
     """Read the run's (remaining) range and count what it would cost; no call, no write."""
     entries = await cache_snapshot(settings)
     consumer = _consumer(settings, replay_group(settings.app_id, options.run))
-    await start_with_retry(consumer, settings.kafka_bootstrap)
+    await start_with_retry(consumer, settings)
     counts = DryRun()
     valid: set[str] = set()
     accepted: set[str] = set()
@@ -325,7 +323,7 @@ async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Calla
     now = clock()
     stop = stop or asyncio.Event()
     progress = progress or Progress()
-    await ensure_topics(settings.kafka_bootstrap, topic_catalog(settings))  # vt.replay.runs compacted, 1 partition
+    await ensure_topics(settings, topic_catalog(settings))  # vt.replay.runs compacted, 1 partition
     runs = await load_runs(settings)
     state = runs.get(options.run) or RunState(options.run, options.topic, options.since, options.until)
     if state.topic != options.topic:
@@ -336,11 +334,11 @@ async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Calla
     budget = Budget(options.budget, requests_per_lookup(settings))
     sightings: dict[str, Sighting] = {}
     answers = _Answers(options.run, budget, sightings, progress)
-    producer = make_producer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     source = _consumer(settings, replay_group(settings.app_id, options.run))
     follower = _consumer(settings)
     for client in (producer, source, follower):
-        await start_with_retry(client, settings.kafka_bootstrap)
+        await start_with_retry(client, settings)
     try:
         out_tps = [*await _partitions(follower, ENRICHED), *await _partitions(follower, RESPONSES)]
         follower.assign(out_tps)
@@ -428,7 +426,8 @@ async def _feed_one(settings: Settings, options: ReplayOptions, now: float, out:
     """Route one in-range record; False (nothing sent) when the budget cannot pay for it."""
     outcome = parse(record.value, ref, settings)
     if isinstance(outcome, Rejected):
-        await out.send(DEAD, record.key, dead_letter(record.value, stage="replay", reason=outcome.reason))
+        await out.send(DEAD, record.key, dead_letter(record.value, stage="replay", reason=outcome.reason,
+                                                               privacy=settings.url_privacy))
         state.records += 1
         state.dead += 1
         return True

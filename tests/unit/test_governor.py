@@ -169,7 +169,7 @@ def test_pause_holds_every_caller(no_time_module):
 def test_deferred_caller_waits_for_live_grace_on_the_injected_monotonic_clock(no_time_module):
     t = FakeTime()
     gov = t.governor(rate_per_minute=60000, daily_quota=100)
-    with gov.serving_live():
+    with gov.serving(0):
         pass  # live work went idle at monotonic 0.0
     run_without_loop(gov.acquire(priority=1))
     assert t.slept == [LIVE_GRACE]
@@ -211,17 +211,18 @@ def test_deferred_caller_yields_on_request():
     asyncio.run(run())
 
 
-def test_lanes_are_an_ordered_list_live_then_replay_then_polls():
-    gov = Governor(rate_per_minute=60000, daily_quota=1000)
+def test_lanes_are_an_ordered_list_live_then_replay_then_polls(no_time_module):
+    t = FakeTime(yield_to_loop=True)
+    gov = t.governor(rate_per_minute=60000, daily_quota=1000)
     order = []
 
     async def lane(priority, name, n, start):
-        await asyncio.sleep(start)
-        for i in range(n):
+        await t.sleep(start)
+        for _ in range(n):
             with gov.serving(priority):
                 await gov.acquire(priority=priority)
                 order.append(name)
-                await asyncio.sleep(0.02)
+                await t.sleep(0.02)
 
     async def run():
         await asyncio.gather(lane(0, "live", 8, 0.0), lane(2, "poll", 1, 0.01), lane(1, "replay", 3, 0.01))
