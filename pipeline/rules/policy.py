@@ -98,15 +98,15 @@ def check(indicator: Indicator, labels: Sequence[str], *, block_labels: Sequence
     ...       internal_domains=[]).reason
     '10.0.0.1 is a private address (RFC 1918); never sent to VirusTotal'
     """
-    event_labels = {_norm_label(label): label.strip() for label in _strings(labels)}
+    event_labels = {normalise_label(label): label.strip() for label in _strings(labels)}
     event_labels.pop("", None)
     for label in _strings(block_labels):
-        if _norm_label(label) in event_labels:
-            shown = event_labels[_norm_label(label)]
+        if normalise_label(label) in event_labels:
+            shown = event_labels[normalise_label(label)]
             return Decision(False, f"the event is labelled {shown}; events with that label are "
                             "never sent to VirusTotal", "blocked_label")
-    allowed = [label.strip() for label in _strings(allow_labels) if _norm_label(label)]
-    if allowed and not any(_norm_label(label) in event_labels for label in allowed):
+    allowed = [label.strip() for label in _strings(allow_labels) if normalise_label(label)]
+    if allowed and not carries_any_label(labels, allowed):
         carried = ", ".join(event_labels.values()) or "no label"
         return Decision(False, f"the event carries {carried}; only events labelled "
                         f"{' or '.join(allowed)} are sent to VirusTotal", "not_in_allow_list")
@@ -126,8 +126,24 @@ def _strings(items: Iterable[object] | str | None) -> list[str]:
     return [item for item in items if isinstance(item, str)]
 
 
-def _norm_label(label: str) -> str:
+def normalise_label(label: str) -> str:
+    """The form labels are compared in: no whitespace anywhere, case folded.
+
+    >>> normalise_label(" TLP: Clear "), normalise_label("tlp:amber+strict")
+    ('tlp:clear', 'tlp:amber+strict')
+    """
     return "".join(label.split()).casefold()
+
+
+def carries_any_label(labels: Iterable[object] | str | None, wanted: Iterable[object] | str | None) -> bool:
+    """Whether an event carrying ``labels`` carries one of ``wanted`` (normalised, see above).
+
+    >>> carries_any_label(["TLP: CLEAR"], ["TLP:CLEAR"]), carries_any_label([], ["TLP:CLEAR"])
+    (True, False)
+    """
+    carried = {normalise_label(label) for label in _strings(labels)}
+    carried.discard("")
+    return any(normalise_label(label) in carried for label in _strings(wanted))
 
 
 def _check_host(host: str, internal_domains: Sequence[str], prefix: str) -> Decision:
