@@ -7,6 +7,7 @@
     │   └── KafkaAccessDenied       Kafka refused us: credentials, certificates, TLS
     │                               where it speaks plaintext or the reverse   (fatal)
     ├── InputError                  a record that is not an indicator; -> vt.dead
+    │   └── RecordError             one of vtstream's own records is malformed; -> vt.dead
     ├── DailyQuotaExhausted         our own count says the day's quota is spent (retryable)
     └── VirusTotalError             anything the VirusTotal API answered or failed to
                                     (the branch and its registry: pipeline.vt.errors)
@@ -48,6 +49,17 @@ class KafkaAccessDenied(ConfigError):
 
 class InputError(VtStreamError):
     """An input record is not a usable indicator; the message is for a person."""
+
+
+class RecordError(InputError):
+    """A record on one of vtstream's own topics or tables cannot be read (:mod:`pipeline.records`).
+
+    The message names the record and the field at fault, so an operator can fix and replay it.
+    """
+
+    def __init__(self, record: str, field: str, problem: str) -> None:
+        super().__init__(f"malformed {record}: {field} {problem}")
+        self.record, self.field = record, field
 
 
 class DailyQuotaExhausted(VtStreamError):

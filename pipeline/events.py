@@ -26,7 +26,9 @@ from typing import Any, Literal, Mapping
 
 import orjson
 
-from pipeline.rules.privacy import UrlPrivacy, scrub, scrub_all
+from pipeline.records import CachedResult, DeadLetter, VtRequest
+from pipeline.rules.indicators import Indicator
+from pipeline.rules.privacy import UrlPrivacy, for_summary, scrub, scrub_all
 
 Kind = Literal["attribute", "relation", "report", "summary"]
 KINDS: tuple[str, ...] = ("attribute", "relation", "report", "summary")
@@ -114,26 +116,65 @@ def replay_marked(event: dict[str, Any], run: str) -> dict[str, Any]:
     return {**event, "event_id": event_id(event["event_id"], {"replay": run}), "replay": run}
 
 
+def summary_event(payload: Mapping[str, Any], *, indicator: Indicator, action: str, api: str,
+                  origin: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``summary`` card for one sighting (``origin``) of ``indicator``, as it went to VirusTotal:
+    one per sighting, always. It shows the indicator as that sighting's SIEM sent it and, for a
+    URL, what was sent instead (``sent_as``, ``redacted``: :func:`pipeline.rules.privacy.for_summary`)."""
+    seen, shown, sent = for_summary(indicator.as_dict(), origin)
+    return make_event("summary", {**payload, **sent}, indicator=seen, action=action, api=api, origin=shown)
+
+
+def skipped_event(reason: str, rule: str, *, indicator: Indicator, action: str, api: str,
+                  origin: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``summary`` card for a sighting that policy or privacy kept away from VirusTotal."""
+    return make_event("summary", not_checked(reason, skipped_by=rule), indicator=indicator.as_dict(), action=action,
+                      api=api, origin=origin)
+
+
+def not_checked(reason: str, *, pending: bool = False, skipped_by: str | None = None) -> dict[str, Any]:
+    """A "not checked" summary payload: VirusTotal was not asked, or has not answered yet.
+
+    ``pending``: the answer may still come (a scan queued, a quota spent, a lookup
+    in flight); ``skipped_by``: the policy rule that kept the indicator away.
+    Silence never means clean, so every such sighting gets one of these.
+    """
+    payload: dict[str, Any] = {"checked": False, "found": None, "reason": reason}
+    if pending:
+        payload["pending"] = True
+    if skipped_by is not None:
+        payload.update(skipped=True, rule=skipped_by)
+    return payload
+
+
+def cache_hit(entry: CachedResult) -> dict[str, Any]:
+    """The summary payload a cache hit answers with."""
+    return {**entry.summary, "cached": True, "fetched_at": entry.fetched_at}
+
+
 def dead_letter(original: bytes | Any, *, stage: str, reason: str, privacy: UrlPrivacy,
-                error: str | None = None, attempts: int = 1) -> dict[str, Any]:
+                error: str | None = None, attempts: int = 1) -> DeadLetter:
     """A vt.dead record: the original record, where and why it failed.
 
-    ``original`` is kept whole: as text when it is UTF-8, else as base64, so an
-    operator can fix and replay it; only URL secrets (``privacy``: userinfo and
-    secret parameters) are replaced by ``REDACTED``, in the original, the reason
-    and the error alike. The API key never reaches this function.
+    ``original`` is kept whole: as text when it is UTF-8, else as base64, a
+    record vtstream built as its wire form, so an operator can fix and replay
+    it; only URL secrets (``privacy``: userinfo and secret parameters) are
+    replaced by ``REDACTED``, in the original, the reason and the error alike.
+    The API key never reaches this function.
     """
     if isinstance(original, (bytes, bytearray)):
         try:
-            kept: Any = {"text": scrub(bytes(original).decode("utf-8"), privacy)}
+            kept: dict[str, Any] = {"text": scrub(bytes(original).decode("utf-8"), privacy)}
         except UnicodeDecodeError:  # latin-1 maps byte for byte, so only the secrets change
             scrubbed = scrub(bytes(original).decode("latin-1"), privacy).encode("latin-1")
             kept = {"base64": base64.b64encode(scrubbed).decode("ascii")}
+    elif isinstance(original, VtRequest):
+        kept = {"record": scrub_all(original.to_dict(), privacy)}
     else:
         kept = {"record": scrub_all(original, privacy)}
-    return {"original": kept, "stage": stage, "reason": scrub(reason, privacy),
-            "error": None if error is None else scrub(error, privacy), "attempts": attempts,
-            "failed_at": iso_utc()}
+    return DeadLetter(original=kept, stage=stage, reason=scrub(reason, privacy),
+                      error=None if error is None else scrub(error, privacy), attempts=attempts,
+                      failed_at=iso_utc())
 
 
 def format_event(event: dict[str, Any]) -> str:

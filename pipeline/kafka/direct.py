@@ -24,7 +24,6 @@ import time
 from functools import lru_cache
 from typing import Any, Awaitable, Callable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import murmur2
@@ -32,6 +31,7 @@ from mode import Service
 
 from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
 from pipeline.kafka.runtime import Outbox, Watch, route_failure
+from pipeline.records import WireRecord, wire_value
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
@@ -176,11 +176,11 @@ class BatchOutbox(Outbox):
         self._partitions: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
 
-    async def send(self, topic: str, key: bytes | str | None, value: bytes | dict[str, Any]) -> None:
+    async def send(self, topic: str, key: bytes | str | None, value: bytes | WireRecord | dict[str, Any]) -> None:
         self._watch(topic, value)
         if isinstance(key, str):
             key = key.encode()
-        payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        payload = wire_value(value)
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))

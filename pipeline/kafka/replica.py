@@ -20,49 +20,51 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from pipeline.rules.cache import Entry, decode
 from pipeline.kafka.admin import make_consumer, start_with_retry
+from pipeline.records import CachedResult, is_finished
+from pipeline.rules.cache import decode, is_fresh
 from pipeline.settings import Settings
 
 class CacheCopy:
-    """The entries themselves: raw changelog bytes, decoded on first use, oldest use evicted."""
+    """The finished entries: changelog bytes, built into a record on first use, oldest use evicted."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[bytes, bytes | Entry] = OrderedDict()
+        self._entries: OrderedDict[bytes, bytes | CachedResult] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One changelog record: only finished entries are kept (in flight means "ask the owner")."""
-        if value is None or b'"state":"done"' not in value:
+        if not is_finished(value):
             self._entries.pop(key, None)
             return
+        assert value is not None
         self._entries[key] = value
         self._entries.move_to_end(key)
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
-    def fresh(self, key: bytes, now: float) -> Entry | None:
-        """The finished entry for ``key`` if it has not expired at ``now``, else None.
+    def fresh(self, key: bytes, now: float) -> CachedResult | None:
+        """The finished entry for ``key`` if it is fresh at ``now`` (:func:`~pipeline.rules.cache.is_fresh`).
 
         >>> copy = CacheCopy(2)
         >>> copy.apply(b"ip:1.1.1.1", b'{"state":"done","summary":{},"expires_at":10}')
-        >>> copy.fresh(b"ip:1.1.1.1", 5)["expires_at"], copy.fresh(b"ip:1.1.1.1", 11)
-        (10, None)
+        >>> copy.fresh(b"ip:1.1.1.1", 5).expires_at, copy.fresh(b"ip:1.1.1.1", 11)
+        (10.0, None)
         """
         stored = self._entries.get(key)
         if stored is None:
             return None
         if isinstance(stored, bytes):
             entry = decode(stored)
-            if entry is None:
+            if not isinstance(entry, CachedResult):
                 del self._entries[key]
                 return None
             self._entries[key] = stored = entry
         self._entries.move_to_end(key)
-        return stored if stored.get("expires_at", 0) > now else None
+        return stored if is_fresh(stored, now) else None
 
 
 class CacheReplica(Service):

@@ -1,6 +1,8 @@
 """What every stage shares at run time: the context, the outbox, the batch loop.
 
-Stages are plain functions ``handle(ctx, out, key, value, ...)``; this module
+Every faust stage handles a record through one signature, :data:`Handler`:
+``(outbox, key, value, now)``, its dependencies bound when the stage is
+installed (``functools.partial(handle, ctx)``); this module
 owns the faust plumbing around them. The rule it enforces: forward first,
 then ack. A batch's outputs are all produced and acknowledged by the broker
 (:meth:`Outbox.flush`) before its events are acked, so a crash at any point
@@ -22,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, MutableMapping
 
 import faust
-import orjson
 from faust.streams import _current_event  # the context variable behind faust.current_event()
 
 from topics import DEAD
@@ -31,12 +32,14 @@ from pipeline.events import dead_letter
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
+from pipeline.records import WireRecord, wire_value
 from pipeline.rules.privacy import UrlPrivacy, scrub
 from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream")
 
-Handler = Callable[["Context", "Outbox", bytes, bytes, float], Awaitable[None]]
+#: Handles one record: (outbox, key, value, now), ``now`` the clock reading when it was taken.
+Handler = Callable[["Outbox", bytes, "bytes | None", float], Awaitable[None]]
 
 
 @dataclass
@@ -85,12 +88,12 @@ class Outbox:
         return cls(lambda topic, key, value: app.producer.send(topic, key, value, None, None, None),
                    ctx.metrics.watcher(stage, ctx.clock))
 
-    async def send(self, topic: str, key: bytes | str | None, value: bytes | dict[str, Any]) -> None:
+    async def send(self, topic: str, key: bytes | str | None, value: bytes | WireRecord | dict[str, Any]) -> None:
+        """Start sending ``value``: a wire record, an output event (a dict) or bytes."""
         self._watch(topic, value)
         if isinstance(key, str):
             key = key.encode()
-        payload = value if isinstance(value, bytes) else orjson.dumps(value)
-        self._pending.append(await self._send(topic, key, payload))
+        self._pending.append(await self._send(topic, key, wire_value(value)))
 
     async def flush(self) -> None:
         if self._pending:
@@ -114,7 +117,7 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler) -
             # variable is set: Stream.current_event belongs to noack_take's buffer task.
             _current_event.set(weakref.ref(event))
             try:
-                await handler(ctx, out, key, event.value, now)
+                await handler(out, key, event.value, now)
             except Exception as exc:  # route, never crash the agent
                 await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
         _current_event.set(None)
@@ -124,8 +127,7 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler) -
             await stream.ack(event)
 
 
-async def run_each(ctx: Context, stream: Any, stage: str,
-                   handler: Callable[[Outbox, bytes, bytes], Awaitable[None]]) -> None:
+async def run_each(ctx: Context, stream: Any, stage: str, handler: Handler) -> None:
     """Like :func:`run_batches`, one event at a time: for stages that wait (gateway, retry
     tiers), so each record is acknowledged as soon as what it caused is produced."""
     out = Outbox.of(ctx, stage)
@@ -136,7 +138,7 @@ async def run_each(ctx: Context, stream: Any, stage: str,
         records.inc()
         handling(stage, key)
         try:
-            await handler(out, key, event.value)
+            await handler(out, key, event.value, ctx.clock())
         except Exception as exc:  # route, never crash the agent
             await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
         handling(stage, None)

@@ -24,8 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from topics import DEAD, ENRICHED, RETRY_PREFIX
+from topics import ENRICHED, RETRY_PREFIX
 
+from pipeline.records import DeadLetter
 from pipeline.vt.governor import Governor
 
 #: Metrics are served with this content type (Prometheus text format 0.0.4).
@@ -81,11 +82,12 @@ class Metrics:
 
     def saw_output(self, stage: str, topic: str, value: Any, clock: Callable[[], float]) -> None:
         """Count what one outgoing record says about the run."""
+        if isinstance(value, DeadLetter):
+            self.dead_letters.labels(value.stage or stage).inc()
+            return
         if not isinstance(value, dict):
             return
-        if topic == DEAD:
-            self.dead_letters.labels(str(value.get("stage") or stage)).inc()
-        elif topic == ENRICHED and value.get("kind") == "summary":
+        if topic == ENRICHED and value.get("kind") == "summary":
             summary = value.get("summary") or {}
             if summary.get("skipped"):
                 self.policy_skips.labels(str(summary.get("rule") or "policy")).inc()

@@ -29,7 +29,7 @@ def sighting_labels(origins: Iterable[Mapping[str, Any] | None]) -> list[Any]:
     return [label for origin in origins if origin for label in (origin.get("labels") or ())]
 
 
-async def publish_bundle(settings: Settings, out: Outbox, key: bytes, record: Mapping[str, Any], mapped: Mapped,
+async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator: Mapping[str, str], mapped: Mapped,
                          origins: Iterable[Mapping[str, Any] | None], now: float) -> None:
     """Send the enrichment's bundle, keyed by indicator; an indicator STIX cannot carry goes to vt.dead.
 
@@ -37,10 +37,10 @@ async def publish_bundle(settings: Settings, out: Outbox, key: bytes, record: Ma
     secret parameters): what was analysed, and what a shared TAXII feed may show.
     """
     try:
-        bundle = build_bundle(record["indicator"], mapped.events, mapped.summary, labels=sighting_labels(origins),
+        bundle = build_bundle(indicator, mapped.events, mapped.summary, labels=sighting_labels(origins),
                               options=stix_options(settings), now=now)
     except ValueError as exc:
-        await out.send(DEAD, key, dead_letter(dict(record["indicator"]), stage="results",
+        await out.send(DEAD, key, dead_letter(dict(indicator), stage="results",
                                               reason="no STIX bundle for this indicator", error=str(exc),
                                               privacy=settings.url_privacy))
         return

@@ -1,12 +1,10 @@
 """Cache entries: what the cache table holds per indicator key, and the rules on them.
 
-An entry is a small dict, stored as orjson bytes in a faust table whose
-changelog is co-partitioned with vt.lookups and vt.responses::
-
-    {"state": "done", "found": true, "summary": {...}, "fetched_at": 1700000000.0,
-     "expires_at": 1700086400.0}
-    {"state": "inflight", "since": 1700000000.0, "requester": "indicators.raw/0/17",
-     "waiters": [origin, ...], "overflow": 0, "lane": "live" | "replay"}
+An entry is a :class:`~pipeline.records.CachedResult` (VirusTotal answered)
+or an :class:`~pipeline.records.InFlight` (a request is out), stored as orjson
+bytes in a faust table whose changelog is co-partitioned with vt.lookups and
+vt.responses. The freshness rule (:func:`is_fresh`) is decided here only; the
+lookup stage and intake's cache copy both call it.
 
 Only the summary is kept, not the VirusTotal body: a million indicators must fit
 in a worker, and a cache hit answers with the summary card. The full mapped
@@ -15,29 +13,31 @@ events were published when the indicator was enriched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import orjson
-
+from pipeline.errors import RecordError
+from pipeline.records import CacheEntry, CachedResult, InFlight, Origin, cache_entry_from_bytes, origin_ref
 from pipeline.settings import Settings
 
-Entry = dict[str, Any]
 
-
-def decode(raw: bytes | None) -> Entry | None:
-    """Bytes from the table -> entry; unreadable bytes count as no entry."""
+def decode(raw: bytes | None) -> CacheEntry | None:
+    """Bytes from the table -> entry; unreadable bytes count as no entry (the indicator is asked again)."""
     if not raw:
         return None
     try:
-        entry = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return cache_entry_from_bytes(raw)
+    except RecordError:
         return None
-    return entry if isinstance(entry, dict) else None
 
 
-def encode(entry: Entry) -> bytes:
-    return orjson.dumps(entry)
+def is_fresh(entry: CacheEntry | None, now: float) -> bool:
+    """The freshness rule: a finished entry answers sightings until it expires.
+
+    >>> is_fresh(CachedResult(True, {}, fetched_at=0.0, expires_at=10.0), 9.5), is_fresh(None, 0.0)
+    (True, False)
+    """
+    return isinstance(entry, CachedResult) and entry.expires_at > now
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,75 +51,41 @@ class Verdict:
     """
 
     action: Literal["hit", "request", "wait", "overflow"]
-    entry: Entry
+    entry: CacheEntry
 
 
-def answers(entry: Entry | None, now: float, max_age_s: float | None = None) -> bool:
-    """True when ``entry`` is a finished answer to serve at ``now``: unexpired, or (a replay's
-    ``--max-age``) fetched at most ``max_age_s`` seconds ago.
-
-    >>> answers({"state": "done", "fetched_at": 0.0, "expires_at": 10.0}, 20.0, max_age_s=30.0)
-    True
-    """
-    if entry is None or entry.get("state") != "done":
-        return False
-    if entry.get("expires_at", 0) > now:
-        return True
-    return max_age_s is not None and now - entry.get("fetched_at", float("-inf")) <= max_age_s
-
-
-def decide(entry: Entry | None, origin: dict[str, Any], now: float, settings: Settings,
-           max_age_s: float | None = None) -> Verdict:
+def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Settings) -> Verdict:
     """The cache and coalescing rule for one sighting of an indicator.
 
     Replays are recognised by the sighting's ``ref`` (topic/partition/offset):
     the sighting that caused the in-flight request asks again (its request may
     have been lost in a crash), a waiter is not listed twice.
 
-    ``max_age_s`` (a replay's ``--max-age``) also accepts a finished entry
-    fetched at most that long ago, past its TTL.
-
     >>> from pipeline.settings import Settings
     >>> decide(None, {"ref": "r/0/1"}, 0.0, Settings()).action
     'request'
     """
-    ref = origin.get("ref")
-    if entry is not None:
-        if answers(entry, now, max_age_s):
-            return Verdict("hit", entry)
-        if entry.get("state") == "inflight" and now - entry.get("since", 0) < settings.inflight_timeout_s:
-            # A replay after a crash: the entry may be stored while the request was not sent.
-            if ref is not None and ref == entry.get("requester"):
-                return Verdict("request", entry)
-            # A live sighting does not wait behind a replay's request in the lower lane: it asks
-            # in the live lane; whichever answer comes first completes the entry.
-            if entry.get("lane") == "replay" and not origin.get("replay"):
-                return Verdict("request", {**entry, "lane": "live"})
-            waiters = entry.get("waiters", [])
-            if ref is not None and any(w.get("ref") == ref for w in waiters):
-                return Verdict("wait", entry)
-            if len(waiters) >= settings.max_waiters:
-                return Verdict("overflow", {**entry, "overflow": entry.get("overflow", 0) + 1})
-            return Verdict("wait", {**entry, "waiters": [*waiters, origin]})
-    return Verdict("request", {"state": "inflight", "since": now, "requester": ref, "waiters": [],
-                               "overflow": 0, "lane": "replay" if origin.get("replay") else "live"})
+    ref = origin_ref(origin)
+    if entry is not None and is_fresh(entry, now):
+        return Verdict("hit", entry)
+    if isinstance(entry, InFlight) and now - entry.since < settings.inflight_timeout_s:
+        # A replay after a crash: the entry may be stored while the request was not sent.
+        if ref is not None and ref == entry.requester:
+            return Verdict("request", entry)
+        if ref is not None and any(origin_ref(w) == ref for w in entry.waiters):
+            return Verdict("wait", entry)
+        if len(entry.waiters) >= settings.max_waiters:
+            return Verdict("overflow", replace(entry, overflow=entry.overflow + 1))
+        return Verdict("wait", replace(entry, waiters=(*entry.waiters, origin)))
+    return Verdict("request", InFlight(since=now, requester=ref))
 
 
-def cached_summary(entry: Entry) -> dict[str, Any]:
-    """The summary card a cache hit answers with."""
-    return {**entry["summary"], "cached": True, "fetched_at": entry.get("fetched_at")}
-
-
-def completed(summary: dict[str, Any], found: bool, now: float, settings: Settings) -> Entry:
+def completed(summary: dict[str, Any], found: bool, now: float, settings: Settings) -> CachedResult:
     """The entry after VirusTotal answered: fresh for the positive or negative TTL."""
     ttl = settings.cache_ttl_s if found else settings.cache_negative_ttl_s
-    return {"state": "done", "found": found, "summary": summary, "fetched_at": now,
-            "expires_at": now + ttl}
+    return CachedResult(found=found, summary=summary, fetched_at=now, expires_at=now + ttl)
 
 
-def waiters(entry: Entry | None) -> list[dict[str, Any]]:
+def waiters(entry: CacheEntry | None) -> tuple[Origin, ...]:
     """Sightings that joined an in-flight lookup and still need their summary."""
-    if entry is None or entry.get("state") != "inflight":
-        return []
-    found = entry.get("waiters")
-    return found if isinstance(found, list) else []
+    return entry.waiters if isinstance(entry, InFlight) else ()

@@ -105,7 +105,6 @@ def _on_disk(name: str, uri: Any, file_root: Path | None) -> FileRef:
     return FileRef(digest.hexdigest(), size, name or path.name, path=str(path))
 
 
-def content(ref: dict[str, Any]) -> bytes | None:
+def content(ref: FileRef) -> bytes | None:
     """The inline bytes of a request's file reference, if it has them."""
-    encoded = ref.get("content_b64")
-    return base64.b64decode(encoded) if isinstance(encoded, str) else None
+    return base64.b64decode(ref.content_b64) if ref.content_b64 is not None else None

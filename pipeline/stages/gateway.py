@@ -1,10 +1,9 @@
-"""Stage 3, gateway: vt.requests, vt.replay and vt.polls -> VirusTotal -> vt.responses.
+"""Stage 3, gateway: vt.requests and vt.polls -> VirusTotal -> vt.responses.
 
 All one-partition topics of the group land on one worker (faust assigns them
 together), so exactly one gateway holds the key's pace and quotas (the
-governor, persisted on vt.quota). It serves three lanes in order: fresh live
-lookups (vt.requests), then replay lookups (vt.replay, fed by ``vtstream
-replay``), then due work from the retry tiers (vt.polls: scan polls, retries).
+governor, persisted on vt.quota). It serves fresh lookups (vt.requests)
+before due work from the retry tiers (vt.polls: scan polls, retries).
 
 One request record is one piece of work (``op``):
 
@@ -35,27 +34,28 @@ import orjson
 
 from topics import DEAD, RESPONSES
 
-from pipeline.rules import files, privacy
-from pipeline.stages import retry
-from pipeline.errors import DailyQuotaExhausted
-from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
-from pipeline.events import dead_letter, iso_utc
-from pipeline.vt.governor import Governor, Yielded
-from pipeline.rules.indicators import Indicator
+from pipeline.errors import DailyQuotaExhausted, RecordError
+from pipeline.events import dead_letter
 from pipeline.kafka.runtime import Context, Outbox, run_each
 from pipeline.observe.metrics import quota_readings
-from pipeline.vt.client import LookupResult, Submission, Upload, VirusTotalClient, report_age
+from pipeline.records import Status, VtRequest, origin_labels, origin_source
+from pipeline.rules import files, privacy
+from pipeline.rules.policy import carries_any_label
+from pipeline.stages import retry
+from pipeline.vt.client import LookupResult, Pace, Submission, Upload, VirusTotalClient, report_age
+from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
+from pipeline.vt.governor import Governor, Yielded
 
 log = logging.getLogger("vtstream.gateway")
 
 QUOTA_BACKOFF_START, QUOTA_BACKOFF_CAP = 60.0, 900.0
-#: The lanes in the governor's order: live lookups, replay lookups, then polls and retries.
-LANES = (("requests", "gateway"), ("replay", "gateway_replay"), ("polls", "gateway_polls"))
+PRIORITY_LIVE, PRIORITY_DUE = 0, 1
+NOT_UPLOADED = "not uploaded: the event has no label in VTSTREAM_UPLOAD_LABELS"
 
 
 @dataclass
 class Shared:
-    """What the gateway lanes share: the governor and the wrong-key flag."""
+    """What the two gateway agents share: the governor and the wrong-key flag."""
 
     governor: Governor
     loaded: bool = False
@@ -70,25 +70,29 @@ class Gateway:
         self.ctx, self.client, self.shared, self.priority = ctx, client, shared, priority
         self.settings = ctx.settings
 
-    async def handle(self, out: Outbox, key: bytes, value: bytes) -> None:
-        with self.shared.governor.serving(self.priority):
+    async def handle(self, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+        """Process one vt.requests / vt.polls record."""
+        if self.priority == PRIORITY_LIVE:
+            with self.shared.governor.serving_live():
+                await self._handle(out, key, value)
+        else:
             await self._handle(out, key, value)
 
-    async def _handle(self, out: Outbox, key: bytes, value: bytes) -> None:
+    async def _handle(self, out: Outbox, key: bytes, value: bytes | None) -> None:
         try:
-            request, refused = privacy.at_edge(orjson.loads(value), self.settings.url_privacy)
-            indicator = Indicator(request["indicator"]["type"], request["indicator"]["value"])
-            request["api"], request["action"]
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            request = VtRequest.from_bytes(value)
+            at_edge, refused = privacy.at_edge(request.to_dict(), self.settings.url_privacy)
+            request = VtRequest.from_dict(at_edge)
+        except RecordError as exc:
             await out.send(DEAD, key, dead_letter(value, stage="gateway", reason="malformed request record",
-                                                  error=repr(exc), privacy=self.settings.url_privacy))
+                                                  error=str(exc), privacy=self.settings.url_privacy))
             return
         if refused is not None:
             await self._respond(out, key, request, "error", reason=f"not checked: {refused}")
             return
         while True:
             try:
-                await self._work(out, key, request, indicator)
+                await self._work(out, key, request)
                 self.shared.quota_backoff = QUOTA_BACKOFF_START
                 return
             except WrongCredentials as exc:
@@ -113,11 +117,11 @@ class Gateway:
                 await self._failed(out, key, request, exc)
                 return
 
-    async def _work(self, out: Outbox, key: bytes, request: dict[str, Any], indicator: Indicator) -> None:
-        api, action = request["api"], request["action"]
-        relationships = self.ctx.mappings.relationships(api, action)
-        if request.get("op") == "poll":
-            result = await self.client.poll(request["analysis_id"], indicator, self._pace(request), api=api,
+    async def _work(self, out: Outbox, key: bytes, request: VtRequest) -> None:
+        api, indicator = request.api, request.indicator
+        relationships = self.ctx.mappings.relationships(api, request.action)
+        if request.op == "poll" and request.analysis_id is not None:
+            result = await self.client.poll(request.analysis_id, indicator, self._pace(request), api=api,
                                             relationships=relationships)
             if result is None:
                 await self._still_queued(out, key, request)
@@ -125,35 +129,31 @@ class Gateway:
                 await self._answer(out, key, request, result)
             return
         result = await self.client.lookup(indicator, self._pace(request), api=api, relationships=relationships)
-        submission = await self._submit_if_needed(request, indicator, result)
+        submission = await self._submit_if_needed(request, result)
         if submission is None:
             await self._answer(out, key, request, result)
             return
         await self._respond(out, key, request, "pending", body=submission.body, step="scan",
                             reason="scan submitted; the report follows when VirusTotal finishes")
-        await self._park(out, key, {**request, "op": "poll", "attempt": 0},
-                         retry.backoff(1, self.settings.retry_tiers), "scan queued",
-                         analysis_id=submission.analysis_id)
+        await self._park(out, key, request.poll(submission.analysis_id),
+                         retry.backoff(1, self.settings.retry_tiers), "scan queued")
 
-    async def _submit_if_needed(self, request: dict[str, Any], indicator: Indicator,
-                                result: LookupResult) -> Submission | None:
-        api, action = request["api"], request["action"]
+    async def _submit_if_needed(self, request: VtRequest, result: LookupResult) -> Submission | None:
+        api, action = request.api, request.action
         if action == "submit_url":
             age = report_age(result.body, api, self.ctx.clock()) if result.status == "found" else None
             if result.status == "found" and (age is None or age <= self.settings.url_max_age_s):
                 return None
-            return await self.client.submit_url(indicator.value, self._pace(request), api=api)
+            return await self.client.submit_url(request.indicator.value, self._pace(request), api=api)
         if action == "submit_file" and result.status == "not_found" and self._may_upload(request):
-            return await self.client.submit_file(_upload(request.get("file") or {}), self._pace(request), api=api)
+            return await self.client.submit_file(_upload(request.file), self._pace(request), api=api)
         return None
 
-    def _may_upload(self, request: dict[str, Any]) -> bool:
-        allowed = {label.strip().lower() for label in self.settings.upload_labels}
-        labels = (request.get("origin") or {}).get("labels") or []
-        return any(str(label).strip().lower() in allowed for label in labels)
+    def _may_upload(self, request: VtRequest) -> bool:
+        return carries_any_label(origin_labels(request.origin), self.settings.upload_labels)
 
-    def _pace(self, request: dict[str, Any]) -> Any:
-        source = (request.get("origin") or {}).get("source")
+    def _pace(self, request: VtRequest) -> Pace:
+        source = origin_source(request.origin)
 
         async def pace() -> None:
             shared = self.shared
@@ -172,41 +172,40 @@ class Gateway:
         so `vtstream status` shows the pause."""
         self.ctx.quota[b"governor"] = orjson.dumps(self.shared.governor.state())
 
-    async def _answer(self, out: Outbox, key: bytes, request: dict[str, Any], result: LookupResult) -> None:
+    async def _answer(self, out: Outbox, key: bytes, request: VtRequest, result: LookupResult) -> None:
         if self.shared.key_rejected:
             log.info("VirusTotal accepts the API key again; calls resume")
             self.shared.key_rejected = False
         notes = list(result.notes)
-        if request["action"] == "submit_file" and result.status == "not_found" and not self._may_upload(request):
-            notes.append("not uploaded: the event has no label in VTSTREAM_UPLOAD_LABELS")
-        await self._respond(out, key, request, result.status, body=result.body, notes=notes,
-                            requests=result.requests)
+        if request.action == "submit_file" and result.status == "not_found" and not self._may_upload(request):
+            notes.append(NOT_UPLOADED)
+        await self._respond(out, key, request, result.status, body=result.body, notes=tuple(notes))
 
-    async def _still_queued(self, out: Outbox, key: bytes, request: dict[str, Any]) -> None:
-        attempt = int(request.get("attempt", 0)) + 1
-        if attempt >= self.settings.retry_max_attempts:
-            reason = f"not checked: VirusTotal did not finish the scan after {attempt} polls"
-            await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=attempt,
+    async def _still_queued(self, out: Outbox, key: bytes, request: VtRequest) -> None:
+        polled = request.retried()
+        if polled.attempt >= self.settings.retry_max_attempts:
+            reason = f"not checked: VirusTotal did not finish the scan after {polled.attempt} polls"
+            await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=polled.attempt,
                                                   privacy=self.settings.url_privacy))
             await self._respond(out, key, request, "error", reason=reason)
             return
-        await self._park(out, key, {**request, "attempt": attempt},
-                         retry.backoff(attempt + 1, self.settings.retry_tiers), "scan still queued")
+        await self._park(out, key, polled, retry.backoff(polled.attempt + 1, self.settings.retry_tiers),
+                         "scan still queued")
 
-    async def _failed(self, out: Outbox, key: bytes, request: dict[str, Any], exc: VirusTotalError) -> None:
-        attempt = int(request.get("attempt", 0)) + 1
-        if exc.retryable and attempt < self.settings.retry_max_attempts:
+    async def _failed(self, out: Outbox, key: bytes, request: VtRequest, exc: VirusTotalError) -> None:
+        failed = request.retried()
+        if exc.retryable and failed.attempt < self.settings.retry_max_attempts:
             log.warning("%s for %s (attempt %d of %d), parked: %s", type(exc).__name__, key.decode(errors="replace"),
-                        attempt, self.settings.retry_max_attempts, exc)
-            await self._park(out, key, {**request, "attempt": attempt},
-                             retry.backoff(attempt, self.settings.retry_tiers), f"{type(exc).__name__}: {exc}")
+                        failed.attempt, self.settings.retry_max_attempts, exc)
+            await self._park(out, key, failed, retry.backoff(failed.attempt, self.settings.retry_tiers),
+                             f"{type(exc).__name__}: {exc}")
             return
         reason = f"not checked: {type(exc).__name__} from VirusTotal"
         await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, error=str(exc),
-                                              attempts=attempt, privacy=self.settings.url_privacy))
-        await self._respond(out, key, request, "error", reason=reason, error=str(exc))
+                                              attempts=failed.attempt, privacy=self.settings.url_privacy))
+        await self._respond(out, key, request, "error", reason=reason)
 
-    async def _hold_for_key(self, out: Outbox, key: bytes, request: dict[str, Any], exc: WrongCredentials) -> bool:
+    async def _hold_for_key(self, out: Outbox, key: bytes, request: VtRequest, exc: WrongCredentials) -> bool:
         """Wait, in slices, for the key to work again; False if the record was parked instead.
 
         Tries again every first-tier delay (30 s by default): one call per interval, no more.
@@ -227,33 +226,30 @@ class Gateway:
             await asyncio.sleep(min(deadline - now, self.settings.retry_slice_s))
         return True
 
-    async def _park(self, out: Outbox, key: bytes, request: dict[str, Any], wait_s: float, reason: str,
-                    analysis_id: str | None = None) -> None:
+    async def _park(self, out: Outbox, key: bytes, request: VtRequest, wait_s: float, reason: str) -> None:
         topic, record = retry.parked(request, wait_s=wait_s, reason=reason, now=self.ctx.clock(),
-                                     tiers=self.settings.retry_tiers, analysis_id=analysis_id)
+                                     tiers=self.settings.retry_tiers)
         await out.send(topic, key, record)
 
-    async def _respond(self, out: Outbox, key: bytes, request: dict[str, Any], status: str, *,
+    async def _respond(self, out: Outbox, key: bytes, request: VtRequest, status: Status, *,
                        body: Any = None, step: str = "report", reason: str | None = None,
-                       error: str | None = None, notes: list[str] | None = None, requests: int = 0) -> None:
-        response = {k: request.get(k) for k in ("key", "indicator", "action", "api", "origin")}
-        response.update(status=status, step=step, body=body, reason=reason, error=error, notes=notes or [],
-                        requests=requests, fetched_at=iso_utc())
-        await out.send(RESPONSES, key, response)
+                       notes: tuple[str, ...] = ()) -> None:
+        await out.send(RESPONSES, key, request.respond(status, body=body, step=step, reason=reason, notes=notes))
 
 
-def _upload(ref: dict[str, Any]) -> Upload:
-    return Upload(name=str(ref.get("name") or "sample"), size=int(ref.get("size") or 0),
-                  content=files.content(ref), path=ref.get("path"))
+def _upload(ref: files.FileRef | None) -> Upload:
+    if ref is None:
+        return Upload(name="sample", size=0)
+    return Upload(name=ref.name or "sample", size=ref.size, content=files.content(ref), path=ref.path)
 
 
 def install(ctx: Context) -> None:
-    """Register one gateway agent per lane (live lookups, replay lookups, due work) on ctx.app."""
+    """Register the two gateway agents (fresh lookups first, then due work) on ctx.app."""
     s = ctx.settings
     shared = Shared(Governor(s.vt_rate_per_minute, s.vt_daily_quota, monthly_quota=s.vt_monthly_quota,
                              source_caps=dict(s.source_daily_caps), clock=ctx.clock))
     ctx.metrics.read_quota(lambda: quota_readings(shared.governor) if shared.loaded else [])
-    for priority, (topic, name) in enumerate(LANES):
+    for topic, name, priority in (("requests", "gateway", PRIORITY_LIVE), ("polls", "gateway_polls", PRIORITY_DUE)):
         _install_one(ctx, shared, topic, name, priority)
 
 

@@ -24,10 +24,10 @@ import orjson
 
 from topics import DEAD, ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
 
-from pipeline.rules.cache import cached_summary
 from pipeline.kafka.direct import DirectStage
 from pipeline.errors import InputError
-from pipeline.events import dead_letter, make_event
+from pipeline.events import cache_hit, dead_letter, skipped_event, summary_event
+from pipeline.records import LookupRequest
 from pipeline.rules.files import FileRef
 from pipeline.rules.files import prepare as prepare_file
 from pipeline.rules.indicators import Indicator, classify
@@ -215,33 +215,17 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
     indicator = outcome.indicator
     api = ctx.settings.vt_api_version
     if isinstance(outcome, Skipped):
-        await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
+        await out.send(ENRICHED, indicator.key, skipped_event(outcome.reason, outcome.rule, indicator=indicator,
+                                                              action=outcome.action, api=api, origin=outcome.origin))
         return
     key_text = indicator.key
     entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
     if entry is not None:
-        seen, origin, sent = privacy.for_summary(indicator.as_dict(), outcome.origin)
-        await out.send(ENRICHED, key_text, make_event(
-            "summary", {**cached_summary(entry), **sent}, indicator=seen, action=outcome.action, api=api,
-            origin=origin))
+        await out.send(ENRICHED, key_text, summary_event(
+            cache_hit(entry), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
         return
-    await out.send(LOOKUPS, key_text, lookup_record(outcome))
-
-
-def skip_summary(outcome: Skipped, api: str) -> dict[str, Any]:
-    """The summary that says why policy kept an indicator away from VirusTotal."""
-    payload = {"checked": False, "found": None, "skipped": True, "reason": outcome.reason, "rule": outcome.rule}
-    return make_event("summary", payload, indicator=outcome.indicator.as_dict(), action=outcome.action, api=api,
-                      origin=outcome.origin)
-
-
-def lookup_record(outcome: Accepted) -> dict[str, Any]:
-    """The vt.lookups record for an accepted indicator."""
-    lookup: dict[str, Any] = {"indicator": outcome.indicator.as_dict(), "action": outcome.action,
-                              "origin": outcome.origin}
-    if outcome.file is not None:
-        lookup["file"] = outcome.file.as_dict()
-    return lookup
+    await out.send(LOOKUPS, key_text, LookupRequest(indicator=indicator, action=outcome.action, origin=outcome.origin,
+                                                    file=outcome.file))
 
 
 def install(ctx: Context) -> None:

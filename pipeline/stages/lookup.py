@@ -1,4 +1,4 @@
-"""Stage 2, lookup: vt.lookups -> cache hit summary, or vt.requests (vt.replay for a replay run).
+"""Stage 2, lookup: vt.lookups -> cache hit summary, or vt.requests.
 
 Runs on the partition that owns the indicator's cache entry, so the check
 "fresh result? already in flight?" is a local table read. A stream that repeats
@@ -10,52 +10,42 @@ get the cached summary.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import orjson
+from topics import DEAD, ENRICHED, REQUESTS
 
-from topics import DEAD, ENRICHED, REPLAY, REQUESTS
-
-from pipeline.rules import cache, privacy
-from pipeline.events import dead_letter, make_event
+from pipeline.errors import RecordError
+from pipeline.events import cache_hit, dead_letter, not_checked, summary_event
 from pipeline.kafka.runtime import Context, Outbox, run_batches
+from pipeline.records import CachedResult, LookupRequest, VtRequest
+from pipeline.rules import cache
+
+OVERFLOW_REASON = "lookup in flight; too many duplicates waiting to list this one"
 
 
-def summary_event(record: dict[str, Any], payload: dict[str, Any], api: str,
-                  origin: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A summary event for one sighting (``origin``, default the record's own), with the
-    indicator as that sighting's SIEM sent it and, for a URL, what was sent instead."""
-    seen, shown, sent = privacy.for_summary(record["indicator"], origin if origin is not None else record.get("origin"))
-    return make_event("summary", {**payload, **sent}, indicator=seen, action=record["action"], api=api,
-                      origin=shown)
-
-
-async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float) -> None:
+async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
     """Process one vt.lookups record."""
     try:
-        record = orjson.loads(value)
-        origin = record["origin"]
-        record["indicator"]["type"], record["action"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        sighting = LookupRequest.from_bytes(value)
+    except RecordError as exc:
         await out.send(DEAD, key, dead_letter(value, stage="lookup", reason="malformed vt.lookups record",
-                                              error=repr(exc), privacy=ctx.settings.url_privacy))
+                                              error=str(exc), privacy=ctx.settings.url_privacy))
         return
     api = ctx.settings.vt_api_version
-    verdict = cache.decide(cache.decode(ctx.cache.get(key)), origin, now, ctx.settings, record.get("max_age_s"))
-    if verdict.action == "hit":
-        await out.send(ENRICHED, key, summary_event(record, cache.cached_summary(verdict.entry), api))
+    verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings)
+    if verdict.action == "hit" and isinstance(verdict.entry, CachedResult):
+        await out.send(ENRICHED, key, summary_event(cache_hit(verdict.entry), indicator=sighting.indicator,
+                                                    action=sighting.action, api=api, origin=sighting.origin))
         return
-    ctx.cache[key] = cache.encode(verdict.entry)
+    ctx.cache[key] = verdict.entry.to_bytes()
     if verdict.action == "request":
-        request = {"key": key.decode(), "indicator": record["indicator"], "action": record["action"],
-                   "api": api, "origin": origin, "requested_at": now, "op": "lookup", "attempt": 0}
-        if "file" in record:
-            request["file"] = record["file"]
-        await out.send(REPLAY if origin.get("replay") else REQUESTS, key, request)  # the replay lane
+        await out.send(REQUESTS, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
+                                                origin=sighting.origin, file=sighting.file))
     elif verdict.action == "overflow":
-        payload = {"checked": False, "found": None, "pending": True,
-                   "reason": "lookup in flight; too many duplicates waiting to list this one"}
-        await out.send(ENRICHED, key, summary_event(record, payload, api))
+        await out.send(ENRICHED, key, summary_event(not_checked(OVERFLOW_REASON, pending=True),
+                                                    indicator=sighting.indicator, action=sighting.action,
+                                                    api=api, origin=sighting.origin))
 
 
 def install(ctx: Context) -> None:
@@ -63,4 +53,4 @@ def install(ctx: Context) -> None:
 
     @ctx.app.agent(ctx.topics["lookups"], name="lookup")
     async def lookup_agent(stream: Any) -> None:
-        await run_batches(ctx, stream, "lookup", handle)
+        await run_batches(ctx, stream, "lookup", partial(handle, ctx))

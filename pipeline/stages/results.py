@@ -14,18 +14,18 @@ until the final answer arrives.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
-
-import orjson
 
 from topics import DEAD, ENRICHED
 
-from pipeline.rules import cache, privacy
-from pipeline.events import dead_letter, replay_marked
-from pipeline.stages.lookup import summary_event
-from pipeline.mapping import AddOptions
+from pipeline.errors import RecordError
+from pipeline.events import dead_letter, not_checked, summary_event
 from pipeline.kafka.runtime import Context, Outbox, run_batches
+from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
+from pipeline.records import VtResponse
+from pipeline.rules import cache, privacy
 
 
 def options(ctx: Context) -> AddOptions:
@@ -34,35 +34,32 @@ def options(ctx: Context) -> AddOptions:
                       relation_cap=s.relation_cap)
 
 
-async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float) -> None:
+async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
     """Process one vt.responses record."""
     try:
-        record = orjson.loads(value)
-        status, api, action, indicator = record["status"], record["api"], record["action"], record["indicator"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        answer = VtResponse.from_bytes(value)
+    except RecordError as exc:
         await out.send(DEAD, key, dead_letter(value, stage="results", reason="malformed vt.responses record",
-                                              error=repr(exc), privacy=ctx.settings.url_privacy))
+                                              error=str(exc), privacy=ctx.settings.url_privacy))
         return
-    indicator = privacy.seen_indicator(indicator, record.get("origin"))  # events: the URL as the SIEM sent it
+    status, api, action = answer.status, answer.api, answer.action
+    indicator = privacy.seen_indicator(answer.indicator.as_dict(), answer.origin)  # events: the URL as the SIEM sent it
     if status in ("error", "pending"):
-        summary: dict[str, Any] = {"checked": False, "found": None,
-                                   "reason": record.get("reason") or f"not checked: {status}"}
-        if status == "pending":
-            summary["pending"] = True
-        if record.get("body") is not None:  # a submitted scan: the scan step's events now
-            mapped = ctx.mappings.apply(api, action, record.get("step") or "scan", record["body"],
+        summary = not_checked(answer.reason or f"not checked: {status}", pending=status == "pending")
+        if answer.body is not None:  # a submitted scan: the scan step's events now
+            mapped = ctx.mappings.apply(api, action, answer.step or "scan", answer.body,
                                         indicator=indicator, options=options(ctx), found=True)
             for event in mapped.events if "events" in ctx.settings.outputs else ():
-                await out.send(ENRICHED, key, _marked(event, record))
+                await out.send(ENRICHED, key, event)
             summary = {**mapped.summary, **summary}
     else:
-        mapped = ctx.mappings.apply(api, action, record.get("step") or "report", record.get("body"),
+        mapped = ctx.mappings.apply(api, action, answer.step or "report", answer.body,
                                     indicator=indicator, options=options(ctx), found=status == "found")
         for event in mapped.events if "events" in ctx.settings.outputs else ():
-            await out.send(ENRICHED, key, _marked(event, record))
+            await out.send(ENRICHED, key, event)
         summary = {**mapped.summary, "checked": True}
-        if record.get("notes"):
-            summary["notes"] = record["notes"]
+        if answer.notes:
+            summary["notes"] = list(answer.notes)
     # Read the entry only now and change it before the next await: the lookup agent runs
     # at every await above and may have added a waiter, which an older copy would drop.
     entry = cache.decode(ctx.cache.get(key))
@@ -70,21 +67,17 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes, now: float
         if entry is not None:
             del ctx.cache[key]
     elif status != "pending":
-        ctx.cache[key] = cache.encode(cache.completed(summary, status == "found", now, ctx.settings))
-    waiting = list(cache.waiters(entry))
+        ctx.cache[key] = cache.completed(summary, status == "found", now, ctx.settings).to_bytes()
+    waiting = cache.waiters(entry)
     if status not in ("error", "pending") and "stix" in ctx.settings.outputs:
-        await publish_bundle(ctx.settings, out, key, record, mapped, [record.get("origin"), *waiting], now)
-    await out.send(ENRICHED, key, summary_event(record, {**summary, "cached": False}, api,
-                                                record.get("origin") or {}))
+        await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped,
+                             [answer.origin, *waiting], now)
+    await out.send(ENRICHED, key, summary_event({**summary, "cached": False}, indicator=answer.indicator,
+                                                action=action, api=api, origin=answer.origin))
     for origin in waiting:
-        await out.send(ENRICHED, key, summary_event(record, {**summary, "cached": False, "coalesced": True},
-                                                    api, origin))
-
-
-def _marked(event: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """A mapped event as caused by the request's sighting: marked when a replay run asked."""
-    run = (record.get("origin") or {}).get("replay")
-    return replay_marked(event, run) if run else event
+        await out.send(ENRICHED, key, summary_event({**summary, "cached": False, "coalesced": True},
+                                                    indicator=answer.indicator, action=action, api=api,
+                                                    origin=origin))
 
 
 def install(ctx: Context) -> None:
@@ -92,4 +85,4 @@ def install(ctx: Context) -> None:
 
     @ctx.app.agent(ctx.topics["responses"], name="results")
     async def results_agent(stream: Any) -> None:
-        await run_batches(ctx, stream, "results", handle)
+        await run_batches(ctx, stream, "results", partial(handle, ctx))

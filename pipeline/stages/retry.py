@@ -1,8 +1,9 @@
 """Delayed retry: parked work waits on vt.retry.<delay> topics, not in memory.
 
 Pending scans and retryable failures are *parked*: written to the tier whose
-delay fits, with ``not_before`` (epoch ms), ``parked_at``, ``attempt``,
-``reason``, ``analysis_id`` and the original request. A tier has one
+delay fits as a :class:`~pipeline.records.ParkedRecord`, the request (with its
+``attempt`` and ``analysis_id``) wrapped with ``not_before`` (epoch ms),
+``parked_at`` and ``reason``. A tier has one
 partition and one fixed delay, so append order is due order: its agent only
 ever waits for the head record, and nothing behind the head can be due first.
 
@@ -17,14 +18,16 @@ vt.polls, which the gateway serves after fresh lookups.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from functools import partial
 from typing import Any
-
-import orjson
 
 from topics import DEAD, POLLS, retry_topic
 
+from pipeline.errors import RecordError
 from pipeline.events import dead_letter
 from pipeline.kafka.runtime import Context, Outbox, run_each
+from pipeline.records import ParkedRecord, VtRequest
 from pipeline.settings import parse_duration
 
 
@@ -52,40 +55,35 @@ def backoff(attempt: int, tiers: tuple[str, ...]) -> float:
     return delays[min(max(attempt, 1), len(delays)) - 1][1]
 
 
-def parked(request: dict[str, Any], *, wait_s: float, reason: str, now: float, tiers: tuple[str, ...],
-           analysis_id: str | None = None) -> tuple[str, dict[str, Any]]:
+def parked(request: VtRequest, *, wait_s: float, reason: str, now: float,
+           tiers: tuple[str, ...]) -> tuple[str, ParkedRecord]:
     """(topic, record) that parks ``request`` for ``wait_s`` seconds."""
-    record = {"not_before": int((now + wait_s) * 1000), "parked_at": int(now * 1000),
-              "attempt": int(request.get("attempt", 0)), "reason": reason,
-              "analysis_id": analysis_id if analysis_id is not None else request.get("analysis_id"),
-              "request": request}
+    record = ParkedRecord(request=request, not_before_ms=int((now + wait_s) * 1000), parked_at_ms=int(now * 1000),
+                          reason=reason)
     return retry_topic(tier_for(wait_s, tiers)), record
 
 
-async def hold(ctx: Context, out: Outbox, tier: str, delay_s: float, key: bytes, value: bytes) -> None:
+async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes, value: bytes | None,
+               now: float) -> None:
     """Wait for one head record to come due, then forward or re-park it."""
     try:
-        record = orjson.loads(value)
-        not_before = float(record["not_before"]) / 1000
-        due = min(not_before, float(record["parked_at"]) / 1000 + delay_s)
-        request = record["request"]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        record = ParkedRecord.from_bytes(value)
+    except RecordError as exc:
         await out.send(DEAD, key, dead_letter(value, stage=f"retry.{tier}", reason="malformed parked record",
-                                              error=repr(exc), privacy=ctx.settings.url_privacy))
+                                              error=str(exc), privacy=ctx.settings.url_privacy))
         return
+    due = record.due(delay_s)
     while (now := ctx.clock()) < due:
         if ctx.must_yield():  # hand the partition over now; the record waits on the tier again
-            await out.send(retry_topic(tier), key, value)
+            await out.send(retry_topic(tier), key, record)
             return
         await asyncio.sleep(min(due - now, ctx.settings.retry_slice_s))
-    if now < not_before:
-        topic, again = parked(request, wait_s=not_before - now, reason=record.get("reason", ""), now=now,
-                              tiers=ctx.settings.retry_tiers, analysis_id=record.get("analysis_id"))
-        again["not_before"] = record["not_before"]
-        await out.send(topic, key, again)
+    if now < record.not_before:
+        topic, again = parked(record.request, wait_s=record.not_before - now, reason=record.reason, now=now,
+                              tiers=ctx.settings.retry_tiers)
+        await out.send(topic, key, replace(again, not_before_ms=record.not_before_ms))
         return
-    due_request = {**request, "analysis_id": record.get("analysis_id"), "attempt": record.get("attempt", 0)}
-    await out.send(POLLS, key, due_request)
+    await out.send(POLLS, key, record.request)
 
 
 def install(ctx: Context) -> None:
@@ -97,5 +95,4 @@ def install(ctx: Context) -> None:
 def _install_tier(ctx: Context, name: str, delay: float) -> None:
     @ctx.app.agent(ctx.topics[f"retry.{name}"], name=f"retry_{name}")
     async def tier_agent(stream: Any) -> None:
-        await run_each(ctx, stream, f"retry.{name}",
-                       lambda out, key, value: hold(ctx, out, name, delay, key, value))
+        await run_each(ctx, stream, f"retry.{name}", partial(hold, ctx, name, delay))

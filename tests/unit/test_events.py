@@ -47,7 +47,7 @@ def test_event_id_is_order_insensitive_for_mappings_only():
 
 
 def test_dead_letter_keeps_binary_and_text():
-    assert dead_letter(b"\xff\xfe", stage="intake", reason="x", privacy=UrlPrivacy())["original"] == {"base64": "//4="}
-    assert dead_letter(b"abc", stage="intake", reason="x", privacy=UrlPrivacy())["original"] == {"text": "abc"}
+    assert dead_letter(b"\xff\xfe", stage="intake", reason="x", privacy=UrlPrivacy()).original == {"base64": "//4="}
+    assert dead_letter(b"abc", stage="intake", reason="x", privacy=UrlPrivacy()).original == {"text": "abc"}
     record = dead_letter({"k": 1}, stage="gateway", reason="y", error="boom", attempts=3, privacy=UrlPrivacy())
-    assert record["original"] == {"record": {"k": 1}} and record["attempts"] == 3
+    assert record.original == {"record": {"k": 1}} and record.attempts == 3

@@ -12,6 +12,7 @@ from pipeline.events import make_event
 from pipeline.observe.logs import JsonFormatter, handling
 from pipeline.observe.metrics import Metrics, QuotaReading
 from pipeline.observe.probes import Readiness
+from pipeline.records import DeadLetter
 from pipeline.vt.governor import Governor
 
 pytestmark = pytest.mark.unit
@@ -27,6 +28,8 @@ ISSUE_METRICS = {
     "vtstream_dead_letters_total": {"stage"}, "vtstream_consumer_lag": {"topic"},
     "vtstream_enrich_seconds_count": set(),
 }
+#: What intake sends to vt.dead (the record a dead letter is: pipeline.records.DeadLetter).
+DEAD_LETTER = DeadLetter({"text": "x"}, "intake", "bad", None, 1, "2026-11-30T20:00:00Z")
 
 
 def summary(received_at: float | None = 100.0, **payload: object) -> dict[str, object]:
@@ -55,7 +58,7 @@ def test_outputs_are_counted_by_what_they_say() -> None:
     results("indicators.enriched", make_event("attribute", {"name": "a", "value": 1}, indicator=IND,
                                               action="submit_ip", api="v3"))
     m.watcher("intake", clock)("indicators.enriched", summary(skipped=True, rule="internal_domain", checked=False))
-    m.watcher("intake", clock)("vt.dead", {"original": {"text": "x"}, "stage": "intake", "reason": "bad"})
+    m.watcher("intake", clock)("vt.dead", DEAD_LETTER)
     m.watcher("intake", clock)("vt.lookups", b"raw bytes are not looked into")
     s = samples(m)
     assert s[("vtstream_cache_hits_total", (("path", "one-hop"),))] == 2
@@ -110,7 +113,7 @@ def test_every_metric_of_the_issue_is_exposed_with_its_labels() -> None:
     m.watcher("intake", clock)("indicators.enriched", summary(cached=True))
     m.watcher("results", clock)("indicators.enriched", summary(coalesced=True))
     m.watcher("intake", clock)("indicators.enriched", summary(skipped=True, rule="blocked_label"))
-    m.watcher("intake", clock)("vt.dead", {"original": {"text": "x"}, "stage": "intake", "reason": "bad"})
+    m.watcher("intake", clock)("vt.dead", DEAD_LETTER)
     m.vt_request("GET", "/api/v3/domains/example.org", 200, 0.1)
     m.read_offsets(lambda: {("vt.retry.30s", 0): (1, 0)})
     m.read_quota(lambda: [QuotaReading("day", 1, 499)])

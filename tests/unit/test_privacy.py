@@ -244,9 +244,8 @@ def test_dead_letters_never_print_a_redacted_secret():
     file_letter = dead_letter(file_event, stage="intake", reason=refused.reason, privacy=DEFAULTS)
     for blob in (repr(letter), repr(record), repr(file_letter)):
         assert not any(secret in blob for secret in SECRETS), blob
-    assert binary["original"]["base64"] != dead_letter(b"\xff https://bob:hunter2@h.example/", stage="intake",
-                                                       reason="r", privacy=UrlPrivacy(userinfo="send"))[
-                                                           "original"]["base64"]
+    assert binary.original["base64"] != dead_letter(b"\xff https://bob:hunter2@h.example/", stage="intake",
+                                                    reason="r", privacy=UrlPrivacy(userinfo="send")).original["base64"]
 
 
 def test_a_handler_error_that_quotes_a_secret_is_scrubbed_in_the_log_and_the_dead_letter(caplog):
