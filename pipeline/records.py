@@ -67,12 +67,16 @@ def origin_source(origin: Mapping[str, Any]) -> str | None:
 class _Reader:
     """Typed access to one decoded record; every failure names the record and the field."""
 
-    __slots__ = ("record", "doc")
+    __slots__ = ("record", "doc", "prefix")
 
-    def __init__(self, record: str, doc: Any) -> None:
+    def __init__(self, record: str, doc: Any, prefix: str = "") -> None:
         if not isinstance(doc, dict):
-            raise RecordError(record, "(record)", f"must be a JSON object, not {_kind(doc)}")
-        self.record, self.doc = record, doc
+            raise RecordError(record, prefix.rstrip(".") or "(record)", f"must be a JSON object, not {_kind(doc)}")
+        self.record, self.doc, self.prefix = record, doc, prefix
+
+    def fault(self, name: str, problem: str) -> RecordError:
+        """The error for field ``name`` of this (possibly nested) object."""
+        return RecordError(self.record, self.prefix + name, problem)
 
     @classmethod
     def of(cls, record: str, raw: bytes | None) -> "_Reader":
@@ -91,12 +95,12 @@ class _Reader:
         value = self.doc.get(name, _MISSING)
         if value is _MISSING or (value is None and default is not _MISSING):
             if default is _MISSING:
-                raise RecordError(self.record, name, "is missing")
+                raise self.fault(name, "is missing")
             return default
         return value
 
     def _fail(self, name: str, expected: str, value: Any) -> RecordError:
-        return RecordError(self.record, name, f"must be {expected}, not {_kind(value)}")
+        return self.fault(name, f"must be {expected}, not {_kind(value)}")
 
     def text(self, name: str, default: Any = _MISSING) -> Any:
         value = self._get(name, default)
@@ -107,7 +111,7 @@ class _Reader:
     def choice(self, name: str, allowed: tuple[str, ...], default: Any = _MISSING) -> Any:
         value = self.text(name, default)
         if value is not default and value not in allowed:
-            raise RecordError(self.record, name, f"must be one of {', '.join(allowed)}, not {value!r}")
+            raise self.fault(name, f"must be one of {', '.join(allowed)}, not {value!r}")
         return value
 
     def integer(self, name: str, default: Any = _MISSING) -> Any:
@@ -151,21 +155,20 @@ class _Reader:
     def anything(self, name: str) -> Any:
         return self.doc.get(name)
 
-    def nested(self, name: str, record: str) -> "_Reader":
-        inner = self.mapping(name)
-        return _Reader(f"{self.record}.{name} ({record})", inner)
+    def nested(self, name: str) -> "_Reader":
+        return _Reader(self.record, self.mapping(name), f"{self.prefix}{name}.")
 
     def indicator(self, name: str = "indicator") -> Indicator:
-        inner = self.nested(name, "indicator")
+        inner = self.nested(name)
         try:
             return Indicator(inner.text("type"), inner.text("value"))
         except ValueError as exc:
-            raise RecordError(self.record, f"{name}.type", str(exc)) from None
+            raise inner.fault("type", str(exc)) from None
 
     def file(self, name: str = "file") -> FileRef | None:
         if self.doc.get(name) is None:
             return None
-        inner = self.nested(name, "file reference")
+        inner = self.nested(name)
         return FileRef(sha256=inner.text("sha256"), size=inner.integer("size"), name=inner.text("name"),
                        content_b64=inner.text("content_b64", None), path=inner.text("path", None))
 
@@ -247,7 +250,7 @@ class VtRequest:
         op = r.choice("op", _OPS, "lookup")
         analysis_id = r.text("analysis_id", None)
         if op == "poll" and analysis_id is None:
-            raise RecordError(r.record, "analysis_id", "is missing (a poll needs the scan's analysis id)")
+            raise r.fault("analysis_id", "is missing (a poll needs the scan's analysis id)")
         return cls(indicator=r.indicator(), action=r.text("action"), api=r.text("api"), origin=r.mapping("origin"),
                    op=op, attempt=r.integer("attempt", 0), analysis_id=analysis_id, file=r.file(), v=r.version)
 
@@ -323,7 +326,7 @@ class ParkedRecord:
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "ParkedRecord":
         r = _Reader.of("parked record", raw)
-        inner = r.nested("request", "request record")
+        inner = r.nested("request")
         if r.version == 0:  # version 0 kept attempt and analysis_id beside the request, not in it
             inner.doc = {**inner.doc, "attempt": r.integer("attempt", 0), "analysis_id": r.text("analysis_id", None)}
         return cls(request=VtRequest.read(inner), not_before_ms=r.integer("not_before"),
@@ -407,7 +410,7 @@ def cache_entry_from_bytes(raw: bytes | None) -> CacheEntry:
         return CachedResult.read(r)
     if state == "inflight":
         return InFlight.read(r)
-    raise RecordError(r.record, "state", f"must be done or inflight, not {state!r}")
+    raise r.fault("state", f"must be done or inflight, not {state!r}")
 
 
 def is_finished(raw: bytes | None) -> bool:
