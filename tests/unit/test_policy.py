@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.rules.indicators import Indicator, classify
-from pipeline.rules.policy import ALLOWED, SPECIAL_USE_DOMAINS, Decision, check
+from pipeline.rules.policy import ALLOWED, SPECIAL_USE_DOMAINS, Decision, carries_any_label, check
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -113,6 +113,14 @@ def test_allow_list_holds_back_everything_else(labels, carried):
 def test_empty_allow_list_allows_all_and_blank_entries_do_not_count():
     assert gate("8.8.8.8", [], allow=()).allowed
     assert gate("8.8.8.8", [], allow=("", "  ")).allowed
+
+
+@pytest.mark.parametrize("labels, listed", [(["TLP: CLEAR"], True), ([" tlp:Clear\t"], True), (["TLP:CLEARX"], False),
+                                            (["TLP:AMBER"], False), ([], False)])
+def test_one_label_rule_for_the_allow_list_and_the_upload_check(labels, listed):
+    """'TLP: CLEAR' passed the gate's allow list and failed the gateway's upload check (a rule each)."""
+    assert gate("8.8.8.8", labels, allow=("TLP:CLEAR",)).allowed is listed
+    assert carries_any_label(labels, ("TLP:CLEAR",)) is listed
 
 
 # --- rule 3: addresses that are not globally routable ------------------------------------------
