@@ -27,7 +27,7 @@ read it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Mapping, Union, cast
+from typing import Any, Literal, Mapping, TypeVar, Union, cast
 
 import orjson
 
@@ -349,10 +349,7 @@ class CachedResult:
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "CachedResult":
-        entry = cache_entry_from_bytes(raw)
-        if not isinstance(entry, CachedResult):
-            raise RecordError("cache entry", "state", "must be done")
-        return entry
+        return _entry_of(cls, raw)
 
     @classmethod
     def read(cls, r: _Reader) -> "CachedResult":
@@ -388,10 +385,7 @@ class InFlight:
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "InFlight":
-        entry = cache_entry_from_bytes(raw)
-        if not isinstance(entry, InFlight):
-            raise RecordError("cache entry", "state", "must be inflight")
-        return entry
+        return _entry_of(cls, raw)
 
     @classmethod
     def read(cls, r: _Reader) -> "InFlight":
@@ -411,6 +405,17 @@ def cache_entry_from_bytes(raw: bytes | None) -> CacheEntry:
     if state == "inflight":
         return InFlight.read(r)
     raise r.fault("state", f"must be done or inflight, not {state!r}")
+
+
+_Entry = TypeVar("_Entry", CachedResult, InFlight)
+
+
+def _entry_of(kind: type[_Entry], raw: bytes | None) -> _Entry:
+    """A cache table value that must be of ``kind`` (one state, not the other)."""
+    entry = cache_entry_from_bytes(raw)
+    if not isinstance(entry, kind):
+        raise RecordError("cache entry", "state", f"must be {'done' if kind is CachedResult else 'inflight'}")
+    return entry
 
 
 def is_finished(raw: bytes | None) -> bool:

@@ -143,3 +143,11 @@ def test_a_malformed_record_names_the_field(cls, doc, message):
 def test_a_malformed_cache_entry_names_the_field(doc):
     with pytest.raises(RecordError, match=r"malformed cache entry: (state|summary|waiters) "):
         cache_entry_from_bytes(orjson.dumps(doc))
+
+
+def test_a_cache_entry_read_as_the_other_state_is_refused():
+    assert CachedResult.from_bytes(RECORDS[4].to_bytes()) == RECORDS[4]
+    with pytest.raises(RecordError, match="malformed cache entry: state must be inflight"):
+        InFlight.from_bytes(RECORDS[4].to_bytes())
+    with pytest.raises(RecordError, match="malformed cache entry: state must be done"):
+        CachedResult.from_bytes(RECORDS[5].to_bytes())
