@@ -15,8 +15,9 @@ import orjson
 
 from topics import DEAD, ENRICHED, RAW, describe
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, RecordError
 from pipeline.events import format_event
+from pipeline.records import DeadLetter
 from pipeline.settings import Settings, settings_doc
 
 
@@ -293,14 +294,20 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
             if as_json:
                 click.echo(value.decode("utf-8", "replace"))
                 continue
+            if topic == DEAD:
+                try:
+                    dead = DeadLetter.from_bytes(value)
+                except RecordError:
+                    click.echo(value.decode("utf-8", "replace"))
+                    continue
+                click.echo(f"dead  {dead.stage}: {dead.reason}  {dead.original}"[:400])
+                continue
             try:
                 event = orjson.loads(value)
             except orjson.JSONDecodeError:
                 click.echo(value.decode("utf-8", "replace"))
                 continue
-            if topic == DEAD:
-                click.echo(f"dead  {event.get('stage')}: {event.get('reason')}  {event.get('original')}"[:400])
-            elif not kinds or event.get("kind") in kinds:
+            if not kinds or event.get("kind") in kinds:
                 click.echo(format_event(event))
 
     try:
