@@ -337,15 +337,14 @@ class ParkedRecord:
 class CachedResult:
     """Cache table: VirusTotal's answer for an indicator, as its summary card, until ``expires_at``."""
 
-    found: bool
     summary: dict[str, Any]
     fetched_at: float
     expires_at: float
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"v": self.v, "state": "done", "found": self.found, "summary": self.summary,
-                             "fetched_at": self.fetched_at, "expires_at": self.expires_at})
+        return orjson.dumps({"v": self.v, "state": "done", "summary": self.summary, "fetched_at": self.fetched_at,
+                             "expires_at": self.expires_at})
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "CachedResult":
@@ -355,13 +354,13 @@ class CachedResult:
     def read(cls, r: _Reader) -> "CachedResult":
         doc = r.doc
         summary, fetched_at, expires_at = doc.get("summary"), doc.get("fetched_at", 0.0), doc.get("expires_at", 0.0)
-        found, version = doc.get("found"), doc.get("v", 0)
+        version = doc.get("v", 0)
         # Intake's cache copy decodes every finished entry of the changelog: the usual shape
         # is taken in a few type checks; anything else goes through the reader, which names the fault.
         if (type(summary) is dict and type(fetched_at) is float and type(expires_at) is float
-                and type(found) is bool and type(version) is int):
-            return cls(found, summary, fetched_at, expires_at, version)
-        return cls(found=r.flag("found", False), summary=r.mapping("summary"), fetched_at=r.number("fetched_at", 0.0),
+                and type(version) is int):
+            return cls(summary, fetched_at, expires_at, version)
+        return cls(summary=r.mapping("summary"), fetched_at=r.number("fetched_at", 0.0),
                    expires_at=r.number("expires_at", 0.0), v=r.version)
 
 

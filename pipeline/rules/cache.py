@@ -34,7 +34,7 @@ def decode(raw: bytes | None) -> CacheEntry | None:
 def is_fresh(entry: CacheEntry | None, now: float) -> bool:
     """The freshness rule: a finished entry answers sightings until it expires.
 
-    >>> is_fresh(CachedResult(True, {}, fetched_at=0.0, expires_at=10.0), 9.5), is_fresh(None, 0.0)
+    >>> is_fresh(CachedResult({}, fetched_at=0.0, expires_at=10.0), 9.5), is_fresh(None, 0.0)
     (True, False)
     """
     return isinstance(entry, CachedResult) and entry.expires_at > now
@@ -83,7 +83,7 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Setti
 def completed(summary: dict[str, Any], found: bool, now: float, settings: Settings) -> CachedResult:
     """The entry after VirusTotal answered: fresh for the positive or negative TTL."""
     ttl = settings.cache_ttl_s if found else settings.cache_negative_ttl_s
-    return CachedResult(found=found, summary=summary, fetched_at=now, expires_at=now + ttl)
+    return CachedResult(summary=summary, fetched_at=now, expires_at=now + ttl)
 
 
 def waiters(entry: CacheEntry | None) -> tuple[Origin, ...]:

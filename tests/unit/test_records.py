@@ -67,7 +67,7 @@ def test_version_0_parked_records_move_attempt_and_analysis_id_into_the_request(
 
 def test_version_0_cache_entries_are_read():
     done = cache_entry_from_bytes(orjson.dumps(V0_DONE))
-    assert done == CachedResult(True, {"found": True, "positives": 1}, 1700000000.0, 1700086400.0, v=0)
+    assert done == CachedResult({"found": True, "positives": 1}, 1700000000.0, 1700086400.0, v=0)
     inflight = cache_entry_from_bytes(orjson.dumps(V0_INFLIGHT))
     assert inflight == InFlight(1700000000.0, "indicators.raw/0/5", (ORIGIN,), 2, v=0)
     assert is_finished(orjson.dumps(V0_DONE)) and not is_finished(orjson.dumps(V0_INFLIGHT))
@@ -85,7 +85,7 @@ RECORDS = [
     REQUEST,
     REQUEST.respond("pending", body={"data": {}}, step="scan", reason="scan submitted", notes=("a",)),
     ParkedRecord(REQUEST, not_before_ms=2000, parked_at_ms=1000, reason="scan queued"),
-    CachedResult(False, {"found": False}, 1.0, 2.0),
+    CachedResult({"found": False}, 1.0, 2.0),
     InFlight(1.0, "r/0/1", ({"ref": "r/0/2"},), 0),
     DeadLetter({"text": "x"}, "intake", "bad", None, 1, "2026-11-30T19:00:00Z"),
 ]
@@ -111,8 +111,10 @@ def test_unknown_fields_from_a_later_version_are_ignored(record):
 def test_fields_never_read_are_not_written():
     request = orjson.loads(RECORDS[1].to_bytes())
     response = orjson.loads(RECORDS[2].to_bytes())
+    done = orjson.loads(RECORDS[4].to_bytes())
     assert not {"key", "requested_at"} & request.keys()
     assert not {"key", "requests", "error", "fetched_at"} & response.keys()
+    assert "found" not in done  # the summary card says it
 
 
 @pytest.mark.parametrize("cls, doc, message", [
