@@ -25,6 +25,7 @@ SCENARIOS = {
     "quota": (["--rate", "1200", "--unique", "300", "--duration", "8"], r"quota_use: \d+\.\d\d"),
     "memory": (["--unique", "120", "--store", "memory://"], r"peak_rss_mb: \d+"),
     "latency": (["--rate", "500", "--duration", "3", "--unique", "60"], r"p99_ms: (\d+|inf)"),
+    "cache-copy": (["--entries", "2000", "--repeat", "1"], r"applied_per_s: \d+"),
 }
 
 

@@ -14,6 +14,7 @@ from types import FrameType
 
 import click
 
+from pipeline.devtools.bench.cache_copy import cache_copy
 from pipeline.devtools.bench.cache_hits import cache_hits
 from pipeline.devtools.bench.latency import latency
 from pipeline.devtools.bench.memory import memory
@@ -23,7 +24,7 @@ from pipeline.devtools.bench.unique_calls import unique_calls
 
 @click.group(name="bench", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def bench_command() -> None:
-    """Benchmarks: cache-hits, unique-calls, quota, memory, latency.
+    """Benchmarks: cache-hits, unique-calls, quota, memory, latency, cache-copy.
 
     \b
     Examples (each prints a table and, last, the judged line):
@@ -32,6 +33,7 @@ def bench_command() -> None:
       vtstream bench quota           -> quota_use: X.XX      (target >= 0.95, no 429)
       vtstream bench memory          -> peak_rss_mb: N       (target < 500)
       vtstream bench latency         -> p99_ms: N            (target < 50)
+      vtstream bench cache-copy      -> applied_per_s: N     (no broker: the cache copy alone)
     """
     # SIGTERM unwinds like Ctrl-C, so every broker, emulator and worker started is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -41,5 +43,5 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
-for _scenario in (cache_hits, unique_calls, quota, memory, latency):
+for _scenario in (cache_hits, unique_calls, quota, memory, latency, cache_copy):
     bench_command.add_command(_scenario)
