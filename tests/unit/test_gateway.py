@@ -240,3 +240,21 @@ def test_a_malformed_request_is_dead_lettered_with_the_field_named(value):
     assert out.topics() == [DEAD] and client.calls == []
     assert dead.reason == "malformed request record" and dead.error.startswith("malformed request record: ")
     assert dead.original == {"text": value.decode()}
+
+
+def test_a_url_secret_that_reaches_the_gateway_is_redacted_before_virustotal_sees_it():
+    """A request that did not pass intake's redaction (parked before the rules changed, replayed)."""
+    client = FakeClient(lookup=[FOUND])
+    out = run(gateway(client, Clock()), request(action="submit_url", value="https://bob:pw@evil.com/a?token=t1"))
+    assert client.calls == [("lookup", "https://evil.com/a")]
+    answer = out.one(RESPONSES)
+    assert answer.indicator == Indicator("url", "https://evil.com/a")
+    assert answer.origin["as_seen"]["value"] == "https://bob:pw@evil.com/a?token=t1"
+
+
+def test_a_url_the_privacy_rules_refuse_is_answered_not_checked_without_a_call():
+    client = FakeClient()
+    out = run(gateway(client, Clock(), Settings(url_redact_mode="skip")),
+              request(action="submit_url", value="https://evil.com/a?token=t1"))
+    assert client.calls == [] and out.topics() == [RESPONSES]
+    assert out.one(RESPONSES).status == "error" and out.one(RESPONSES).reason.startswith("not checked: ")
