@@ -128,12 +128,6 @@ class _Reader:
             raise self._fail(name, "a number", value)
         return float(value)
 
-    def flag(self, name: str, default: Any = _MISSING) -> Any:
-        value = self._get(name, default)
-        if value is not default and not isinstance(value, bool):
-            raise self._fail(name, "true or false", value)
-        return value
-
     def mapping(self, name: str, default: Any = _MISSING) -> Any:
         value = self._get(name, default)
         if value is not default and not isinstance(value, dict):
@@ -177,10 +171,6 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _indicator(indicator: Indicator) -> dict[str, str]:
-    return {"type": indicator.type, "value": indicator.value}
-
-
 @dataclass(frozen=True, slots=True)
 class LookupRequest:
     """vt.lookups: one accepted sighting, for the stage that owns the indicator's cache entry."""
@@ -192,7 +182,7 @@ class LookupRequest:
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
-        doc: dict[str, Any] = {"v": self.v, "indicator": _indicator(self.indicator), "action": self.action,
+        doc: dict[str, Any] = {"v": self.v, "indicator": self.indicator.as_dict(), "action": self.action,
                                "origin": self.origin}
         if self.file is not None:
             doc["file"] = self.file.as_dict()
@@ -225,7 +215,7 @@ class VtRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form as a dict (a dead letter keeps it whole)."""
-        doc: dict[str, Any] = {"v": self.v, "indicator": _indicator(self.indicator), "action": self.action,
+        doc: dict[str, Any] = {"v": self.v, "indicator": self.indicator.as_dict(), "action": self.action,
                                "api": self.api, "origin": self.origin, "op": self.op, "attempt": self.attempt}
         if self.analysis_id is not None:
             doc["analysis_id"] = self.analysis_id
@@ -285,7 +275,7 @@ class VtResponse:
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"v": self.v, "indicator": _indicator(self.indicator), "action": self.action,
+        return orjson.dumps({"v": self.v, "indicator": self.indicator.as_dict(), "action": self.action,
                              "api": self.api, "origin": self.origin, "status": self.status, "step": self.step,
                              "body": self.body, "reason": self.reason, "notes": list(self.notes)})
 
