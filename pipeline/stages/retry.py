@@ -78,10 +78,9 @@ async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes,
             await out.send(retry_topic(tier), key, record)
             return
         await asyncio.sleep(min(due - now, ctx.settings.retry_slice_s))
-    if now < record.not_before:
-        topic, again = parked(record.request, wait_s=record.not_before - now, reason=record.reason, now=now,
-                              tiers=ctx.settings.retry_tiers)
-        await out.send(topic, key, replace(again, not_before_ms=record.not_before_ms))
+    if now < record.not_before:  # the tier's delay is over, the record's own wait is not: park it again
+        topic = retry_topic(tier_for(record.not_before - now, ctx.settings.retry_tiers))
+        await out.send(topic, key, replace(record, parked_at_ms=int(now * 1000)))
         return
     await out.send(POLLS, key, record.request)
 
