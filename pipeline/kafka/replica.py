@@ -25,6 +25,7 @@ from pipeline.records import CachedResult, is_finished
 from pipeline.rules.cache import decode, is_fresh
 from pipeline.settings import Settings
 
+
 class CacheCopy:
     """The finished entries: changelog bytes, built into a record on first use, oldest use evicted."""
 
