@@ -58,6 +58,12 @@ def origin_labels(origin: Mapping[str, Any]) -> list[str]:
     return [str(label) for label in labels] if isinstance(labels, list) else []
 
 
+def origin_replay(origin: Mapping[str, Any]) -> str | None:
+    """The ``vtstream replay`` run that fed the sighting; None for a live one."""
+    run = origin.get("replay")
+    return run if isinstance(run, str) and run else None
+
+
 def origin_source(origin: Mapping[str, Any]) -> str | None:
     """The system the sighting came from (per-source quotas count by it)."""
     source = origin.get("source")
@@ -179,6 +185,7 @@ class LookupRequest:
     action: str
     origin: Origin
     file: FileRef | None = None
+    max_age_s: float | None = None  #: a replay's --max-age: a finished entry this young answers, expired or not
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
@@ -186,13 +193,15 @@ class LookupRequest:
                                "origin": self.origin}
         if self.file is not None:
             doc["file"] = self.file.as_dict()
+        if self.max_age_s is not None:
+            doc["max_age_s"] = self.max_age_s
         return orjson.dumps(doc)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "LookupRequest":
         r = _Reader.of("vt.lookups record", raw)
         return cls(indicator=r.indicator(), action=r.text("action"), origin=r.mapping("origin"),
-                   file=r.file(), v=r.version)
+                   file=r.file(), max_age_s=r.number("max_age_s", None), v=r.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,10 +262,10 @@ class VtRequest:
         return replace(self, op="poll", attempt=0, analysis_id=analysis_id)
 
     def respond(self, status: Status, *, body: Any = None, step: str = "report", reason: str | None = None,
-                notes: tuple[str, ...] = ()) -> "VtResponse":
+                notes: tuple[str, ...] = (), requests: int = 0) -> "VtResponse":
         """The answer to this request."""
         return VtResponse(indicator=self.indicator, action=self.action, api=self.api, origin=self.origin,
-                          status=status, step=step, body=body, reason=reason, notes=notes)
+                          status=status, step=step, body=body, reason=reason, notes=notes, requests=requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,12 +281,14 @@ class VtResponse:
     body: Any = None
     reason: str | None = None
     notes: tuple[str, ...] = ()
+    requests: int = 0  #: VirusTotal requests the answer cost (a replay run's budget counts them)
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"v": self.v, "indicator": self.indicator.as_dict(), "action": self.action,
                              "api": self.api, "origin": self.origin, "status": self.status, "step": self.step,
-                             "body": self.body, "reason": self.reason, "notes": list(self.notes)})
+                             "body": self.body, "reason": self.reason, "notes": list(self.notes),
+                             "requests": self.requests})
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "VtResponse":
@@ -285,7 +296,7 @@ class VtResponse:
         return cls(indicator=r.indicator(), action=r.text("action"), api=r.text("api"),
                    origin=r.mapping("origin", {}), status=r.choice("status", _STATUSES),
                    step=r.text("step", "report"), body=r.anything("body"), reason=r.text("reason", None),
-                   notes=r.texts("notes"), v=r.version)
+                   notes=r.texts("notes"), requests=r.integer("requests", 0), v=r.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,11 +377,12 @@ class InFlight:
     requester: str | None = None
     waiters: tuple[Origin, ...] = field(default=())
     overflow: int = 0
+    lane: str = "live"  #: the gateway lane the request went to: "live" or "replay"
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"v": self.v, "state": "inflight", "since": self.since, "requester": self.requester,
-                             "waiters": list(self.waiters), "overflow": self.overflow})
+                             "waiters": list(self.waiters), "overflow": self.overflow, "lane": self.lane})
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "InFlight":
@@ -379,7 +391,7 @@ class InFlight:
     @classmethod
     def read(cls, r: _Reader) -> "InFlight":
         return cls(since=r.number("since", 0.0), requester=r.text("requester", None), waiters=r.mappings("waiters"),
-                   overflow=r.integer("overflow", 0), v=r.version)
+                   overflow=r.integer("overflow", 0), lane=r.choice("lane", ("live", "replay"), "live"), v=r.version)
 
 
 CacheEntry = Union[CachedResult, InFlight]

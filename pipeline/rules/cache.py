@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pipeline.errors import RecordError
-from pipeline.records import CacheEntry, CachedResult, InFlight, Origin, cache_entry_from_bytes, origin_ref
+from pipeline.records import (CacheEntry, CachedResult, InFlight, Origin, cache_entry_from_bytes, origin_ref,
+                              origin_replay)
 from pipeline.settings import Settings
 
 
@@ -40,6 +41,18 @@ def is_fresh(entry: CacheEntry | None, now: float) -> bool:
     return isinstance(entry, CachedResult) and entry.expires_at > now
 
 
+def answers(entry: CacheEntry | None, now: float, max_age_s: float | None = None) -> bool:
+    """True when ``entry`` is a finished answer to serve at ``now``: fresh, or (a replay's
+    ``--max-age``) fetched at most ``max_age_s`` seconds ago.
+
+    >>> answers(CachedResult({}, fetched_at=0.0, expires_at=10.0), 20.0, max_age_s=30.0)
+    True
+    """
+    if is_fresh(entry, now):
+        return True
+    return isinstance(entry, CachedResult) and max_age_s is not None and now - entry.fetched_at <= max_age_s
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the lookup stage does with one sighting.
@@ -54,30 +67,39 @@ class Verdict:
     entry: CacheEntry
 
 
-def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Settings) -> Verdict:
+def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Settings,
+           max_age_s: float | None = None) -> Verdict:
     """The cache and coalescing rule for one sighting of an indicator.
 
     Replays are recognised by the sighting's ``ref`` (topic/partition/offset):
     the sighting that caused the in-flight request asks again (its request may
     have been lost in a crash), a waiter is not listed twice.
 
+    ``max_age_s`` (a replay's ``--max-age``) also accepts a finished entry
+    fetched at most that long ago, past its TTL.
+
     >>> from pipeline.settings import Settings
     >>> decide(None, {"ref": "r/0/1"}, 0.0, Settings()).action
     'request'
     """
     ref = origin_ref(origin)
-    if entry is not None and is_fresh(entry, now):
+    if entry is not None and answers(entry, now, max_age_s):
         return Verdict("hit", entry)
     if isinstance(entry, InFlight) and now - entry.since < settings.inflight_timeout_s:
         # A replay after a crash: the entry may be stored while the request was not sent.
         if ref is not None and ref == entry.requester:
             return Verdict("request", entry)
+        # A live sighting does not wait behind a replay's request in the lower lane: it asks
+        # in the live lane; whichever answer comes first completes the entry.
+        if entry.lane == "replay" and origin_replay(origin) is None:
+            return Verdict("request", replace(entry, lane="live"))
         if ref is not None and any(origin_ref(w) == ref for w in entry.waiters):
             return Verdict("wait", entry)
         if len(entry.waiters) >= settings.max_waiters:
             return Verdict("overflow", replace(entry, overflow=entry.overflow + 1))
         return Verdict("wait", replace(entry, waiters=(*entry.waiters, origin)))
-    return Verdict("request", InFlight(since=now, requester=ref))
+    return Verdict("request", InFlight(since=now, requester=ref,
+                                       lane="replay" if origin_replay(origin) is not None else "live"))
 
 
 def completed(summary: dict[str, Any], found: bool, now: float, settings: Settings) -> CachedResult:

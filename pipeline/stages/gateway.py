@@ -1,9 +1,10 @@
-"""Stage 3, gateway: vt.requests and vt.polls -> VirusTotal -> vt.responses.
+"""Stage 3, gateway: vt.requests, vt.replay and vt.polls -> VirusTotal -> vt.responses.
 
 All one-partition topics of the group land on one worker (faust assigns them
 together), so exactly one gateway holds the key's pace and quotas (the
-governor, persisted on vt.quota). It serves fresh lookups (vt.requests)
-before due work from the retry tiers (vt.polls: scan polls, retries).
+governor, persisted on vt.quota). It serves three lanes in order: fresh live
+lookups (vt.requests), then replay lookups (vt.replay, fed by ``vtstream
+replay``), then due work from the retry tiers (vt.polls: scan polls, retries).
 
 One request record is one piece of work (``op``):
 
@@ -49,13 +50,14 @@ from pipeline.vt.governor import Governor, Yielded
 log = logging.getLogger("vtstream.gateway")
 
 QUOTA_BACKOFF_START, QUOTA_BACKOFF_CAP = 60.0, 900.0
-PRIORITY_LIVE, PRIORITY_DUE = 0, 1
+#: The lanes in the governor's order: live lookups, replay lookups, then polls and retries.
+LANES = (("requests", "gateway"), ("replay", "gateway_replay"), ("polls", "gateway_polls"))
 NOT_UPLOADED = "not uploaded: the event has no label in VTSTREAM_UPLOAD_LABELS"
 
 
 @dataclass
 class Shared:
-    """What the two gateway agents share: the governor and the wrong-key flag."""
+    """What the gateway lanes share: the governor and the wrong-key flag."""
 
     governor: Governor
     loaded: bool = False
@@ -72,10 +74,7 @@ class Gateway:
 
     async def handle(self, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
         """Process one vt.requests / vt.polls record."""
-        if self.priority == PRIORITY_LIVE:
-            with self.shared.governor.serving_live():
-                await self._handle(out, key, value)
-        else:
+        with self.shared.governor.serving(self.priority):
             await self._handle(out, key, value)
 
     async def _handle(self, out: Outbox, key: bytes, value: bytes | None) -> None:
@@ -179,7 +178,8 @@ class Gateway:
         notes = list(result.notes)
         if request.action == "submit_file" and result.status == "not_found" and not self._may_upload(request):
             notes.append(NOT_UPLOADED)
-        await self._respond(out, key, request, result.status, body=result.body, notes=tuple(notes))
+        await self._respond(out, key, request, result.status, body=result.body, notes=tuple(notes),
+                            requests=result.requests)
 
     async def _still_queued(self, out: Outbox, key: bytes, request: VtRequest) -> None:
         polled = request.retried()
@@ -233,8 +233,9 @@ class Gateway:
 
     async def _respond(self, out: Outbox, key: bytes, request: VtRequest, status: Status, *,
                        body: Any = None, step: str = "report", reason: str | None = None,
-                       notes: tuple[str, ...] = ()) -> None:
-        await out.send(RESPONSES, key, request.respond(status, body=body, step=step, reason=reason, notes=notes))
+                       notes: tuple[str, ...] = (), requests: int = 0) -> None:
+        await out.send(RESPONSES, key, request.respond(status, body=body, step=step, reason=reason, notes=notes,
+                                                       requests=requests))
 
 
 def _upload(ref: files.FileRef | None) -> Upload:
@@ -244,12 +245,12 @@ def _upload(ref: files.FileRef | None) -> Upload:
 
 
 def install(ctx: Context) -> None:
-    """Register the two gateway agents (fresh lookups first, then due work) on ctx.app."""
+    """Register one gateway agent per lane (live lookups, replay lookups, due work) on ctx.app."""
     s = ctx.settings
     shared = Shared(Governor(s.vt_rate_per_minute, s.vt_daily_quota, monthly_quota=s.vt_monthly_quota,
                              source_caps=dict(s.source_daily_caps), clock=ctx.clock))
     ctx.metrics.read_quota(lambda: quota_readings(shared.governor) if shared.loaded else [])
-    for topic, name, priority in (("requests", "gateway", PRIORITY_LIVE), ("polls", "gateway_polls", PRIORITY_DUE)):
+    for priority, (topic, name) in enumerate(LANES):
         _install_one(ctx, shared, topic, name, priority)
 
 

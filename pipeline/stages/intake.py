@@ -215,8 +215,7 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
     indicator = outcome.indicator
     api = ctx.settings.vt_api_version
     if isinstance(outcome, Skipped):
-        await out.send(ENRICHED, indicator.key, skipped_event(outcome.reason, outcome.rule, indicator=indicator,
-                                                              action=outcome.action, api=api, origin=outcome.origin))
+        await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
         return
     key_text = indicator.key
     entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
@@ -224,8 +223,19 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
         await out.send(ENRICHED, key_text, summary_event(
             cache_hit(entry), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
         return
-    await out.send(LOOKUPS, key_text, LookupRequest(indicator=indicator, action=outcome.action, origin=outcome.origin,
-                                                    file=outcome.file))
+    await out.send(LOOKUPS, key_text, lookup_record(outcome))
+
+
+def skip_summary(outcome: Skipped, api: str) -> dict[str, Any]:
+    """The summary that says why policy kept an indicator away from VirusTotal."""
+    return skipped_event(outcome.reason, outcome.rule, indicator=outcome.indicator, action=outcome.action, api=api,
+                         origin=outcome.origin)
+
+
+def lookup_record(outcome: Accepted, max_age_s: float | None = None) -> LookupRequest:
+    """The vt.lookups record for an accepted indicator (``max_age_s``: a replay's --max-age)."""
+    return LookupRequest(indicator=outcome.indicator, action=outcome.action, origin=outcome.origin,
+                         file=outcome.file, max_age_s=max_age_s)
 
 
 def install(ctx: Context) -> None:

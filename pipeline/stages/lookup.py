@@ -1,4 +1,4 @@
-"""Stage 2, lookup: vt.lookups -> cache hit summary, or vt.requests.
+"""Stage 2, lookup: vt.lookups -> cache hit summary, or vt.requests (vt.replay for a replay run).
 
 Runs on the partition that owns the indicator's cache entry, so the check
 "fresh result? already in flight?" is a local table read. A stream that repeats
@@ -13,12 +13,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from topics import DEAD, ENRICHED, REQUESTS
+from topics import DEAD, ENRICHED, REPLAY, REQUESTS
 
 from pipeline.errors import RecordError
 from pipeline.events import cache_hit, dead_letter, not_checked, summary_event
 from pipeline.kafka.runtime import Context, Outbox, run_batches
-from pipeline.records import CachedResult, LookupRequest, VtRequest
+from pipeline.records import CachedResult, LookupRequest, VtRequest, origin_replay
 from pipeline.rules import cache
 
 OVERFLOW_REASON = "lookup in flight; too many duplicates waiting to list this one"
@@ -33,14 +33,15 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now
                                               error=str(exc), privacy=ctx.settings.url_privacy))
         return
     api = ctx.settings.vt_api_version
-    verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings)
+    verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings, sighting.max_age_s)
     if verdict.action == "hit" and isinstance(verdict.entry, CachedResult):
         await out.send(ENRICHED, key, summary_event(cache_hit(verdict.entry), indicator=sighting.indicator,
                                                     action=sighting.action, api=api, origin=sighting.origin))
         return
     ctx.cache[key] = verdict.entry.to_bytes()
     if verdict.action == "request":
-        await out.send(REQUESTS, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
+        lane = REPLAY if origin_replay(sighting.origin) is not None else REQUESTS  # the replay lane
+        await out.send(lane, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
                                                 origin=sighting.origin, file=sighting.file))
     elif verdict.action == "overflow":
         await out.send(ENRICHED, key, summary_event(not_checked(OVERFLOW_REASON, pending=True),

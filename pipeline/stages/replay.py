@@ -36,10 +36,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_name, replay_group
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, RecordError
 from pipeline.events import dead_letter
 from pipeline.kafka.admin import ensure_topics, make_consumer, make_producer, start_with_retry, topic_catalog
 from pipeline.kafka.runtime import Outbox
+from pipeline.records import CachedResult, VtResponse, origin_ref, origin_replay
 from pipeline.rules import cache
 from pipeline.rules.replay import (BUDGET_SPENT, FINISHED, INTERRUPTED, READING, Budget, RunState, Sighting,
                                    detected, requests_per_lookup)
@@ -205,12 +206,12 @@ async def load_runs(settings: Settings) -> dict[str, RunState]:
     return runs
 
 
-async def cache_snapshot(settings: Settings) -> dict[str, cache.Entry]:
+async def cache_snapshot(settings: Settings) -> dict[str, CachedResult]:
     """The finished cache entries, read from the cache changelog: what a run would not pay for."""
-    entries: dict[str, cache.Entry] = {}
+    entries: dict[str, CachedResult] = {}
     async for record in _whole_topic(settings, changelog_name(settings.app_id)):
         entry = cache.decode(record.value)
-        if entry is not None and entry.get("state") == "done":
+        if isinstance(entry, CachedResult):
             entries[record.key.decode()] = entry
         else:
             entries.pop(record.key.decode(), None)
@@ -286,20 +287,22 @@ class _Answers:
     def take(self, topic: str, value: bytes | None) -> None:
         if not value:
             return
+        if topic == RESPONSES:
+            try:
+                answer = VtResponse.from_bytes(value)
+            except RecordError:
+                return
+            if origin_replay(answer.origin) == self.run and origin_ref(answer.origin) in self.fed:
+                self.vt_requests += answer.requests
+                self.budget.answered(answer.indicator.key, answer.requests)
+                if answer.status == "error":
+                    self.dead += 1
+            return
         try:
             record = orjson.loads(value)
         except orjson.JSONDecodeError:
             return
         if not isinstance(record, dict):
-            return
-        if topic == RESPONSES:
-            origin = record.get("origin") or {}
-            if origin.get("replay") == self.run and origin.get("ref") in self.fed:
-                requests = int(record.get("requests") or 0)
-                self.vt_requests += requests
-                self.budget.answered(str(record.get("key")), requests)
-                if record.get("status") == "error":
-                    self.dead += 1
             return
         if record.get("kind") != "summary" or record.get("replay") != self.run:
             return
@@ -382,7 +385,7 @@ async def _follow(follower: AIOKafkaConsumer, answers: _Answers, reading_done: a
 
 
 async def _feed(settings: Settings, options: ReplayOptions, clock: Callable[[], float], state: RunState,
-                entries: dict[str, cache.Entry], budget: Budget, answers: _Answers, sightings: dict[str, Sighting],
+                entries: dict[str, CachedResult], budget: Budget, answers: _Answers, sightings: dict[str, Sighting],
                 producer: AIOKafkaProducer, source: AIOKafkaConsumer, progress: Progress,
                 stop: asyncio.Event) -> Result:
     out = Outbox(lambda topic, key, value: producer.send(topic, value, key=key))
@@ -421,7 +424,7 @@ async def _feed(settings: Settings, options: ReplayOptions, clock: Callable[[], 
 
 
 async def _feed_one(settings: Settings, options: ReplayOptions, now: float, out: Outbox, record: Any, ref: str,
-                    entries: dict[str, cache.Entry], budget: Budget, answers: _Answers,
+                    entries: dict[str, CachedResult], budget: Budget, answers: _Answers,
                     sightings: dict[str, Sighting], seen: set[str], state: RunState) -> bool:
     """Route one in-range record; False (nothing sent) when the budget cannot pay for it."""
     outcome = parse(record.value, ref, settings)
@@ -446,9 +449,7 @@ async def _feed_one(settings: Settings, options: ReplayOptions, now: float, out:
     state.records += 1
     sighting = sightings.setdefault(key, Sighting(outcome.indicator.as_dict()))
     sighting.seen(record.timestamp / 1000, outcome.origin.get("source"))
-    lookup = lookup_record(outcome)
-    if options.max_age_s is not None:
-        lookup["max_age_s"] = options.max_age_s
+    lookup = lookup_record(outcome, options.max_age_s)
     answers.expect(ref, key)
     await out.send(LOOKUPS, key, lookup)
     return True

@@ -20,11 +20,11 @@ from typing import Any
 from topics import DEAD, ENRICHED
 
 from pipeline.errors import RecordError
-from pipeline.events import dead_letter, not_checked, summary_event
+from pipeline.events import dead_letter, not_checked, replay_marked, summary_event
 from pipeline.kafka.runtime import Context, Outbox, run_batches
 from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
-from pipeline.records import VtResponse
+from pipeline.records import Origin, VtResponse, origin_replay
 from pipeline.rules import cache, privacy
 
 
@@ -50,13 +50,13 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now
             mapped = ctx.mappings.apply(api, action, answer.step or "scan", answer.body,
                                         indicator=indicator, options=options(ctx), found=True)
             for event in mapped.events if "events" in ctx.settings.outputs else ():
-                await out.send(ENRICHED, key, event)
+                await out.send(ENRICHED, key, _marked(event, answer.origin))
             summary = {**mapped.summary, **summary}
     else:
         mapped = ctx.mappings.apply(api, action, answer.step or "report", answer.body,
                                     indicator=indicator, options=options(ctx), found=status == "found")
         for event in mapped.events if "events" in ctx.settings.outputs else ():
-            await out.send(ENRICHED, key, event)
+            await out.send(ENRICHED, key, _marked(event, answer.origin))
         summary = {**mapped.summary, "checked": True}
         if answer.notes:
             summary["notes"] = list(answer.notes)
@@ -78,6 +78,12 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now
         await out.send(ENRICHED, key, summary_event({**summary, "cached": False, "coalesced": True},
                                                     indicator=answer.indicator, action=action, api=api,
                                                     origin=origin))
+
+
+def _marked(event: dict[str, Any], origin: Origin) -> dict[str, Any]:
+    """A mapped event as caused by the request's sighting: marked when a replay run asked."""
+    run = origin_replay(origin)
+    return replay_marked(event, run) if run else event
 
 
 def install(ctx: Context) -> None:

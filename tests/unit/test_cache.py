@@ -12,7 +12,25 @@ S = Settings(cache_ttl_s=100, cache_negative_ttl_s=10, inflight_timeout_s=50, ma
 def test_first_sighting_requests_and_marks_in_flight():
     verdict = cache.decide(None, {"ref": "a"}, 1000.0, S)
     assert verdict.action == "request"
-    assert verdict.entry == InFlight(since=1000.0, requester="a", waiters=(), overflow=0)
+    assert verdict.entry == InFlight(since=1000.0, requester="a", waiters=(), overflow=0, lane="live")
+
+
+def test_live_sighting_asks_in_the_live_lane_instead_of_waiting_behind_a_replay():
+    replayed = cache.decide(None, {"ref": "raw/0/1", "replay": "june"}, 0.0, S)
+    assert isinstance(replayed.entry, InFlight) and replayed.entry.lane == "replay"
+    replay_repeat = cache.decide(replayed.entry, {"ref": "raw/0/2", "replay": "june"}, 1.0, S)
+    assert replay_repeat.action == "wait"
+    live = cache.decide(replayed.entry, {"ref": "raw/0/3"}, 1.0, S)
+    assert live.action == "request" and isinstance(live.entry, InFlight) and live.entry.lane == "live"
+    assert cache.decide(live.entry, {"ref": "raw/0/4"}, 2.0, S).action == "wait"
+
+
+def test_replay_max_age_accepts_an_expired_entry_fetched_recently_enough():
+    entry = cache.completed({"positives": 3}, True, 0.0, S)
+    later = S.cache_ttl_s + 10.0
+    assert cache.decide(entry, {"ref": "a"}, later, S).action == "request"
+    assert cache.decide(entry, {"ref": "a"}, later, S, max_age_s=S.cache_ttl_s + 20.0).action == "hit"
+    assert cache.decide(entry, {"ref": "a"}, later, S, max_age_s=S.cache_ttl_s + 5.0).action == "request"
 
 
 def test_duplicates_in_flight_wait_then_overflow():

@@ -19,7 +19,7 @@ from pipeline.records import DeadLetter, ParkedRecord, VtRequest, VtResponse
 from pipeline.rules.files import FileRef
 from pipeline.rules.indicators import Indicator
 from pipeline.settings import Settings
-from pipeline.stages.gateway import NOT_UPLOADED, PRIORITY_LIVE, Gateway, Shared
+from pipeline.stages.gateway import NOT_UPLOADED, Gateway, Shared
 from pipeline.vt.client import LookupResult, Submission, Upload
 from pipeline.vt.errors import BadRequest, QuotaExceeded, ServerError, WrongCredentials
 from pipeline.vt.governor import Governor
@@ -84,7 +84,7 @@ def gateway(client: FakeClient, clock: Clock, settings: Settings = SETTINGS,
     governor = Governor(600_000, 1000, clock=clock, sleep=no_sleep)
     ctx = Context(settings=settings, app=app or SimpleNamespace(rebalancing=False, should_stop=False),  # type: ignore[arg-type]
                   topics={}, cache={}, quota={}, mappings=MAPPINGS, clock=clock)
-    return Gateway(ctx, client, Shared(governor), PRIORITY_LIVE)  # type: ignore[arg-type]
+    return Gateway(ctx, client, Shared(governor), 0)  # type: ignore[arg-type]  # lane 0: live lookups
 
 
 def run(gw: Gateway, record: VtRequest | bytes) -> RecordingOutbox:
