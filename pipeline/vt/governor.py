@@ -1,10 +1,10 @@
 """The quota governor: whether and when the next VirusTotal request may go out.
 
-- **Pace.** Calls start evenly spaced at the key's per-minute rate: each
-  caller reserves the next slot (a bucket of capacity one), so there is never
-  a burst above the rate, not even at start. The time of the last call is
-  persisted, so a restarted or failed-over gateway waits out the interval
-  instead of bursting.
+- **Pace.** Calls start evenly spaced at the key's per-minute rate: an
+  aiolimiter bucket of capacity one (:class:`Pace`), so there is never a burst
+  above the rate, not even at start or after a pause, however many calls the
+  gateway keeps in flight. The time of the last call is persisted, so a
+  restarted or failed-over gateway waits out the interval instead of bursting.
 - **Quotas.** Calls are counted per UTC day (reset 00:00 UTC), optionally per
   UTC month, and per ``source`` against optional per-source daily caps. A spent
   quota raises :class:`~pipeline.errors.DailyQuotaExhausted` with the seconds
@@ -19,9 +19,10 @@
 State is a small dict (``state()``/``load()``) that the gateway stores in a
 changelogged table on the compacted ``vt.quota`` topic after every call.
 
-Time comes only from the injected ``clock`` (wall time: days, months, the
-persisted last call), ``monotonic`` (pace and live idleness) and ``sleep``, so
-tests drive it with a fake clock and no real waiting.
+Time comes from the injected ``clock`` (wall time: days, months, pauses, the
+persisted last call), ``monotonic`` (lane idleness) and ``sleep``, so tests
+drive those with a fake clock and no real waiting. The pace alone runs on the
+event loop's clock (aiolimiter's); tests inject a :class:`Pace` of their own.
 """
 
 from __future__ import annotations
@@ -29,15 +30,24 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Iterator, Mapping
 
+from aiolimiter import AsyncLimiter
+
 from pipeline.errors import DailyQuotaExhausted
+from pipeline.rules.allowances import Allowances, ReportedAllowances, effective
 
 #: Longest single sleep while paused, so callers can notice a rebalance.
 PAUSE_SLICE = 5.0
 #: How long the lanes ahead must have been idle before a lower lane may call.
 LIVE_GRACE = 0.2
+#: Starts are spaced this much wider than the rate: scheduling jitter between here and
+#: VirusTotal then cannot put one call too many into a strict sliding minute.
+PACE_HEADROOM = 0.01
+#: How often a caller queued for its start checks whether it must yield.
+YIELD_CHECK_S = 0.5
 
 
 def utc_day(now: float) -> str:
@@ -61,6 +71,38 @@ def seconds_to_month_end_utc(now: float) -> float:
     return (following - dt).total_seconds()
 
 
+class Pace:
+    """Evenly spaced call starts at ``rate_per_minute``: an aiolimiter bucket of one.
+
+    A bucket of capacity one never bursts: after any idle time (start, a pause)
+    one call goes at once and the next one a full interval later. A rate change
+    (VirusTotal reported a smaller allowance) starts a new bucket; callers queued
+    on the old one queue again on the new one.
+    """
+
+    def __init__(self, rate_per_minute: int) -> None:
+        self.set_rate(rate_per_minute)
+
+    def set_rate(self, rate_per_minute: int) -> None:
+        self.interval = 60.0 / rate_per_minute * (1 + PACE_HEADROOM)
+        self._limiter = AsyncLimiter(1, self.interval)
+
+    async def wait(self, should_yield: Callable[[], bool]) -> bool:
+        """Wait for this caller's start; False when ``should_yield`` turned true first."""
+        while True:
+            limiter = self._limiter
+            start = asyncio.ensure_future(limiter.acquire())
+            try:
+                while not start.done():
+                    await asyncio.wait([start], timeout=YIELD_CHECK_S)
+                    if not start.done() and should_yield():
+                        return False
+            finally:
+                start.cancel()  # nothing if it is done; otherwise its place in the queue goes
+            if limiter is self._limiter:
+                return True
+
+
 class Governor:
     """Per-minute pacing, daily/monthly/per-source quotas, pauses, priorities.
 
@@ -76,16 +118,19 @@ class Governor:
                  source_caps: Mapping[str, int] | None = None,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 pace: Pace | None = None) -> None:
         self.rate_per_minute = rate_per_minute
-        self.interval = 60.0 / rate_per_minute
+        self._pace = pace or Pace(rate_per_minute)
         self.daily_quota = daily_quota
         self.monthly_quota = monthly_quota
         self.source_caps = dict(source_caps or {})
+        self.configured = Allowances(rate_per_minute, daily_quota, monthly_quota)
+        self.reported: ReportedAllowances | None = None
+        self.reported_note: str | None = None
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
-        self._next_start = float("-inf")  # monotonic time the next call may start
         self._serving: dict[int, int] = {}  # lane priority -> records being served right now
         self._idle_since: dict[int, float] = {}  # lane priority -> when it last finished a record
         now = clock()
@@ -106,7 +151,10 @@ class Governor:
                 "month": self.month, "used_month": self.used_month, "monthly_quota": self.monthly_quota,
                 "rate_per_minute": self.rate_per_minute, "last_call_at": self.last_call_at,
                 "blocked_until": self.blocked_until, "blocked_reason": self.blocked_reason,
-                "by_source": dict(self.by_source), "updated_at": self._clock()}
+                "by_source": dict(self.by_source), "updated_at": self._clock(),
+                "configured": asdict(self.configured),
+                "virustotal": self.reported.as_dict() if self.reported else None,
+                "virustotal_note": self.reported_note}
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Resume from a stored state; counts of a past day or month are dropped."""
@@ -130,6 +178,26 @@ class Governor:
             self.day, self.used_today, self.by_source = utc_day(now), 0, {}
         if utc_month(now) != self.month:
             self.month, self.used_month = utc_month(now), 0
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two call starts."""
+        return self._pace.interval
+
+    def adopt(self, reported: ReportedAllowances | None, note: str | None = None) -> None:
+        """Use, per period, the smaller of the settings and VirusTotal's ``reported`` allowances
+        (the settings alone when None, with ``note`` saying why); both views go into :meth:`state`."""
+        self.reported, self.reported_note = reported, note
+        allowances = effective(self.configured, reported)
+        if allowances.per_minute != self.rate_per_minute:
+            self.rate_per_minute = allowances.per_minute
+            self._pace.set_rate(allowances.per_minute)
+        self.daily_quota, self.monthly_quota = allowances.daily, allowances.monthly
+
+    @property
+    def paused(self) -> bool:
+        """True while a pause (429, wrong key) holds every caller."""
+        return self.blocked_until is not None and self.blocked_until > self._clock()
 
     @property
     def remaining_today(self) -> int:
@@ -182,27 +250,19 @@ class Governor:
         self.check(source)
         if priority > 0:
             await self._wait_for_lanes_ahead(priority, should_yield)
-        await self._wait_until_clear(should_yield)
-        await self._pace()
+        while True:
+            await self._wait_until_clear(should_yield)
+            if not await self._pace.wait(should_yield):
+                raise Yielded(self._clock())
+            if not self.paused:  # a 429 may have paused everyone while this caller queued
+                break
         self.check(source)
         self.used_today += 1
         self.used_month += 1
         if source:
             self.by_source[source] = self.by_source.get(source, 0) + 1
         self.last_call_at = self._clock()
-        self._resume_after = 0.0  # from now on _pace spaces the calls in-process
-
-    async def _pace(self) -> None:
-        """Wait for this call's slot, ``interval`` after the previous call's.
-
-        The slot is reserved before sleeping, so concurrent callers (the live and
-        the deferred gateway) queue up one interval apart instead of bursting.
-        """
-        now = self._monotonic()
-        start = max(now, self._next_start)
-        self._next_start = start + self.interval
-        if start > now:
-            await self._sleep(start - now)
+        self._resume_after = 0.0  # from now on the pace spaces the calls in-process
 
     async def _wait_for_lanes_ahead(self, priority: int, should_yield: Callable[[], bool]) -> None:
         started = self._clock()

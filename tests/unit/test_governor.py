@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.errors import DailyQuotaExhausted
 from pipeline.vt import governor as governor_module
-from pipeline.vt.governor import LIVE_GRACE, Governor, seconds_to_midnight_utc
+from pipeline.rules.allowances import ReportedAllowances
+from pipeline.vt.governor import LIVE_GRACE, PACE_HEADROOM, Governor, Pace, seconds_to_midnight_utc
 
 pytestmark = pytest.mark.unit
 
@@ -17,6 +18,13 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+class FreePace(Pace):
+    """A pace that never waits: the tests on fake time are about everything but the pace."""
+
+    async def wait(self, should_yield: Any) -> bool:
+        return True
 
 
 class FakeTime:
@@ -35,7 +43,8 @@ class FakeTime:
             await asyncio.sleep(0)
 
     def governor(self, **kwargs: Any) -> Governor:
-        return Governor(clock=lambda: self.wall, monotonic=lambda: self.mono, sleep=self.sleep, **kwargs)
+        return Governor(clock=lambda: self.wall, monotonic=lambda: self.mono, sleep=self.sleep,
+                        pace=FreePace(kwargs["rate_per_minute"]), **kwargs)
 
 
 def run_without_loop(coro: Coroutine[Any, Any, None]) -> None:
@@ -80,31 +89,54 @@ def test_daily_quota_then_reset_at_midnight_utc():
     assert gov.used_today == 1 and gov.remaining_today == 1
 
 
-def test_no_burst_even_at_start(no_time_module):
-    """At 6/min calls are 10 s apart from the very first one, measured on the injected clocks only."""
-    t = FakeTime()
-    gov = t.governor(rate_per_minute=6, daily_quota=100)
-    for _ in range(5):
-        run_without_loop(gov.acquire())
-    assert t.slept == [10.0, 10.0, 10.0, 10.0]
-    assert gov.used_today == 5
+async def _starts(gov: Governor, callers: int) -> list[float]:
+    """Start ``callers`` acquires at once; the loop time at which each one was let through."""
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+
+    async def call() -> None:
+        await gov.acquire()
+        starts.append(loop.time())
+    await asyncio.gather(*(call() for _ in range(callers)))
+    return sorted(starts)
 
 
-def test_concurrent_callers_queue_one_interval_apart():
-    """The live and the deferred gateway share a governor: their calls never start together."""
-    slept: list[float] = []
+def test_callers_in_flight_start_one_interval_apart_from_the_first():
+    """The pace on a real loop with a tiny interval (6,000/min: 10 ms): many callers at once (calls
+    in flight) start evenly spaced, never two together, not even the first two."""
+    gov = Governor(rate_per_minute=6000, daily_quota=1000)
 
-    async def record_sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await asyncio.sleep(0)
+    async def run() -> list[float]:
+        return await _starts(gov, 8)
+    starts = asyncio.run(run())
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= gov.interval * 0.999, gaps  # the loop may be late, never early
+    assert gov.interval == pytest.approx(0.01 * (1 + PACE_HEADROOM))
+    assert gov.used_today == 8
 
-    gov = Governor(rate_per_minute=6, daily_quota=100, clock=lambda: 1_000_000.0, monotonic=lambda: 50.0,
-                   sleep=record_sleep)
 
-    async def run():
-        await asyncio.gather(gov.acquire(), gov.acquire(), gov.acquire())
-    asyncio.run(run())
-    assert sorted(slept) == [10.0, 20.0]
+def test_no_burst_after_a_pause():
+    """Callers queued behind a 429 pause start one interval apart when it ends, not all at once."""
+    gov = Governor(rate_per_minute=6000, daily_quota=1000)
+    gov.pause(0.05, "429")
+
+    async def run() -> list[float]:
+        return await _starts(gov, 5)
+    starts = asyncio.run(run())
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= gov.interval * 0.999
+
+
+def test_adopting_a_smaller_allowance_slows_the_pace_and_the_settings_stay_the_ceiling():
+    gov = Governor(rate_per_minute=1200, daily_quota=5000, monthly_quota=0, pace=FreePace(1200))
+    gov.adopt(ReportedAllowances(hourly=36000, daily=800, monthly=20000))
+    assert (gov.rate_per_minute, gov.daily_quota, gov.monthly_quota) == (600, 800, 20000)
+    assert gov.interval == pytest.approx(0.1 * (1 + PACE_HEADROOM))
+    gov.adopt(ReportedAllowances(hourly=10**6, daily=10**6, monthly=None))
+    assert (gov.rate_per_minute, gov.daily_quota, gov.monthly_quota) == (1200, 5000, 0)
+    gov.adopt(None, note="404")
+    state = gov.state()
+    assert state["configured"] == {"per_minute": 1200, "daily": 5000, "monthly": 0}
+    assert state["virustotal"] is None and state["virustotal_note"] == "404"
 
 
 def test_seconds_to_midnight():
@@ -128,7 +160,7 @@ def test_restart_waits_out_the_interval_from_the_recorded_last_call():
     restarted.load(state)
     assert restarted.used_today == 1
     asyncio.run(restarted.acquire())
-    assert sum(slept) == pytest.approx(6.0)  # 10 s interval, 4 s of it already passed
+    assert sum(slept) == pytest.approx(6.1)  # 10.1 s interval (with the headroom), 4 s of it already passed
     assert restarted.used_today == 2
 
 
