@@ -244,6 +244,11 @@ class Settings:
     vt_rate_per_minute: int = _setting(
         "VTSTREAM_VT_RATE_PER_MINUTE", 4, _positive_int,
         "Requests per minute the key allows (public keys: 4). Calls are spaced evenly, no bursts.")
+    vt_max_in_flight: int = _setting(
+        "VTSTREAM_VT_MAX_IN_FLIGHT", 32, _positive_int,
+        "VirusTotal requests the gateway keeps in flight at once. Each still starts only when the pace "
+        "allows (evenly spaced); more in flight only hides the answer time (at 1,200/min and 800 ms "
+        "answers, 16 are in flight).")
     vt_daily_quota: int = _setting(
         "VTSTREAM_VT_DAILY_QUOTA", 500, _positive_int,
         "Requests per UTC day the key allows (public keys: 500); resets at 00:00 UTC.")

@@ -1,0 +1,72 @@
+"""Many records of a faust stream worked on at once, acknowledged in order.
+
+The gateway waits on VirusTotal: 150-800 ms per answer, while a paid key
+allows a call every 50 ms. :func:`run_in_flight` therefore keeps up to
+``limit`` records in hand, each in its own task with its own outbox. A record
+is acknowledged only once what it caused is produced and every older record
+of its partition is acknowledged too (:class:`~pipeline.rules.inflight.InFlight`),
+so the committed offset never passes unfinished work.
+
+A stop or a rebalance waits for the records in hand: faust holds the
+partitions until every received record is acknowledged, a record whose call
+is under way finishes it, and one still queued for its start re-parks itself
+(the governor gives up when :meth:`Context.must_yield` turns true). When the
+agent itself is cancelled, the loop still waits for its tasks before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+from pipeline.kafka.runtime import Context, Outbox, record_ref, route_failure
+from pipeline.rules.inflight import InFlight
+
+RecordHandler = Callable[[Outbox, bytes, bytes], Awaitable[None]]
+
+
+async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: RecordHandler, limit: int,
+                        outbox: Callable[[], Outbox] | None = None) -> None:
+    """Feed ``stream``'s events to ``handler``, up to ``limit`` at once; ack each in order after
+    its outputs are produced. ``outbox`` makes one outbox per record (default: the app's producer)."""
+    new_outbox = outbox or (lambda: Outbox.of(ctx.app))
+    manual = stream.noack()
+    slots = asyncio.Semaphore(limit)
+    flight: InFlight[Any] = InFlight()
+    tasks: set[asyncio.Task[None]] = set()
+    failures: list[BaseException] = []
+
+    async def work(event: Any) -> None:
+        message = event.message
+        try:
+            out = new_outbox()
+            key: bytes = event.key or b""
+            try:
+                await handler(out, key, event.value)
+            except Exception as exc:  # route, never crash the agent
+                await route_failure(out, stage, key, event.value, record_ref(event), exc,
+                                    ctx.settings.url_privacy)
+            await out.flush()
+        except BaseException as exc:  # outputs not produced: never ack; the agent stops below
+            failures.append(exc)
+            raise
+        finally:
+            slots.release()
+        for done in flight.finish((message.topic, message.partition), message.offset):
+            await manual.ack(done)
+
+    try:
+        async for event in manual.events():
+            await slots.acquire()
+            if failures:
+                raise failures[0]
+            message = event.message
+            flight.start((message.topic, message.partition), message.offset, event)
+            task = asyncio.ensure_future(work(event))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        if tasks:
+            await asyncio.wait(set(tasks))  # records in hand finish (or re-park) before the agent ends
+    if failures:
+        raise failures[0]
