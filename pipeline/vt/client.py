@@ -8,7 +8,8 @@ behaviour summary (:mod:`pipeline.vt.behaviour`). Every request first awaits ``p
 governor, so the client itself never decides when to call.
 
 The API key travels in the ``x-apikey`` header (v3) or the ``apikey`` parameter
-(v2) and is scrubbed from every error message this module produces.
+(v2), and in the path of :meth:`VirusTotalClient.overall_quotas`; it is scrubbed
+from every error message this module produces.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import aiohttp
 import orjson
 
 from pipeline.observe.metrics import Metrics
+from pipeline.rules.allowances import ReportedAllowances, reported_allowances
 from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
 from pipeline.vt.errors import MalformedResponse, TransportError, VirusTotalError, error_for
 from pipeline.rules.indicators import Indicator, vt_url_id
@@ -177,6 +179,16 @@ class VirusTotalClient:
         return LookupResult(report.status, report.body, requests=1 + report.requests,
                             relationship_requests=report.relationship_requests, notes=report.notes)
 
+    async def overall_quotas(self) -> ReportedAllowances | None:
+        """The key's allowances as VirusTotal reports them (v3 only), or None when it does not say.
+
+        The key sits in this request's path: every error raised here names it ``***``.
+        Not paced: reading one's own quotas is not an API lookup.
+        """
+        status, body = await self._get_v3(f"/api/v3/users/{quote(self._key, safe='')}/overall_quotas", None,
+                                          _unpaced)
+        return reported_allowances(body) if status == 200 else None
+
     async def _get_v3(self, path: str, params: dict[str, str] | None, pace: Pace,
                       method: str = "GET", data: Any = None) -> tuple[int, Any]:
         """Call a v3 path; returns (status, parsed body) for 200 and 404, raises otherwise."""
@@ -184,7 +196,7 @@ class VirusTotalClient:
         if status in (200, 404):
             body = _parse_json(raw) if raw else None
             if status == 200 and not isinstance(body, dict):
-                raise MalformedResponse(f"{path}: 200 with a body that is not a JSON object", status=status)
+                raise MalformedResponse(f"{self._shown(path)}: 200 with a body that is not a JSON object", status=status)
             if status == 404:
                 code = _v3_error(body)[0]
                 if code not in (None, "NotFoundError"):
@@ -221,18 +233,27 @@ class VirusTotalClient:
                 raw = await resp.read()
                 return resp.status, dict(resp.headers), raw
         except asyncio.TimeoutError:
-            raise TransportError(f"{method} {path}: timed out") from None
+            raise TransportError(f"{method} {self._shown(path)}: timed out") from None
         except aiohttp.ClientPayloadError as exc:
-            raise MalformedResponse(f"{method} {path}: truncated body ({self._scrub(exc)})") from None
+            raise MalformedResponse(f"{method} {self._shown(path)}: truncated body ({self._scrub(exc)})") from None
         except aiohttp.ClientError as exc:
-            raise TransportError(f"{method} {path}: {type(exc).__name__}: {self._scrub(exc)}") from None
+            raise TransportError(f"{method} {self._shown(path)}: {type(exc).__name__}: {self._scrub(exc)}") from None
         finally:
             if self._metrics is not None:
-                self._metrics.vt_request(method, path, status, time.monotonic() - started)
+                self._metrics.vt_request(method, self._shown(path), status, time.monotonic() - started)
 
     def _scrub(self, exc: BaseException) -> str:
-        text = str(exc)
-        return text.replace(self._key, "***") if self._key else text
+        return self._shown(str(exc))
+
+    def _shown(self, text: str) -> str:
+        """``text`` with the API key (as is and URL-quoted) replaced by ``***``."""
+        if not self._key:
+            return text
+        return text.replace(self._key, "***").replace(quote(self._key, safe=""), "***")
+
+
+async def _unpaced() -> None:
+    """The pace of a request that does not count against the key's lookups."""
 
 
 #: v3 files up to this size go to POST /files; larger ones through an upload URL.
