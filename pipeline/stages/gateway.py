@@ -15,6 +15,12 @@ One request record is one piece of work (``op``):
 - ``poll``: a submitted scan. Queued: park it one tier further. Done: fetch
   and answer with the report.
 
+Up to ``VTSTREAM_VT_MAX_IN_FLIGHT`` records per lane are worked on at once
+(:mod:`pipeline.kafka.inflight`), each call still starting only when the
+governor's pace allows; records are acknowledged in order once their outputs
+are produced. With API v3 the key's allowances are read from VirusTotal at
+start and every hour (:mod:`pipeline.vt.discovery`).
+
 Nothing waits in memory. A submitted scan answers at once with the scan step
 (permalink, scan id) and is parked; 429/204 pauses every call and parks the
 record; a spent daily, monthly or per-source quota parks it until the reset
@@ -28,7 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,7 +44,8 @@ from topics import DEAD, RESPONSES
 
 from pipeline.errors import DailyQuotaExhausted, RecordError
 from pipeline.events import dead_letter
-from pipeline.kafka.runtime import Context, Outbox, run_each
+from pipeline.kafka.inflight import run_in_flight
+from pipeline.kafka.runtime import Context, Outbox
 from pipeline.observe.metrics import quota_readings
 from pipeline.records import Status, VtRequest, origin_labels, origin_source
 from pipeline.rules import files, privacy
@@ -45,6 +53,7 @@ from pipeline.rules.policy import carries_any_label
 from pipeline.stages import retry
 from pipeline.vt.client import LookupResult, Pace, Submission, Upload, VirusTotalClient, report_age
 from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
+from pipeline.vt.discovery import AllowanceWatch
 from pipeline.vt.governor import Governor, Yielded
 
 log = logging.getLogger("vtstream.gateway")
@@ -57,12 +66,15 @@ NOT_UPLOADED = "not uploaded: the event has no label in VTSTREAM_UPLOAD_LABELS"
 
 @dataclass
 class Shared:
-    """What the gateway lanes share: the governor and the wrong-key flag."""
+    """What the gateway lanes share: the governor, the allowance watch and the wrong-key flag."""
 
     governor: Governor
+    watch: AllowanceWatch
     loaded: bool = False
     key_rejected: bool = False
     quota_backoff: float = QUOTA_BACKOFF_START
+    #: While the key is rejected, one record at a time tries it (not every record in flight).
+    key_probe: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Gateway:
@@ -91,19 +103,18 @@ class Gateway:
             return
         while True:
             try:
-                await self._work(out, key, request)
+                async with AsyncExitStack() as probing:
+                    if self.shared.key_rejected:
+                        await probing.enter_async_context(self.shared.key_probe)
+                    await self._work(out, key, request)
                 self.shared.quota_backoff = QUOTA_BACKOFF_START
                 return
             except WrongCredentials as exc:
                 if not await self._hold_for_key(out, key, request, exc):
                     return
             except QuotaExceeded as exc:
-                wait = exc.retry_after if exc.retry_after is not None else self.shared.quota_backoff
-                self.shared.quota_backoff = min(QUOTA_BACKOFF_CAP, self.shared.quota_backoff * 2)
-                self.shared.governor.pause(wait, f"VirusTotal answered {exc.status}: quota exceeded")
-                self._store_governor()
-                log.warning("VirusTotal says the quota is exceeded; all calls pause for %.0f s", wait)
-                await self._park(out, key, request, wait, f"VirusTotal quota exceeded ({exc.status})")
+                await self._park(out, key, request, self._pause_for_quota(exc),
+                                 f"VirusTotal quota exceeded ({exc.status})")
                 return
             except DailyQuotaExhausted as exc:
                 await self._park(out, key, request, exc.retry_after, str(exc))
@@ -115,6 +126,22 @@ class Gateway:
             except VirusTotalError as exc:
                 await self._failed(out, key, request, exc)
                 return
+
+    def _pause_for_quota(self, exc: QuotaExceeded) -> float:
+        """Pause every call after a 429/204; the seconds until calls resume.
+
+        Calls in flight when the first 429 came back answer 429 too: they join the
+        pause already running instead of doubling the backoff once each.
+        """
+        governor = self.shared.governor
+        if governor.paused and exc.retry_after is None:
+            return (governor.blocked_until or 0.0) - self.ctx.clock()
+        wait = exc.retry_after if exc.retry_after is not None else self.shared.quota_backoff
+        self.shared.quota_backoff = min(QUOTA_BACKOFF_CAP, self.shared.quota_backoff * 2)
+        governor.pause(wait, f"VirusTotal answered {exc.status}: quota exceeded")
+        self._store_governor()
+        log.warning("VirusTotal says the quota is exceeded; all calls pause for %.0f s", wait)
+        return wait
 
     async def _work(self, out: Outbox, key: bytes, request: VtRequest) -> None:
         api, indicator = request.api, request.indicator
@@ -247,8 +274,9 @@ def _upload(ref: files.FileRef | None) -> Upload:
 def install(ctx: Context) -> None:
     """Register one gateway agent per lane (live lookups, replay lookups, due work) on ctx.app."""
     s = ctx.settings
-    shared = Shared(Governor(s.vt_rate_per_minute, s.vt_daily_quota, monthly_quota=s.vt_monthly_quota,
-                             source_caps=dict(s.source_daily_caps), clock=ctx.clock))
+    governor = Governor(s.vt_rate_per_minute, s.vt_daily_quota, monthly_quota=s.vt_monthly_quota,
+                        source_caps=dict(s.source_daily_caps), clock=ctx.clock)
+    shared = Shared(governor, AllowanceWatch(governor, s.vt_api_version))
     ctx.metrics.read_quota(lambda: quota_readings(shared.governor) if shared.loaded else [])
     for priority, (topic, name) in enumerate(LANES):
         _install_one(ctx, shared, topic, name, priority)
@@ -259,4 +287,9 @@ def _install_one(ctx: Context, shared: Shared, topic: str, name: str, priority: 
     async def gateway_agent(stream: Any) -> None:
         async with VirusTotalClient(ctx.settings, metrics=ctx.metrics) as client:
             gateway = Gateway(ctx, client, shared, priority)
-            await run_each(ctx, stream, name, gateway.handle)
+            watching = await shared.watch.start(client)
+            try:
+                await run_in_flight(ctx, stream, name, gateway.handle, ctx.settings.vt_max_in_flight)
+            finally:
+                if watching is not None:
+                    watching.cancel()
