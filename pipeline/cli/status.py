@@ -158,6 +158,7 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
             "last_call_ago_s": None if last_call is None else round(max(0.0, snap.now - last_call), 1),
             "updated_at": _iso(_float(gov.get("updated_at"))),
         },
+        "allowances": _allowances(snap, gov),
         "blocked": {"blocked": blocked, "until": _iso(until) if blocked else None,
                     "reason": reason if blocked else None},
         "sources": dict(ordered),
@@ -177,6 +178,28 @@ def _replay_run(run: Mapping[str, Any]) -> dict[str, Any]:
             "to": _iso(_float(run.get("until"))), "position": dict(run.get("position") or {}),
             "records": _int(run.get("records")), "vt_requests": _int(run.get("vt_requests")),
             "state": run.get("state"), "updated_at": _iso(_float(run.get("updated_at")))}
+
+
+def _allowances(snap: StatusSnapshot, gov: Mapping[str, Any]) -> dict[str, Any]:
+    """Both views of the key's allowances: the configured ones, and VirusTotal's (None when it did not say)."""
+    configured = gov.get("configured") or {"per_minute": snap.rate_per_minute, "daily": snap.daily_quota,
+                                           "monthly": snap.monthly_quota}
+    return {"configured": configured, "virustotal": gov.get("virustotal"),
+            "virustotal_note": gov.get("virustotal_note")}
+
+
+def _allowance_line(view: Mapping[str, Any]) -> str:
+    vt = view["virustotal"]
+    c = view["configured"]
+    configured = f"configured {c.get('per_minute')}/min, {c.get('daily')}/day, {c.get('monthly') or 'unlimited'}/month"
+    if not vt:
+        return f"{configured}; VirusTotal's: not reported ({view['virustotal_note'] or 'not asked yet'})"
+
+    def period(name: str) -> str:
+        allowed, used = vt.get(name), vt.get(f"{name}_used")
+        return "-" if allowed is None else f"{used if used is not None else '?'} / {allowed}"
+    return (f"{configured}; VirusTotal's: hourly {period('hourly')}, daily {period('daily')}, "
+            f"monthly {period('monthly')} (used / allowed; the smaller of the two views counts)")
 
 
 def _counts(counts: Mapping[str, int | None]) -> str:
@@ -212,6 +235,7 @@ def render(snap: StatusSnapshot) -> str:
     lag = {t: n for t, n in snap.lag.items() if t not in tiers}
     rows = [
         ("VirusTotal quota", quota),
+        ("allowances", _allowance_line(s["allowances"])),
         ("blocked", blocked),
         ("per source", sources),
         ("parked", _counts(snap.parked)),

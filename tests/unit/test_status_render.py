@@ -36,6 +36,7 @@ def test_render_a_busy_day() -> None:
     assert text.splitlines() == [
         "VirusTotal quota   used today 123 / 500 (377 left, resets 00:00 UTC in 5h12m); "
         "this month 4021 / unlimited; pace 4/min; last call 12s ago",
+        "allowances         configured 4/min, 500/day, unlimited/month; VirusTotal's: not reported (not asked yet)",
         "blocked            no",
         "per source         siem 80 / 300, proxy 43 / -",
         "parked             vt.retry.30s 3, vt.retry.2m 0",
@@ -101,3 +102,17 @@ def test_replay_runs_show_range_position_records_requests_and_state() -> None:
         "2026-11-21T18:48:00Z", "2026-11-22T18:48:00Z", 77, 50)
     assert ("replay nov         siem.archive [2026-11-21T18:48:00Z, 2026-11-22T18:48:00Z) at p0@37, p1@40; "
             "77 records, 50 requests; budget spent") in render(snap).splitlines()
+
+
+def test_both_views_of_the_allowances() -> None:
+    """Configured, and what VirusTotal reported (used / allowed), as the governor recorded them."""
+    gov = _governor(rate_per_minute=600, configured={"per_minute": 1200, "daily": 5000, "monthly": 0},
+                    virustotal={"hourly": 36000, "daily": 4000, "monthly": None, "hourly_used": 120,
+                                "daily_used": 900, "monthly_used": None})
+    line = next(x for x in render(_snap(governor=gov)).splitlines() if x.startswith("allowances"))
+    assert line == ("allowances         configured 1200/min, 5000/day, unlimited/month; VirusTotal's: hourly "
+                    "120 / 36000, daily 900 / 4000, monthly - (used / allowed; the smaller of the two views counts)")
+    fallback = _governor(configured={"per_minute": 4, "daily": 500, "monthly": 0}, virustotal=None,
+                         virustotal_note="API v2 has no quota endpoint")
+    assert summarize(_snap(governor=fallback))["allowances"]["virustotal_note"] == "API v2 has no quota endpoint"
+    assert "VirusTotal's: not reported (API v2 has no quota endpoint)" in render(_snap(governor=fallback))
