@@ -6,7 +6,8 @@ The gate is strict: at most ``rate_per_minute`` ACCEPTED requests in any sliding
 kind (object lookups, relationship fetches, behaviour summaries, submissions,
 analysis polls, upload URLs), how many requests were accepted or rejected, and
 the largest number of accepted requests seen in any 60 s window, which is what a
-test of a client's rate limiter asserts on.
+test of a client's rate limiter asserts on, and in any 1 s window, which shows
+a burst (many starts at once) even in a test far shorter than a minute.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WINDOW_S = 60.0
+BURST_WINDOW_S = 1.0
 KINDS = ("object", "relationship", "behaviour_summary", "submission", "analysis", "upload_url")
 FAULT_MODES = ("none", "500", "503", "429", "timeout", "truncated", "malformed", "reset", "401")
 
@@ -27,8 +29,12 @@ class Gate:
 
     window: deque[float] = field(default_factory=deque)
     max_in_window: int = 0
+    burst: deque[float] = field(default_factory=deque)
+    max_in_burst_window: int = 0
     day: int = -1
     day_count: int = 0
+    hour: int = -1
+    hour_count: int = 0
 
     def _trim(self, now: float) -> None:
         while self.window and self.window[0] <= now - WINDOW_S:
@@ -49,7 +55,14 @@ class Gate:
         self._trim(now)
         self.window.append(now)
         self.day_count += 1
+        if int(now // 3600) != self.hour:
+            self.hour, self.hour_count = int(now // 3600), 0
+        self.hour_count += 1
         self.max_in_window = max(self.max_in_window, len(self.window))
+        while self.burst and self.burst[0] <= now - BURST_WINDOW_S:
+            self.burst.popleft()
+        self.burst.append(now)
+        self.max_in_burst_window = max(self.max_in_burst_window, len(self.burst))
 
     def in_window(self, now: float) -> int:
         self._trim(now)
@@ -66,6 +79,8 @@ class Stats:
     rejected_auth: int = 0
     faults_injected: int = 0
     not_found: int = 0
+    in_flight: int = 0  # API requests being answered right now
+    max_in_flight: int = 0
     by_kind: dict[str, Counter[str]] = field(default_factory=dict)
     by_api: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
@@ -99,6 +114,7 @@ class Stats:
             "accepted": self.accepted, "rejected_quota": self.rejected_quota, "rejected_daily": self.rejected_daily,
             "rejected_auth": self.rejected_auth, "faults_injected": self.faults_injected,
             "max_accepted_in_any_60s": gate.max_in_window, "accepted_last_60s": gate.in_window(now),
+            "max_accepted_in_any_1s": gate.max_in_burst_window, "max_in_flight": self.max_in_flight,
             "accepted_today": gate.day_count,
             "by_kind": kinds, **{f"{k}_requests": v["accepted"] for k, v in kinds.items()},
             "by_api": dict(self.by_api), "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
@@ -111,6 +127,7 @@ class Stats:
 
 
 _API_KEY_PARAM = re.compile(r"(apikey=)[^&]*", re.I)
+_USER_IN_PATH = re.compile(r"(/users/)[^/?]*")
 
 
 @dataclass
@@ -122,7 +139,8 @@ class RequestLog:
     entries: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=2000))
 
     def add(self, method: str, target: str, body: str) -> None:
-        self.entries.append({"method": method, "target": _API_KEY_PARAM.sub(r"\1***", target),
+        masked = _USER_IN_PATH.sub(r"\1***", _API_KEY_PARAM.sub(r"\1***", target))
+        self.entries.append({"method": method, "target": masked,
                              "body": _API_KEY_PARAM.sub(r"\1***", body)})
 
 

@@ -294,8 +294,31 @@ async def get_analysis(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def get_overall_quotas(request: web.Request) -> web.Response:
+    """``GET /users/{key}/overall_quotas``: the key's API allowances (hourly, daily, monthly) as
+    configured (``rate_per_minute`` x 60, ``daily_quota``, ``monthly_quota``; unlimited ones left
+    out) and what the gate has accepted. Reading it is not counted against the quota."""
+    emu = _emu(request)
+    key = request.headers.get("x-apikey")
+    if key is None or key not in emu.config.api_keys:
+        return json_response(error("WrongCredentialsError", "Wrong API key"), 401)
+    if not emu.config.overall_quotas:
+        return _not_found(f"Unknown endpoint {request.method} {request.path}")
+    if request.match_info["user"] != key:
+        return json_response(error("ForbiddenError", "You are not authorized to perform the requested operation"), 403)
+    cfg, gate = emu.config, emu.gate
+    gate.allows(emu.clock(), None, None)  # roll the day over
+    allowed = {"api_requests_hourly": (cfg.rate_per_minute * 60 if cfg.rate_per_minute else None, gate.hour_count),
+               "api_requests_daily": (cfg.daily_quota, gate.day_count),
+               "api_requests_monthly": (cfg.monthly_quota, gate.day_count)}
+    data = {name: {"user": {"allowed": limit, "used": used}} for name, (limit, used) in allowed.items()
+            if limit is not None}
+    return json_response({"data": data})
+
+
 def add_routes(app: web.Application) -> None:
     coll = "{collection:ip_addresses|domains|files|urls}"
+    app.router.add_get("/api/v3/users/{user}/overall_quotas", get_overall_quotas)
     app.router.add_get("/api/v3/files/upload_url", upload_url)
     app.router.add_post("/api/v3/urls", post_url)
     app.router.add_post("/api/v3/files", post_file)

@@ -96,6 +96,16 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if request.content_type in ("application/x-www-form-urlencoded", "application/json"):
         body = await request.read()  # kept by aiohttp for the handler's post() / json()
     emu.requests.add(request.method, request.path_qs, body.decode("utf-8", "replace"))
+    emu.stats.in_flight += 1
+    emu.stats.max_in_flight = max(emu.stats.max_in_flight, emu.stats.in_flight)
+    try:
+        return await _answer(emu, api, request, handler)
+    finally:
+        emu.stats.in_flight -= 1
+
+
+async def _answer(emu: Emulator, api: str, request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``latency_ms``, then a fault or the handler; requests are answered concurrently."""
     if emu.config.latency_ms > 0:
         await asyncio.sleep(emu.config.latency_ms / 1000)
     fault = emu.faults.take(request.path)

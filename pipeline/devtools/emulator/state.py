@@ -32,6 +32,8 @@ class EmulatorConfig:
     api_keys: tuple[str, ...] = ("vtstream-demo-key",)  # runtime
     rate_per_minute: int | None = None                 # runtime; None = unlimited
     daily_quota: int | None = None                     # runtime; resets 00:00 UTC
+    monthly_quota: int | None = None                   # runtime; only reported by overall_quotas
+    overall_quotas: bool = True                        # runtime; False: /users/{key}/overall_quotas is a 404
     scan_seconds: float = 5.0                          # runtime; queued -> completed after this
     never_complete: bool = False                       # runtime; analyses stay queued
     not_found_ratio: float = 0.0                       # runtime; fraction of unknown indicators
@@ -43,6 +45,7 @@ class EmulatorConfig:
 #: Config fields a client may change at runtime, with their accepted types.
 RUNTIME_FIELDS: dict[str, tuple[type, ...]] = {
     "api_keys": (list, tuple), "rate_per_minute": (int, type(None)), "daily_quota": (int, type(None)),
+    "monthly_quota": (int, type(None)), "overall_quotas": (bool,),
     "scan_seconds": (int, float), "never_complete": (bool,), "not_found_ratio": (int, float),
     "latency_ms": (int, float), "retry_after_s": (int, float, type(None)),
 }
