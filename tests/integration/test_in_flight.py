@@ -1,0 +1,108 @@
+"""Calls in flight under a strict pace, and the key's allowances read from VirusTotal.
+
+The emulator answers every request ``--latency-ms`` late and concurrently, and
+counts what a burst or a serial gateway would show: accepted requests in any
+1 s (starts), requests answered at once (in flight), 429s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from kafka_helpers import finals, produce, wait_finals
+
+from pipeline.cli.status import gather_status, summarize
+from pipeline.devtools.rig import wait_until
+from pipeline.settings import DEMO_API_KEY, Settings
+
+pytestmark = pytest.mark.integration
+
+RAW = "indicators.raw"
+FAST = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
+
+
+def ips(n: int, base: str = "151.101") -> list[str]:
+    return [f"{base}.{i // 200}.{i % 200 + 1}" for i in range(n)]
+
+
+def found_values(events: list[dict]) -> set[str]:
+    return {e["indicator"]["value"] for e in finals(events) if e["summary"]["found"] is True}
+
+
+def test_calls_in_flight_never_exceed_the_pace(kafka, emulator_factory, worker_factory):
+    """120/min and 1.5 s answers: a serial gateway would have one call open at a time; calls in
+    flight overlap, yet start one pace interval (0.5 s) apart: at most 2 in any 1 s, 3 with the
+    emulator's timer jitter; a burst of the 8 in flight would show 8."""
+    emulator = emulator_factory("--rate-per-minute", "120", "--latency-ms", "1500")
+    worker_factory(kafka, emulator.url, vt_rate_per_minute="120", vt_max_in_flight="8")
+    values = ips(14)
+    produce(kafka, RAW, values)
+    assert found_values(wait_finals(kafka, 14)) == set(values)
+    stats = emulator.stats()
+    assert stats["rejected_quota"] == 0 and stats["accepted"] == 14
+    assert stats["max_in_flight"] >= 2, stats  # calls overlapped
+    assert stats["max_accepted_in_any_1s"] <= 3, stats  # and still started one pace interval apart
+
+
+def test_a_429_storm_with_calls_in_flight(kafka, emulator_factory, worker_factory):
+    """Four answers in a row are 429 while other calls are in flight: every call pauses, the records
+    are parked and come back, nothing is lost, and no burst follows the pause."""
+    emulator = emulator_factory("--latency-ms", "400")
+    emulator.control("/_emulator/config", {"retry_after_s": 1})
+    emulator.control("/_emulator/faults", {"mode": "429", "count": 4})
+    worker_factory(kafka, emulator.url, vt_rate_per_minute="120", vt_max_in_flight="8", **FAST)
+    values = ips(8, base="151.102")
+    produce(kafka, RAW, values)
+    assert found_values(wait_finals(kafka, 8)) == set(values)
+    stats = emulator.stats()
+    assert stats["faults_injected"] == 4 and stats["accepted"] == 8  # one good answer each, no retry loop
+    assert stats["max_accepted_in_any_1s"] <= 3, stats  # 2 per second, and jitter
+
+
+def test_a_stop_with_calls_in_flight_loses_nothing(kafka, emulator_factory, worker_factory):
+    """SIGTERM while several 3-second calls are open; the next worker finishes what was left."""
+    emulator = emulator_factory("--latency-ms", "3000")
+    first = worker_factory(kafka, emulator.url, vt_rate_per_minute="600", vt_max_in_flight="8", **FAST)
+    values = ips(12, base="151.103")
+    produce(kafka, RAW, values)
+    wait_until(lambda: emulator.stats()["max_in_flight"] >= 4, timeout=120)
+    first.stop()
+    worker_factory(kafka, emulator.url, vt_rate_per_minute="600", vt_max_in_flight="8", **FAST)
+    assert found_values(wait_finals(kafka, 12, timeout=120)) == set(values)
+
+
+def _status(kafka: str) -> dict:
+    return summarize(asyncio.run(gather_status(Settings(kafka_bootstrap=kafka))))
+
+
+def test_the_allowances_vt_reports_bind_when_smaller(kafka, emulator_factory, worker_factory):
+    """The emulator's key allows 60/min (3,600/hour) and 700/day; the worker is configured for
+    6,000/min: it paces at 60/min (one start a second), and status shows both views."""
+    emulator = emulator_factory("--rate-per-minute", "60", "--daily-quota", "700")
+    worker = worker_factory(kafka, emulator.url, vt_max_in_flight="8")
+    values = ips(5, base="151.104")
+    produce(kafka, RAW, values)
+    assert found_values(wait_finals(kafka, 5)) == set(values)
+    stats = emulator.stats()
+    assert stats["rejected_quota"] == 0 and stats["max_accepted_in_any_1s"] <= 2, stats  # 1/s, and jitter
+    view = _status(kafka)
+    assert view["quota"]["rate_per_minute"] == 60 and view["quota"]["daily_quota"] == 700
+    assert view["allowances"]["configured"] == {"per_minute": 6000, "daily": 1000000, "monthly": 0}
+    assert view["allowances"]["virustotal"]["hourly"] == 3600
+    assert view["allowances"]["virustotal"]["daily"] == 700
+    assert DEMO_API_KEY not in worker.output()
+
+
+def test_without_overall_quotas_the_settings_alone_count_said_once(kafka, emulator_factory, worker_factory):
+    emulator = emulator_factory()
+    emulator.control("/_emulator/config", {"overall_quotas": False})
+    worker = worker_factory(kafka, emulator.url, vt_max_in_flight="8")
+    produce(kafka, RAW, ips(3, base="151.105"))
+    wait_finals(kafka, 3)
+    view = _status(kafka)
+    assert view["quota"]["rate_per_minute"] == 6000
+    assert view["allowances"]["virustotal"] is None
+    assert "404" in view["allowances"]["virustotal_note"]
+    assert worker.output().count("not available from VirusTotal") == 1
+    assert DEMO_API_KEY not in worker.output()
