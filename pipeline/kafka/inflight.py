@@ -20,6 +20,7 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 from pipeline.kafka.runtime import Context, Outbox, record_ref, route_failure
+from pipeline.observe.logs import handling
 from pipeline.rules.inflight import InFlight
 
 RecordHandler = Callable[[Outbox, bytes, bytes], Awaitable[None]]
@@ -29,7 +30,8 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: RecordHa
                         outbox: Callable[[], Outbox] | None = None) -> None:
     """Feed ``stream``'s events to ``handler``, up to ``limit`` at once; ack each in order after
     its outputs are produced. ``outbox`` makes one outbox per record (default: the app's producer)."""
-    new_outbox = outbox or (lambda: Outbox.of(ctx.app))
+    new_outbox = outbox or (lambda: Outbox.of(ctx, stage))
+    records = ctx.metrics.records.labels(stage)
     manual = stream.noack()
     slots = asyncio.Semaphore(limit)
     flight: InFlight[Any] = InFlight()
@@ -41,6 +43,7 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: RecordHa
         try:
             out = new_outbox()
             key: bytes = event.key or b""
+            handling(stage, key)  # this task's log lines name the record it works on
             try:
                 await handler(out, key, event.value)
             except Exception as exc:  # route, never crash the agent
@@ -60,6 +63,7 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: RecordHa
             await slots.acquire()
             if failures:
                 raise failures[0]
+            records.inc()
             message = event.message
             flight.start((message.topic, message.partition), message.offset, event)
             task = asyncio.ensure_future(work(event))

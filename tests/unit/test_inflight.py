@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Outbox
+from pipeline.observe.metrics import Metrics
 from pipeline.rules.inflight import InFlight
 from pipeline.settings import Settings
 
@@ -100,7 +101,7 @@ def test_acks_wait_for_outputs_and_for_older_records_in_flight():
         await out.send("vt.responses", key, value)
 
     async def run() -> None:
-        ctx = SimpleNamespace(settings=Settings())
+        ctx = SimpleNamespace(settings=Settings(), metrics=Metrics())
         loop = asyncio.ensure_future(run_in_flight(ctx, stream, "gateway", handle, limit=2,  # type: ignore[arg-type]
                                                    outbox=lambda: Outbox(producer.send)))
         await settle()
@@ -132,7 +133,7 @@ def test_a_failed_produce_is_never_acked_and_stops_the_loop():
         await out.send("vt.responses", key, value)
 
     async def run() -> None:
-        ctx = SimpleNamespace(settings=Settings())
+        ctx = SimpleNamespace(settings=Settings(), metrics=Metrics())
         loop = asyncio.ensure_future(run_in_flight(ctx, stream, "gateway", handle, limit=4,  # type: ignore[arg-type]
                                                    outbox=lambda: Outbox(producer.send)))
         await settle()
