@@ -28,6 +28,8 @@ event loop's clock (aiolimiter's); tests inject a :class:`Pace` of their own.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -75,32 +77,62 @@ class Pace:
     """Evenly spaced call starts at ``rate_per_minute``: an aiolimiter bucket of one.
 
     A bucket of capacity one never bursts: after any idle time (start, a pause)
-    one call goes at once and the next one a full interval later. A rate change
-    (VirusTotal reported a smaller allowance) starts a new bucket; callers queued
-    on the old one queue again on the new one.
+    one call goes at once and the next one a full interval later. Callers take
+    turns at the bucket one at a time, by lane priority and then in arrival
+    order: with many calls in flight, records of a lower lane already queued
+    for their start do not go ahead of live work that arrives after them. A
+    rate change (VirusTotal reported a smaller allowance) starts a new bucket.
     """
 
     def __init__(self, rate_per_minute: int) -> None:
         self.set_rate(rate_per_minute)
+        self._turns: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+        self._holder: asyncio.Future[None] | None = None
 
     def set_rate(self, rate_per_minute: int) -> None:
         self.interval = 60.0 / rate_per_minute * (1 + PACE_HEADROOM)
         self._limiter = AsyncLimiter(1, self.interval)
 
-    async def wait(self, should_yield: Callable[[], bool]) -> bool:
-        """Wait for this caller's start; False when ``should_yield`` turned true first."""
-        while True:
-            limiter = self._limiter
-            start = asyncio.ensure_future(limiter.acquire())
-            try:
-                while not start.done():
-                    await asyncio.wait([start], timeout=YIELD_CHECK_S)
-                    if not start.done() and should_yield():
-                        return False
-            finally:
-                start.cancel()  # nothing if it is done; otherwise its place in the queue goes
-            if limiter is self._limiter:
-                return True
+    async def wait(self, should_yield: Callable[[], bool], priority: int = 0) -> bool:
+        """Wait for this caller's turn, then its start; False when ``should_yield`` turned true first."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._turns, (priority, next(self._arrivals), turn))
+        self._next_turn()
+        try:
+            if not await _until(turn, should_yield):
+                return False
+            while True:
+                limiter = self._limiter
+                if not await _until(asyncio.ensure_future(limiter.acquire()), should_yield):
+                    return False
+                if limiter is self._limiter:
+                    return True
+        finally:
+            turn.cancel()  # nothing if it was granted; otherwise it leaves the queue
+            if self._holder is turn:
+                self._holder = None
+            self._next_turn()
+
+    def _next_turn(self) -> None:
+        """Grant the turn to the first caller still waiting, if nobody holds it."""
+        while self._holder is None and self._turns:
+            _priority, _arrival, turn = heapq.heappop(self._turns)
+            if not turn.done():
+                turn.set_result(None)
+                self._holder = turn
+
+
+async def _until(waiting: "asyncio.Future[Any]", should_yield: Callable[[], bool]) -> bool:
+    """Wait for ``waiting``; False (and ``waiting`` cancelled) when ``should_yield`` turns true first."""
+    try:
+        while not waiting.done():
+            await asyncio.wait([waiting], timeout=YIELD_CHECK_S)
+            if not waiting.done() and should_yield():
+                return False
+        return True
+    finally:
+        waiting.cancel()  # nothing if it is done
 
 
 class Governor:
@@ -252,7 +284,7 @@ class Governor:
             await self._wait_for_lanes_ahead(priority, should_yield)
         while True:
             await self._wait_until_clear(should_yield)
-            if not await self._pace.wait(should_yield):
+            if not await self._pace.wait(should_yield, priority):
                 raise Yielded(self._clock())
             if not self.paused:  # a 429 may have paused everyone while this caller queued
                 break

@@ -23,7 +23,7 @@ class Clock:
 class FreePace(Pace):
     """A pace that never waits: the tests on fake time are about everything but the pace."""
 
-    async def wait(self, should_yield: Any) -> bool:
+    async def wait(self, should_yield: Any, priority: int = 0) -> bool:
         return True
 
 
@@ -125,6 +125,25 @@ def test_no_burst_after_a_pause():
         return await _starts(gov, 5)
     starts = asyncio.run(run())
     assert starts[-1] - starts[0] >= 4 * gov.interval * 0.999, starts
+
+
+def test_live_work_goes_before_lower_lane_calls_already_queued_for_their_start():
+    """Five replay calls queue at the pace (100 ms apart); a live call arriving after them gets the
+    next turn but one (the replay caller already at the bucket keeps its start), not the last."""
+    gov = Governor(rate_per_minute=600, daily_quota=1000)
+    order: list[str] = []
+
+    async def call(name: str, priority: int) -> None:
+        await gov.acquire(priority=priority)
+        order.append(name)
+
+    async def run() -> None:
+        replays = [asyncio.ensure_future(call(f"replay{i}", 1)) for i in range(5)]
+        await asyncio.sleep(0.05)  # replay0 started, replay1 waits at the bucket, the rest queue
+        await call("live", 0)
+        await asyncio.gather(*replays)
+    asyncio.run(run())
+    assert order.index("live") <= 2, order
 
 
 def test_adopting_a_smaller_allowance_slows_the_pace_and_the_settings_stay_the_ceiling():
