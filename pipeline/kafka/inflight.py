@@ -17,16 +17,13 @@ agent itself is cancelled, the loop still waits for its tasks before it ends.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
-from pipeline.kafka.runtime import Context, Outbox, record_ref, route_failure
+from pipeline.kafka.runtime import Context, Handler, Outbox, record_ref, route_failure
 from pipeline.observe.logs import handling
 from pipeline.rules.inflight import InFlight
 
-RecordHandler = Callable[[Outbox, bytes, bytes], Awaitable[None]]
-
-
-async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: RecordHandler, limit: int,
+async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler, limit: int,
                         outbox: Callable[[], Outbox] | None = None) -> None:
     """Feed ``stream``'s events to ``handler``, up to ``limit`` at once; ack each in order after
     its outputs are produced. ``outbox`` makes one outbox per record (default: the app's producer)."""
@@ -45,7 +42,7 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: RecordHa
             key: bytes = event.key or b""
             handling(stage, key)  # this task's log lines name the record it works on
             try:
-                await handler(out, key, event.value)
+                await handler(out, key, event.value, ctx.clock())
             except Exception as exc:  # route, never crash the agent
                 await route_failure(out, stage, key, event.value, record_ref(event), exc,
                                     ctx.settings.url_privacy)

@@ -22,6 +22,7 @@ from pipeline.settings import Settings
 from pipeline.stages.gateway import NOT_UPLOADED, Gateway, Shared
 from pipeline.vt.client import LookupResult, Submission, Upload
 from pipeline.vt.errors import BadRequest, QuotaExceeded, ServerError, WrongCredentials
+from pipeline.vt.discovery import AllowanceWatch
 from pipeline.vt.governor import Governor
 from _fakes import T0, Clock, RecordingOutbox
 from topics import DEAD, RESPONSES, retry_topic
@@ -84,7 +85,7 @@ def gateway(client: FakeClient, clock: Clock, settings: Settings = SETTINGS,
     governor = Governor(600_000, 1000, clock=clock, sleep=no_sleep)
     ctx = Context(settings=settings, app=app or SimpleNamespace(rebalancing=False, should_stop=False),  # type: ignore[arg-type]
                   topics={}, cache={}, quota={}, mappings=MAPPINGS, clock=clock)
-    return Gateway(ctx, client, Shared(governor), 0)  # type: ignore[arg-type]  # lane 0: live lookups
+    return Gateway(ctx, client, Shared(governor, AllowanceWatch(governor, "v3")), 0)  # type: ignore[arg-type]  # lane 0: live lookups
 
 
 def run(gw: Gateway, record: VtRequest | bytes) -> RecordingOutbox:

@@ -94,14 +94,15 @@ def test_acks_wait_for_outputs_and_for_older_records_in_flight():
     answer = {i: asyncio.Event() for i in range(3)}
     running: list[int] = []
 
-    async def handle(out: Outbox, key: bytes, value: bytes) -> None:
+    async def handle(out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+        assert value is not None
         i = int(value[1:])
         running.append(i)
         await answer[i].wait()  # the VirusTotal call
         await out.send("vt.responses", key, value)
 
     async def run() -> None:
-        ctx = SimpleNamespace(settings=Settings(), metrics=Metrics())
+        ctx = SimpleNamespace(settings=Settings(), metrics=Metrics(), clock=lambda: 0.0)
         loop = asyncio.ensure_future(run_in_flight(ctx, stream, "gateway", handle, limit=2,  # type: ignore[arg-type]
                                                    outbox=lambda: Outbox(producer.send)))
         await settle()
@@ -129,11 +130,12 @@ def test_acks_wait_for_outputs_and_for_older_records_in_flight():
 def test_a_failed_produce_is_never_acked_and_stops_the_loop():
     stream, producer = FakeStream(2), FakeProducer()
 
-    async def handle(out: Outbox, key: bytes, value: bytes) -> None:
+    async def handle(out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+        assert value is not None
         await out.send("vt.responses", key, value)
 
     async def run() -> None:
-        ctx = SimpleNamespace(settings=Settings(), metrics=Metrics())
+        ctx = SimpleNamespace(settings=Settings(), metrics=Metrics(), clock=lambda: 0.0)
         loop = asyncio.ensure_future(run_in_flight(ctx, stream, "gateway", handle, limit=4,  # type: ignore[arg-type]
                                                    outbox=lambda: Outbox(producer.send)))
         await settle()
