@@ -82,6 +82,13 @@ class FakeProducer:
         return future
 
 
+def start(stream: FakeStream, producer: FakeProducer, handle: Any, limit: int) -> "asyncio.Future[None]":
+    """The gateway's loop on the fakes, one outbox per record on the fake producer."""
+    ctx = SimpleNamespace(settings=Settings(), metrics=Metrics(), clock=lambda: 0.0)
+    return asyncio.ensure_future(run_in_flight(ctx, stream, "gateway", handle, limit,  # type: ignore[arg-type]
+                                               outbox=lambda: Outbox(producer.send)))
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
@@ -102,9 +109,7 @@ def test_acks_wait_for_outputs_and_for_older_records_in_flight():
         await out.send("vt.responses", key, value)
 
     async def run() -> None:
-        ctx = SimpleNamespace(settings=Settings(), metrics=Metrics(), clock=lambda: 0.0)
-        loop = asyncio.ensure_future(run_in_flight(ctx, stream, "gateway", handle, limit=2,  # type: ignore[arg-type]
-                                                   outbox=lambda: Outbox(producer.send)))
+        loop = start(stream, producer, handle, limit=2)
         await settle()
         assert running == [0, 1]  # two in flight, the third waits for a slot
         answer[1].set()
@@ -135,9 +140,7 @@ def test_a_failed_produce_is_never_acked_and_stops_the_loop():
         await out.send("vt.responses", key, value)
 
     async def run() -> None:
-        ctx = SimpleNamespace(settings=Settings(), metrics=Metrics(), clock=lambda: 0.0)
-        loop = asyncio.ensure_future(run_in_flight(ctx, stream, "gateway", handle, limit=4,  # type: ignore[arg-type]
-                                                   outbox=lambda: Outbox(producer.send)))
+        loop = start(stream, producer, handle, limit=4)
         await settle()
         producer.sent[b"k0"].set_exception(RuntimeError("broker gone"))
         producer.sent[b"k1"].set_result(None)
