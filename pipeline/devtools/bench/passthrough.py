@@ -1,0 +1,66 @@
+"""The latency baseline: a raw aiokafka passthrough, run as its own process like a worker.
+
+It consumes ``bench.passthrough.in`` (every partition, no group), orjson-parses
+each record, produces one small summary-shaped record per input to
+``bench.passthrough.out`` and awaits each fetched batch's acks before the next
+fetch ("forward first, then ack", as the pipeline does). Its clients use the
+pipeline intake's settings (10 ms fetch waits, 1 ms linger, acks=all), so the
+difference between the two p99s is what the pipeline adds on this box, not
+a tuning gap.
+
+Started by ``vtstream bench latency``::
+
+    python -m pipeline.devtools.bench.passthrough BOOTSTRAP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.kafka.admin import MAX_REQUEST_SIZE, make_producer
+from pipeline.kafka.direct import FETCH_WAIT_MS
+
+SOURCE, SINK = "bench.passthrough.in", "bench.passthrough.out"
+#: Printed on stdout once the consumer holds its positions: inputs sent after it are all seen.
+READY = "passthrough ready"
+
+
+async def passthrough(bootstrap: str, partitions: int) -> None:
+    """Forward until cancelled."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=FETCH_WAIT_MS, fetch_max_bytes=MAX_REQUEST_SIZE,
+                                max_partition_fetch_bytes=MAX_REQUEST_SIZE)
+    producer = make_producer(bootstrap, linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    try:
+        tps = [TopicPartition(SOURCE, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        print(READY, flush=True)
+        while True:
+            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            acks = []
+            for records in batch.values():
+                for record in records:
+                    doc = orjson.loads(record.value or b"{}")
+                    out = orjson.dumps({"kind": "summary", "indicator": {"value": doc["value"]},
+                                        "origin": {"id": doc.get("id")}, "summary": {"cached": True}})
+                    acks.append(await producer.send(SINK, out, key=doc["value"].encode()))
+            await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(passthrough(sys.argv[1], int(sys.argv[2])))
+    except KeyboardInterrupt:
+        pass
