@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import click
 
@@ -20,15 +21,18 @@ from topics import RAW
 
 from pipeline.devtools.bench.harness import (Report, Rig, Tap, new_salt, produce, raw_record, rig_options,
                                             wait_for_group)
+from pipeline.devtools.bench.profiling import Profiler, shares
 
 
 @click.command("misses")
 @click.option("--unique", default=3_000, show_default=True, help="New indicators per phase (all types).")
 @click.option("--latency-ms", default=50.0, show_default=True, help="Emulator delay before every answer.")
 @click.option("--timeout", default=900.0, show_default=True, help="Give up on a phase after this many seconds.")
+@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sample the first worker with py-spy during the one-worker phase; raw stacks to this file.")
 @rig_options
-def misses(unique: int, latency_ms: float, timeout: float, bootstrap: str | None, vt_url: str | None,
-           keep: bool) -> None:
+def misses(unique: int, latency_ms: float, timeout: float, profile: Path | None, bootstrap: str | None,
+           vt_url: str | None, keep: bool) -> None:
     """New indicators/s through one worker, then two; last line `misses_per_s: N` (one worker).
 
     \b
@@ -42,17 +46,18 @@ def misses(unique: int, latency_ms: float, timeout: float, bootstrap: str | None
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:
         rig.emulator("/_emulator/config", {"latency_ms": latency_ms})
         for workers in (1, 2):
-            rig.start_worker()
+            worker = rig.start_worker()
             salt = new_salt()  # indicators no earlier phase has cached
 
-            async def phase(workers: int = workers, salt: str = salt) -> tuple[float, Tap]:
+            async def phase(workers: int = workers, salt: str = salt, pid: int = worker.pid) -> tuple[float, Tap]:
                 await wait_for_group(rig.bootstrap, workers)
                 tap = await Tap(rig.bootstrap).start()
                 try:
                     started = time.perf_counter()
-                    await produce(rig.bootstrap, RAW, (raw_record(i, salt) for i in range(unique)),
-                                  total=unique, desc=f"input ({workers} worker(s))")
-                    await tap.read(unique, timeout, rig.check_workers, desc="summaries")
+                    with Profiler(pid, profile if workers == 1 else None):
+                        await produce(rig.bootstrap, RAW, (raw_record(i, salt) for i in range(unique)),
+                                      total=unique, desc=f"input ({workers} worker(s))")
+                        await tap.read(unique, timeout, rig.check_workers, desc="summaries")
                     if tap.summaries < unique:
                         raise click.ClickException(f"{workers} worker(s): {tap.summaries:,}/{unique:,} "
                                                    f"summaries in {timeout:.0f}s")
@@ -70,4 +75,7 @@ def misses(unique: int, latency_ms: float, timeout: float, bootstrap: str | None
     report.add("two workers / one worker", f"{rates[2] / rates[1]:.2f}")
     report.add("emulator object lookups accepted", stats["by_kind"]["object"]["accepted"])
     report.add("emulator rejected (quota)", stats["rejected_quota"])
+    if profile is not None and profile.exists():
+        for name, share in shares(profile):
+            report.add(f"profile (one worker): {name}", f"{share:.1%}")
     report.emit("misses_per_s", str(round(rates[1])))
