@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline.kafka.admin import MAX_REQUEST_SIZE, make_producer
 from pipeline.kafka.direct import FETCH_WAIT_MS
@@ -29,12 +30,32 @@ SOURCE, SINK = "bench.passthrough.in", "bench.passthrough.out"
 READY = "passthrough ready"
 
 
+async def forward_batch(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, sink: str) -> int:
+    """One fetch: parse each record, produce one summary-shaped record for it, await the acks; records done."""
+    batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+    acks = []
+    for records in batch.values():
+        for record in records:
+            doc = orjson.loads(record.value or b"{}")
+            out = orjson.dumps({"kind": "summary", "indicator": {"value": doc["value"]},
+                                "origin": {"id": doc.get("id")}, "summary": {"cached": True}})
+            acks.append(await producer.send(sink, out, key=doc["value"].encode()))
+    await asyncio.gather(*acks)
+    return len(acks)
+
+
+def clients(bootstrap: str, **consumer_options: Any) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """A group-less consumer and a producer with intake's settings (``consumer_options`` override)."""
+    options: dict[str, Any] = {"fetch_max_wait_ms": FETCH_WAIT_MS, **consumer_options}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE,
+                                **options)
+    return consumer, make_producer(bootstrap, linger_ms=1)
+
+
 async def passthrough(bootstrap: str, partitions: int) -> None:
     """Forward until cancelled."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=FETCH_WAIT_MS, fetch_max_bytes=MAX_REQUEST_SIZE,
-                                max_partition_fetch_bytes=MAX_REQUEST_SIZE)
-    producer = make_producer(bootstrap, linger_ms=1)
+    consumer, producer = clients(bootstrap)
     await consumer.start()
     await producer.start()
     try:
@@ -45,15 +66,7 @@ async def passthrough(bootstrap: str, partitions: int) -> None:
             await consumer.position(tp)
         print(READY, flush=True)
         while True:
-            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-            acks = []
-            for records in batch.values():
-                for record in records:
-                    doc = orjson.loads(record.value or b"{}")
-                    out = orjson.dumps({"kind": "summary", "indicator": {"value": doc["value"]},
-                                        "origin": {"id": doc.get("id")}, "summary": {"cached": True}})
-                    acks.append(await producer.send(SINK, out, key=doc["value"].encode()))
-            await asyncio.gather(*acks)
+            await forward_batch(consumer, producer, SINK)
     finally:
         await producer.stop()
         await consumer.stop()
