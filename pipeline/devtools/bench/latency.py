@@ -34,14 +34,15 @@ from pipeline.devtools.bench import passthrough
 from pipeline.devtools.bench.harness import (PARTITIONS, Report, Rig, Tap, create_topic, produce, progress,
                                             raw_record, rig_options)
 from pipeline.devtools.bench.profiling import Profiler, shares
+from pipeline.settings import Settings
 
 _MARK = "t:"
 
 
-async def paced(bootstrap: str, rate: int, duration: float, make: "MakeRecord",
+async def paced(kafka: Settings, rate: int, duration: float, make: "MakeRecord",
                 topic: str = RAW) -> tuple[int, float]:
     """Send ``make(i)`` records to ``topic`` at ``rate``/s for ``duration`` s; (sent, seconds it took)."""
-    producer = make_producer(bootstrap, linger_ms=1)
+    producer = make_producer(kafka, linger_ms=1)
     await producer.start()
     total = int(rate * duration)
     sent = 0
@@ -104,10 +105,9 @@ class Latencies:
 class Passthrough:
     """The baseline process, started and stopped around its measured phase."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.devtools.bench.passthrough", bootstrap, str(PARTITIONS)],
-            stdout=subprocess.PIPE, text=True)
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.devtools.bench.passthrough", str(PARTITIONS)],
+                                     stdout=subprocess.PIPE, text=True, env=env)
 
     async def ready(self) -> None:
         assert self.proc.stdout is not None
@@ -124,19 +124,18 @@ class Passthrough:
             self.proc.wait()
 
 
-async def run_baseline(bootstrap: str, rate: int, duration: float, unique: int, salt: str,
-                       drain: float) -> tuple[Latencies, int]:
+async def run_baseline(rig: Rig, rate: int, duration: float, unique: int, drain: float) -> tuple[Latencies, int]:
     """The passthrough under the same paced load; its latencies and the inputs sent."""
     for name in (passthrough.SOURCE, passthrough.SINK):
-        await create_topic(bootstrap, name)
+        await create_topic(rig.kafka, name)
     base = Latencies()
-    process = Passthrough(bootstrap)
+    process = Passthrough(rig.worker_env())
     try:
         await process.ready()
-        tap = await Tap(bootstrap, topic=passthrough.SINK, on_summary=base.on_summary).start()
+        tap = await Tap(rig.kafka, topic=passthrough.SINK, on_summary=base.on_summary).start()
         try:
             sent, _ = (await asyncio.gather(
-                paced(bootstrap, rate, duration, MakeRecord(unique, salt), topic=passthrough.SOURCE),
+                paced(rig.kafka, rate, duration, MakeRecord(unique, rig.salt), topic=passthrough.SOURCE),
                 tap.read(int(rate * duration), duration + drain, desc="baseline outputs")))[0]
         finally:
             await tap.stop()
@@ -173,8 +172,8 @@ def latency(rate: int, duration: float, unique: int, store: str, drain: float, p
         worker = rig.start_worker(VTSTREAM_STORE=store)
 
         async def run() -> tuple[Latencies, int, int, float, float]:
-            base, base_sent = await run_baseline(rig.bootstrap, rate, duration, unique, rig.salt, drain)
-            tap = await Tap(rig.bootstrap).start()
+            base, base_sent = await run_baseline(rig, rate, duration, unique, drain)
+            tap = await Tap(rig.kafka).start()
             try:
                 await produce(rig.kafka, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
                               total=unique, desc="warm-up")

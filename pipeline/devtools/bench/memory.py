@@ -27,13 +27,13 @@ import time
 
 import click
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from topics import RAW, changelog_name
 
 from pipeline.devtools.bench.harness import (APP_ID, PARTITIONS, TYPES, Report, Rig, RssSampler, Tap, new_salt,
                                             progress, produce, raw_record, rig_options, wait_for_group)
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, make_producer
+from pipeline.kafka.admin import make_consumer, make_producer
 from pipeline.kafka.direct import BatchOutbox
 from pipeline.rules.cache import Entry
 from pipeline.settings import Settings
@@ -47,10 +47,9 @@ def cache_key(i: int, salt: str, settings: Settings) -> bytes:
     return outcome.indicator.key.encode()
 
 
-async def finished_entries(bootstrap: str, changelog: str) -> dict[bytes, Entry]:
+async def finished_entries(kafka: Settings, changelog: str) -> dict[bytes, Entry]:
     """Every finished entry in the cache changelog, latest per key."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE)
+    consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(changelog, p) for p in range(PARTITIONS)]
@@ -69,12 +68,12 @@ async def finished_entries(bootstrap: str, changelog: str) -> dict[bytes, Entry]
     return {k: e for k, e in entries.items() if e.get("state") == "done"}
 
 
-async def seed(bootstrap: str, changelog: str, count: int, salt: str, templates: dict[str, list[Entry]],
+async def seed(kafka: Settings, changelog: str, count: int, salt: str, templates: dict[str, list[Entry]],
                settings: Settings) -> float:
     """Write ``count`` finished entries to the changelog; seconds taken."""
-    producer = make_producer(bootstrap, linger_ms=5, max_batch_size=1024 * 1024)
+    producer = make_producer(kafka, linger_ms=5, max_batch_size=1024 * 1024)
     await producer.start()
-    out = BatchOutbox(producer)
+    out = BatchOutbox(producer, watch=lambda topic, value: None)
     started = time.perf_counter()
     now = time.time()
     try:
@@ -121,17 +120,17 @@ def memory(cached: int, through: int, probes: int, store: str, timeout: float, b
         first = rig.start_worker(VTSTREAM_STORE=store)
 
         async def enrich_first() -> dict[str, list[Entry]]:
-            await wait_for_group(rig.bootstrap, 1)
-            tap = await Tap(rig.bootstrap).start()
+            await wait_for_group(rig.kafka, 1)
+            tap = await Tap(rig.kafka).start()
             try:
-                await produce(rig.bootstrap, RAW, (raw_record(i, through_salt) for i in range(through)),
+                await produce(rig.kafka, RAW, (raw_record(i, through_salt) for i in range(through)),
                               total=through, desc="through the pipeline")
                 await tap.read(through, timeout, rig.check_workers, desc="summaries")
                 if tap.summaries < through:
                     raise click.ClickException(f"{tap.summaries:,}/{through:,} summaries in {timeout:.0f}s")
             finally:
                 await tap.stop()
-            entries = await finished_entries(rig.bootstrap, changelog)
+            entries = await finished_entries(rig.kafka, changelog)
             templates: dict[str, list[Entry]] = {kind: [] for kind in TYPES}
             for i in range(through):
                 entry = entries.get(cache_key(i, through_salt, settings))
@@ -150,7 +149,7 @@ def memory(cached: int, through: int, probes: int, store: str, timeout: float, b
         templates = asyncio.run(enrich_first())
         first.stop()
         report.add("entries seeded into the changelog", cached)
-        report.add("seeding took (s)", asyncio.run(seed(rig.bootstrap, changelog, cached, seed_salt, templates,
+        report.add("seeding took (s)", asyncio.run(seed(rig.kafka, changelog, cached, seed_salt, templates,
                                                         settings)))
         started = time.perf_counter()
         worker = rig.start_worker(VTSTREAM_STORE=store)
@@ -163,7 +162,7 @@ def memory(cached: int, through: int, probes: int, store: str, timeout: float, b
                 raise click.ClickException(f"the restored worker exited ({worker.proc.returncode}):\n{worker.tail()}")
 
         async def restart() -> tuple[float, float, dict[str, int]]:
-            await wait_for_group(rig.bootstrap, 1, timeout=timeout)
+            await wait_for_group(rig.kafka, 1, timeout=timeout)
             joined = time.perf_counter() - started
             flags = {"cached": 0, "fresh": 0, "not checked": 0}
 
@@ -172,10 +171,10 @@ def memory(cached: int, through: int, probes: int, store: str, timeout: float, b
                 flags["not checked" if not summary.get("checked") else
                       "cached" if summary.get("cached") else "fresh"] += 1
 
-            tap = await Tap(rig.bootstrap, on_summary=on_summary).start()
+            tap = await Tap(rig.kafka, on_summary=on_summary).start()
             try:
                 news = [raw_record(i, new_salt_, f"new-{i}") for i in range(probes)]
-                await produce(rig.bootstrap, RAW, hits + news, total=len(hits) + probes, desc="probes")
+                await produce(rig.kafka, RAW, hits + news, total=len(hits) + probes, desc="probes")
                 await tap.read(len(hits) + probes, timeout, check_restored, desc="probe summaries")
                 if tap.summaries < len(hits) + probes:
                     raise click.ClickException(f"{tap.summaries}/{len(hits) + probes} probe summaries")

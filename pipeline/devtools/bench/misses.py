@@ -50,12 +50,12 @@ def misses(unique: int, latency_ms: float, timeout: float, profile: Path | None,
             salt = new_salt()  # indicators no earlier phase has cached
 
             async def phase(workers: int = workers, salt: str = salt, pid: int = worker.pid) -> tuple[float, Tap]:
-                await wait_for_group(rig.bootstrap, workers)
-                tap = await Tap(rig.bootstrap).start()
+                await wait_for_group(rig.kafka, workers)
+                tap = await Tap(rig.kafka).start()
                 try:
                     started = time.perf_counter()
                     with Profiler(pid, profile if workers == 1 else None):
-                        await produce(rig.bootstrap, RAW, (raw_record(i, salt) for i in range(unique)),
+                        await produce(rig.kafka, RAW, (raw_record(i, salt) for i in range(unique)),
                                       total=unique, desc=f"input ({workers} worker(s))")
                         await tap.read(unique, timeout, rig.check_workers, desc="summaries")
                     if tap.summaries < unique:

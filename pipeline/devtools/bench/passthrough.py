@@ -10,20 +10,22 @@ a tuning gap.
 
 Started by ``vtstream bench latency``::
 
-    python -m pipeline.devtools.bench.passthrough BOOTSTRAP
+    python -m pipeline.devtools.bench.passthrough PARTITIONS   # Kafka settings from VTSTREAM_*
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, make_producer
+from pipeline.kafka.admin import make_consumer, make_producer
 from pipeline.kafka.direct import FETCH_WAIT_MS
+from pipeline.settings import Settings
 
 SOURCE, SINK = "bench.passthrough.in", "bench.passthrough.out"
 #: Printed on stdout once the consumer holds its positions: inputs sent after it are all seen.
@@ -44,18 +46,16 @@ async def forward_batch(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, 
     return len(acks)
 
 
-def clients(bootstrap: str, **consumer_options: Any) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+def clients(kafka: Settings, **consumer_options: Any) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
     """A group-less consumer and a producer with intake's settings (``consumer_options`` override)."""
     options: dict[str, Any] = {"fetch_max_wait_ms": FETCH_WAIT_MS, **consumer_options}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_bytes=MAX_REQUEST_SIZE, max_partition_fetch_bytes=MAX_REQUEST_SIZE,
-                                **options)
-    return consumer, make_producer(bootstrap, linger_ms=1)
+    consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False, **options)
+    return consumer, make_producer(kafka, linger_ms=1)
 
 
-async def passthrough(bootstrap: str, partitions: int) -> None:
+async def passthrough(kafka: Settings, partitions: int) -> None:
     """Forward until cancelled."""
-    consumer, producer = clients(bootstrap)
+    consumer, producer = clients(kafka)
     await consumer.start()
     await producer.start()
     try:
@@ -74,6 +74,6 @@ async def passthrough(bootstrap: str, partitions: int) -> None:
 
 if __name__ == "__main__":
     try:
-        asyncio.run(passthrough(sys.argv[1], int(sys.argv[2])))
+        asyncio.run(passthrough(Settings.from_env(os.environ), int(sys.argv[1])))
     except KeyboardInterrupt:
         pass
