@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import click
 import orjson
@@ -35,9 +36,12 @@ from pipeline.devtools.bench.harness import (APP_ID, PARTITIONS, TYPES, Report, 
                                             progress, produce, raw_record, rig_options, wait_for_group)
 from pipeline.kafka.admin import make_consumer, make_producer
 from pipeline.kafka.direct import BatchOutbox
-from pipeline.rules.cache import Entry
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, parse
+
+
+#: A cache entry in its changelog JSON form (pipeline.records.CachedResult on the wire).
+Entry = dict[str, Any]
 
 
 def cache_key(i: int, salt: str, settings: Settings) -> bytes:
