@@ -35,6 +35,14 @@ log = logging.getLogger("vtstream")
 STAGES = (intake, lookup, gateway, retry, results)
 
 
+#: RocksDB options of the cache table. faust's defaults (64 MB write buffers, three per
+#: partition database, a 2 GB block cache) let a worker restoring a million entries grow
+#: past 460 MB in memtables alone (``vtstream bench memory --cached 1000000``); entries are
+#: ~0.5 KB and read by key, so small buffers and a small cache cost little.
+CACHE_STORE_OPTIONS = {"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_number": 2,
+                       "block_cache_size": 32 * 1024 * 1024}
+
+
 def _raw_schema() -> faust.Schema:
     """Bytes in, bytes out: stages decode records themselves, so bad bytes cannot crash faust."""
     return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -75,7 +83,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
     # vt.lookups and vt.responses records of the same key (same key bytes, same count), so
     # the table stays co-partitioned while stages write it from batches (no "current event").
     table = app.Table(CACHE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                      use_partitioner=True, help="indicator key -> cache entry (pipeline.rules.cache)")
+                      use_partitioner=True, options=CACHE_STORE_OPTIONS,
+                      help="indicator key -> cache entry (pipeline.rules.cache)")
     # The governor's state; its changelog is vt.quota itself, so `vtstream status` can read it.
     # acks=False as on faust's own changelogs: no stream reads it, and an acking topic that a
     # loaded worker fetches behind its writes trips faust's "Stream has not started processing"

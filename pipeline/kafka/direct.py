@@ -18,6 +18,7 @@ whose outputs were not produced.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import logging
 import random
 import time
@@ -47,6 +48,16 @@ BATCH_BYTES = 1024 * 1024
 #: ~30 ms to the median cache hit at 2,000 events/s. Costs idle polls, nothing else.
 FETCH_WAIT_MS = 10
 
+#: Batches handled whose outputs or commit are still travelling. Waiting for each batch's
+#: commit before handling the next put a broker round trip between every two batches:
+#: the fetched records waited behind it (``vtstream bench latency``, bench-results.md).
+BATCHES_IN_FLIGHT = 4
+
+#: Outputs handed to the producer at once within a fetched batch. A 2,000-record
+#: batch handled in one go held the event loop for 120-170 ms under load, and its
+#: first outputs waited for its last record.
+SUBMIT_EVERY = 250
+
 #: Handles one record: (outbox, key, value, ref) where ref is topic/partition/offset.
 RecordHandler = Callable[[Outbox, bytes, "bytes | None", str], Awaitable[None]]
 
@@ -68,7 +79,8 @@ class DirectStage(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._loop_done: asyncio.Future[None] | None = None
-        self._settling: asyncio.Future[None] | None = None
+        self._settling: asyncio.Future[None] | None = None  # the last batch's; it waits for the earlier ones
+        self._unsettled: deque[asyncio.Future[None]] = deque()
         self._committed: dict[TopicPartition, int] = {}
 
     async def on_start(self) -> None:
@@ -92,6 +104,7 @@ class DirectStage(Service):
             if not batch:
                 continue
             async with self._batch:
+                acks: list[Awaitable[Any]] = []
                 for tp, records in batch.items():
                     counted.inc(len(records))
                     for record in records:
@@ -103,21 +116,31 @@ class DirectStage(Service):
                         except Exception as exc:  # route, never stop the stage
                             await route_failure(out, self.stage, key, record.value, ref, exc,
                                                 self.settings.url_privacy)
+                        if out.held() >= SUBMIT_EVERY:  # send what is ready, let the loop turn
+                            acks += await out.submit()
+                            await asyncio.sleep(0)
                 handling(self.stage, None)
-                acks = await out.submit()
-                await self.settled()  # at most two batches in flight; commits in order
+                acks += await out.submit()
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                self._settling = asyncio.ensure_future(self._settle(consumer, acks, offsets))
+                self._settling = asyncio.ensure_future(self._settle(consumer, self._settling, acks, offsets))
+                self._unsettled.append(self._settling)
+                while len(self._unsettled) > BATCHES_IN_FLIGHT:  # bounded; commits stay in order
+                    await asyncio.wait([self._unsettled.popleft()])
         await self.settled()
 
-    async def _settle(self, consumer: AIOKafkaConsumer, acks: list[Awaitable[Any]],
-                      offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` once their outputs are acknowledged.
+    async def _settle(self, consumer: AIOKafkaConsumer, previous: asyncio.Future[None] | None,
+                      acks: list[Awaitable[Any]], offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` once their outputs are acknowledged and the previous batch is committed.
 
-        The next batch is handled while this one's acks travel, but a commit never
-        runs ahead of its outputs. A failed produce stops the worker: its batch is
+        The next batches are handled while this one's acks and commit travel, but a
+        commit never runs ahead of its outputs nor of an earlier batch's commit. A
+        failed produce stops the worker, and no later batch commits: they are
         replayed on restart.
         """
+        if previous is not None:
+            await asyncio.wait([previous])
+            if previous.cancelled() or previous.exception() is not None:
+                return
         try:
             await asyncio.gather(*acks)
         except Exception as exc:
@@ -175,12 +198,14 @@ class BatchOutbox(Outbox):
         self._producer = producer
         self._partitions: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
+        self._held = 0
 
     async def send(self, topic: str, key: bytes | str | None, value: bytes | WireRecord | dict[str, Any]) -> None:
         self._watch(topic, value)
         if isinstance(key, str):
             key = key.encode()
         payload = wire_value(value)
+        self._held += 1
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
@@ -200,8 +225,13 @@ class BatchOutbox(Outbox):
         if builder.record_count():
             self._pending.append(await self._producer.send_batch(builder, topic, partition=partition))
 
+    def held(self) -> int:
+        """Records appended to open batches since the last :meth:`submit`."""
+        return self._held
+
     async def submit(self) -> list[Awaitable[Any]]:
         """Hand every open batch to the producer; the futures of all records sent since the last call."""
+        self._held = 0
         for topic, partition in list(self._open):
             await self._submit(topic, partition)
         pending, self._pending = self._pending, []

@@ -101,10 +101,10 @@ class Outbox:
             await asyncio.gather(*pending)
 
 
-async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler) -> None:
+async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler, out: Outbox | None = None) -> None:
     """Feed each event of ``stream`` to ``handler`` (with the batch's clock reading); flush
-    outputs before the batch is acked."""
-    out = Outbox.of(ctx, stage)
+    outputs (through ``out``, default the app's producer) before the batch is acked."""
+    out = out or Outbox.of(ctx, stage)
     records = ctx.metrics.records.labels(stage)
     async for batch in stream.noack_take(ctx.batch_size, within=ctx.batch_within):
         now = ctx.clock()

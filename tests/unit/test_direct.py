@@ -152,3 +152,31 @@ def test_commits_never_pass_a_record_whose_outputs_are_unacknowledged() -> None:
     assert consumer.commits == [{TopicPartition(SOURCE, 0): 3, TopicPartition(SOURCE, 1): 2},
                                 {TopicPartition(SOURCE, 0): 6}]  # in order, each batch once
 
+
+
+def test_no_batch_commits_after_an_earlier_batch_failed_to_produce() -> None:
+    """Batches settle in a chain: a later batch's acks arriving first never commit past a failed one."""
+    first, second = batch_of(0, range(0, 3)), batch_of(0, range(3, 6))
+    acked: set[str] = set()
+    consumer = ScriptedConsumer([first, second], acked)
+    producer = LateAckProducer()
+
+    async def run() -> None:
+        stage = DirectStage(Settings(), "intake", SOURCE, "group", forward)
+        loop = asyncio.ensure_future(stage.run_batches(consumer, producer))
+        await until(lambda: sum(b.record_count() for b in producer.held) == OUTPUTS_PER_RECORD * 6)
+        for held in producer.held:  # the second batch's outputs are acknowledged
+            if int(held.refs[0].rsplit("/", 1)[1]) >= 3:
+                acked.update(held.refs)
+                assert held.ack is not None
+                held.ack.set_result(None)
+        for held in producer.held:  # the first batch's are refused
+            if int(held.refs[0].rsplit("/", 1)[1]) < 3 and held.ack is not None and not held.ack.done():
+                held.ack.set_exception(RuntimeError("broker refused"))
+        for _ in range(200):
+            await asyncio.sleep(0)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+    asyncio.run(run())
+    assert consumer.commits == []

@@ -18,21 +18,23 @@ from pipeline.devtools.bench.cache_copy import cache_copy
 from pipeline.devtools.bench.cache_hits import cache_hits
 from pipeline.devtools.bench.latency import latency
 from pipeline.devtools.bench.memory import memory
+from pipeline.devtools.bench.misses import misses
 from pipeline.devtools.bench.quota import quota
 from pipeline.devtools.bench.unique_calls import unique_calls
 
 
 @click.group(name="bench", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def bench_command() -> None:
-    """Benchmarks: cache-hits, unique-calls, quota, memory, latency, cache-copy.
+    """Benchmarks: cache-hits, unique-calls, quota, misses, memory, latency, cache-copy.
 
     \b
     Examples (each prints a table and, last, the judged line):
       vtstream bench cache-hits      -> ratio: X.XX          (target >= 0.50)
       vtstream bench unique-calls    -> calls_per_unique: X.XX (target 1.00)
       vtstream bench quota           -> quota_use: X.XX      (target >= 0.95, no 429)
+      vtstream bench misses --latency-ms 50 -> misses_per_s: N (target >= 300)
       vtstream bench memory          -> peak_rss_mb: N       (target < 500)
-      vtstream bench latency         -> p99_ms: N            (target < 50)
+      vtstream bench latency         -> p99_ratio: X.XX      (target <= 2.0, pipeline / raw passthrough)
       vtstream bench cache-copy      -> applied_per_s: N     (no broker: the cache copy alone)
     """
     # SIGTERM unwinds like Ctrl-C, so every broker, emulator and worker started is stopped.
@@ -43,5 +45,5 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
-for _scenario in (cache_hits, unique_calls, quota, memory, latency, cache_copy):
+for _scenario in (cache_hits, unique_calls, quota, misses, memory, latency, cache_copy):
     bench_command.add_command(_scenario)

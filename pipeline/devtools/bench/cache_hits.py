@@ -3,8 +3,8 @@
 What is measured, in one run on one broker:
 
 - baseline: a plain aiokafka consumer reads the same records from a scratch
-  topic, orjson-parses each, produces one small JSON record per input to
-  another topic (acks=all) and awaits the acks of each fetched batch before
+  topic, orjson-parses each, produces one small summary-shaped JSON record per
+  input to another topic (acks=all; :mod:`pipeline.devtools.bench.passthrough`) and awaits the acks of each fetched batch before
   fetching the next (the pipeline's "forward first, then ack"). Rate = records
   / (first fetch -> last ack).
 - pipeline: one worker, cache warmed with every unique indicator. The worker
@@ -25,24 +25,22 @@ import time
 from pathlib import Path
 
 import click
-import orjson
 from aiokafka import TopicPartition
 
 from topics import RAW
 
-from pipeline.kafka.admin import make_consumer, make_producer
-from pipeline.settings import Settings
+from pipeline.devtools.bench.passthrough import clients, forward_batch
 from pipeline.devtools.bench.harness import PARTITIONS, Report, Rig, Tap, create_topic, produce, progress, raw_record, rig_options
 from pipeline.devtools.bench.profiling import Profiler, shares
+from pipeline.settings import Settings
 
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
 
 
 async def baseline(kafka: Settings, n: int) -> float:
     """The raw aiokafka consume -> orjson -> produce loop over ``n`` records; events/s."""
-    consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False,
-                             max_partition_fetch_bytes=1024 * 1024)  # aiokafka's default, as measured
-    producer = make_producer(kafka, linger_ms=5)
+    # A backlog: no fetch waits to shorten; 1 MB per partition is aiokafka's default, as measured.
+    consumer, producer = clients(kafka, fetch_max_wait_ms=500, max_partition_fetch_bytes=1024 * 1024)
     await consumer.start()
     await producer.start()
     try:
@@ -53,16 +51,9 @@ async def baseline(kafka: Settings, n: int) -> float:
         started = time.perf_counter()
         with progress(n, "baseline") as bar:
             while done < n:
-                batch = await consumer.getmany(timeout_ms=100, max_records=2000)
-                acks = []
-                for records in batch.values():
-                    for record in records:
-                        doc = orjson.loads(record.value or b"{}")
-                        out = orjson.dumps({"value": doc["value"], "id": doc.get("id"), "cached": True})
-                        acks.append(await producer.send(BASE_OUT, out, key=doc["value"].encode()))
-                await asyncio.gather(*acks)
-                done += len(acks)
-                bar.update(len(acks))
+                forwarded = await forward_batch(consumer, producer, BASE_OUT)
+                done += forwarded
+                bar.update(forwarded)
         return n / (time.perf_counter() - started)
     finally:
         await producer.stop()

@@ -1,6 +1,10 @@
-"""Scenario latency: produce -> enriched summary time for cache hits under a steady load.
+"""Scenario latency: produce -> enriched summary time for cache hits under a steady load, against a baseline.
 
-One worker, cache warmed with every unique indicator. A paced producer then
+First the baseline: a raw aiokafka passthrough process
+(:mod:`pipeline.devtools.bench.passthrough`: consume, parse, produce) gets the
+same paced load, and its outputs are read back the same way, so both p99s
+come from this box, this broker and this load. Then the pipeline: one
+worker, cache warmed with every unique indicator. A paced producer then
 sends cache hits at ``--rate`` events/s for ``--duration`` seconds (each
 record's ``id`` carries its send time, which its summary echoes in
 ``origin.id``) while the same process reads indicators.enriched; latency =
@@ -14,7 +18,10 @@ which leaves out the output's way to the reader.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -23,15 +30,18 @@ import orjson
 from topics import RAW
 
 from pipeline.kafka.admin import make_producer
-from pipeline.settings import Settings
-from pipeline.devtools.bench.harness import Report, Rig, Tap, produce, progress, raw_record, rig_options
+from pipeline.devtools.bench import passthrough
+from pipeline.devtools.bench.harness import (PARTITIONS, Report, Rig, Tap, create_topic, produce, progress,
+                                            raw_record, rig_options)
 from pipeline.devtools.bench.profiling import Profiler, shares
+from pipeline.settings import Settings
 
 _MARK = "t:"
 
 
-async def paced(kafka: Settings, rate: int, duration: float, make: "MakeRecord") -> tuple[int, float]:
-    """Send ``make(i)`` records at ``rate``/s for ``duration`` s; (sent, seconds it took)."""
+async def paced(kafka: Settings, rate: int, duration: float, make: "MakeRecord",
+                topic: str = RAW) -> tuple[int, float]:
+    """Send ``make(i)`` records to ``topic`` at ``rate``/s for ``duration`` s; (sent, seconds it took)."""
     producer = make_producer(kafka, linger_ms=1)
     await producer.start()
     total = int(rate * duration)
@@ -43,7 +53,7 @@ async def paced(kafka: Settings, rate: int, duration: float, make: "MakeRecord")
             while sent < total:
                 due = min(total, int((time.perf_counter() - started) * rate) + 1)
                 while sent < due:
-                    pending.append(await producer.send(RAW, make(sent)))
+                    pending.append(await producer.send(topic, make(sent)))
                     sent += 1
                 bar.update(due - bar.n)
                 if len(pending) > 20_000:
@@ -73,6 +83,67 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+@dataclass
+class Latencies:
+    """Per measured summary: input sent -> read back, and input sent -> output record's timestamp."""
+
+    read_back: list[float] = field(default_factory=list)
+    created: list[float] = field(default_factory=list)
+
+    def on_summary(self, value: bytes, _now: float, timestamp_ms: int) -> None:
+        origin_id = str((orjson.loads(value).get("origin") or {}).get("id", ""))
+        if origin_id.startswith(_MARK):
+            sent = float(origin_id[len(_MARK):])
+            self.read_back.append(time.time() - sent)
+            self.created.append(timestamp_ms / 1000 - sent)
+
+    def p(self, q: float) -> float:
+        """The q-quantile of read-back latency in ms (inf unless every input came back)."""
+        return percentile(sorted(self.read_back), q) * 1000
+
+
+class Passthrough:
+    """The baseline process, started and stopped around its measured phase."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.devtools.bench.passthrough", str(PARTITIONS)],
+                                     stdout=subprocess.PIPE, text=True, env=env)
+
+    async def ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.to_thread(self.proc.stdout.readline)
+        if line.strip() != passthrough.READY:
+            raise click.ClickException(f"the passthrough baseline did not start (exit {self.proc.poll()})")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def run_baseline(rig: Rig, rate: int, duration: float, unique: int, drain: float) -> tuple[Latencies, int]:
+    """The passthrough under the same paced load; its latencies and the inputs sent."""
+    for name in (passthrough.SOURCE, passthrough.SINK):
+        await create_topic(rig.kafka, name)
+    base = Latencies()
+    process = Passthrough(rig.worker_env())
+    try:
+        await process.ready()
+        tap = await Tap(rig.kafka, topic=passthrough.SINK, on_summary=base.on_summary).start()
+        try:
+            sent, _ = (await asyncio.gather(
+                paced(rig.kafka, rate, duration, MakeRecord(unique, rig.salt), topic=passthrough.SOURCE),
+                tap.read(int(rate * duration), duration + drain, desc="baseline outputs")))[0]
+        finally:
+            await tap.stop()
+    finally:
+        process.stop()
+    return base, sent
+
+
 @click.command("latency")
 @click.option("--rate", default=10_000, show_default=True, help="Input events/s (cache hits).")
 @click.option("--duration", default=20.0, show_default=True, help="Seconds of paced input.")
@@ -85,28 +156,23 @@ def percentile(sorted_values: list[float], q: float) -> float:
 @rig_options
 def latency(rate: int, duration: float, unique: int, store: str, drain: float, profile: Path | None,
             bootstrap: str | None, vt_url: str | None, keep: bool) -> None:
-    """p50/p99 produce -> summary latency of cache hits under load; last line `p99_ms: N`.
+    """p99 of cache hits through one worker / p99 of a raw aiokafka passthrough, same load; last line
+    `p99_ratio: X.XX`.
 
     \b
     Example:
-      vtstream bench latency                          # 10,000 events/s for 20 s
+      vtstream bench latency                          # 10,000 events/s for 20 s, each
       vtstream bench latency --rate 2000 --duration 5
     """
-    report = Report(f"latency: cache hits at {rate:,}/s for {duration:.0f}s, 1 worker, {store}")
-    latencies: list[float] = []
-    in_pipeline: list[float] = []
-
-    def on_summary(value: bytes, _now: float, timestamp_ms: int) -> None:
-        origin_id = str((orjson.loads(value).get("origin") or {}).get("id", ""))
-        if origin_id.startswith(_MARK):
-            sent = float(origin_id[len(_MARK):])
-            latencies.append(time.time() - sent)
-            in_pipeline.append(timestamp_ms / 1000 - sent)
+    report = Report(f"latency: cache hits at {rate:,}/s for {duration:.0f}s, 1 worker, {store}, "
+                    f"against a raw aiokafka passthrough")
+    pipe = Latencies()
 
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:
         worker = rig.start_worker(VTSTREAM_STORE=store)
 
-        async def run() -> tuple[int, float, float]:
+        async def run() -> tuple[Latencies, int, int, float, float]:
+            base, base_sent = await run_baseline(rig, rate, duration, unique, drain)
             tap = await Tap(rig.kafka).start()
             try:
                 await produce(rig.kafka, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
@@ -114,7 +180,7 @@ def latency(rate: int, duration: float, unique: int, store: str, drain: float, p
                 await tap.read(unique, 600, rig.check_workers, desc="warm-up summaries")
                 if tap.summaries < unique:
                     raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries")
-                tap.on_summary = on_summary
+                tap.on_summary = pipe.on_summary
                 started = time.perf_counter()
                 with Profiler(worker.pid, profile):
                     sent, took = (await asyncio.gather(
@@ -122,27 +188,24 @@ def latency(rate: int, duration: float, unique: int, store: str, drain: float, p
                         tap.read(unique + int(rate * duration), duration + drain, rig.check_workers,
                                  desc="summaries")))[0]
                 tail = (tap.last_summary or started) - (started + took)
-                return sent, took, tail
+                return base, base_sent, sent, took, tail
             finally:
                 await tap.stop()
 
-        sent, took, tail = asyncio.run(run())
-    values = sorted(latencies)
-    report.add("input events sent", sent)
-    report.add("achieved input rate (events/s)", round(sent / took))
-    report.add("summaries received", len(values))
-    report.add("last summary after the input ended (s)", round(tail, 1))
-    for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
-        report.add(f"{name} latency (ms)", round(percentile(values, q) * 1000, 1))
-    report.add("max latency (ms)", round(values[-1] * 1000, 1) if values else "n/a")
-    emitted = sorted(in_pipeline)
+        base, base_sent, sent, took, tail = asyncio.run(run())
+    report.add("input events sent (pipeline / baseline)", f"{sent:,} / {base_sent:,}")
+    report.add("achieved pipeline input rate (events/s)", round(sent / took))
+    report.add("summaries received (pipeline / baseline)", f"{len(pipe.read_back):,} / {len(base.read_back):,}")
+    report.add("pipeline: last summary after the input ended (s)", round(tail, 1))
+    for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)):
+        report.add(f"{name} latency, pipeline / baseline (ms)", f"{pipe.p(q):.1f} / {base.p(q):.1f}")
     for name, q in (("p50", 0.50), ("p99", 0.99)):
-        report.add(f"{name} input sent -> summary record created by the worker (ms)",
-                   round(percentile(emitted, q) * 1000, 1))
-    if len(values) < sent:
-        report.add("inputs without a summary (timed out)", sent - len(values))
+        report.add(f"{name} input sent -> output record created, pipeline / baseline (ms)",
+                   f"{percentile(sorted(pipe.created), q) * 1000:.1f} / {percentile(sorted(base.created), q) * 1000:.1f}")
+    if len(pipe.read_back) < sent:
+        report.add("pipeline inputs without a summary (timed out)", sent - len(pipe.read_back))
     if profile is not None and profile.exists():
         for name, share in shares(profile):
             report.add(f"profile: {name}", f"{share:.1%}")
-    p99 = percentile(values, 0.99) * 1000 if len(values) == sent else float("inf")
-    report.emit("p99_ms", "inf" if p99 == float("inf") else f"{p99:.0f}")
+    complete = len(pipe.read_back) == sent and len(base.read_back) == base_sent
+    report.emit("p99_ratio", f"{pipe.p(0.99) / base.p(0.99):.2f}" if complete else "inf")

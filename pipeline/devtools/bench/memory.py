@@ -1,71 +1,203 @@
-"""Scenario memory: a worker's peak RSS as unique indicators pile up in the cache.
+"""Scenario memory: a worker restarted cold on a full cache, its peak RSS and restore time.
 
-One worker with the RocksDB store, emulator unlimited. ``--unique`` new
-indicators are produced at once; every one costs a VirusTotal call and a
-mapping that publishes dozens of events, so the run is bounded by the
-gateway and results stages, not by Kafka. The worker's RSS (/proc VmRSS,
-VmHWM at the end) is sampled every 0.5 s and reported at each checkpoint,
-so the trend with the cache's size is visible at any scale.
+What runs through the pipeline, and what is seeded (a million enrichments
+through the embedded broker's in-memory log and the emulator would take
+hours on a small box):
+
+1. through the pipeline: ``--through`` new indicators (every type in turn)
+   are enriched by a first worker, so the cache changelog holds real finished
+   entries written by the results stage; that worker is then stopped.
+2. seeded: ``--cached`` more finished entries are written straight to the
+   cache changelog, each keyed as intake keys the indicator and placed on
+   the partition faust's partitioner picks, each a copy of a real entry of
+   the same type from step 1 with fresh ``fetched_at`` / ``expires_at``.
+3. cold restart: a second worker starts on an empty data folder, so its
+   table is restored from the changelog. Probes are then sent: ``--probes``
+   seeded indicators spread over the whole range (must come back as cache
+   hits) and ``--probes`` new ones (must be enriched: VirusTotal calls).
+
+The worker's RSS (/proc VmRSS, VmHWM at the end) is sampled every 0.5 s from
+its start; restore time = worker start -> every probe answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import click
+import orjson
+from aiokafka import TopicPartition
 
-from topics import RAW
+from topics import RAW, changelog_name
 
-from pipeline.devtools.bench.harness import Report, Rig, RssSampler, Tap, produce, raw_record, rig_options, wait_for_group
+from pipeline.devtools.bench.harness import (APP_ID, PARTITIONS, TYPES, Report, Rig, RssSampler, Tap, new_salt,
+                                            progress, produce, raw_record, rig_options, wait_for_group)
+from pipeline.kafka.admin import make_consumer, make_producer
+from pipeline.kafka.direct import BatchOutbox
+from pipeline.settings import Settings
+from pipeline.stages.intake import Accepted, parse
 
-CHECKPOINTS = (1_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000)
+
+#: A cache entry in its changelog JSON form (pipeline.records.CachedResult on the wire).
+Entry = dict[str, Any]
+
+
+def cache_key(i: int, salt: str, settings: Settings) -> bytes:
+    """The cache key intake computes for ``raw_record(i, salt)``."""
+    outcome = parse(raw_record(i, salt), "bench/0/0", settings)
+    assert isinstance(outcome, Accepted), outcome
+    return outcome.indicator.key.encode()
+
+
+async def finished_entries(kafka: Settings, changelog: str) -> dict[bytes, Entry]:
+    """Every finished entry in the cache changelog, latest per key."""
+    consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(changelog, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        latest: dict[bytes, bytes | None] = {}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
+                for record in records:
+                    if record.key is not None:
+                        latest[record.key] = record.value
+    finally:
+        await consumer.stop()
+    entries = {k: orjson.loads(v) for k, v in latest.items() if v}
+    return {k: e for k, e in entries.items() if e.get("state") == "done"}
+
+
+async def seed(kafka: Settings, changelog: str, count: int, salt: str, templates: dict[str, list[Entry]],
+               settings: Settings) -> float:
+    """Write ``count`` finished entries to the changelog; seconds taken."""
+    producer = make_producer(kafka, linger_ms=5, max_batch_size=1024 * 1024)
+    await producer.start()
+    out = BatchOutbox(producer, watch=lambda topic, value: None)
+    started = time.perf_counter()
+    now = time.time()
+    try:
+        with progress(count, "seed changelog") as bar:
+            for i in range(count):
+                examples = templates[TYPES[i % len(TYPES)]]
+                entry = {**examples[i % len(examples)], "fetched_at": now,
+                         "expires_at": now + settings.cache_ttl_s}
+                await out.send(changelog, cache_key(i, salt, settings), orjson.dumps(entry))
+                if i % 20_000 == 19_999:
+                    await out.flush()
+                    bar.update(20_000)
+            await out.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
 
 
 @click.command("memory")
-@click.option("--unique", default=1_000_000, show_default=True,
-              help="Unique indicators through the cache (each costs one emulator call).")
+@click.option("--cached", default=1_000_000, show_default=True,
+              help="Finished entries seeded into the cache changelog before the cold restart.")
+@click.option("--through", default=600, show_default=True,
+              help="New indicators enriched through the pipeline first (the seeded entries copy theirs).")
+@click.option("--probes", default=300, show_default=True,
+              help="After the restart: this many seeded indicators (hits) and as many new ones (misses).")
 @click.option("--store", default="rocksdb://", show_default=True, help="Worker table store (VTSTREAM_STORE).")
-@click.option("--timeout", default=4 * 3600.0, show_default=True, help="Give up after this many seconds.")
+@click.option("--timeout", default=1800.0, show_default=True, help="Give up on a phase after this many seconds.")
 @rig_options
-def memory(unique: int, store: str, timeout: float, bootstrap: str | None, vt_url: str | None,
-           keep: bool) -> None:
-    """Peak RSS of a worker after N unique indicators; last line `peak_rss_mb: N`.
+def memory(cached: int, through: int, probes: int, store: str, timeout: float, bootstrap: str | None,
+           vt_url: str | None, keep: bool) -> None:
+    """Peak RSS of a worker restored cold from N cached entries; last line `peak_rss_mb: N`.
 
     \b
     Example:
-      vtstream bench memory --unique 100000           # the full 1,000,000 takes hours (see bench-results.md)
+      vtstream bench memory --cached 1000000          # seeds 1M entries, restarts a worker on them
+      vtstream bench memory --cached 20000 --through 120 --probes 60
     """
-    report = Report(f"memory: {unique:,} unique indicators through one worker, {store}")
-    marks = sorted({c for c in CHECKPOINTS if c < unique} | {unique})
+    report = Report(f"memory: a worker restored cold from {cached:,} seeded + {through:,} enriched cache "
+                    f"entries, {store}")
+    through_salt, seed_salt, new_salt_ = new_salt(), new_salt(), new_salt()
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:
-        worker = rig.start_worker(VTSTREAM_STORE=store)
-        rss = RssSampler(worker.pid)
+        settings = rig.settings()
+        changelog = changelog_name(APP_ID)
+        first = rig.start_worker(VTSTREAM_STORE=store)
 
-        async def run() -> None:
+        async def enrich_first() -> dict[str, list[Entry]]:
             await wait_for_group(rig.kafka, 1)
             tap = await Tap(rig.kafka).start()
             try:
-                with rss:
-                    report.add("RSS of the idle worker (MB)", rss.sample() // 1024)
-                    started = time.perf_counter()
-                    await produce(rig.kafka, RAW, (raw_record(i, rig.salt) for i in range(unique)),
-                                  total=unique, desc="input")
-                    for mark in marks:
-                        await tap.read(mark, timeout - (time.perf_counter() - started), rig.check_workers,
-                                       desc=f"summaries to {mark:,}")
-                        if tap.summaries < mark:
-                            raise click.ClickException(f"{tap.summaries:,}/{unique:,} summaries in {timeout:.0f}s")
-                        elapsed = time.perf_counter() - started
-                        report.add(f"at {mark:>9,}: RSS / peak so far (MB), s, indicators/s",
-                                   f"{rss.last_kb // 1024} / {rss.peak_kb // 1024}, {elapsed:.0f}, "
-                                   f"{mark / elapsed:.0f}")
-                report.add("output events per indicator", round(sum(tap.kinds.values()) / unique, 1))
+                await produce(rig.kafka, RAW, (raw_record(i, through_salt) for i in range(through)),
+                              total=through, desc="through the pipeline")
+                await tap.read(through, timeout, rig.check_workers, desc="summaries")
+                if tap.summaries < through:
+                    raise click.ClickException(f"{tap.summaries:,}/{through:,} summaries in {timeout:.0f}s")
             finally:
                 await tap.stop()
+            entries = await finished_entries(rig.kafka, changelog)
+            templates: dict[str, list[Entry]] = {kind: [] for kind in TYPES}
+            for i in range(through):
+                entry = entries.get(cache_key(i, through_salt, settings))
+                if entry is not None:
+                    templates[TYPES[i % len(TYPES)]].append(entry)
+            missing = [kind for kind, found in templates.items() if not found]
+            if missing:
+                raise click.ClickException(f"no finished cache entry of type(s) {missing} in the changelog")
+            report.add("entries enriched through the pipeline (finished, in the changelog)",
+                       sum(len(found) for found in templates.values()))
+            report.add("mean seeded entry size (bytes)",
+                       round(sum(len(orjson.dumps(e)) for found in templates.values() for e in found)
+                             / sum(len(found) for found in templates.values())))
+            return templates
 
-        asyncio.run(run())
+        templates = asyncio.run(enrich_first())
+        first.stop()
+        report.add("entries seeded into the changelog", cached)
+        report.add("seeding took (s)", asyncio.run(seed(rig.kafka, changelog, cached, seed_salt, templates,
+                                                        settings)))
+        started = time.perf_counter()
+        worker = rig.start_worker(VTSTREAM_STORE=store)
+        rss = RssSampler(worker.pid)
+        spread = max(1, cached // max(1, probes))
+        hits = [raw_record(i, seed_salt, f"hit-{i}") for i in range(0, cached, spread)][:probes]
+
+        def check_restored() -> None:  # the first worker was stopped on purpose
+            if not worker.alive():
+                raise click.ClickException(f"the restored worker exited ({worker.proc.returncode}):\n{worker.tail()}")
+
+        async def restart() -> tuple[float, float, dict[str, int]]:
+            await wait_for_group(rig.kafka, 1, timeout=timeout)
+            joined = time.perf_counter() - started
+            flags = {"cached": 0, "fresh": 0, "not checked": 0}
+
+            def on_summary(value: bytes, _now: float, _timestamp_ms: int) -> None:
+                summary = orjson.loads(value).get("summary") or {}
+                flags["not checked" if not summary.get("checked") else
+                      "cached" if summary.get("cached") else "fresh"] += 1
+
+            tap = await Tap(rig.kafka, on_summary=on_summary).start()
+            try:
+                news = [raw_record(i, new_salt_, f"new-{i}") for i in range(probes)]
+                await produce(rig.kafka, RAW, hits + news, total=len(hits) + probes, desc="probes")
+                await tap.read(len(hits) + probes, timeout, check_restored, desc="probe summaries")
+                if tap.summaries < len(hits) + probes:
+                    raise click.ClickException(f"{tap.summaries}/{len(hits) + probes} probe summaries")
+            finally:
+                await tap.stop()
+            return joined, time.perf_counter() - started, flags
+
+        with rss:
+            joined, answered, flags = asyncio.run(restart())
         stats = rig.stats()
-        rss.sample()   # VmHWM once more, before the worker stops
-    report.add("emulator object lookups", stats["object_requests"])
+        rss.sample()
+    report.add("cold restart: worker start -> group stable for 2 s (s)", round(joined, 1))
+    report.add("restore time: worker start -> every probe answered (s)", round(answered, 1))
+    report.add("probes: seeded indicators sent / summaries from the cache", f"{len(hits)} / {flags['cached']}")
+    report.add("probes: new indicators sent / enriched summaries (VirusTotal called)", f"{probes} / {flags['fresh']}")
+    report.add("probes: not checked", flags["not checked"])
+    report.add("emulator object lookups (through + new probes)", stats["object_requests"])
+    report.add("RSS of the restored worker at the end (MB)", rss.last_kb // 1024)
+    if flags["cached"] < 0.9 * len(hits) or flags["fresh"] < probes:
+        raise click.ClickException(f"the restored worker answered {flags['cached']}/{len(hits)} hits from its "
+                                   f"cache and enriched {flags['fresh']}/{probes} new indicators")
     report.emit("peak_rss_mb", str(rss.peak_kb // 1024))
