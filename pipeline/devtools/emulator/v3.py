@@ -152,15 +152,14 @@ def behaviour_summary(f: FileFacts) -> Json:
 
 
 #: (technique id, sandbox signature, severity) as VirusTotal's sandboxes report them.
-_TECHNIQUES = (
-    ("T1055", "Injects code into other processes", "IMPACT_SEVERITY_HIGH"),
-    ("T1497", "May sleep (evasive loops) to hinder dynamic analysis", "IMPACT_SEVERITY_LOW"),
-    ("T1547.001", "Creates an autostart registry key", "IMPACT_SEVERITY_MEDIUM"),
-    ("T1082", "Reads software policies", "IMPACT_SEVERITY_INFO"),
-    ("T1083", "Reads ini files", "IMPACT_SEVERITY_INFO"),
-    ("T1070.004", "Deletes files inside the Windows folder", "IMPACT_SEVERITY_INFO"),
-    ("T1036", "Creates files inside the user directory", "IMPACT_SEVERITY_INFO"),
-)
+_TECHNIQUES = tuple(tuple(row.split(" | ")) for row in """\
+T1055 | Injects code into other processes | IMPACT_SEVERITY_HIGH
+T1497 | May sleep (evasive loops) to hinder dynamic analysis | IMPACT_SEVERITY_LOW
+T1547.001 | Creates an autostart registry key | IMPACT_SEVERITY_MEDIUM
+T1082 | Reads software policies | IMPACT_SEVERITY_INFO
+T1083 | Reads ini files | IMPACT_SEVERITY_INFO
+T1070.004 | Deletes files inside the Windows folder | IMPACT_SEVERITY_INFO
+T1036 | Creates files inside the user directory | IMPACT_SEVERITY_INFO""".splitlines())
 
 
 def _behaviour_attributes(f: FileFacts) -> Json:
