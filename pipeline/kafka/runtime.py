@@ -21,13 +21,14 @@ import time
 import traceback
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any, Awaitable, Callable, MutableMapping, TypeVar
 
 import faust
 from faust.streams import _current_event  # the context variable behind faust.current_event()
 
 from topics import DEAD
 
+from pipeline.errors import RecordError
 from pipeline.events import dead_letter
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
@@ -71,6 +72,21 @@ Watch = Callable[[str, Any], None]
 
 def _ignore(topic: str, value: Any) -> None:
     pass
+
+
+Decoded = TypeVar("Decoded")
+
+
+async def decode_or_dead_letter(ctx: "Context", out: "Outbox", key: bytes, value: bytes | None,
+                                decode: Callable[[bytes | None], Decoded], *, stage: str,
+                                what: str) -> Decoded | None:
+    """The decoded record, or None once the malformed bytes are on vt.dead, naming the field at fault."""
+    try:
+        return decode(value)
+    except RecordError as exc:
+        await out.send(DEAD, key, dead_letter(value, stage=stage, reason=f"malformed {what}",
+                                              error=str(exc), privacy=ctx.settings.url_privacy))
+        return None
 
 
 class Outbox:

@@ -13,11 +13,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from topics import DEAD, ENRICHED, REPLAY, REQUESTS
+from topics import ENRICHED, REPLAY, REQUESTS
 
-from pipeline.errors import RecordError
-from pipeline.events import cache_hit, dead_letter, not_checked, summary_event
-from pipeline.kafka.runtime import Context, Outbox, run_batches
+from pipeline.events import cache_hit, not_checked, summary_event
+from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_batches
 from pipeline.records import CachedResult, LookupRequest, VtRequest, origin_replay
 from pipeline.rules import cache
 
@@ -26,11 +25,9 @@ OVERFLOW_REASON = "lookup in flight; too many duplicates waiting to list this on
 
 async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
     """Process one vt.lookups record."""
-    try:
-        sighting = LookupRequest.from_bytes(value)
-    except RecordError as exc:
-        await out.send(DEAD, key, dead_letter(value, stage="lookup", reason="malformed vt.lookups record",
-                                              error=str(exc), privacy=ctx.settings.url_privacy))
+    sighting = await decode_or_dead_letter(ctx, out, key, value, LookupRequest.from_bytes,
+                                           stage="lookup", what="vt.lookups record")
+    if sighting is None:
         return
     api = ctx.settings.vt_api_version
     verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings, sighting.max_age_s)

@@ -17,13 +17,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from topics import DEAD, ENRICHED
+from topics import ENRICHED
 
-from pipeline.errors import RecordError
-from pipeline.events import dead_letter, not_checked, replay_marked, summary_event
+from pipeline.events import not_checked, replay_marked, summary_event
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
-from pipeline.kafka.runtime import Context, Outbox, run_batches
+from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_batches
 from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
 from pipeline.records import Origin, VtResponse, origin_replay
@@ -38,11 +37,9 @@ def options(ctx: Context) -> AddOptions:
 
 async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
     """Process one vt.responses record."""
-    try:
-        answer = VtResponse.from_bytes(value)
-    except RecordError as exc:
-        await out.send(DEAD, key, dead_letter(value, stage="results", reason="malformed vt.responses record",
-                                              error=str(exc), privacy=ctx.settings.url_privacy))
+    answer = await decode_or_dead_letter(ctx, out, key, value, VtResponse.from_bytes,
+                                         stage="results", what="vt.responses record")
+    if answer is None:
         return
     status, api, action = answer.status, answer.api, answer.action
     indicator = privacy.seen_indicator(answer.indicator.as_dict(), answer.origin)  # events: the URL as the SIEM sent it

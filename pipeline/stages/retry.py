@@ -22,11 +22,9 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from topics import DEAD, POLLS, retry_topic
+from topics import POLLS, retry_topic
 
-from pipeline.errors import RecordError
-from pipeline.events import dead_letter
-from pipeline.kafka.runtime import Context, Outbox, run_each
+from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_each
 from pipeline.records import ParkedRecord, VtRequest
 from pipeline.settings import parse_duration
 
@@ -66,11 +64,9 @@ def parked(request: VtRequest, *, wait_s: float, reason: str, now: float,
 async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes, value: bytes | None,
                now: float) -> None:
     """Wait for one head record to come due, then forward or re-park it."""
-    try:
-        record = ParkedRecord.from_bytes(value)
-    except RecordError as exc:
-        await out.send(DEAD, key, dead_letter(value, stage=f"retry.{tier}", reason="malformed parked record",
-                                              error=str(exc), privacy=ctx.settings.url_privacy))
+    record = await decode_or_dead_letter(ctx, out, key, value, ParkedRecord.from_bytes,
+                                         stage=f"retry.{tier}", what="parked record")
+    if record is None:
         return
     due = record.due(delay_s)
     while (now := ctx.clock()) < due:
