@@ -17,13 +17,13 @@ demo: $(STAMP)  ## broker + VirusTotal emulator + worker, a sample in, events ou
 
 test: $(STAMP)  ## the whole suite: unit, integration (real broker + emulator), e2e, mypy
 	$(BIN)/mypy pipeline topics mappings
-	$(BIN)/pytest -n 2 --dist worksteal
+	$(BIN)/pytest -n 4 --dist worksteal
 
 unit: $(STAMP)
 	$(BIN)/pytest -m unit
 
 integration: $(STAMP)
-	$(BIN)/pytest -n 2 --dist worksteal -m 'integration or e2e'
+	$(BIN)/pytest -n 4 --dist worksteal -m 'integration or e2e'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .vtstream-data *.egg-info
