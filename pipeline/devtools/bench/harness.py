@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 from tqdm import tqdm
 
-from topics import DEAD, ENRICHED
+from topics import DEAD, ENRICHED, intake_group
 
 from pipeline.devtools import rig
 from pipeline.devtools.broker import EmbeddedBroker
@@ -228,12 +228,14 @@ async def create_topic(kafka: Settings, name: str, partitions: int = PARTITIONS)
 
 
 async def wait_for_group(kafka: Settings, members: int, timeout: float = 90.0) -> float:
-    """Wait until ``members`` workers are in the group and it is stable; seconds waited."""
+    """Wait until ``members`` workers are in both of a worker's groups (faust's and intake's)
+    and both are stable; seconds waited. Intake joins its own group after faust's: inputs
+    produced before it has its partitions wait out that join (2-3 s) in the figure."""
     started = time.perf_counter()
     stable_since: float | None = None
     while time.perf_counter() - started < timeout:
         try:
-            ok = await group_members(kafka, APP_ID) >= members
+            ok = all([await group_members(kafka, group) >= members for group in (APP_ID, intake_group(APP_ID))])
         except Exception:  # broker not ready, group unknown yet
             ok = False
         now = time.perf_counter()

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Callable, Iterator
 
+import click
+
 
 def _py_spy() -> str | None:
     local = Path(sys.executable).with_name("py-spy")
@@ -35,7 +37,7 @@ class Profiler:
             return self
         exe = _py_spy()
         if exe is None:
-            raise RuntimeError("--profile needs py-spy: pip install py-spy")
+            raise click.ClickException("--profile needs py-spy, which is not installed: pip install py-spy")
         self._proc = subprocess.Popen([exe, "record", "--pid", str(self.pid), "--rate", str(self.rate),
                                        "--format", "raw", "--output", str(self.path), "--nonblocking"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
