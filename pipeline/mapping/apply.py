@@ -22,9 +22,7 @@ import functools
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import jmespath
 import orjson
-from jmespath.visitor import TreeInterpreter
 
 from pipeline.errors import ConfigError
 from pipeline.events import make_event
@@ -44,9 +42,9 @@ def load_mappings(directory: Path) -> "MappingSet":
     return MappingSet(compile_dir(Path(directory)))
 
 
-def runner(indicator_value: str) -> TreeInterpreter:
-    """The JMESPath interpreter for one mapping run, with the mapping functions bound to the indicator."""
-    return TreeInterpreter(jmespath.Options(custom_functions=MappingFunctions(indicator_value)))
+def runner(indicator_value: str) -> MappingFunctions:
+    """The JMESPath functions for one mapping run, bound to the indicator ``indicator_value()`` answers."""
+    return MappingFunctions(indicator_value)
 
 
 class MappingSet:
@@ -83,10 +81,10 @@ class MappingSet:
     def detect_step(self, api: str, action: str, body: Any) -> str:
         """Which step produced ``body``: the first step whose ``detect`` matches, else report."""
         m = self._get(api, action)
-        opts = runner("")
+        funcs = runner("")
         for name in STEPS:
             st = m.steps.get(name)
-            if st is not None and st.detect is not None and truthy(st.detect.search(body, opts)):
+            if st is not None and st.detect is not None and truthy(st.detect.search(body, funcs)):
                 return name
         return "report" if "report" in m.steps else next(iter(m.steps))
 
@@ -96,9 +94,9 @@ class MappingSet:
         A body that does not say (v2 IP and domain reports don't) gets value "unknown".
         """
         m = self._get(api, action)
-        opts = runner("")
-        value = to_string(m.indicator_value.search(body, opts)) if m.indicator_value else None
-        kind = to_string(m.indicator_type_from.eval(body, opts)) if m.indicator_type_from else None
+        funcs = runner("")
+        value = to_string(m.indicator_value.search(body, funcs)) if m.indicator_value else None
+        kind = to_string(m.indicator_type_from.eval(body, funcs)) if m.indicator_type_from else None
         if kind not in INDICATOR_TYPES:
             kind = m.indicator_type
         value = (value or "").strip() or "unknown"
@@ -131,11 +129,11 @@ class MappingSet:
         ``found`` test; a body that is not found yields no events and a found=false card.
         """
         st = self._step(api, action, step)
-        opts = runner(str(indicator.get("value", "")))
-        is_found = truthy(st.found.search(body, opts)) if found is None else (
-            found and truthy(st.found.search(body, opts)))
+        funcs = runner(str(indicator.get("value", "")))
+        is_found = truthy(st.found.search(body, funcs)) if found is None else (
+            found and truthy(st.found.search(body, funcs)))
         if not is_found:
-            error = to_string(st.error.search(body, opts)) if st.error is not None else None
+            error = to_string(st.error.search(body, funcs)) if st.error is not None else None
             return Mapped([], self.not_found_summary(api, action, step, error))
         cap = max(0, int(options.relation_cap))
         ind = {"type": indicator["type"], "value": indicator["value"]}
@@ -146,7 +144,7 @@ class MappingSet:
 
         seen_attrs: set[tuple[str, str]] = set()
         for rule in st.attributes:
-            pairs, omitted = rule.produce(body, opts, cap)
+            pairs, omitted = rule.produce(body, funcs, cap)
             for pair in pairs:
                 if pair not in seen_attrs:
                     seen_attrs.add(pair)
@@ -154,18 +152,18 @@ class MappingSet:
             if omitted:
                 omitted_notes.append((OMITTED_ATTRIBUTES, f"{rule.label}: {omitted} more"))
 
-        for payload in self._relations(st, body, opts, cap, ind["value"], options, omitted_notes):
+        for payload in self._relations(st, body, funcs, cap, ind["value"], options, omitted_notes):
             events.append(emit("relation", payload))
 
         for name, value in omitted_notes:
             events.append(emit("attribute", {"name": name, "value": value}))
 
         for report in st.reports:
-            title = to_string(report.title.eval(body, opts))
+            title = to_string(report.title.eval(body, funcs))
             attrs: list[dict[str, str]] = []
             seen: set[tuple[str, str]] = set()
             for rule in report.attributes:
-                pairs, omitted = rule.produce(body, opts, cap)
+                pairs, omitted = rule.produce(body, funcs, cap)
                 if omitted:
                     pairs.append((OMITTED_ATTRIBUTES, f"{rule.label}: {omitted} more"))
                 for pair in pairs:
@@ -175,31 +173,31 @@ class MappingSet:
             if title and attrs:
                 events.append(emit("report", {"title": title, "attributes": attrs}))
 
-        return Mapped(events, self._summary(st, body, opts, cap))
+        return Mapped(events, self._summary(st, body, funcs, cap))
 
     @staticmethod
-    def _relations(st: Step, body: Any, opts: TreeInterpreter, cap: int, self_value: str,
+    def _relations(st: Step, body: Any, funcs: MappingFunctions, cap: int, self_value: str,
                    options: AddOptions, notes: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """Related indicators, one per (type, value); attributes of duplicates are merged."""
         merged: dict[tuple[str, str], dict[str, Any]] = {}
         self_key = self_value.lower()
         for rule in st.relations:
-            items, omitted = walk_items(rule.source, body, opts, cap)
+            items, omitted = walk_items(rule.source, body, funcs, cap)
             if omitted:
                 notes.append((OMITTED_RELATIONS, f"{rule.label}: {omitted} more"))
             if not items:
                 continue
             shared: list[tuple[str, str]] = []
             for sub in rule.root_attributes:
-                shared.extend(sub.produce(body, opts, cap)[0])
+                shared.extend(sub.produce(body, funcs, cap)[0])
             for item in items:
-                kind = to_string(rule.type.eval(item, opts))
-                value = rule.convert(rule.value.eval(item, opts))
+                kind = to_string(rule.type.eval(item, funcs))
+                value = rule.convert(rule.value.eval(item, funcs))
                 if not kind or not isinstance(value, str) or not value or value.lower() == self_key:
                     continue
                 attrs: list[tuple[str, str]] = []
                 for sub in rule.attributes:
-                    attrs.extend(sub.produce(item, opts, cap)[0])
+                    attrs.extend(sub.produce(item, funcs, cap)[0])
                 attrs.extend(shared)
                 key = (kind, value)
                 payload = merged.get(key)
@@ -220,16 +218,16 @@ class MappingSet:
         return out
 
     @staticmethod
-    def _summary(st: Step, body: Any, opts: TreeInterpreter, cap: int) -> dict[str, Any]:
+    def _summary(st: Step, body: Any, funcs: MappingFunctions, cap: int) -> dict[str, Any]:
         summary: dict[str, Any] = {key: None for key in SUMMARY_BASE}
         summary["found"] = True
         for key, value, conv in st.summary_fields:
-            summary[key] = conv(value.eval(body, opts))
+            summary[key] = conv(value.eval(body, funcs))
         for lst in st.summary_lists:
-            items, omitted = walk_items(lst.source, body, opts, cap)
+            items, omitted = walk_items(lst.source, body, funcs, cap)
             rows = []
             for item in items:
-                row = {fk: conv(fv.eval(item, opts)) for fk, fv, conv in lst.fields}
+                row = {fk: conv(fv.eval(item, funcs)) for fk, fv, conv in lst.fields}
                 if any(v is not None for v in row.values()):
                     rows.append(row)
             summary[lst.key] = rows
@@ -241,10 +239,10 @@ class MappingSet:
                   notes: Sequence[str] = ()) -> list[dict[str, Any]]:
         """See :func:`map_saved_response`."""
         m = self._get(api, action)
-        opts = runner("")
+        funcs = runner("")
         bodies: Sequence[Any] = [body]
         if m.batch is not None:
-            split = m.batch.search(body, opts)
+            split = m.batch.search(body, funcs)
             if isinstance(split, list) and split:
                 bodies = split
         out: list[dict[str, Any]] = []

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import jmespath
 from jmespath.exceptions import JMESPathError
-from jmespath.visitor import TreeInterpreter
 
-from pipeline.mapping.functions import to_string, truthy
+from pipeline.mapping.compiled import compile_expression
+from pipeline.mapping.functions import MappingFunctions, to_string, truthy
 
 STEPS = ("report", "scan")
 APIS = ("v2", "v3")
@@ -46,62 +45,28 @@ class Mapped:
 
 
 
-def plain_path(ast: dict[str, Any]) -> tuple[str, ...] | None:
-    """The field names of an expression that is only ``a.b.c`` (or ``@``: no names), else None.
+class Expr:
+    """A JMESPath expression, compiled at load time, that answers None instead of raising.
 
-    Seven in ten mapping expressions are such paths; walking them with dict lookups
-    instead of the JMESPath interpreter took a third of the mapping's time off the
-    miss path (``vtstream bench misses --profile``).
+    The run's functions object (see :func:`pipeline.mapping.apply.runner`) carries
+    the indicator ``indicator_value()`` answers, so one apply() builds one, not
+    one per expression.
 
-    >>> plain_path(jmespath.compile("data.attributes.country").parsed)
-    ('data', 'attributes', 'country')
-    >>> plain_path(jmespath.compile("a[0].b").parsed) is None
+    >>> Expr("a.b").search({"a": {"b": 1}}, MappingFunctions()), Expr("a.b").search({"a": [1]}, MappingFunctions())
+    (1, None)
+    >>> Expr("length(a)").search({"a": 1}, MappingFunctions()) is None  # a number has no length
     True
     """
-    kind = ast["type"]
-    if kind == "field":
-        return (ast["value"],)
-    if kind == "current":
-        return ()
-    if kind == "subexpression":
-        names: list[str] = []
-        for child in ast["children"]:
-            part = plain_path(child)
-            if part is None:
-                return None
-            names.extend(part)
-        return tuple(names)
-    return None
 
-
-class Expr:
-    """A compiled JMESPath expression that answers None instead of raising.
-
-    Plain field paths are walked with dict lookups (same answers as JMESPath: a
-    missing key or a non-object on the way gives None); anything else is evaluated
-    by the interpreter of the current mapping run (see :func:`pipeline.mapping.apply.runner`),
-    so one apply() builds one interpreter, not one per expression.
-
-    >>> Expr("a.b").search({"a": {"b": 1}}, TreeInterpreter()), Expr("a.b").search({"a": [1]}, TreeInterpreter())
-    (1, None)
-    """
-
-    __slots__ = ("source", "_ast", "_path")
+    __slots__ = ("source", "_compiled")
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._ast: dict[str, Any] = jmespath.compile(source).parsed
-        self._path = plain_path(self._ast)
+        self._compiled = compile_expression(source, MappingFunctions)
 
-    def search(self, data: Any, opts: TreeInterpreter) -> Any:
-        if self._path is not None:
-            for name in self._path:
-                if not isinstance(data, dict):
-                    return None
-                data = data.get(name)
-            return data
+    def search(self, data: Any, funcs: MappingFunctions) -> Any:
         try:
-            return opts.visit(self._ast, data)
+            return self._compiled(data, funcs)
         except (JMESPathError, TypeError, ValueError, AttributeError, KeyError, IndexError,
                 ArithmeticError, RecursionError):
             return None
@@ -118,24 +83,24 @@ class Value:
                  cases: tuple[tuple[Expr | None, "Value"], ...] | None = None) -> None:
         self.expr, self.parts, self.const, self.cases = expr, parts, const, cases
 
-    def eval(self, data: Any, opts: TreeInterpreter) -> Any:
+    def eval(self, data: Any, funcs: MappingFunctions) -> Any:
         if self.expr is not None:
-            return self.expr.search(data, opts)
+            return self.expr.search(data, funcs)
         if self.parts is not None:
             out: list[str] = []
             for part in self.parts:
                 if isinstance(part, str):
                     out.append(part)
                     continue
-                rendered = part[1](part[0].search(data, opts))
+                rendered = part[1](part[0].search(data, funcs))
                 if rendered is None or rendered == "":
                     return None  # a template renders only when every placeholder has a value
                 out.append(rendered if isinstance(rendered, str) else str(rendered))
             return "".join(out)
         if self.cases is not None:
             for when, value in self.cases:
-                if when is None or truthy(when.search(data, opts)):
-                    return value.eval(data, opts)
+                if when is None or truthy(when.search(data, funcs)):
+                    return value.eval(data, funcs)
             return None
         return self.const
 
@@ -148,13 +113,13 @@ class AttrRule:
     value: Value
     convert: Callable[[Any], Any]
 
-    def produce(self, scope: Any, opts: TreeInterpreter, cap: int) -> tuple[list[tuple[str, str]], int]:
+    def produce(self, scope: Any, funcs: MappingFunctions, cap: int) -> tuple[list[tuple[str, str]], int]:
         """(name, value) pairs and how many items the cap left out."""
-        items, omitted = walk_items(self.source, scope, opts, cap)
+        items, omitted = walk_items(self.source, scope, funcs, cap)
         pairs: list[tuple[str, str]] = []
         for item in items:
-            name = to_string(self.name.eval(item, opts))
-            value = self.convert(self.value.eval(item, opts))
+            name = to_string(self.name.eval(item, funcs))
+            value = self.convert(self.value.eval(item, funcs))
             if name and value is not None and value != "":
                 pairs.append((name, value if isinstance(value, str) else str(value)))
         return pairs, omitted
@@ -210,11 +175,11 @@ class ActionMapping:
     steps: dict[str, Step] = field(default_factory=dict)
 
 
-def walk_items(source: Expr | None, scope: Any, opts: TreeInterpreter, cap: int) -> tuple[list[Any], int]:
+def walk_items(source: Expr | None, scope: Any, funcs: MappingFunctions, cap: int) -> tuple[list[Any], int]:
     """The items a rule walks: the source's list (cut at ``cap``) or its one value."""
     if source is None:
         return [scope], 0
-    found = source.search(scope, opts)
+    found = source.search(scope, funcs)
     if found is None:
         return [], 0
     if isinstance(found, list):
