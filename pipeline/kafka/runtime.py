@@ -39,6 +39,11 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream")
 
+#: Longest a batch holds the event loop before it lets other tasks run. A results batch of
+#: 800 answers (2 ms each) held it for 1.6 s: the gateway's calls in flight sat answered
+#: but unread, and new ones could not start (``vtstream bench misses``, bench-results.md).
+TURN_EVERY_S = 0.01
+
 #: Handles one record: (outbox, key, value, now), ``now`` the clock reading when it was taken.
 Handler = Callable[["Outbox", bytes, "bytes | None", float], Awaitable[None]]
 
@@ -125,7 +130,11 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler, o
     async for batch in stream.noack_take(ctx.batch_size, within=ctx.batch_within):
         now = ctx.clock()
         records.inc(len(batch))
+        turn_at = time.perf_counter() + TURN_EVERY_S
         for event in batch:
+            if time.perf_counter() >= turn_at:  # let the other stages' tasks run
+                await asyncio.sleep(0)
+                turn_at = time.perf_counter() + TURN_EVERY_S
             key: bytes = event.key or b""
             handling(stage, key)
             # Table writes read faust's "current event" (the RocksDB store picks its

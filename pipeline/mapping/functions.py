@@ -211,6 +211,14 @@ def _to_date_cached(value: str | int | float) -> str | None:
 
 def to_day(value: Any) -> str | None:
     """ISO 8601 calendar date ("2015-09-25"), for engine update stamps inside sentences."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return _to_day_cached(value)
+    return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _to_day_cached(value: str | int | float) -> str | None:
+    # every engine of a report carries its update stamp, and most engines share a few days
     parsed = _parse_datetime(value)
     if parsed is not None:
         return parsed.strftime("%Y-%m-%d")
