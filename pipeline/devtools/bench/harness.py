@@ -150,7 +150,7 @@ class Rig:
             self.vt_url = emulator.url
         # Same path for a given and a started emulator: configure and zero it over HTTP.
         self.emulator("/_emulator/config", {"rate_per_minute": self._rate, "daily_quota": None,
-                                            "latency_ms": 0.0, "not_found_ratio": 0.0, "scan_seconds": 1.0})
+                                            "latency_ms": 0.0, "not_found_ratio": 0.0, "scan_seconds": 0.5})
         self.emulator("/_emulator/reset", {})
         asyncio.run(ensure_topics(self.kafka, topic_catalog(self.kafka)))
 
@@ -159,8 +159,8 @@ class Rig:
             "VTSTREAM_APP_ID": APP_ID, "VTSTREAM_PARTITIONS": str(PARTITIONS),
             "VTSTREAM_KAFKA_SESSION_TIMEOUT": "6", "VTSTREAM_LOG_LEVEL": "WARNING",
             "VTSTREAM_VT_RATE_PER_MINUTE": "60000", "VTSTREAM_VT_DAILY_QUOTA": "100000000",
-            # URL rescans park on retry tiers; short tiers (and 1 s emulator scans) keep runs short.
-            "VTSTREAM_RETRY_TIERS": "2s,10s,1m,10m", **self._security, **overrides})
+            # URL rescans park on retry tiers; short tiers (and 0.5 s emulator scans) keep runs short.
+            "VTSTREAM_RETRY_TIERS": "1s,10s,1m,10m", **self._security, **overrides})
 
     def settings(self) -> Settings:
         return Settings.from_env(self.worker_env())
