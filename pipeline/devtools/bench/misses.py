@@ -75,6 +75,7 @@ def misses(unique: int, latency_ms: float, timeout: float, profile: Path | None,
     report.add("two workers / one worker", f"{rates[2] / rates[1]:.2f}")
     report.add("emulator calls accepted, by kind", {kind: counts["accepted"] for kind, counts in stats["by_kind"].items()})
     report.add("emulator rejected (quota)", stats["rejected_quota"])
+    report.add("emulator: most calls open at once", stats["max_in_flight"])
     if profile is not None and profile.exists():
         for name, share in shares(profile):
             report.add(f"profile (one worker): {name}", f"{share:.1%}")
