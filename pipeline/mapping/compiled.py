@@ -138,34 +138,15 @@ def _project(base: Compiled, each: Compiled | None, keep: Compiled | None = None
 
     With ``keep`` (``base[?keep].each``), only the items ``keep`` finds true.
     """
-    if keep is not None:
-        def filtered(value: Any, funcs: Functions) -> Any:
-            found = base(value, funcs)
-            if not isinstance(found, list):
-                return None
-            out = []
-            for item in found:
-                if truthy(keep(item, funcs)):
-                    current = item if each is None else each(item, funcs)
-                    if current is not None:
-                        out.append(current)
-            return out
-        return filtered
-    if each is None:
-        def items(value: Any, funcs: Functions) -> Any:
-            found = base(value, funcs)
-            if not isinstance(found, list):
-                return None
-            return [item for item in found if item is not None]
-        return items
-
     def projection(value: Any, funcs: Functions) -> Any:
         found = base(value, funcs)
         if not isinstance(found, list):
             return None
         out = []
         for item in found:
-            current = each(item, funcs)
+            if keep is not None and not truthy(keep(item, funcs)):
+                continue
+            current = item if each is None else each(item, funcs)
             if current is not None:
                 out.append(current)
         return out
