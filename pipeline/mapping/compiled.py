@@ -119,12 +119,6 @@ def _chain(steps: Sequence[Compiled]) -> Compiled:
     """Each step applied to the previous one's answer."""
     if len(steps) == 1:
         return steps[0]
-    if len(steps) == 2:
-        first, second = steps
-
-        def pair(value: Any, funcs: Functions) -> Any:
-            return second(first(value, funcs), funcs)
-        return pair
 
     def chain(value: Any, funcs: Functions) -> Any:
         for step in steps:
@@ -386,16 +380,6 @@ def _call(name: str, args: list[Compiled], spec: dict[str, Any] | None) -> Compi
     elif len(args) != len(signature):
         return _failing(args, lambda: ArityError(len(signature), len(args), name))
     checks = [(k, _type_check(name, arg["types"])) for k, arg in enumerate(signature) if arg["types"]]
-    if len(args) == 1:
-        (arg,) = args
-        check = checks[0][1] if checks else None
-
-        def call_one(value: Any, funcs: Functions) -> Any:
-            resolved = arg(value, funcs)
-            if check is not None:
-                check(resolved)
-            return function(funcs, resolved)
-        return call_one
 
     def call(value: Any, funcs: Functions) -> Any:
         resolved = [arg(value, funcs) for arg in args]
