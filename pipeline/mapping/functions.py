@@ -195,33 +195,25 @@ def to_date(value: Any) -> str | None:
 
     Text that is not a date VirusTotal writes is kept as it is rather than lost.
     """
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return _to_date_cached(value)
-    return None
-
-
-@functools.lru_cache(maxsize=8192)
-def _to_date_cached(value: str | int | float) -> str | None:
-    # long lists repeat dates (resolutions of one day); strftime dominates otherwise
-    parsed = _parse_datetime(value)
-    if parsed is not None:
-        return iso_utc(parsed)
-    return to_string(value) if isinstance(value, str) and value else None
+    return _as_date(value, False) if _is_scalar(value) else None
 
 
 def to_day(value: Any) -> str | None:
     """ISO 8601 calendar date ("2015-09-25"), for engine update stamps inside sentences."""
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return _to_day_cached(value)
-    return None
+    return _as_date(value, True) if _is_scalar(value) else None
 
 
-@functools.lru_cache(maxsize=8192)
-def _to_day_cached(value: str | int | float) -> str | None:
-    # every engine of a report carries its update stamp, and most engines share a few days
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+@functools.lru_cache(maxsize=16384)
+def _as_date(value: str | int | float, day_only: bool) -> str | None:
+    # Bodies repeat dates: resolutions of one day, and every engine of a report carries its
+    # update stamp, most of them one of a few days. strftime dominates otherwise.
     parsed = _parse_datetime(value)
     if parsed is not None:
-        return parsed.strftime("%Y-%m-%d")
+        return parsed.strftime("%Y-%m-%d") if day_only else iso_utc(parsed)
     return to_string(value) if isinstance(value, str) and value else None
 
 
