@@ -382,6 +382,28 @@ class Settings:
         "PEM certificate (chain) for 'vtstream taxii' to serve HTTPS; with VTSTREAM_TAXII_KEY. Unset: HTTP.")
     taxii_key: Path | None = _setting(
         "VTSTREAM_TAXII_KEY", None, _readable_file, "PEM private key for VTSTREAM_TAXII_CERT.")
+    taxii_insecure: bool = _setting(
+        "VTSTREAM_TAXII_INSECURE", False, _bool,
+        "Let 'vtstream taxii' serve plain HTTP on an address beyond loopback (behind a TLS-terminating proxy); "
+        "without it, such an address needs VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY.")
+    taxii_request_deadline_s: float = _setting(
+        "VTSTREAM_TAXII_REQUEST_DEADLINE", 10.0, parse_duration,
+        "How long one TAXII request may read Kafka, waiting for the reader included; a request that cannot "
+        "start in time gets 503, one that runs out serves what it read with 'more' and 'next'.")
+    taxii_scan_budget: int = _setting(
+        "VTSTREAM_TAXII_SCAN_BUDGET", 10000, _positive_int,
+        "Most bundle records one TAXII request reads; filters (match[id], match[type], objects/{id}/) "
+        "that find little continue through 'next'.")
+    taxii_kafka_sasl_username: str = _setting(
+        "VTSTREAM_TAXII_KAFKA_SASL_USERNAME", "", str.strip,
+        "SASL user 'vtstream taxii' reads indicators.stix as (read-only ACLs: docs/taxii.md); "
+        "unset: the worker's VTSTREAM_KAFKA_SASL_USERNAME.")
+    taxii_kafka_sasl_password: str = _setting(
+        "VTSTREAM_TAXII_KAFKA_SASL_PASSWORD", "", str,
+        "SASL password of VTSTREAM_TAXII_KAFKA_SASL_USERNAME. Never logged; prefer the _FILE form.", secret=True)
+    taxii_kafka_sasl_password_file: Path | None = _setting(
+        "VTSTREAM_TAXII_KAFKA_SASL_PASSWORD_FILE", None, _readable_file,
+        "File holding VTSTREAM_TAXII_KAFKA_SASL_USERNAME's password; one trailing newline is ignored.")
     log_level: str = _setting(
         "VTSTREAM_LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = _setting(

@@ -380,20 +380,26 @@ def _bundles(events: Iterable[dict[str, Any]], settings: Settings, labels: tuple
 
 @main.command(epilog=_env_help())
 @click.option("--port", type=int, default=9500, show_default=True, help="Port to listen on.")
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; beyond loopback it needs HTTPS (or VTSTREAM_TAXII_INSECURE=true).")
 @click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
 def taxii(port: int, host: str, bootstrap: str | None) -> None:
     """Serve indicators.stix as a read-only TAXII 2.1 collection.
 
     Discovery at /taxii2/, one API root (/vtstream/) with one collection; objects/,
     manifest/ and objects/{id}/ with added_after, match[id], match[type], limit and
-    next. Reads Kafka on every request: nothing but the page in hand is held.
+    next. Reads Kafka on every request: nothing but the page in hand is held, and
+    following 'next' to the end returns every object once per bundle.
     HTTP Basic from VTSTREAM_TAXII_USERNAME / VTSTREAM_TAXII_PASSWORD; HTTPS with
-    VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY.
+    VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY. Each request may read Kafka for
+    VTSTREAM_TAXII_REQUEST_DEADLINE and VTSTREAM_TAXII_SCAN_BUDGET records. Its own
+    read-only Kafka login: VTSTREAM_TAXII_KAFKA_SASL_USERNAME / _PASSWORD(_FILE).
+    Paging, settings and ACLs: docs/taxii.md.
 
     \b
-    Example:
+    Examples:
       VTSTREAM_TAXII_USERNAME=feed VTSTREAM_TAXII_PASSWORD=... vtstream taxii --port 9500
+      VTSTREAM_TAXII_CERT=taxii.crt VTSTREAM_TAXII_KEY=taxii.key ... vtstream taxii --host 0.0.0.0
     """
     import logging
 

@@ -1,205 +1,193 @@
 """The TAXII collection's contents, read from indicators.stix page by page.
 
 Kafka is the store: an object's ``date_added`` is the timestamp of the record
-(bundle) that carried it, ``added_after`` seeks each partition with
-``offsets_for_times``, and a page's ``next`` token is, per partition, the
-offset and the index inside the bundle of the first object not yet served. A
-page reads at most ``limit + 1`` matching objects per partition and merges them
-by date added, so memory is bounded by the page, never by the topic.
+(bundle) that carried it. The paging rules live in
+:mod:`pipeline.outputs.taxii.paging`; this module feeds them from one consumer
+that is *assigned* the topic's partitions (no consumer group: nothing is
+committed, so the server needs Read and Describe on the topic and no group
+ACL). A page starts where ``next`` says, else at ``added_after``
+(``offsets_for_times``), else at the log start, and reads until each partition
+has a page's worth or has returned everything below its high watermark, as
+reported by the fetches themselves.
+
+One request reads at a time. Its deadline covers the wait for the consumer
+too; a request that cannot get it in time is answered 503 (:class:`FeedBusy`),
+so no filter can hold the topic for longer than one request's deadline and
+scan budget.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import heapq
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+import logging
+import time
+from typing import Awaitable, Callable, Mapping, Sequence, TypeVar
 
-import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, KafkaAccessDenied, VtStreamError
 from pipeline.kafka.admin import make_consumer, start_with_retry
+from pipeline.outputs.taxii.paging import Page, Position, Query, Record, read_page, resume_points
 from pipeline.settings import Settings
 
-#: Largest page served, whatever ``limit`` asks (the API root's ``max_content_length`` bounds bytes too).
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Records one fetch hands over at most (the budget bounds the page; this bounds one step of it).
+FETCH_RECORDS = 500
+#: Beyond its deadline a request gets this long for a Kafka call in flight before it is answered 503.
+GRACE_S = 5.0
+#: aiokafka's ConsumerRecord.timestamp_type for producer timestamps.
+CREATE_TIME = 0
 
 
-@dataclass(frozen=True)
-class Query:
-    """The filters of one objects/ or manifest/ request."""
-
-    added_after_us: int | None = None
-    ids: frozenset[str] = frozenset()
-    types: frozenset[str] = frozenset()
-    limit: int = DEFAULT_PAGE
-    #: partition -> (offset, index inside the bundle) of the first object to serve
-    cursor: dict[int, tuple[int, int]] = field(default_factory=dict)
-
-    def wants(self, obj: dict[str, Any]) -> bool:
-        return (not self.ids or obj.get("id") in self.ids) and (not self.types or obj.get("type") in self.types)
+class FeedBusy(VtStreamError):
+    """The request's deadline passed before it could read (another request held the consumer, or Kafka hung)."""
 
 
-@dataclass(frozen=True)
-class Stored:
-    """One object of the collection, where it sits in Kafka and when it was added."""
-
-    timestamp_ms: int
-    partition: int
-    offset: int
-    index: int
-    obj: dict[str, Any]
-
-    @property
-    def date_added(self) -> str:
-        return format_timestamp(self.timestamp_ms * 1000)
-
-    @property
-    def version(self) -> str:
-        return str(self.obj.get("modified") or self.obj.get("created") or self.date_added)
+def feed_settings(settings: Settings) -> Settings:
+    """The Kafka settings the feed connects with: its own SASL login when one is set, else the worker's."""
+    user, password, password_file = (settings.taxii_kafka_sasl_username, settings.taxii_kafka_sasl_password,
+                                     settings.taxii_kafka_sasl_password_file)
+    if not (user or password or password_file):
+        return settings
+    if not user or bool(password) == bool(password_file):
+        raise ConfigError("the TAXII server's own Kafka login needs VTSTREAM_TAXII_KAFKA_SASL_USERNAME and exactly "
+                         "one of VTSTREAM_TAXII_KAFKA_SASL_PASSWORD and VTSTREAM_TAXII_KAFKA_SASL_PASSWORD_FILE")
+    if not settings.kafka_security_protocol.startswith("SASL_"):
+        raise ConfigError("VTSTREAM_TAXII_KAFKA_SASL_* are set but VTSTREAM_KAFKA_SECURITY_PROTOCOL="
+                         f"{settings.kafka_security_protocol} does not use SASL: set it to SASL_PLAINTEXT or SASL_SSL")
+    return settings.with_(kafka_sasl_username=user, kafka_sasl_password=password,
+                          kafka_sasl_password_file=password_file)
 
 
-@dataclass(frozen=True)
-class Page:
-    objects: list[Stored]
-    more: bool
-    next: str | None
+class Turns:
+    """Requests read one at a time, each within its deadline, waiting for its turn included.
 
-
-def format_timestamp(us: int) -> str:
-    """Microseconds since the epoch as a TAXII timestamp (UTC, microsecond precision)."""
-    dt = datetime.fromtimestamp(us // 1_000_000, timezone.utc).replace(microsecond=us % 1_000_000)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_timestamp(text: str) -> int:
-    """A TAXII / RFC 3339 timestamp as microseconds since the epoch; InputError when it is not one.
-
-    >>> parse_timestamp("2026-01-01T00:00:00.000001Z") - parse_timestamp("2026-01-01T00:00:00Z")
-    1
+    A request whose deadline passes while it waits, or whose Kafka call hangs
+    ``grace`` seconds past it, raises FeedBusy; the next request is not held up.
     """
-    try:
-        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InputError(f"not a timestamp: {text[:40]!r}; expected e.g. 2026-01-01T00:00:00.000Z") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    def __init__(self, clock: Callable[[], float], grace: float = GRACE_S) -> None:
+        self.clock, self.grace = clock, grace
+        self._lock = asyncio.Lock()
+
+    async def take(self, deadline: float, work: Callable[[], Awaitable[T]], after: Callable[[], None]) -> T:
+        """Run ``work`` alone once the turn comes, then ``after`` (still alone)."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self.clock()) + self.grace):
+                async with self._lock:
+                    try:
+                        if self.clock() >= deadline:
+                            raise TimeoutError
+                        return await work()
+                    finally:
+                        after()
+        except TimeoutError:
+            raise FeedBusy("the TAXII server is busy with other requests or Kafka is slow; retry shortly") from None
 
 
-def encode_cursor(cursor: dict[int, tuple[int, int]]) -> str:
-    blob = orjson.dumps({str(p): list(pos) for p, pos in sorted(cursor.items())})
-    return base64.urlsafe_b64encode(blob).decode().rstrip("=")
+class KafkaSource:
+    """A :class:`~pipeline.outputs.taxii.paging.Source` over one topic's partitions, assigned to ``consumer``."""
 
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        self.consumer, self.topic = consumer, topic
+        self._since_ms = 0
+        self._warned = False
 
-def decode_cursor(token: str) -> dict[int, tuple[int, int]]:
-    """The positions a ``next`` token names; InputError for a token this server did not issue."""
-    try:
-        raw = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return {int(p): (int(pos[0]), int(pos[1])) for p, pos in raw.items()}
-    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError, AttributeError, IndexError):
-        raise InputError("the 'next' value was not issued by this server") from None
+    def _tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.topic, partition)
 
+    async def seek(self, offsets: Mapping[int, int]) -> None:
+        wanted = {self._tp(p) for p in offsets}
+        if set(self.consumer.assignment()) != wanted:
+            self.consumer.assign(list(wanted))
+        for partition, offset in offsets.items():
+            self.consumer.seek(self._tp(partition), offset)
+        self.consumer.resume(*wanted)
+        self._since_ms = int(time.time() * 1000)
 
-def merge_page(per_partition: dict[int, list[Stored]], resume: dict[int, tuple[int, int]], limit: int) -> Page:
-    """Merge each partition's candidates by date added and cut the page; pure.
+    async def fetch(self, partitions: Sequence[int], timeout_s: float, max_records: int
+                    ) -> Mapping[int, Sequence[Record]]:
+        wanted = [self._tp(p) for p in partitions]
+        self.consumer.pause(*(set(self.consumer.assignment()) - set(wanted)))
+        batch = await self.consumer.getmany(*wanted, timeout_ms=int(timeout_s * 1000),
+                                            max_records=max(1, min(max_records, FETCH_RECORDS)))
+        out: dict[int, list[Record]] = {}
+        for tp, records in batch.items():
+            out[tp.partition] = [Record(r.offset, max(r.timestamp, 0), r.value) for r in records]
+            if records and records[0].timestamp_type == CREATE_TIME and not self._warned:
+                self._warned = True
+                log.warning("%s keeps producer timestamps (CreateTime): date_added is the producer's clock, so a "
+                            "client polling with added_after can miss a bundle appended late; create the topic "
+                            "with message.timestamp.type=LogAppendTime ('vtstream topics create' does)", self.topic)
+        return out
 
-    ``per_partition`` holds each partition's candidates in offset order, up to
-    ``limit + 1``; ``resume`` is where each partition's reading stopped (kept
-    when all of its candidates fit the page). A partition whose candidates did
-    not all fit resumes at its first object left out. Objects of one partition
-    are served in offset order even if their timestamps are not (producer clocks).
-    """
-    merged = list(heapq.merge(*per_partition.values(), key=lambda s: (s.timestamp_ms, s.partition)))
-    served, left = merged[:limit], merged[limit:]
-    cursor = dict(resume)
-    for stored in left:
-        cursor[stored.partition] = min(cursor.get(stored.partition, (stored.offset, stored.index)),
-                                       (stored.offset, stored.index))
-    return Page(served, bool(left), encode_cursor(cursor) if left else None)
+    async def caught_up(self, partition: int) -> bool:
+        """True when a fetch answered since the seek and nothing below its high watermark is left to return."""
+        tp = self._tp(partition)
+        highwater, polled = self.consumer.highwater(tp), self.consumer.last_poll_timestamp(tp)
+        return highwater is not None and polled is not None and polled >= self._since_ms and (
+            await self.consumer.position(tp) >= highwater)
+
+    def park(self) -> None:
+        """No background fetching between requests."""
+        self.consumer.pause(*self.consumer.assignment())
 
 
 class Feed:
     """Reads the collection's topic for the TAXII server: one consumer, one request at a time."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.settings, self.topic = settings, topic
-        self._consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20)
-        self._lock = asyncio.Lock()
+    def __init__(self, settings: Settings, topic: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings, self.topic, self.clock = feed_settings(settings), topic, clock
+        self.budget = settings.taxii_scan_budget
+        self._consumer = make_consumer(self.settings, group_id=None, enable_auto_commit=False,
+                                       auto_offset_reset="earliest", fetch_max_wait_ms=20)
+        self._source = KafkaSource(self._consumer, topic)
+        self._turns = Turns(clock)
 
     async def start(self) -> None:
-        await start_with_retry(self._consumer, self.settings)
-
-    async def _partitions(self) -> list[TopicPartition]:
-        parts = self._consumer.partitions_for_topic(self.topic)
-        if not parts:  # not in the metadata yet (or no bundle published yet): ask the broker
-            await self._consumer.topics()
-            parts = self._consumer.partitions_for_topic(self.topic) or set()
-        return [TopicPartition(self.topic, p) for p in sorted(parts)]
+        try:
+            await start_with_retry(self._consumer, self.settings)
+        except KafkaAccessDenied as exc:
+            if self.settings.taxii_kafka_sasl_username:
+                raise KafkaAccessDenied(f"{exc} (vtstream taxii logs in to Kafka with its own "
+                                        "VTSTREAM_TAXII_KAFKA_SASL_USERNAME / _PASSWORD / _PASSWORD_FILE)") from None
+            raise
 
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def page(self, query: Query) -> Page:
-        """One page of objects matching ``query``, oldest first."""
-        async with self._lock:
-            per_partition: dict[int, list[Stored]] = {}
-            resume: dict[int, tuple[int, int]] = {}
-            for tp in await self._partitions():
-                start = query.cursor.get(tp.partition) or (await self._first_offset(tp, query), 0)
-                items: list[Stored] = []
-                resume[tp.partition] = start
-                async for stored, after in self._read(tp, start, query):
-                    items.append(stored)
-                    resume[tp.partition] = after
-                    if len(items) > query.limit:
-                        break
-                per_partition[tp.partition] = items
-            return merge_page(per_partition, resume, query.limit)
+    async def page(self, query: Query, deadline: float) -> Page:
+        """One page of objects matching ``query``; FeedBusy when the deadline passes before it is read."""
+        return await self._turns.take(deadline, lambda: self._read(query, deadline), self._source.park)
 
-    async def _first_offset(self, tp: TopicPartition, query: Query) -> int:
+    async def _read(self, query: Query, deadline: float) -> Page:
+        starts, missing = resume_points(await self._partitions(), query.cursor)
+        if missing:
+            starts.update(await self._first_positions(missing, query))
+        return await read_page(self._source, starts, query, budget=self.budget, deadline=deadline, clock=self.clock)
+
+    async def _partitions(self) -> list[int]:
+        parts = self._consumer.partitions_for_topic(self.topic)
+        if not parts:  # not in the metadata yet (or no bundle published yet): ask the broker
+            await self._consumer.topics()
+            parts = self._consumer.partitions_for_topic(self.topic) or set()
+        return sorted(parts)
+
+    async def _first_positions(self, partitions: list[int], query: Query) -> dict[int, Position]:
+        """Where a first page starts: the log start, or the first record the broker dates after ``added_after``.
+
+        A start too early costs reading (records are filtered by their own
+        timestamp); only one too late could lose objects, and
+        ``offsets_for_times`` gives the earliest offset whose timestamp is at
+        or after the target. Where no record is that late, the end is used.
+        """
+        tps = [TopicPartition(self.topic, p) for p in partitions]
         if query.added_after_us is None:
-            return int((await self._consumer.beginning_offsets([tp]))[tp])
-        found = (await self._consumer.offsets_for_times({tp: query.added_after_us // 1000 + 1}))[tp]
-        if found is None:
-            return int((await self._consumer.end_offsets([tp]))[tp])
-        return int(found.offset)
-
-    async def _read(self, tp: TopicPartition, start: tuple[int, int], query: Query
-                    ) -> AsyncIterator[tuple[Stored, tuple[int, int]]]:
-        """Matching objects from ``start`` to the partition's current end, each with the position after it."""
-        end = int((await self._consumer.end_offsets([tp]))[tp])
-        offset, skip = start
-        if offset >= end:
-            return
-        self._consumer.assign([tp])
-        self._consumer.seek(tp, offset)
-        while offset < end:
-            batch = await self._consumer.getmany(tp, timeout_ms=1000, max_records=50)
-            for record in batch.get(tp, []):
-                if record.offset >= end:
-                    return
-                offset = record.offset + 1
-                if query.added_after_us is not None and record.timestamp * 1000 <= query.added_after_us:
-                    continue
-                first = skip if record.offset == start[0] else 0
-                for index, obj in enumerate(_objects(record.value)):
-                    if index >= first and query.wants(obj):
-                        yield (Stored(record.timestamp, tp.partition, record.offset, index, obj),
-                               (record.offset, index + 1))
-
-
-def _objects(value: bytes | None) -> list[dict[str, Any]]:
-    """The objects of one bundle record; anything else on the topic holds none."""
-    try:
-        bundle = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return []
-    objects = bundle.get("objects") if isinstance(bundle, dict) and bundle.get("type") == "bundle" else None
-    return [o for o in objects if isinstance(o, dict)] if isinstance(objects, list) else []
+            starts = await self._consumer.beginning_offsets(tps)
+            return {tp.partition: (int(offset), 0) for tp, offset in starts.items()}
+        found = await self._consumer.offsets_for_times({tp: query.added_after_us // 1000 + 1 for tp in tps})
+        late = [tp for tp, at in found.items() if at is None]
+        ends = await self._consumer.end_offsets(late) if late else {}
+        return {tp.partition: (int(at.offset) if at is not None else int(ends[tp]), 0) for tp, at in found.items()}

@@ -3,29 +3,34 @@
 One API root (``/vtstream/``) with one collection, discovery at ``/taxii2/``.
 Every answer, errors included, is ``application/taxii+json;version=2.1`` with
 the specification's error body; writes get 403 (the collection cannot be
-written), unknown methods 405. HTTP Basic from VTSTREAM_TAXII_USERNAME /
-PASSWORD; anonymous access only with VTSTREAM_TAXII_ANONYMOUS; HTTPS with
-VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY.
+written), unknown methods 405, bad parameters and malformed credentials
+400, a request that cannot be read before its deadline 503. HTTP Basic from
+VTSTREAM_TAXII_USERNAME / PASSWORD; anonymous access only with
+VTSTREAM_TAXII_ANONYMOUS; HTTPS with VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY,
+required beyond loopback unless VTSTREAM_TAXII_INSECURE. Every request gets a
+deadline (VTSTREAM_TAXII_REQUEST_DEADLINE) and a budget of records it may read
+(VTSTREAM_TAXII_SCAN_BUDGET).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import logging
 import ssl
+import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import orjson
 from aiohttp import web
+from multidict import MultiMapping
 
 from topics import STIX
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.outputs.taxii.feed import DEFAULT_PAGE, MAX_PAGE, Feed, Page, Query, decode_cursor, parse_timestamp
+from pipeline.outputs.taxii.access import check_listening, credentials_match
+from pipeline.outputs.taxii.feed import Feed, FeedBusy
+from pipeline.outputs.taxii.paging import DEFAULT_PAGE, MAX_PAGE, Page, Query, decode_cursor, parse_timestamp
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,12 @@ COLLECTION_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "vtstream:indicators.stix"))
 MAX_CONTENT_LENGTH = 104857600
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Pages(Protocol):
+    """What the server reads pages from (:class:`~pipeline.outputs.taxii.feed.Feed`)."""
+
+    async def page(self, query: Query, deadline: float) -> Page: ...
 
 
 def taxii_json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -62,20 +73,7 @@ def _accepts_taxii(accept: str) -> bool:
     return False
 
 
-def _credentials_match(header: str, username: str, password: str) -> bool:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not username:
-        return False
-    try:
-        user, sep, secret = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    # compare both, always, so timing says nothing about which one was wrong
-    return bool(sep) & hmac.compare_digest(user.encode(), username.encode()) & hmac.compare_digest(
-        secret.encode(), password.encode())
-
-
-def build_app(settings: Settings, feed: Feed) -> web.Application:
+def build_app(settings: Settings, feed: Pages, clock: Callable[[], float] = time.monotonic) -> web.Application:
     """The TAXII application: middlewares for errors, auth and media type, then the routes."""
 
     @web.middleware
@@ -89,10 +87,17 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
             return taxii_error(404, "Not found", f"no TAXII resource at {request.path}")
         except InputError as exc:
             return taxii_error(400, "Bad request", str(exc))
+        except FeedBusy as exc:
+            return taxii_error(503, "Service unavailable", str(exc), {"Retry-After": "1"})
+        except web.HTTPException as exc:  # aiohttp's own refusals (a body too large, ...): TAXII-shaped too
+            return taxii_error(exc.status, exc.reason, exc.text or exc.reason)
+        except Exception:  # a bug: answer in TAXII shape and keep serving
+            log.exception("TAXII request %s %s failed", request.method, request.path)
+            return taxii_error(500, "Internal server error", "the request failed; the server log has the cause")
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not settings.taxii_anonymous and not _credentials_match(
+        if not settings.taxii_anonymous and not credentials_match(
                 request.headers.get("Authorization", ""), settings.taxii_username, settings.taxii_password):
             return taxii_error(401, "Unauthorized", "HTTP Basic credentials are required",
                                {"WWW-Authenticate": 'Basic realm="vtstream TAXII", charset="UTF-8"'})
@@ -130,19 +135,10 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
 
     async def read_page(request: web.Request, ids: frozenset[str] = frozenset()) -> Page:
         check_collection(request)
-        q = request.query
-        try:
-            limit = min(MAX_PAGE, int(q.get("limit", DEFAULT_PAGE)))
-        except ValueError:
-            raise InputError(f"limit must be a whole number, got {q.get('limit')!r}") from None
-        if limit < 1:
-            raise InputError("limit must be 1 or more")
-        wanted_ids = ids or frozenset(v for raw in q.getall("match[id]", []) for v in raw.split(",") if v)
-        types = frozenset(v for raw in q.getall("match[type]", []) for v in raw.split(",") if v)
-        query = Query(added_after_us=parse_timestamp(q["added_after"]) if "added_after" in q else None,
-                      ids=wanted_ids, types=types, limit=limit,
-                      cursor=decode_cursor(q["next"]) if q.get("next") else {})
-        return await feed.page(query)
+        deadline = clock() + settings.taxii_request_deadline_s
+        page = await feed.page(parse_query(request.query, ids), deadline)
+        log.debug("TAXII %s: %d objects, %d records read", request.path_qs, len(page.objects), page.scanned)
+        return page
 
     def page_headers(page: Page) -> dict[str, str]:
         if not page.objects:
@@ -173,7 +169,7 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
 
     async def one_object(request: web.Request) -> web.Response:
         page = await read_page(request, frozenset([request.match_info["object_id"]]))
-        if not page.objects and not request.query.get("next"):
+        if not page.objects and not page.more and not request.query.get("next"):
             return taxii_error(404, "Not found", f"no object {request.match_info['object_id']} in this collection")
         return envelope(page)
 
@@ -193,6 +189,21 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
     app.router.add_get(objects_path + "{object_id}/", one_object)
     app.router.add_delete(objects_path + "{object_id}/", read_only)
     return app
+
+
+def parse_query(params: MultiMapping[str], ids: frozenset[str] = frozenset()) -> Query:
+    """The Query of a request's parameters; InputError names the bad one."""
+    raw_limit = params.get("limit", str(DEFAULT_PAGE))
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 9):
+        raise InputError(f"limit must be a whole number from 1, got {raw_limit[:20]!r}")
+    limit = min(MAX_PAGE, int(raw_limit))
+    if limit < 1:
+        raise InputError("limit must be 1 or more")
+    wanted_ids = ids or frozenset(v for raw in params.getall("match[id]", []) for v in raw.split(",") if v)
+    types = frozenset(v for raw in params.getall("match[type]", []) for v in raw.split(",") if v)
+    return Query(added_after_us=parse_timestamp(params["added_after"]) if "added_after" in params else None,
+                 ids=wanted_ids, types=types, limit=limit,
+                 cursor=decode_cursor(params["next"]) if params.get("next") else {})
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -215,6 +226,7 @@ async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event) -
         raise ConfigError("set VTSTREAM_TAXII_USERNAME and VTSTREAM_TAXII_PASSWORD, "
                           "or VTSTREAM_TAXII_ANONYMOUS=true for a feed anyone may read")
     context = tls_context(settings)
+    check_listening(host, context is not None, settings.taxii_insecure)
     feed = Feed(settings, STIX)
     await feed.start()
     runner = web.AppRunner(build_app(settings, feed), access_log=None)
