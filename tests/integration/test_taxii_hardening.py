@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 import requests
-from test_stix_taxii import PASSWORD, USER, Taxii
+from test_stix_taxii import PASSWORD, USER, Taxii, publish_golden_bundles
 from test_taxii_paging import collection_of
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port, wait_for_port
@@ -26,6 +26,7 @@ TAXII_JSON = {"Accept": "application/taxii+json;version=2.1"}
 
 
 def test_bad_requests_get_taxii_errors_from_the_running_server(kafka):
+    publish_golden_bundles(kafka)  # the topic and its partitions exist: bad values reach the Kafka calls
     taxii = Taxii(kafka)
     try:
         objects = f"{taxii.url}/vtstream/collections/{collection_of(taxii).id}/objects/"
