@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 import requests
 from test_stix_taxii import PASSWORD, USER, Taxii, publish_golden_bundles
-from test_taxii_paging import collection_of
+from test_taxii2_client_paging import collection_of
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port, wait_for_port
 
