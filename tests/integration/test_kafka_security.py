@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tls_helpers import Authority, Pem, TlsProxy
+from tls_helpers import TlsProxy
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
+from pipeline.devtools.certs import Authority, Pem
 
 pytestmark = pytest.mark.integration
 

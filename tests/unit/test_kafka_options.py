@@ -8,9 +8,9 @@ from pathlib import Path
 import faust
 import pytest
 from click.testing import CliRunner
-from tls_helpers import Authority
 
 from pipeline.cli.main import main
+from pipeline.devtools.certs import Authority
 from pipeline.errors import ConfigError, KafkaAccessDenied
 from pipeline.kafka.security import client_options, faust_credentials
 from pipeline.rules.changelog import ahead_of_changelog
