@@ -108,6 +108,7 @@ def node_properties(node_id: int, ports: NodePorts, voters: dict[int, NodePorts]
         # a test broker: small, quick to start and to notice a dead peer
         "num.partitions": "1",
         "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",  # the tests' workers use 3 s (VTSTREAM_KAFKA_SESSION_TIMEOUT)
         "log.segment.bytes": str(64 * 1024 * 1024),
         "num.network.threads": "2",
         "num.io.threads": "4",
@@ -133,7 +134,7 @@ def compose_properties() -> dict[str, str]:
     properties["controller.quorum.voters"] = "1@127.0.0.1:9094"
     properties["advertised.listeners"] = "ADMIN://127.0.0.1:9092,CLIENT://kafka:9093,MTLS://kafka:9095"
     # the rig's small-broker tuning is not for a lab that runs for days
-    for key in ("log.segment.bytes", "num.network.threads", "num.io.threads"):
+    for key in ("log.segment.bytes", "num.network.threads", "num.io.threads", "group.min.session.timeout.ms"):
         del properties[key]
     return properties
 
