@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
+
 from pipeline.devtools.broker import free_port, stop_process, wait_for_port
 from pipeline.kafka.admin import make_admin, make_producer
 from pipeline.settings import DEMO_API_KEY, Settings
@@ -167,6 +169,8 @@ async def group_members(kafka: str | Settings, group: str) -> int:
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])
+    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+        return 0  # Apache Kafka, before its __consumer_offsets topic is ready
     finally:
         await admin.close()
     for response in described:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from topics import TopicSpec, catalog
@@ -116,6 +116,19 @@ def make_consumer(settings: Settings, *topics: str, **kwargs: Any) -> AIOKafkaCo
     options: dict[str, Any] = {"fetch_max_bytes": MAX_REQUEST_SIZE, "max_partition_fetch_bytes": MAX_REQUEST_SIZE}
     options.update(kwargs)
     return AIOKafkaConsumer(*topics, **client_options(settings), **options)
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition] | None:
+    """``topic``'s partitions from the cluster's full metadata; None when the topic does not exist.
+
+    Not ``consumer.partitions_for_topic``: that reads the client's own metadata,
+    which holds only the topics it asked about (Apache Kafka answers a metadata
+    request for no topics with none, the embedded broker with all), and asking
+    about one by name may auto-create it.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    partitions = cluster.partitions_for_topic(topic)
+    return None if partitions is None else [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
 async def cluster_id(settings: Settings, timeout: float = 30.0) -> str:

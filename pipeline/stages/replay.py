@@ -38,7 +38,8 @@ from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_na
 
 from pipeline.errors import ConfigError, RecordError
 from pipeline.events import dead_letter
-from pipeline.kafka.admin import ensure_topics, make_consumer, make_producer, start_with_retry, topic_catalog
+from pipeline.kafka.admin import (ensure_topics, make_consumer, make_producer, start_with_retry, topic_catalog,
+                                  topic_partitions)
 from pipeline.kafka.runtime import Outbox
 from pipeline.records import CachedResult, VtResponse, origin_ref, origin_replay
 from pipeline.rules import cache
@@ -109,9 +110,10 @@ def _consumer(settings: Settings, group: str | None = None) -> AIOKafkaConsumer:
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """The topic's partitions, without naming it in a metadata request (that would auto-create it)."""
-    if topic not in await consumer.topics():
+    partitions = await topic_partitions(consumer, topic)
+    if partitions is None:
         raise ConfigError(f"topic {topic} does not exist")
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    return partitions
 
 
 async def drain(consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int],
@@ -183,9 +185,9 @@ async def _whole_topic(settings: Settings, topic: str) -> AsyncIterator[Any]:
     consumer = _consumer(settings)
     await start_with_retry(consumer, settings)
     try:
-        if topic not in await consumer.topics():
+        tps = await topic_partitions(consumer, topic)
+        if tps is None:
             return
-        tps = await _partitions(consumer, topic)
         async for _tp, records in drain(consumer, await consumer.beginning_offsets(tps)):
             for record in records:
                 if record.key is not None:

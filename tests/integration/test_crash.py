@@ -58,6 +58,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(kafka, emulator, worker_fa
     assert_every_input_answered_once_per_id(events, len(records))
 
 
+@pytest.mark.both_brokers
 def test_a_dying_group_member_hands_its_partitions_over(kafka, emulator, worker_factory):
     records = stream_of(400 * SCALE, 3, seed=2)
     doomed = worker_factory(kafka, emulator.url)

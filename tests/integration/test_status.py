@@ -47,6 +47,7 @@ def _run(bootstrap: str, *args: str, env: dict[str, str] | None = None) -> tuple
     return result.exit_code, result.output
 
 
+@pytest.mark.both_brokers
 def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     settings = Settings(kafka_bootstrap=kafka)
     asyncio.run(ensure_topics(settings, topic_catalog(settings)))

@@ -158,6 +158,7 @@ def publish_golden_bundles(kafka):
     return bundles
 
 
+@pytest.mark.both_brokers
 def test_taxii2_client_discovers_lists_and_pages_the_published_objects(kafka, tmp_path, monkeypatch):
     bundles = publish_golden_bundles(kafka)
     published = sorted((o["id"], o.get("modified", "")) for b in bundles for o in b["objects"])

@@ -22,7 +22,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from pipeline.errors import InputError
-from pipeline.kafka.admin import make_consumer, start_with_retry
+from pipeline.kafka.admin import make_consumer, start_with_retry, topic_partitions
 from pipeline.settings import Settings
 
 #: Largest page served, whatever ``limit`` asks (the API root's ``max_content_length`` bounds bytes too).
@@ -138,9 +138,8 @@ class Feed:
 
     async def _partitions(self) -> list[TopicPartition]:
         parts = self._consumer.partitions_for_topic(self.topic)
-        if not parts:  # not in the metadata yet (or no bundle published yet): ask the broker
-            await self._consumer.topics()
-            parts = self._consumer.partitions_for_topic(self.topic) or set()
+        if not parts:  # not in the consumer's metadata yet (or no bundle published yet): ask the broker
+            return await topic_partitions(self._consumer, self.topic) or []
         return [TopicPartition(self.topic, p) for p in sorted(parts)]
 
     async def stop(self) -> None:
