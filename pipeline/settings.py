@@ -208,6 +208,14 @@ class Settings:
     session_timeout_s: float = _setting(
         "VTSTREAM_KAFKA_SESSION_TIMEOUT", 30.0, _positive_float,
         "Consumer group session timeout in seconds; a dead worker's partitions move after this.")
+    kafka_replication_factor: int | None = _setting(
+        "VTSTREAM_KAFKA_REPLICATION_FACTOR", None, _positive_int,
+        "Replicas of each topic vtstream creates; unset: 3, or the broker count if fewer. Topics get "
+        "min.insync.replicas 2 (1 with a single replica) and every producer waits for acks=all.")
+    kafka_unavailable_exit_s: float = _setting(
+        "VTSTREAM_KAFKA_UNAVAILABLE_EXIT_S", 300.0, _positive_float,
+        "Seconds a worker rides out a Kafka it cannot reach (it keeps reconnecting); after that it "
+        "exits non-zero, naming VTSTREAM_KAFKA_BOOTSTRAP.")
     kafka_security_protocol: str = _setting(
         "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", _one_of(*SECURITY_PROTOCOLS),
         "How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")

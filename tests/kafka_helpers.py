@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any, Callable, Iterable
 
@@ -76,3 +77,25 @@ def wait_finals(bootstrap: str, n: int, timeout: float = 90.0) -> list[dict[str,
     events = collect(bootstrap, "indicators.enriched", lambda evs: distinct(evs) >= n, timeout=timeout)
     assert distinct(events) >= n, f"{distinct(events)} of {n} final summaries"
     return events
+
+
+def stream_of(unique: int, repeats: int, seed: int = 1) -> list[bytes]:
+    """Inputs over ``unique`` routable IPs and domains, each seen ``repeats`` times, shuffled."""
+    values = [f"23.{i // 60000}.{(i // 250) % 240}.{i % 250 + 1}" if i % 2 else f"host-{i}.example.net"
+              for i in range(unique)]
+    records = [orjson.dumps({"value": v, "id": f"{v}#{n}"}) for v in values for n in range(repeats)]
+    random.Random(seed).shuffle(records)
+    return records
+
+
+def assert_every_input_answered_once_per_id(events: list[dict], inputs: int) -> None:
+    answered = {e["origin"]["id"] for e in summaries(events)}
+    assert len(answered) == inputs, f"{inputs - len(answered)} inputs have no summary"
+    seen: dict[str, dict] = {}
+    for event in events:  # a duplicate from a replay is the same event
+        body = {k: v for k, v in event.items() if k != "enriched_at"}
+        assert seen.setdefault(event["event_id"], body) == body
+
+
+def ids_answered(events: list[dict]) -> int:
+    return len({e["origin"]["id"] for e in summaries(events)})

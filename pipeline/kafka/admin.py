@@ -25,6 +25,7 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+INVALID_REPLICATION_FACTOR = 38
 #: Producer limit for one record; VirusTotal file reports with relationships run to a few MB.
 MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
@@ -48,9 +49,13 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout:
         missing = [s for s in specs if s.name not in existing]
         created: list[str] = []
         if missing:
+            replicas = settings.kafka_replication_factor or min(3, len((await admin.describe_cluster())["brokers"]))
             resp = await admin.create_topics([
-                NewTopic(s.name, s.partitions, 1, topic_configs=s.config()) for s in missing])
+                NewTopic(s.name, s.partitions, replicas, topic_configs=topic_config(s, replicas)) for s in missing])
             for name, code, message in resp.topic_errors:
+                if code == INVALID_REPLICATION_FACTOR:
+                    raise ConfigError(f"cannot create topic {name} with {replicas} replicas: {message or code}; "
+                                      "set VTSTREAM_KAFKA_REPLICATION_FACTOR to at most the broker count")
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     raise ConfigError(f"cannot create topic {name}: {message or code}")
                 if code == 0:
@@ -73,6 +78,16 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout:
         return created
     finally:
         await admin.close()
+
+
+def topic_config(spec: TopicSpec, replicas: int) -> dict[str, str]:
+    """The configuration a topic is created with: the catalog's, what a producer may send, in-sync replicas.
+
+    ``min.insync.replicas`` 2 (1 with a single replica): with the producers' acks=all, a
+    record is acknowledged only once two brokers have it, so losing one loses nothing.
+    """
+    return {**spec.config(), "max.message.bytes": str(MAX_REQUEST_SIZE),
+            "min.insync.replicas": str(min(2, replicas))}
 
 
 async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOKafkaConsumer, settings: Settings,

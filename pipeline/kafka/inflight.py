@@ -7,6 +7,12 @@ is acknowledged only once what it caused is produced and every older record
 of its partition is acknowledged too (:class:`~pipeline.rules.inflight.InFlight`),
 so the committed offset never passes unfinished work.
 
+A record delivered again after it was acknowledged, because its commit was
+lost (the broker died before the commit reached it, and the group's rejoin
+seeks back to the last commit), is acknowledged again without being worked
+on: its outputs are on Kafka, and a VirusTotal call for it would be paid
+twice. Only this process knows that; a restarted worker redoes such records.
+
 A stop or a rebalance waits for the records in hand: faust holds the
 partitions until every received record is acknowledged, a record whose call
 is under way finishes it, and one still queued for its start re-parks itself
@@ -57,11 +63,14 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler,
 
     try:
         async for event in manual.events():
+            message = event.message
+            if flight.released((message.topic, message.partition), message.offset):
+                await manual.ack(event)
+                continue
             await slots.acquire()
             if failures:
                 raise failures[0]
             records.inc()
-            message = event.message
             flight.start((message.topic, message.partition), message.offset, event)
             task = asyncio.ensure_future(work(event))
             tasks.add(task)

@@ -17,6 +17,12 @@ never passes unfinished work, and a crash replays it instead of losing it.
 ['record 5', 'record 6']
 >>> flight.committable(("vt.requests", 0)), len(flight)
 (7, 1)
+
+A record delivered again after it was released (its commit was lost: the
+broker restarted, the group rebalanced) is known, and its work is not redone:
+
+>>> flight.released(("vt.requests", 0), 6), flight.released(("vt.requests", 0), 7)
+(True, False)
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ class InFlight(Generic[T]):
             released.append(item)  # type: ignore[arg-type]
             self._next[partition] = oldest + 1
         return released
+
+    def released(self, partition: Hashable, offset: int) -> bool:
+        """True when the record at ``offset`` was released before: what it caused is on Kafka already."""
+        return offset < self._next.get(partition, 0) and offset not in self._partitions.get(partition, ())
 
     def committable(self, partition: Hashable) -> int | None:
         """The offset a commit may name: the oldest record still in flight, else one past the last

@@ -1,0 +1,53 @@
+"""Faults a real cluster has, on Apache Kafka: a broker killed mid-stream and restarted, one of three lost.
+
+The embedded broker keeps everything in memory, so neither can be tried there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from kafka_helpers import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
+
+pytestmark = pytest.mark.integration
+
+RAW, ENRICHED = "indicators.raw", "indicators.enriched"
+#: 3,000 sightings over 600 unique indicators, as the issue asks.
+UNIQUE, REPEATS = 600, 5
+#: The gateway's calls in flight (VTSTREAM_VT_MAX_IN_FLIGHT's default): the most a crash may cost again.
+IN_FLIGHT = 32
+
+
+def verdicts_agree(events: list[dict[str, Any]]) -> None:
+    """Every final summary of one indicator carries the same verdict (positives of total)."""
+    verdicts: dict[str, set[tuple[Any, Any]]] = defaultdict(set)
+    for event in summaries(events):
+        card = event["summary"]
+        if not card.get("pending"):
+            verdicts[event["indicator"]["value"]].add((card.get("positives"), card.get("total")))
+    disagree = {value: seen for value, seen in verdicts.items() if len(seen) > 1}
+    assert not disagree, f"answered with different verdicts: {list(disagree.items())[:5]}"
+
+
+def test_a_broker_killed_mid_stream_and_restarted_on_its_log_dir_loses_nothing(fresh_apache, emulator_factory,
+                                                                                 worker_factory):
+    emulator = emulator_factory("--latency-ms", "20")
+    kafka = fresh_apache.bootstrap
+    records = stream_of(UNIQUE, REPEATS, seed=7)
+    worker = worker_factory(kafka, emulator.url)
+    produce(kafka, RAW, records)
+    partial = collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records) // 5, timeout=120)
+    assert ids_answered(partial) < len(records), "finished before the broker died: nothing was tested"
+    fresh_apache.kill()
+    time.sleep(5)  # the worker's clients find nobody there
+    assert worker.alive(), worker.tail()
+    fresh_apache.restart()
+    events = collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records), timeout=300)
+    assert_every_input_answered_once_per_id(events, len(records))
+    verdicts_agree(events)
+    assert worker.alive(), worker.tail()
+    lookups = emulator.stats()["lookups"]
+    assert UNIQUE <= lookups <= UNIQUE + IN_FLIGHT, f"{lookups} VirusTotal calls for {UNIQUE} indicators"
