@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +24,9 @@ from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RE
 from pipeline.stages import gateway, intake, lookup, results, retry
 from pipeline.kafka import transport
 from pipeline.kafka.admin import MAX_REQUEST_SIZE, cluster_id, ensure_topics, topic_catalog
+from pipeline.errors import ConfigError
 from pipeline.kafka.recovery import HealingTableManager
+from pipeline.kafka.watchdog import KafkaWatch
 from pipeline.kafka.security import faust_credentials
 from pipeline.mapping import load_mappings
 from pipeline.kafka.runtime import Context
@@ -163,4 +167,22 @@ def run_worker(settings: Settings) -> None:
     app, _ = create_app(settings, state_dir=state_dir)
     app.task(_freeze_startup_objects)
     worker = _Worker(app, log_format=settings.log_format, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    watch = KafkaWatch(settings)
+
+    async def stop_soon() -> None:  # as SIGTERM does; faust's stop without Kafka can hang: end after 20 s
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(20)
+        os.write(2, f"Error: {watch.verdict}\n".encode())  # fd 2: faust has taken over sys.stderr
+        os._exit(1)
+
+    async def watch_kafka() -> None:
+        await watch.run(stop=stop_soon)
+
+    app.task(watch_kafka)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if watch.verdict is not None:
+            raise ConfigError(watch.verdict) from None
+        raise
+

@@ -135,6 +135,19 @@ async def check_connection(settings: Settings, timeout: float = 30.0) -> None:
         await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
 
 
+async def reachable(settings: Settings) -> bool:
+    """True when a bootstrap server answers, even with a refusal (the worker's watchdog asks)."""
+    for host, port in _hosts(settings):
+        try:
+            await _probe(settings, host, port)
+            return True
+        except KafkaAccessDenied:
+            return True
+        except (OSError, asyncio.TimeoutError, KafkaConnectionError):
+            continue
+    return False
+
+
 async def _probe(settings: Settings, host: str, port: int) -> None:
     """One connection with the clients' options and one metadata request; classify a refusal."""
     where = f"{host}:{port}"

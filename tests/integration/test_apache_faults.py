@@ -51,3 +51,18 @@ def test_a_broker_killed_mid_stream_and_restarted_on_its_log_dir_loses_nothing(f
     assert worker.alive(), worker.tail()
     lookups = emulator.stats()["lookups"]
     assert UNIQUE <= lookups <= UNIQUE + IN_FLIGHT, f"{lookups} VirusTotal calls for {UNIQUE} indicators"
+
+
+def test_a_worker_exits_once_the_broker_stays_away_longer_than_the_setting(fresh_apache, emulator, worker_factory):
+    kafka = fresh_apache.bootstrap
+    worker = worker_factory(kafka, emulator.url, kafka_unavailable_exit_s="8")
+    produce(kafka, RAW, ["8.8.8.8"])
+    collect(kafka, ENRICHED, lambda evs: len(summaries(evs)) >= 1, timeout=60)
+    fresh_apache.kill()
+    gone = time.monotonic()
+    worker.proc.wait(timeout=90)
+    assert time.monotonic() - gone >= 8, "exited before the setting's time"
+    assert worker.proc.returncode != 0
+    errors = [line for line in worker.output().splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "VTSTREAM_KAFKA_UNAVAILABLE_EXIT_S" in errors[0] and kafka in errors[0], \
+        worker.tail()
