@@ -25,6 +25,7 @@ from pipeline.stages import gateway, intake, lookup, results, retry
 from pipeline.kafka import transport
 from pipeline.kafka.admin import MAX_REQUEST_SIZE, cluster_id, ensure_topics, topic_catalog
 from pipeline.errors import ConfigError
+from pipeline.kafka.acls import check_access, required, used_topics
 from pipeline.kafka.recovery import HealingTableManager
 from pipeline.kafka.watchdog import KafkaWatch
 from pipeline.kafka.security import faust_credentials
@@ -154,8 +155,10 @@ def state_dir_for(settings: Settings, cluster: str) -> Path:
 
 
 async def _prepare(settings: Settings) -> str:
-    """Fail fast on a broker that refuses us, create the catalog's topics; the cluster id."""
-    await ensure_topics(settings, topic_catalog(settings))
+    """Fail fast on a broker that refuses us or an ACL that denies us, create the catalog's topics; the cluster id."""
+    needs = required("worker", settings)
+    await check_access(settings, "worker", needs)
+    await ensure_topics(settings, used_topics(topic_catalog(settings), needs))
     return await cluster_id(settings)
 
 

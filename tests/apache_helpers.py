@@ -23,7 +23,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "kafka.md"
 
 #: The principal each command runs as in docs/kafka.md's ACL table (SCRAM users on the test broker).
 PRINCIPALS = {"worker": "vtstream", "replay": "vtstream-replay", "taxii": "vtstream-taxii", "produce": "siem",
-              "tail": "soc-analyst", "status": "vtstream-ops"}
+              "tail": "soc-analyst", "status": "vtstream-ops", "topics create": "vtstream-setup"}
 #: SCRAM users of the session's broker: every principal above (passwords: the launcher makes them).
 USERS = {name: f"{name}-{i}-pw" for i, name in enumerate(PRINCIPALS.values())}
 
@@ -77,14 +77,14 @@ _OPERATIONS = {op.name.replace("_", "").lower(): op for op in AclOperation}
 _RESOURCES = {"--topic": ResourceType.TOPIC, "--group": ResourceType.GROUP, "--cluster": ResourceType.BROKER}
 
 
-def bindings(line: str, principal: str) -> list[AclBinding]:
-    """The ACL bindings one ``kafka-acls --add`` line creates (``$PRINCIPAL`` replaced).
+def bindings(line: str) -> list[AclBinding]:
+    """The ACL bindings one ``kafka-acls --add`` line creates.
 
     Understands the flags docs/kafka.md uses: --allow-principal, --operation
     (repeatable), --topic / --group (repeatable), --cluster and
     --resource-pattern-type literal|prefixed; anything else fails the test.
     """
-    args = shlex.split(line.replace("$PRINCIPAL", principal))
+    args = shlex.split(line)
     assert args[0] == "kafka-acls", line
     who, operations, resources, pattern = None, [], [], ResourcePatternType.LITERAL
     i = 1
@@ -116,9 +116,9 @@ def bindings(line: str, principal: str) -> list[AclBinding]:
             for kind, name in resources for op in operations]
 
 
-def grant(kafka: ApacheKafka, lines: Iterable[str], principal: str) -> list[AclBinding]:
-    """Create the ACLs of ``lines`` for ``principal`` (a ``User:...``); the bindings made."""
-    made = [b for line in lines for b in bindings(line, principal)]
+def grant(kafka: ApacheKafka, lines: Iterable[str]) -> list[AclBinding]:
+    """Create the ACLs of ``lines``; the bindings made."""
+    made = [b for line in lines for b in bindings(line)]
     client = admin(kafka)
     for future in client.create_acls(made).values():
         future.result(30)
@@ -129,4 +129,5 @@ def revoke(kafka: ApacheKafka, binding: AclBinding) -> None:
     """Delete one ACL binding."""
     match = AclBindingFilter(binding.restype, binding.name, binding.resource_pattern_type, binding.principal,
                              binding.host, binding.operation, binding.permission_type)
-    admin(kafka).delete_acls([match])[match].result(30)
+    client = admin(kafka)  # kept: a client collected before its future resolves cancels it
+    client.delete_acls([match])[match].result(30)

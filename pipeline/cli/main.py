@@ -247,8 +247,10 @@ def produce(indicators: tuple[str, ...], path: Path | None, declared_type: str |
 
 
 async def _produce(settings: Settings, topic: str, records: Iterable[bytes]) -> int:
+    from pipeline.kafka.acls import check_access, required
     from pipeline.kafka.admin import make_producer, start_with_retry
 
+    await check_access(settings, "produce", required("produce", settings, topic=topic))
     producer = make_producer(settings)
     await start_with_retry(producer, settings)
     sent = 0
@@ -283,11 +285,13 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
       vtstream tail --from-beginning --kind summary
       vtstream tail --topic vt.dead --json --idle-exit 5
     """
+    from pipeline.kafka.acls import check_access, required
     from pipeline.kafka.admin import consume
 
     settings = _settings(kafka_bootstrap=bootstrap)
 
     async def run() -> None:
+        await check_access(settings, "tail", required("tail", settings, topic=topic))
         async for _key, value in consume(settings, topic, from_beginning=from_beginning, idle_timeout=idle_exit):
             if value is None:
                 continue

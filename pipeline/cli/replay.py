@@ -21,6 +21,7 @@ from topics import RAW
 from pipeline.errors import ConfigError
 from pipeline.events import iso_utc
 from pipeline.cli.status import span
+from pipeline.kafka.acls import check_access, required
 from pipeline.rules.replay import BUDGET_SPENT, INTERRUPTED, RunState, default_run_name, duration_s, parse_time
 from pipeline.settings import Settings, parse_duration
 
@@ -135,6 +136,7 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
         raise click.UsageError(str(exc)) from None
     if options.until <= options.since:
         raise click.UsageError("--to must be later than --from")
+    _run(check_access(settings, "replay", required("replay", settings, topic=topic, run=options.run)))
     if dry_run:
         counts = _run(count_range(settings, options, now))
         requests = counts.requests

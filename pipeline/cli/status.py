@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, intake_group, retry_topic
 
 from pipeline.errors import ConfigError
+from pipeline.kafka.acls import check_access
 from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
 from pipeline.stages.replay import load_runs
@@ -285,6 +286,7 @@ async def gather_status(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
 async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
     bootstrap = settings.kafka_bootstrap
     await check_connection(settings, timeout=0)  # one try: status answers at once; a refusal names the setting
+    await check_access(settings, "status")
     common: dict[str, Any] = {**client_options(settings), "request_timeout_ms": 10000, "client_id": "vtstream-status"}
     admin = AIOKafkaAdminClient(**common)
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **common)

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from topics import TopicSpec, catalog
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, KafkaAccessDenied
 from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
 INVALID_REPLICATION_FACTOR = 38
+TOPIC_AUTHORIZATION_FAILED = 29
 #: Producer limit for one record; VirusTotal file reports with relationships run to a few MB.
 MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
@@ -56,6 +57,11 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout:
                 if code == INVALID_REPLICATION_FACTOR:
                     raise ConfigError(f"cannot create topic {name} with {replicas} replicas: {message or code}; "
                                       "set VTSTREAM_KAFKA_REPLICATION_FACTOR to at most the broker count")
+                if code == TOPIC_AUTHORIZATION_FAILED:
+                    raise KafkaAccessDenied(
+                        f"topic {name} does not exist and Kafka at {settings.kafka_bootstrap} does not allow creating "
+                        f"it (Create on topic {name}); run 'vtstream topics create' as a principal that may "
+                        "(docs/kafka.md)")
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     raise ConfigError(f"cannot create topic {name}: {message or code}")
                 if code == 0:

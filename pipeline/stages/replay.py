@@ -38,6 +38,7 @@ from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_na
 
 from pipeline.errors import ConfigError, RecordError
 from pipeline.events import dead_letter
+from pipeline.kafka.acls import required, used_topics
 from pipeline.kafka.admin import (ensure_topics, make_consumer, make_producer, start_with_retry, topic_catalog,
                                   topic_partitions)
 from pipeline.kafka.runtime import Outbox
@@ -328,7 +329,8 @@ async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Calla
     now = clock()
     stop = stop or asyncio.Event()
     progress = progress or Progress()
-    await ensure_topics(settings, topic_catalog(settings))  # vt.replay.runs compacted, 1 partition
+    needs = required("replay", settings, topic=options.topic, run=options.run)
+    await ensure_topics(settings, used_topics(topic_catalog(settings), needs))  # vt.replay.runs compacted, 1 partition
     runs = await load_runs(settings)
     state = runs.get(options.run) or RunState(options.run, options.topic, options.since, options.until)
     if state.topic != options.topic:

@@ -25,6 +25,7 @@ from aiohttp import web
 from topics import STIX
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.kafka.acls import check_access
 from pipeline.outputs.taxii.feed import DEFAULT_PAGE, MAX_PAGE, Feed, Page, Query, decode_cursor, parse_timestamp
 from pipeline.settings import Settings
 
@@ -215,6 +216,7 @@ async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event) -
         raise ConfigError("set VTSTREAM_TAXII_USERNAME and VTSTREAM_TAXII_PASSWORD, "
                           "or VTSTREAM_TAXII_ANONYMOUS=true for a feed anyone may read")
     context = tls_context(settings)
+    await check_access(settings, "taxii")
     feed = Feed(settings, STIX)
     await feed.start()
     runner = web.AppRunner(build_app(settings, feed), access_log=None)
