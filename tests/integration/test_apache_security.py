@@ -31,8 +31,8 @@ pytestmark = pytest.mark.integration
 
 def as_user(kafka: ApacheKafka, command: str, **settings: str) -> dict[str, str]:
     """The environment of ``command`` run as its documented principal over SASL_SSL."""
-    return child_env(**kafka.client_env(PRINCIPALS[command]), VTSTREAM_WEB_PORT="0",
-                     **{f"VTSTREAM_{k.upper()}": v for k, v in settings.items()})
+    return child_env(**{**kafka.client_env(PRINCIPALS[command]), "VTSTREAM_WEB_PORT": "0",
+                        **{f"VTSTREAM_{k.upper()}": v for k, v in settings.items()}})
 
 
 def scram_reader(kafka: ApacheKafka, user: str) -> dict[str, str]:
@@ -131,3 +131,54 @@ def test_a_missing_acl_is_named_with_its_operation_and_resource(apache_kafka, co
     assert done.returncode != 0 and len(errors) == 1, done.stdout[-2000:]
     named = f"{operation.title()} on {resource.lower()} {name}"
     assert named in errors[0] and f"for {command}" in errors[0], errors[0]
+
+
+def test_a_worker_enriches_over_mutual_tls_and_a_soc_client_reads_over_the_same_listener(apache_kafka, emulator,
+                                                                                          tmp_path):
+    kafka = apache_kafka
+    grant_documented(kafka)  # a certificate's CN is its principal: the same ACLs as the SCRAM users
+    assert run(as_user(kafka, "topics create"), "topics", "create").returncode == 0
+    mtls = {command: child_env(**kafka.mtls_env(PRINCIPALS[command]), VTSTREAM_WEB_PORT="0")
+            for command in ("worker", "produce")}
+    worker = start_worker(kafka, emulator.url, tmp_path, mtls["worker"])
+    try:
+        produced = run(mtls["produce"], "produce", "1.1.1.1", "github.com")
+        assert produced.returncode == 0, produced.stdout
+        reader = kafka.client_certificate(PRINCIPALS["tail"])
+        config = {"bootstrap.servers": kafka.mtls_bootstrap, "security.protocol": "SSL",
+                  "ssl.ca.location": str(kafka.ca.pem.cert), "ssl.certificate.location": str(reader.cert),
+                  "ssl.key.location": str(reader.key), "ssl.endpoint.identification.algorithm": "https"}
+        assert read_summaries(config, {"1.1.1.1", "github.com"}) == {"1.1.1.1", "github.com"}, worker.tail()
+    finally:
+        worker.stop()
+
+
+def test_a_wrong_password_fails_fast_naming_the_sasl_settings(apache_kafka):
+    output = fails_fast(as_user(apache_kafka, "worker") | apache_kafka.client_env("vtstream", "not-the-password"),
+                        "VTSTREAM_KAFKA_SASL_PASSWORD", "rejected the SASL SCRAM-SHA-512 login")
+    assert "not-the-password" not in output
+
+
+def test_an_unknown_user_fails_fast_naming_the_sasl_settings(apache_kafka):
+    fails_fast(as_user(apache_kafka, "worker") | apache_kafka.client_env("mallory", "whatever"),
+               "VTSTREAM_KAFKA_SASL_USERNAME", "user 'mallory'")
+
+
+def test_an_untrusted_certificate_authority_fails_fast(apache_kafka, tmp_path):
+    (tmp_path / "other").mkdir()
+    stranger = Authority(tmp_path / "other", "someone else's CA")
+    fails_fast(as_user(apache_kafka, "worker", kafka_ssl_cafile=str(stranger.pem.cert)),
+               "VTSTREAM_KAFKA_SSL_CAFILE", "not trusted")
+
+
+def test_a_broker_address_its_certificate_does_not_name_fails_fast(apache_kafka):
+    wrong_host = apache_kafka.client_bootstrap.replace("localhost", "127.0.0.1")  # the certificate names localhost
+    fails_fast(as_user(apache_kafka, "worker", kafka_bootstrap=wrong_host), "VTSTREAM_KAFKA_BOOTSTRAP",
+               "not for '127.0.0.1'")
+
+
+def test_a_client_certificate_the_broker_does_not_trust_fails_fast(apache_kafka, tmp_path):
+    (tmp_path / "other").mkdir()
+    forged = Authority(tmp_path / "other", "someone else's CA").issue("forged", PRINCIPALS["worker"], server=False)
+    env = child_env(**apache_kafka.mtls_env(PRINCIPALS["worker"], forged), VTSTREAM_WEB_PORT="0")
+    fails_fast(env, "VTSTREAM_KAFKA_SSL_CERTFILE", "refused our TLS client certificate")

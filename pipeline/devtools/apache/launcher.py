@@ -162,7 +162,8 @@ class ApacheKafka:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "ApacheKafka":
         try:
-            server = self.ca.issue("broker", HOST, server=True, names=(HOST, "127.0.0.1"))
+            # the certificate names the host name only: a client that dials 127.0.0.1 must fail verification
+            server = self.ca.issue("broker", HOST, server=True, names=(HOST,))
             keystore = self.folder / "ca" / "broker.keystore.pem"  # PEM keystore: the key, then the chain
             keystore.write_text(server.key.read_text() + server.cert.read_text() + self.ca.pem.cert.read_text())
             for node in self.nodes:
