@@ -141,7 +141,8 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
         counts = _run(count_range(settings, options, now))
         requests = counts.requests
         click.echo(f"dry run {options.run}: {topic} [{iso_utc(options.since)}, {iso_utc(options.until)}) "
-                   f"(start found by {counts.lookup}); nothing was called")
+                   f"(start found by {counts.lookup}: {describe_position(sorted(counts.starts.items()))}); "
+                   "nothing was called")
         click.echo(f"records in range      {counts.records}\nvalid indicators      {counts.valid}\n"
                    f"unique indicators     {counts.unique}\nalready answered      {counts.answered}"
                    f"{' (within --max-age)' if max_age else ''}\nto look up            {counts.to_request}\n"

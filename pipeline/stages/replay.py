@@ -90,6 +90,8 @@ class DryRun:
     to_request: int = 0
     requests: int = 0
     lookup: str = ""
+    #: Where reading started, per partition (the time index's answer, or 0 after a scan's start).
+    starts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,6 +242,7 @@ async def dry_run(settings: Settings, options: ReplayOptions, now: float) -> Dry
     try:
         tps = await _partitions(consumer, options.topic)
         starts, counts.lookup = await _resume_or_start(consumer, tps, options.since)
+        counts.starts = {str(tp.partition): offset for tp, offset in starts.items()}
         async for tp, records in drain(consumer, starts):
             for record in records:
                 if not in_range(record.timestamp, options.since, options.until):

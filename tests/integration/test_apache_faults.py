@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from kafka_helpers import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
 
+from pipeline.devtools.apache.launcher import ApacheKafka
+
 pytestmark = pytest.mark.integration
 
 RAW, ENRICHED = "indicators.raw", "indicators.enriched"
@@ -66,3 +68,36 @@ def test_a_worker_exits_once_the_broker_stays_away_longer_than_the_setting(fresh
     errors = [line for line in worker.output().splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "VTSTREAM_KAFKA_UNAVAILABLE_EXIT_S" in errors[0] and kafka in errors[0], \
         worker.tail()
+
+
+def topic_settings(kafka: str, topic: str) -> tuple[int, dict[str, str]]:
+    """A topic's replication factor and its configuration, as Apache Kafka describes them."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": kafka})
+    described = admin.list_topics(topic, timeout=30).topics[topic]
+    replicas = {len(p.replicas) for p in described.partitions.values()}
+    assert len(replicas) == 1, replicas
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(30)
+    return replicas.pop(), {name: entry.value for name, entry in configs.items()}
+
+
+def test_one_of_three_brokers_killed_mid_stream_loses_no_sighting(tmp_path, emulator_factory, worker_factory):
+    emulator = emulator_factory("--latency-ms", "20")
+    with ApacheKafka(tmp_path / "cluster", nodes=3) as cluster:
+        kafka = cluster.bootstrap
+        records = stream_of(UNIQUE, REPEATS, seed=8)
+        worker = worker_factory(kafka, emulator.url)  # topics: VTSTREAM_KAFKA_REPLICATION_FACTOR's default
+        for topic in (RAW, "vt.lookups", "vt.responses", ENRICHED, "vtstream-cache-changelog"):
+            replicas, config = topic_settings(kafka, topic)
+            assert (replicas, config["min.insync.replicas"]) == (3, "2"), topic
+        produce(kafka, RAW, records)
+        partial = collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records) // 5, timeout=120)
+        assert ids_answered(partial) < len(records), "finished before the broker died: nothing was tested"
+        cluster.kill(1)
+        events = collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records), timeout=240)
+        assert_every_input_answered_once_per_id(events, len(records))
+        verdicts_agree(events)
+        assert worker.alive(), worker.tail()
+        worker.stop()

@@ -70,20 +70,21 @@ def test_workers_have_probes_secrets_requests_and_scrape_annotations() -> None:
 def test_compose_runs_kraft_kafka_with_sasl_ssl_workers_ready_checks_and_prometheus() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
-    kafka = services["kafka"]["environment"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert "controller" in kafka["KAFKA_PROCESS_ROLES"] and "KAFKA_ZOOKEEPER_CONNECT" not in kafka
-    protocols = dict(pair.split(":") for pair in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
-    client_listener = kafka["KAFKA_ADVERTISED_LISTENERS"].split(":")[0]
-    assert protocols[client_listener] == "SASL_SSL"
-    port = kafka["KAFKA_ADVERTISED_LISTENERS"].rsplit(":", 1)[1]
+    kafka = dict(line.split("=", 1) for line in (DEPLOY / "kafka" / "server.properties").read_text().splitlines()
+                 if line and not line.startswith("#"))  # the properties file the kafka service runs
+    assert "controller" in kafka["process.roles"] and "zookeeper.connect" not in kafka
+    protocols = dict(pair.split(":") for pair in kafka["listener.security.protocol.map"].split(","))
+    (client,) = [a for a in kafka["advertised.listeners"].split(",") if a.startswith("CLIENT://")]
+    assert protocols["CLIENT"] == "SASL_SSL"
+    port = client.rsplit(":", 1)[1]
 
     worker = services["worker"]
     env = worker["environment"]
     assert KAFKA_CLIENT_SETTINGS <= set(env)
     assert env["VTSTREAM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert env["VTSTREAM_KAFKA_BOOTSTRAP"] == f"kafka:{port}"
-    assert env["VTSTREAM_KAFKA_SASL_MECHANISM"] in kafka["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
+    assert env["VTSTREAM_KAFKA_SASL_MECHANISM"] in kafka["listener.name.client.sasl.enabled.mechanisms"].split(",")
     secret = Path(env["VTSTREAM_KAFKA_SASL_PASSWORD_FILE"]).name
     assert secret in worker["secrets"] and secret in compose["secrets"]
     assert "/ready" in " ".join(worker["healthcheck"]["test"])

@@ -134,7 +134,8 @@ def compose_properties() -> dict[str, str]:
     properties["controller.quorum.voters"] = "1@127.0.0.1:9094"
     properties["advertised.listeners"] = "ADMIN://127.0.0.1:9092,CLIENT://kafka:9093,MTLS://kafka:9095"
     # the rig's small-broker tuning is not for a lab that runs for days
-    for key in ("log.segment.bytes", "num.network.threads", "num.io.threads", "group.min.session.timeout.ms"):
+    for key in ("log.segment.bytes", "num.network.threads", "num.io.threads", "group.min.session.timeout.ms",
+                "group.initial.rebalance.delay.ms"):
         del properties[key]
     return properties
 
