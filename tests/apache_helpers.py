@@ -15,7 +15,7 @@ from typing import Iterable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
-                                   ResourcePatternType, ResourceType)
+                                   ConfigResource, ResourcePatternType, ResourceType)
 
 from pipeline.devtools.apache.launcher import ApacheKafka
 
@@ -61,6 +61,20 @@ def reset(kafka: ApacheKafka) -> None:
     while any(not t.startswith("__") for t in client.list_topics(timeout=30).topics):
         assert time.monotonic() < deadline, "topics not deleted within 30 s"
         time.sleep(0.1)
+
+
+def topic_settings(kafka: str, *topics: str) -> dict[str, tuple[int, dict[str, str]]]:
+    """Each topic's replication factor and configuration, as Apache Kafka describes them."""
+    admin = AdminClient({"bootstrap.servers": kafka})
+    metadata = admin.list_topics(timeout=30).topics
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
+    configs = {resource.name: future.result(30) for resource, future in admin.describe_configs(resources).items()}
+    described = {}
+    for topic in topics:
+        replicas = {len(p.replicas) for p in metadata[topic].partitions.values()}
+        assert len(replicas) == 1, (topic, replicas)
+        described[topic] = (replicas.pop(), {name: entry.value for name, entry in configs[topic].items()})
+    return described
 
 
 # --------------------------------------------------------------------------- ACL lines from the docs

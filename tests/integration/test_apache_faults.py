@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from apache_helpers import topic_settings
 from kafka_helpers import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
 
 from pipeline.devtools.apache.launcher import ApacheKafka
@@ -70,27 +71,14 @@ def test_a_worker_exits_once_the_broker_stays_away_longer_than_the_setting(fresh
         worker.tail()
 
 
-def topic_settings(kafka: str, topic: str) -> tuple[int, dict[str, str]]:
-    """A topic's replication factor and its configuration, as Apache Kafka describes them."""
-    from confluent_kafka.admin import AdminClient, ConfigResource
-
-    admin = AdminClient({"bootstrap.servers": kafka})
-    described = admin.list_topics(topic, timeout=30).topics[topic]
-    replicas = {len(p.replicas) for p in described.partitions.values()}
-    assert len(replicas) == 1, replicas
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    configs = admin.describe_configs([resource])[resource].result(30)
-    return replicas.pop(), {name: entry.value for name, entry in configs.items()}
-
-
 def test_one_of_three_brokers_killed_mid_stream_loses_no_sighting(tmp_path, emulator_factory, worker_factory):
     emulator = emulator_factory("--latency-ms", "20")
     with ApacheKafka(tmp_path / "cluster", nodes=3) as cluster:
         kafka = cluster.bootstrap
         records = stream_of(UNIQUE, REPEATS, seed=8)
         worker = worker_factory(kafka, emulator.url)  # topics: VTSTREAM_KAFKA_REPLICATION_FACTOR's default
-        for topic in (RAW, "vt.lookups", "vt.responses", ENRICHED, "vtstream-cache-changelog"):
-            replicas, config = topic_settings(kafka, topic)
+        topics = (RAW, "vt.lookups", "vt.responses", ENRICHED, "vtstream-cache-changelog")
+        for topic, (replicas, config) in topic_settings(kafka, *topics).items():
             assert (replicas, config["min.insync.replicas"]) == (3, "2"), topic
         produce(kafka, RAW, records)
         partial = collect(kafka, ENRICHED, lambda evs: ids_answered(evs) >= len(records) // 5, timeout=120)

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from test_apache_faults import topic_settings
+from apache_helpers import topic_settings
 
 from topics import QUOTA, REPLAY_RUNS, STIX, changelog_name, retry_topic
 
@@ -32,7 +32,7 @@ def test_every_topic_carries_the_settings_apache_kafka_enforces(apache_kafka):
     assert created.returncode == 0, created.stderr
     settings = Settings(kafka_bootstrap=kafka)
     largest_record = MAX_REQUEST_SIZE  # what vtstream's producers may send (max_request_size)
-    described = {spec.name: topic_settings(kafka, spec.name) for spec in topic_catalog(settings)}
+    described = topic_settings(kafka, *(spec.name for spec in topic_catalog(settings)))
     for name, (replicas, config) in described.items():
         assert replicas == 1 and config["min.insync.replicas"] == "1", name  # one broker: min(3, 1) replicas
         assert int(config["max.message.bytes"]) >= largest_record, (name, config["max.message.bytes"])
