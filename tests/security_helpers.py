@@ -19,7 +19,7 @@ RAW, ENRICHED = "indicators.raw", "indicators.enriched"
 FAIL_FAST_S = 60
 
 
-def env(bootstrap: str, **settings: str) -> dict[str, str]:
+def cli_env(bootstrap: str, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
     env.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_WEB_PORT": "0",
                 "VTSTREAM_KAFKA_SESSION_TIMEOUT": "3", "VTSTREAM_STORE": "memory://"})

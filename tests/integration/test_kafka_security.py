@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from security_helpers import ENRICHED, FAIL_FAST_S, env, fails_fast, read_summaries, run, vtstream
+from security_helpers import ENRICHED, FAIL_FAST_S, cli_env, fails_fast, read_summaries, run, vtstream
 from tls_helpers import TlsProxy
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
@@ -73,7 +73,7 @@ def test_a_worker_enriches_through_mutual_tls_and_a_soc_client_reads_the_results
     tls = {"kafka_security_protocol": "SSL", "kafka_ssl_cafile": str(mtls_kafka.ca.pem.cert),
            "kafka_ssl_certfile": str(mtls_kafka.client.cert), "kafka_ssl_keyfile": str(mtls_kafka.client.key)}
     worker_factory(mtls_kafka.bootstrap, emulator.url, **tls)  # `topics create` runs through TLS first
-    produced = run(env(mtls_kafka.bootstrap, **tls), "produce", "8.8.8.8", "example.com")
+    produced = run(cli_env(mtls_kafka.bootstrap, **tls), "produce", "8.8.8.8", "example.com")
     assert produced.returncode == 0, produced.stdout
     assert read_summaries(_confluent_tls(mtls_kafka, mutual=True), {"8.8.8.8", "example.com"}) == {
         "8.8.8.8", "example.com"}
@@ -81,7 +81,7 @@ def test_a_worker_enriches_through_mutual_tls_and_a_soc_client_reads_the_results
 
 def test_produce_and_tail_over_tls_with_the_ca_as_the_only_trust(tls_kafka) -> None:
     tls = {"kafka_security_protocol": "SSL", "kafka_ssl_cafile": str(tls_kafka.ca.pem.cert)}
-    env = env(tls_kafka.bootstrap, **tls)
+    env = cli_env(tls_kafka.bootstrap, **tls)
     assert run(env, "topics", "create").returncode == 0
     event = {"kind": "summary", "indicator": {"type": "ip", "value": "9.9.9.9"}, "summary": {"found": True}}
     assert run(env, "produce", "--topic", ENRICHED, json.dumps(event)).returncode == 0
@@ -95,27 +95,27 @@ def test_produce_and_tail_over_tls_with_the_ca_as_the_only_trust(tls_kafka) -> N
 def test_an_untrusted_certificate_authorityfails_fast(tls_kafka, tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     stranger = Authority(tmp_path / "other", "someone else's CA")
-    fails_fast(env(tls_kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(stranger.pem.cert)),
+    fails_fast(cli_env(tls_kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(stranger.pem.cert)),
                 "VTSTREAM_KAFKA_SSL_CAFILE", "not trusted")
 
 
 def test_a_certificate_for_another_hostfails_fast(tmp_path: Path) -> None:
     for kafka in _tls_kafka(tmp_path, mutual=False, names=("kafka.example",)):  # the client dials 127.0.0.1
-        fails_fast(env(kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(kafka.ca.pem.cert)),
+        fails_fast(cli_env(kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(kafka.ca.pem.cert)),
                     "VTSTREAM_KAFKA_BOOTSTRAP", "not for '127.0.0.1'")
 
 
 def test_a_plaintext_client_on_the_tls_portfails_fast(tls_kafka) -> None:
-    fails_fast(env(tls_kafka.bootstrap), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "speaks TLS")
+    fails_fast(cli_env(tls_kafka.bootstrap), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "speaks TLS")
 
 
 def test_a_tls_client_on_the_plaintext_portfails_fast(tls_kafka) -> None:
-    fails_fast(env(tls_kafka.plaintext, kafka_security_protocol="SSL", kafka_ssl_cafile=str(tls_kafka.ca.pem.cert)),
+    fails_fast(cli_env(tls_kafka.plaintext, kafka_security_protocol="SSL", kafka_ssl_cafile=str(tls_kafka.ca.pem.cert)),
                 "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "speaks plaintext")
 
 
 def test_mutual_tls_without_a_client_certificatefails_fast(mtls_kafka) -> None:
-    fails_fast(env(mtls_kafka.bootstrap, kafka_security_protocol="SSL",
+    fails_fast(cli_env(mtls_kafka.bootstrap, kafka_security_protocol="SSL",
                      kafka_ssl_cafile=str(mtls_kafka.ca.pem.cert)),
                 "VTSTREAM_KAFKA_SSL_CERTFILE", "mutual TLS")
 
@@ -133,18 +133,18 @@ def test_wrong_sasl_credentials_fail_fast_without_showing_the_password(sasl_kafk
                                                                         tmp_path: Path) -> None:
     secret = tmp_path / "password"
     secret.write_text("hunter2-not-this-one\n")
-    env = env(sasl_kafka, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism=mechanism,
+    env = cli_env(sasl_kafka, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism=mechanism,
                kafka_sasl_username="alice", kafka_sasl_password_file=str(secret))
     assert "hunter2" not in fails_fast(env, "VTSTREAM_KAFKA_SASL_PASSWORD", "rejected the SASL")
 
 
 def test_a_client_without_sasl_on_a_sasl_brokerfails_fast(sasl_kafka) -> None:
-    fails_fast(env(sasl_kafka), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "require SASL")
+    fails_fast(cli_env(sasl_kafka), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "require SASL")
 
 
 def test_a_broker_that_comes_up_late_is_waited_for_and_the_wait_is_logged() -> None:
     port = free_port()
-    env = env(f"127.0.0.1:{port}")
+    env = cli_env(f"127.0.0.1:{port}")
     create = vtstream(env, "topics", "create", "--wait", "40")
     time.sleep(2)  # nothing listens yet: the command must keep trying, not give up
     assert create.poll() is None
