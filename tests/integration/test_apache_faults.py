@@ -15,7 +15,7 @@ from kafka_helpers import assert_every_input_answered_once_per_id, collect, ids_
 
 from pipeline.devtools.apache.launcher import ApacheKafka
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.apache]
 
 RAW, ENRICHED = "indicators.raw", "indicators.enriched"
 #: 3,000 sightings over 600 unique indicators, as the issue asks.

@@ -26,7 +26,7 @@ from pipeline.devtools.certs import Authority
 from pipeline.devtools.rig import WorkerProcess, child_env, wait_until, worker_env
 from pipeline.kafka.acls import COMMANDS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.apache]
 
 
 def as_user(kafka: ApacheKafka, command: str, **settings: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pipeline.devtools.rig import child_env
 from pipeline.kafka.admin import MAX_REQUEST_SIZE, topic_catalog
 from pipeline.settings import Settings, parse_duration
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.apache]
 
 HOUR_MS = 3600 * 1000
 
