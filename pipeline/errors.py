@@ -52,7 +52,7 @@ class InputError(VtStreamError):
 
 
 class RecordError(InputError):
-    """A record on one of vtstream's own topics or tables cannot be read (:mod:`pipeline.records`).
+    """A record on one of vtstream's own topics or tables cannot be read (:mod:`pipeline.contracts`).
 
     The message names the record and the field at fault, so an operator can fix and replay it.
     """

@@ -26,8 +26,9 @@ from typing import Any, Literal, Mapping
 
 import orjson
 
-from pipeline.records import CachedResult, DeadLetter, VtRequest
-from pipeline.rules.indicators import Indicator
+from pipeline.contracts.cache_entry import CachedResult
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.wire import DeadLetter, VtRequest
 from pipeline.rules.privacy import UrlPrivacy, for_summary, scrub, scrub_all
 
 Kind = Literal["attribute", "relation", "report", "summary"]

@@ -15,9 +15,9 @@ import orjson
 
 from topics import DEAD, ENRICHED, RAW, describe
 
+from pipeline.contracts.wire import DeadLetter
 from pipeline.errors import ConfigError, RecordError
 from pipeline.events import format_event
-from pipeline.records import DeadLetter
 from pipeline.settings import Settings, settings_doc
 
 

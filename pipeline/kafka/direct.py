@@ -30,9 +30,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import murmur2
 from mode import Service
 
+from pipeline.contracts.wire import WireRecord, wire_value
 from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
 from pipeline.kafka.runtime import Outbox, Watch, route_failure
-from pipeline.records import WireRecord, wire_value
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness

@@ -4,7 +4,7 @@ The gateway waits on VirusTotal: 150-800 ms per answer, while a paid key
 allows a call every 50 ms. :func:`run_in_flight` therefore keeps up to
 ``limit`` records in hand, each in its own task with its own outbox. A record
 is acknowledged only once what it caused is produced and every older record
-of its partition is acknowledged too (:class:`~pipeline.rules.inflight.InFlight`),
+of its partition is acknowledged too (:class:`~pipeline.rules.ack_order.AckOrder`),
 so the committed offset never passes unfinished work.
 
 A stop or a rebalance waits for the records in hand: faust holds the
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from pipeline.kafka.runtime import Context, Handler, Outbox, record_ref, route_failure
 from pipeline.observe.logs import handling
-from pipeline.rules.inflight import InFlight
+from pipeline.rules.ack_order import AckOrder
 
 async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler, limit: int,
                         outbox: Callable[[], Outbox] | None = None) -> None:
@@ -31,7 +31,7 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler,
     records = ctx.metrics.records.labels(stage)
     manual = stream.noack()
     slots = asyncio.Semaphore(limit)
-    flight: InFlight[Any] = InFlight()
+    flight: AckOrder[Any] = AckOrder()
     tasks: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
 

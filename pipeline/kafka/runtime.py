@@ -28,12 +28,12 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 
 from topics import DEAD
 
+from pipeline.contracts.wire import WireRecord, wire_value
 from pipeline.errors import RecordError
 from pipeline.events import dead_letter
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
-from pipeline.records import WireRecord, wire_value
 from pipeline.rules.privacy import UrlPrivacy, scrub
 from pipeline.settings import Settings
 

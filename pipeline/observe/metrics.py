@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from topics import ENRICHED, RETRY_PREFIX
 
-from pipeline.records import DeadLetter
+from pipeline.contracts.wire import DeadLetter
 from pipeline.vt.governor import Governor
 
 #: Metrics are served with this content type (Prometheus text format 0.0.4).

@@ -29,8 +29,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import orjson
 import stix2
 
+from pipeline.contracts.indicator import vt_url_id
 from pipeline.errors import InputError
-from pipeline.rules.indicators import classify, vt_url_id
+from pipeline.rules.indicators import classify
 
 #: Namespace of vtstream's deterministic ids for non-observable objects.
 NAMESPACE = uuid.UUID("5f0f5a36-4e1d-5b3b-9a43-7c1f3a8e2d11")

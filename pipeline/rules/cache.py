@@ -1,7 +1,7 @@
 """Cache entries: what the cache table holds per indicator key, and the rules on them.
 
-An entry is a :class:`~pipeline.records.CachedResult` (VirusTotal answered)
-or an :class:`~pipeline.records.InFlight` (a request is out), stored as orjson
+An entry is a :class:`~pipeline.contracts.cache_entry.CachedResult` (VirusTotal answered)
+or an :class:`~pipeline.contracts.cache_entry.InFlight` (a request is out), stored as orjson
 bytes in a faust table whose changelog is co-partitioned with vt.lookups and
 vt.responses. The freshness rule (:func:`is_fresh`) is decided here only; the
 lookup stage and intake's cache copy both call it.
@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from pipeline.contracts.cache_entry import CacheEntry, CachedResult, InFlight, cache_entry_from_bytes
+from pipeline.contracts.origin import Origin, origin_ref, origin_replay
 from pipeline.errors import RecordError
-from pipeline.records import (CacheEntry, CachedResult, InFlight, Origin, cache_entry_from_bytes, origin_ref,
-                              origin_replay)
 from pipeline.settings import Settings
 
 

@@ -42,18 +42,21 @@ import orjson
 
 from topics import DEAD, RESPONSES
 
+from pipeline.contracts.indicator import FileRef
+from pipeline.contracts.origin import origin_labels, origin_source
+from pipeline.contracts.wire import Status, VtRequest
 from pipeline.errors import DailyQuotaExhausted, RecordError
 from pipeline.events import dead_letter
+from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Context, Outbox
 from pipeline.observe.metrics import quota_readings
-from pipeline.records import Status, VtRequest, origin_labels, origin_source
-from pipeline.rules import files, privacy
+from pipeline.rules import privacy
 from pipeline.rules.policy import carries_any_label
 from pipeline.stages import retry
-from pipeline.vt.client import LookupResult, Pace, Submission, Upload, VirusTotalClient, report_age
-from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
+from pipeline.vt.client import LookupResult, WaitTurn, Submission, Upload, VirusTotalClient, report_age
 from pipeline.vt.discovery import AllowanceWatch
+from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
 from pipeline.vt.governor import Governor, Yielded
 
 log = logging.getLogger("vtstream.gateway")
@@ -178,7 +181,7 @@ class Gateway:
     def _may_upload(self, request: VtRequest) -> bool:
         return carries_any_label(origin_labels(request.origin), self.settings.upload_labels)
 
-    def _pace(self, request: VtRequest) -> Pace:
+    def _pace(self, request: VtRequest) -> WaitTurn:
         source = origin_source(request.origin)
 
         async def pace() -> None:
@@ -265,7 +268,7 @@ class Gateway:
                                                        requests=requests))
 
 
-def _upload(ref: files.FileRef | None) -> Upload:
+def _upload(ref: FileRef | None) -> Upload:
     if ref is None:
         return Upload(name="sample", size=0)
     return Upload(name=ref.name or "sample", size=ref.size, content=files.content(ref), path=ref.path)

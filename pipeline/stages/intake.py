@@ -24,17 +24,18 @@ import orjson
 
 from topics import DEAD, ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
 
-from pipeline.kafka.direct import DirectStage
+from pipeline.contracts.indicator import FileRef
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.wire import LookupRequest
 from pipeline.errors import InputError
 from pipeline.events import cache_hit, dead_letter, skipped_event, summary_event
-from pipeline.records import LookupRequest
-from pipeline.rules.files import FileRef
-from pipeline.rules.files import prepare as prepare_file
-from pipeline.rules.indicators import Indicator, classify
-from pipeline.rules import privacy
-from pipeline.rules.policy import Decision, check
+from pipeline.inputs.files import prepare as prepare_file
+from pipeline.kafka.direct import DirectStage
 from pipeline.kafka.replica import CacheCopy, CacheReplica
 from pipeline.kafka.runtime import Context, Outbox
+from pipeline.rules import privacy
+from pipeline.rules.indicators import classify
+from pipeline.rules.policy import Decision, check
 from pipeline.settings import Settings
 
 #: Longest accepted record; larger ones are dead-lettered unread (a SIEM bug, not an indicator).

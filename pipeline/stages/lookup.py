@@ -15,9 +15,11 @@ from typing import Any
 
 from topics import ENRICHED, REPLAY, REQUESTS
 
+from pipeline.contracts.cache_entry import CachedResult
+from pipeline.contracts.origin import origin_replay
+from pipeline.contracts.wire import LookupRequest, VtRequest
 from pipeline.events import cache_hit, not_checked, summary_event
 from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_batches
-from pipeline.records import CachedResult, LookupRequest, VtRequest, origin_replay
 from pipeline.rules import cache
 
 OVERFLOW_REASON = "lookup in flight; too many duplicates waiting to list this one"

@@ -36,11 +36,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_name, replay_group
 
+from pipeline.contracts.cache_entry import CachedResult
+from pipeline.contracts.origin import origin_ref, origin_replay
+from pipeline.contracts.wire import VtResponse
 from pipeline.errors import ConfigError, RecordError
 from pipeline.events import dead_letter
 from pipeline.kafka.admin import ensure_topics, make_consumer, make_producer, start_with_retry, topic_catalog
 from pipeline.kafka.runtime import Outbox
-from pipeline.records import CachedResult, VtResponse, origin_ref, origin_replay
 from pipeline.rules import cache
 from pipeline.rules.replay import (BUDGET_SPENT, FINISHED, INTERRUPTED, READING, Budget, RunState, Sighting,
                                    detected, requests_per_lookup)

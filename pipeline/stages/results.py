@@ -19,13 +19,14 @@ from typing import Any
 
 from topics import ENRICHED
 
+from pipeline.contracts.origin import Origin, origin_replay
+from pipeline.contracts.wire import VtResponse
 from pipeline.events import not_checked, replay_marked, summary_event
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
 from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_batches
 from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
-from pipeline.records import Origin, VtResponse, origin_replay
 from pipeline.rules import cache, privacy
 
 

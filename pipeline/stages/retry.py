@@ -1,7 +1,7 @@
 """Delayed retry: parked work waits on vt.retry.<delay> topics, not in memory.
 
 Pending scans and retryable failures are *parked*: written to the tier whose
-delay fits as a :class:`~pipeline.records.ParkedRecord`, the request (with its
+delay fits as a :class:`~pipeline.contracts.wire.ParkedRecord`, the request (with its
 ``attempt`` and ``analysis_id``) wrapped with ``not_before`` (epoch ms),
 ``parked_at`` and ``reason``. A tier has one
 partition and one fixed delay, so append order is due order: its agent only
@@ -24,8 +24,8 @@ from typing import Any
 
 from topics import POLLS, retry_topic
 
+from pipeline.contracts.wire import ParkedRecord, VtRequest
 from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_each
-from pipeline.records import ParkedRecord, VtRequest
 from pipeline.settings import parse_duration
 
 

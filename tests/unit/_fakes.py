@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pipeline.contracts.wire import WireRecord
 from pipeline.kafka.runtime import Outbox
-from pipeline.records import WireRecord
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC: far from midnight, so no quota rolls over
 

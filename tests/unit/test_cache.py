@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.records import InFlight
+from pipeline.contracts.cache_entry import InFlight
 from pipeline.rules import cache
 from pipeline.settings import Settings
 

@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
+from pipeline.contracts.indicator import FileRef
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.wire import DeadLetter, ParkedRecord, VtRequest, VtResponse
 from pipeline.kafka.runtime import Context
 from pipeline.mapping import load_mappings
-from pipeline.records import DeadLetter, ParkedRecord, VtRequest, VtResponse
-from pipeline.rules.files import FileRef
-from pipeline.rules.indicators import Indicator
 from pipeline.settings import Settings
 from pipeline.stages.gateway import NOT_UPLOADED, Gateway, Shared
 from pipeline.vt.client import LookupResult, Submission, Upload
-from pipeline.vt.errors import BadRequest, QuotaExceeded, ServerError, WrongCredentials
 from pipeline.vt.discovery import AllowanceWatch
+from pipeline.vt.errors import BadRequest, QuotaExceeded, ServerError, WrongCredentials
 from pipeline.vt.governor import Governor
 from _fakes import T0, Clock, RecordingOutbox
 from topics import DEAD, RESPONSES, retry_topic

@@ -4,8 +4,9 @@ import random
 
 import pytest
 
+from pipeline.contracts.indicator import INDICATOR_TYPES, Indicator, vt_url_id
 from pipeline.errors import InputError
-from pipeline.rules.indicators import INDICATOR_TYPES, Indicator, classify, refang, url_host, vt_url_id
+from pipeline.rules.indicators import classify, refang, url_host
 
 pytestmark = pytest.mark.unit
 

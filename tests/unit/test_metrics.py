@@ -8,11 +8,11 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.contracts.wire import DeadLetter
 from pipeline.events import make_event
 from pipeline.observe.logs import JsonFormatter, handling
 from pipeline.observe.metrics import Metrics, QuotaReading
 from pipeline.observe.probes import Readiness
-from pipeline.records import DeadLetter
 from pipeline.vt.governor import Governor
 
 pytestmark = pytest.mark.unit
@@ -28,7 +28,7 @@ ISSUE_METRICS = {
     "vtstream_dead_letters_total": {"stage"}, "vtstream_consumer_lag": {"topic"},
     "vtstream_enrich_seconds_count": set(),
 }
-#: What intake sends to vt.dead (the record a dead letter is: pipeline.records.DeadLetter).
+#: What intake sends to vt.dead (the record a dead letter is: pipeline.contracts.wire.DeadLetter).
 DEAD_LETTER = DeadLetter({"text": "x"}, "intake", "bad", None, 1, "2026-11-30T20:00:00Z")
 
 

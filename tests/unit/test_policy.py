@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.rules.indicators import Indicator, classify
+from pipeline.contracts.indicator import Indicator
+from pipeline.rules.indicators import classify
 from pipeline.rules.policy import ALLOWED, SPECIAL_USE_DOMAINS, Decision, carries_any_label, check
 from pipeline.settings import Settings
 

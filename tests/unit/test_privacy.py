@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.contracts.indicator import Indicator
 from pipeline.events import dead_letter
-from pipeline.rules.indicators import Indicator
 from pipeline.rules.privacy import DEFAULT_SECRET_PARAMS, UrlPrivacy, at_edge, for_summary, redact, scrub
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, parse

@@ -5,11 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pipeline.contracts.cache_entry import CachedResult, InFlight, cache_entry_from_bytes, is_finished
+from pipeline.contracts.indicator import FileRef, Indicator
+from pipeline.contracts.version import RECORD_VERSION
+from pipeline.contracts.wire import DeadLetter, LookupRequest, ParkedRecord, VtRequest, VtResponse
 from pipeline.errors import InputError, RecordError
-from pipeline.records import (RECORD_VERSION, CachedResult, DeadLetter, InFlight, LookupRequest, ParkedRecord,
-                              VtRequest, VtResponse, cache_entry_from_bytes, is_finished)
-from pipeline.rules.files import FileRef
-from pipeline.rules.indicators import Indicator
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.wire import DeadLetter, ParkedRecord, VtRequest
 from pipeline.kafka.runtime import Context
-from pipeline.records import DeadLetter, ParkedRecord, VtRequest
-from pipeline.rules.indicators import Indicator
 from pipeline.settings import Settings
 from pipeline.stages import retry
 

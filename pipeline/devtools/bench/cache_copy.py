@@ -13,9 +13,9 @@ import time
 
 import click
 
-from pipeline.devtools.bench.harness import Report
+from pipeline.contracts.cache_entry import CachedResult, InFlight
+from pipeline.devtools.bench.harness import BenchReport
 from pipeline.kafka.replica import CacheCopy
-from pipeline.records import CachedResult, InFlight
 
 #: A summary card of the usual size (an IP with a few detections).
 SUMMARY = {"found": True, "positives": 3, "total": 70, "asn": "15169", "as_owner": "GOOGLE", "country": "US",
@@ -44,7 +44,7 @@ def cache_copy(entries: int, repeat: int) -> None:
             for key in keys:
                 copy.fresh(key, 5000.0)
         best_read = min(best_read, time.perf_counter() - started)
-    report = Report(f"cache-copy: {len(changelog):,} changelog records into one worker's cache copy, best of {repeat}")
+    report = BenchReport(f"cache-copy: {len(changelog):,} changelog records into one worker's cache copy, best of {repeat}")
     report.add("apply, ns per changelog record", round(best_apply * 1e9 / len(changelog)))
     report.add("fresh, reads/s (each entry read twice)", round(2 * entries / best_read))
     report.emit("applied_per_s", str(round(len(changelog) / best_apply)))

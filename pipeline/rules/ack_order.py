@@ -6,7 +6,7 @@ counts as done. So a finished record is released for acknowledgement only
 when every older record of its partition has finished too; the commit then
 never passes unfinished work, and a crash replays it instead of losing it.
 
->>> flight = InFlight()
+>>> flight = AckOrder()
 >>> for offset in (5, 6, 7):
 ...     flight.start(("vt.requests", 0), offset, f"record {offset}")
 >>> flight.finish(("vt.requests", 0), 6)
@@ -27,7 +27,7 @@ from typing import Generic, Hashable, TypeVar
 T = TypeVar("T")
 
 
-class InFlight(Generic[T]):
+class AckOrder(Generic[T]):
     """Records in flight per partition, released in offset order once finished."""
 
     def __init__(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Outbox
 from pipeline.observe.metrics import Metrics
-from pipeline.rules.inflight import InFlight
+from pipeline.rules.ack_order import AckOrder
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -24,7 +24,7 @@ TP = ("vt.requests", 0)
 
 
 def test_a_finished_record_waits_for_every_older_one_of_its_partition():
-    flight: InFlight[str] = InFlight()
+    flight: AckOrder[str] = AckOrder()
     for offset in (10, 11, 12):
         flight.start(TP, offset, f"a{offset}")
     flight.start(("vt.polls", 0), 3, "b3")

@@ -13,35 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from pipeline.contracts.indicator import FileRef
 from pipeline.errors import InputError
 
 #: VirusTotal refuses larger files, even through an upload URL.
 MAX_FILE_BYTES = 650 * 1024 * 1024
 _NAME_LIMIT = 255
-
-
-@dataclass(frozen=True, slots=True)
-class FileRef:
-    """A validated file: its sha256, size, name, and where the gateway finds the bytes."""
-
-    sha256: str
-    size: int
-    name: str
-    content_b64: str | None = None
-    path: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        ref: dict[str, Any] = {"name": self.name, "size": self.size, "sha256": self.sha256}
-        if self.content_b64 is not None:
-            ref["content_b64"] = self.content_b64
-        if self.path is not None:
-            ref["path"] = self.path
-        return ref
 
 
 def prepare(spec: Any, file_root: Path | None) -> FileRef:
