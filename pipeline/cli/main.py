@@ -15,9 +15,9 @@ import orjson
 
 from topics import DEAD, ENRICHED, RAW, describe
 
+from pipeline.cli.render import format_event
 from pipeline.contracts.wire import DeadLetter
 from pipeline.errors import ConfigError, RecordError
-from pipeline.events import format_event
 from pipeline.settings import Settings, settings_doc
 
 
@@ -362,6 +362,7 @@ def _bundles(events: Iterable[dict[str, Any]], settings: Settings, labels: tuple
     """One bundle per mapped body: its events up to and including its summary."""
     import time
 
+    from pipeline.contracts.card import SummaryCard
     from pipeline.outputs.publish import stix_options
     from pipeline.outputs.stix import build_bundle
 
@@ -372,7 +373,7 @@ def _bundles(events: Iterable[dict[str, Any]], settings: Settings, labels: tuple
             continue
         mapped, body_events = body_events, []
         try:
-            yield build_bundle(event["indicator"], mapped, event["summary"], labels=labels,
+            yield build_bundle(event["indicator"], mapped, SummaryCard.from_dict(event["summary"]), labels=labels,
                                options=stix_options(settings), now=time.time())
         except ValueError as exc:
             click.echo(f"no bundle: {exc}", err=True)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar, Union
 
 import orjson
 
+from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.reader import FieldReader
 from pipeline.contracts.version import RECORD_VERSION
@@ -21,13 +22,17 @@ from pipeline.errors import RecordError
 class CachedResult:
     """Cache table: VirusTotal's answer for an indicator, as its summary card, until ``expires_at``."""
 
-    summary: dict[str, Any]
+    summary: SummaryCard
     fetched_at: float
     expires_at: float
     v: int = RECORD_VERSION
 
+    def hit_card(self) -> SummaryCard:
+        """The card a cache hit answers with."""
+        return self.summary.from_cache(self.fetched_at)
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"v": self.v, "state": "done", "summary": self.summary, "fetched_at": self.fetched_at,
+        return orjson.dumps({"v": self.v, "state": "done", "summary": self.summary.to_dict(), "fetched_at": self.fetched_at,
                              "expires_at": self.expires_at})
 
     @classmethod
@@ -43,8 +48,8 @@ class CachedResult:
         # is taken in a few type checks; anything else goes through the reader, which names the fault.
         if (type(summary) is dict and type(fetched_at) is float and type(expires_at) is float
                 and type(version) is int):
-            return cls(summary, fetched_at, expires_at, version)
-        return cls(summary=r.mapping("summary"), fetched_at=r.number("fetched_at", 0.0),
+            return cls(SummaryCard.from_dict(summary, "cache entry's summary"), fetched_at, expires_at, version)
+        return cls(summary=SummaryCard.from_dict(r.mapping("summary"), "cache entry's summary"), fetched_at=r.number("fetched_at", 0.0),
                    expires_at=r.number("expires_at", 0.0), v=r.version)
 
 
@@ -65,7 +70,7 @@ class InFlight:
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"v": self.v, "state": "inflight", "since": self.since, "requester": self.requester,
-                             "waiters": list(self.waiters), "overflow": self.overflow, "lane": self.lane})
+                             "waiters": [waiter.to_dict() for waiter in self.waiters], "overflow": self.overflow, "lane": self.lane})
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "InFlight":
@@ -73,8 +78,14 @@ class InFlight:
 
     @classmethod
     def read(cls, r: FieldReader) -> "InFlight":
-        return cls(since=r.number("since", 0.0), requester=r.text("requester", None), waiters=r.mappings("waiters"),
+        return cls(since=r.number("since", 0.0), requester=r.text("requester", None), waiters=_waiters(r),
                    overflow=r.integer("overflow", 0), lane=r.choice("lane", ("live", "replay"), "live"), v=r.version)
+
+
+def _waiters(r: FieldReader) -> tuple[Origin, ...]:
+    r.mappings("waiters")  # a list of objects, or the fault named
+    return tuple(Origin.read(FieldReader(r.record, doc, f"{r.prefix}waiters[{i}]."))
+                 for i, doc in enumerate(r.doc.get("waiters") or ()))
 
 
 CacheEntry = Union[CachedResult, InFlight]

@@ -73,6 +73,12 @@ class FieldReader:
             raise self._fail(name, "an integer", value)
         return value
 
+    def boolean(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._get(name, default)
+        if value is not default and not isinstance(value, bool):
+            raise self._fail(name, "true or false", value)
+        return value
+
     def number(self, name: str, default: Any = _MISSING) -> Any:
         value = self._get(name, default)
         if value is default:

@@ -22,13 +22,13 @@ naming the record and the field at fault.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Union, cast
+from typing import Any, Literal, Protocol, Union
 
 import orjson
 
 from pipeline.contracts.cache_entry import CachedResult, InFlight
 from pipeline.contracts.indicator import FileRef, Indicator
-from pipeline.contracts.origin import Origin
+from pipeline.contracts.origin import Origin, read_origin
 from pipeline.contracts.reader import FieldReader
 from pipeline.contracts.version import RECORD_VERSION
 
@@ -51,7 +51,7 @@ class LookupRequest:
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {"v": self.v, "indicator": self.indicator.as_dict(), "action": self.action,
-                               "origin": self.origin}
+                               "origin": self.origin.to_dict()}
         if self.file is not None:
             doc["file"] = self.file.as_dict()
         if self.max_age_s is not None:
@@ -61,7 +61,7 @@ class LookupRequest:
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "LookupRequest":
         r = FieldReader.of("vt.lookups record", raw)
-        return cls(indicator=r.indicator(), action=r.text("action"), origin=r.mapping("origin"),
+        return cls(indicator=r.indicator(), action=r.text("action"), origin=read_origin(r),
                    file=r.file(), max_age_s=r.number("max_age_s", None), v=r.version)
 
 
@@ -86,7 +86,7 @@ class VtRequest:
     def to_dict(self) -> dict[str, Any]:
         """The wire form as a dict (a dead letter keeps it whole)."""
         doc: dict[str, Any] = {"v": self.v, "indicator": self.indicator.as_dict(), "action": self.action,
-                               "api": self.api, "origin": self.origin, "op": self.op, "attempt": self.attempt}
+                               "api": self.api, "origin": self.origin.to_dict(), "op": self.op, "attempt": self.attempt}
         if self.analysis_id is not None:
             doc["analysis_id"] = self.analysis_id
         if self.file is not None:
@@ -111,7 +111,7 @@ class VtRequest:
         analysis_id = r.text("analysis_id", None)
         if op == "poll" and analysis_id is None:
             raise r.fault("analysis_id", "is missing (a poll needs the scan's analysis id)")
-        return cls(indicator=r.indicator(), action=r.text("action"), api=r.text("api"), origin=r.mapping("origin"),
+        return cls(indicator=r.indicator(), action=r.text("action"), api=r.text("api"), origin=read_origin(r),
                    op=op, attempt=r.integer("attempt", 0), analysis_id=analysis_id, file=r.file(), v=r.version)
 
     def retried(self) -> "VtRequest":
@@ -147,7 +147,7 @@ class VtResponse:
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"v": self.v, "indicator": self.indicator.as_dict(), "action": self.action,
-                             "api": self.api, "origin": self.origin, "status": self.status, "step": self.step,
+                             "api": self.api, "origin": self.origin.to_dict(), "status": self.status, "step": self.step,
                              "body": self.body, "reason": self.reason, "notes": list(self.notes),
                              "requests": self.requests})
 
@@ -155,7 +155,7 @@ class VtResponse:
     def from_bytes(cls, raw: bytes | None) -> "VtResponse":
         r = FieldReader.of("vt.responses record", raw)
         return cls(indicator=r.indicator(), action=r.text("action"), api=r.text("api"),
-                   origin=r.mapping("origin", {}), status=r.choice("status", _STATUSES),
+                   origin=read_origin(r, required=False), status=r.choice("status", _STATUSES),
                    step=r.text("step", "report"), body=r.anything("body"), reason=r.text("reason", None),
                    notes=r.texts("notes"), requests=r.integer("requests", 0), v=r.version)
 
@@ -224,13 +224,20 @@ class DeadLetter:
                    v=r.version)
 
 
-WireRecord = Union[LookupRequest, VtRequest, VtResponse, ParkedRecord, CachedResult, InFlight, DeadLetter]
+class Encoded(Protocol):
+    """Anything vtstream produces as a record: it encodes itself."""
+
+    def to_bytes(self) -> bytes: ...
 
 
-def wire_value(value: "bytes | WireRecord | dict[str, Any]") -> bytes:
+#: What a stage hands its outbox: bytes, a record that encodes itself, or an event dict (orjson).
+Outgoing = Union[bytes, Encoded, dict[str, Any]]
+
+
+def wire_value(value: Outgoing) -> bytes:
     """The bytes to produce for ``value``: a record's own encoding; a dict (an output event) as orjson."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, dict):
         return orjson.dumps(value)
-    return cast(bytes, value.to_bytes())
+    return value.to_bytes()

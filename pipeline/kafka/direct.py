@@ -30,7 +30,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import murmur2
 from mode import Service
 
-from pipeline.contracts.wire import WireRecord, wire_value
+from pipeline.contracts.wire import Outgoing, wire_value
 from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
 from pipeline.kafka.runtime import Outbox, Watch, route_failure
 from pipeline.observe.logs import handling
@@ -200,7 +200,7 @@ class BatchOutbox(Outbox):
         self._open: dict[tuple[str, int], Any] = {}
         self._held = 0
 
-    async def send(self, topic: str, key: bytes | str | None, value: bytes | WireRecord | dict[str, Any]) -> None:
+    async def send(self, topic: str, key: bytes | str | None, value: Outgoing) -> None:
         self._watch(topic, value)
         if isinstance(key, str):
             key = key.encode()

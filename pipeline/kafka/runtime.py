@@ -28,12 +28,12 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 
 from topics import DEAD
 
-from pipeline.contracts.wire import WireRecord, wire_value
+from pipeline.contracts.wire import Outgoing, wire_value
 from pipeline.errors import RecordError
-from pipeline.events import dead_letter
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
+from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.privacy import UrlPrivacy, scrub
 from pipeline.settings import Settings
 
@@ -109,7 +109,7 @@ class Outbox:
         return cls(lambda topic, key, value: app.producer.send(topic, key, value, None, None, None),
                    ctx.metrics.watcher(stage, ctx.clock))
 
-    async def send(self, topic: str, key: bytes | str | None, value: bytes | WireRecord | dict[str, Any]) -> None:
+    async def send(self, topic: str, key: bytes | str | None, value: Outgoing) -> None:
         """Start sending ``value``: a wire record, an output event (a dict) or bytes."""
         self._watch(topic, value)
         if isinstance(key, str):

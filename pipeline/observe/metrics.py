@@ -24,8 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from topics import ENRICHED, RETRY_PREFIX
+from topics import RETRY_PREFIX
 
+from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.wire import DeadLetter
 from pipeline.vt.governor import Governor
 
@@ -85,19 +86,18 @@ class Metrics:
         if isinstance(value, DeadLetter):
             self.dead_letters.labels(value.stage or stage).inc()
             return
-        if not isinstance(value, dict):
+        if not isinstance(value, SummaryEvent):
             return
-        if topic == ENRICHED and value.get("kind") == "summary":
-            summary = value.get("summary") or {}
-            if summary.get("skipped"):
-                self.policy_skips.labels(str(summary.get("rule") or "policy")).inc()
-            elif summary.get("cached"):
-                self._hit_paths["one-hop" if stage == "intake" else "lookup"].inc()
-            elif summary.get("coalesced"):
-                self.coalesced.inc()
-            received = (value.get("origin") or {}).get("received_at")
-            if isinstance(received, (int, float)) and not summary.get("pending"):
-                self.enrich_seconds.observe(max(0.0, clock() - received))
+        card = value.card
+        if card.skipped:
+            self.policy_skips.labels(card.rule or "policy").inc()
+        elif card.cached:
+            self._hit_paths["one-hop" if stage == "intake" else "lookup"].inc()
+        elif card.coalesced:
+            self.coalesced.inc()
+        received = value.origin.received_at if value.origin is not None else None
+        if received is not None and not card.pending:
+            self.enrich_seconds.observe(max(0.0, clock() - received))
 
     def vt_request(self, method: str, path: str, status: int | None, seconds: float) -> None:
         """One VirusTotal HTTP request; ``status`` None when it got no answer."""

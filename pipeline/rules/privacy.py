@@ -27,10 +27,14 @@ secret with ``REDACTED``, so a record that is not even a valid URL cannot print 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import quote, unquote
+
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import SeenAs
+from pipeline.contracts.wire import VtRequest
 
 UserinfoMode = Literal["strip", "skip", "send"]
 RedactMode = Literal["drop", "skip"]
@@ -236,60 +240,25 @@ def scrub_all(value: Any, rules: UrlPrivacy) -> Any:
     return value
 
 
-#: The origin field in which intake keeps, for its own sighting, the URL as the SIEM
-#: sent it and what was redacted (only when something was). Never published.
-AS_SEEN = "as_seen"
-
-
-def note(url: str, redaction: Redaction) -> dict[str, Any]:
-    """The origin's :data:`AS_SEEN` note for a redacted sighting."""
-    return {"value": url, "redacted": list(redaction.redacted)}
-
-
-def at_edge(request: dict[str, Any], rules: UrlPrivacy) -> tuple[dict[str, Any], str | None]:
+def at_edge(request: VtRequest, rules: UrlPrivacy) -> tuple[VtRequest, str | None]:
     """The last check before VirusTotal, for a request that did not come through intake's
     (a replayed record, one parked before the rules changed): its URL is redacted here
     (the origin gets the note), or the request is refused with the reason (second item).
 
-    >>> at_edge({"indicator": {"type": "url", "value": "http://h/?sid=1"}}, UrlPrivacy())[0]["indicator"]
-    {'type': 'url', 'value': 'http://h/'}
+    >>> from pipeline.contracts.indicator import Indicator
+    >>> from pipeline.contracts.origin import Origin
+    >>> request = VtRequest(Indicator("url", "http://h/?sid=1"), "submit_url", "v3", Origin())
+    >>> at_edge(request, UrlPrivacy())[0].indicator
+    Indicator(type='url', value='http://h/')
     """
-    indicator = request.get("indicator") or {}
-    if indicator.get("type") != "url" or not isinstance(indicator.get("value"), str):
+    indicator = request.indicator
+    if indicator.type != "url":
         return request, None
-    redaction = redact(indicator["value"], rules)
-    if redaction.url == indicator["value"]:
+    redaction = redact(indicator.value, rules)
+    if redaction.url == indicator.value:
         return request, None
-    origin = dict(request.get("origin") or {})
     if redaction.url is None:
-        origin[AS_SEEN] = {"value": indicator["value"], "redacted": [], "sent": False}
-        return {**request, "origin": origin}, redaction.reason
-    origin.setdefault(AS_SEEN, note(indicator["value"], redaction))
-    return {**request, "indicator": {"type": "url", "value": redaction.url}, "origin": origin}, None
-
-
-def seen_indicator(indicator: Mapping[str, str], origin: Mapping[str, Any] | None) -> dict[str, str]:
-    """The indicator as the sighting's SIEM sent it (``indicator`` is what was sent)."""
-    seen = (origin or {}).get(AS_SEEN)
-    value = seen.get("value") if isinstance(seen, dict) else None
-    return {"type": indicator["type"], "value": value if isinstance(value, str) else indicator["value"]}
-
-
-def for_summary(indicator: Mapping[str, str], origin: Mapping[str, Any] | None
-                ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any]]:
-    """For one sighting's summary: its indicator as seen, the origin to publish (without
-    the note) and, for a URL that was sent, ``sent_as`` and ``redacted``.
-
-    >>> for_summary({"type": "url", "value": "https://h/"},
-    ...             {"ref": "r/0/1", "as_seen": {"value": "https://u@h/", "redacted": ["userinfo"]}})
-    ({'type': 'url', 'value': 'https://u@h/'}, {'ref': 'r/0/1'}, {'sent_as': 'https://h/', 'redacted': ['userinfo']})
-    """
-    shown = None if origin is None else {k: v for k, v in origin.items() if k != AS_SEEN}
-    if indicator["type"] != "url":
-        return dict(indicator), shown, {}
-    seen = (origin or {}).get(AS_SEEN)
-    if isinstance(seen, dict) and seen.get("sent") is False:
-        return seen_indicator(indicator, origin), shown, {}
-    redacted = seen.get("redacted") if isinstance(seen, dict) else None
-    return (seen_indicator(indicator, origin), shown,
-            {"sent_as": indicator["value"], "redacted": list(redacted) if isinstance(redacted, list) else []})
+        refused = replace(request.origin, as_seen=SeenAs(indicator.value, sent=False))
+        return replace(request, origin=refused), redaction.reason
+    noted = request.origin.noting(SeenAs(indicator.value, redaction.redacted))
+    return replace(request, indicator=Indicator("url", redaction.url), origin=noted), None

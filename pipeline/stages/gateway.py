@@ -38,20 +38,18 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from topics import DEAD, RESPONSES
 
 from pipeline.contracts.indicator import FileRef
-from pipeline.contracts.origin import origin_labels, origin_source
+from pipeline.contracts.quota import GOVERNOR_KEY, QuotaState
 from pipeline.contracts.wire import Status, VtRequest
 from pipeline.errors import DailyQuotaExhausted, RecordError
-from pipeline.events import dead_letter
 from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Context, Outbox
 from pipeline.observe.metrics import quota_readings
 from pipeline.rules import privacy
+from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.policy import carries_any_label
 from pipeline.stages import retry
 from pipeline.vt.client import LookupResult, WaitTurn, Submission, Upload, VirusTotalClient, report_age
@@ -94,9 +92,7 @@ class Gateway:
 
     async def _handle(self, out: Outbox, key: bytes, value: bytes | None) -> None:
         try:
-            request = VtRequest.from_bytes(value)
-            at_edge, refused = privacy.at_edge(request.to_dict(), self.settings.url_privacy)
-            request = VtRequest.from_dict(at_edge)
+            request, refused = privacy.at_edge(VtRequest.from_bytes(value), self.settings.url_privacy)
         except RecordError as exc:
             await out.send(DEAD, key, dead_letter(value, stage="gateway", reason="malformed request record",
                                                   error=str(exc), privacy=self.settings.url_privacy))
@@ -179,17 +175,20 @@ class Gateway:
         return None
 
     def _may_upload(self, request: VtRequest) -> bool:
-        return carries_any_label(origin_labels(request.origin), self.settings.upload_labels)
+        return carries_any_label(list(request.origin.labels), self.settings.upload_labels)
 
     def _pace(self, request: VtRequest) -> WaitTurn:
-        source = origin_source(request.origin)
+        source = request.origin.source
 
         async def pace() -> None:
             shared = self.shared
             if not shared.loaded:
-                stored = self.ctx.quota.get(b"governor")
+                stored = self.ctx.quota.get(GOVERNOR_KEY)
                 if stored:
-                    shared.governor.load(orjson.loads(stored))
+                    try:
+                        shared.governor.load(QuotaState.from_bytes(stored))
+                    except RecordError as exc:
+                        log.warning("the governor's stored state is unreadable, starting afresh: %s", exc)
                 shared.loaded = True
             await shared.governor.acquire(source, self.priority, should_yield=self.ctx.must_yield)
             self._store_governor()
@@ -199,7 +198,7 @@ class Gateway:
     def _store_governor(self) -> None:
         """Write the governor's state to vt.quota: after each call, and when a pause starts,
         so `vtstream status` shows the pause."""
-        self.ctx.quota[b"governor"] = orjson.dumps(self.shared.governor.state())
+        self.ctx.quota[GOVERNOR_KEY] = self.shared.governor.state().to_bytes()
 
     async def _answer(self, out: Outbox, key: bytes, request: VtRequest, result: LookupResult) -> None:
         if self.shared.key_rejected:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pipeline.contracts.wire import WireRecord
+from pipeline.contracts.wire import Outgoing
 from pipeline.kafka.runtime import Outbox
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC: far from midnight, so no quota rolls over
@@ -32,7 +32,7 @@ class RecordingOutbox(Outbox):
             return done
 
         super().__init__(send)
-        self.sent: list[tuple[str, WireRecord | dict[str, Any] | bytes]] = []
+        self.sent: list[tuple[str, Outgoing]] = []
 
     async def send(self, topic: str, key: bytes | str | None, value: Any) -> None:
         self.sent.append((topic, value))

@@ -2,7 +2,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.events import dead_letter, event_id, iso_utc, make_event
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.events import event_id, iso_utc, make_event
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import Origin
+from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.privacy import UrlPrivacy
 
 pytestmark = pytest.mark.unit
@@ -24,8 +29,8 @@ def test_event_shape_and_deterministic_id():
 
 def test_summary_ids_differ_per_sighting_and_repeat_per_replay():
     def summary(ref):
-        return make_event("summary", {"found": True}, indicator=IND, action="submit_ip", api="v3",
-                          origin={"ref": ref, "source": "fw"})
+        return SummaryEvent.of(SummaryCard(found=True), indicator=Indicator("ip", "8.8.8.8"), action="submit_ip",
+                               api="v3", origin=Origin(ref=ref, source="fw")).to_dict()
     assert summary("raw/0/1")["event_id"] == summary("raw/0/1")["event_id"]
     assert summary("raw/0/1")["event_id"] != summary("raw/0/2")["event_id"]
 

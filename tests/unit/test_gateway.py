@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.contracts.indicator import FileRef
 from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import DeadLetter, ParkedRecord, VtRequest, VtResponse
 from pipeline.kafka.runtime import Context
 from pipeline.mapping import load_mappings
@@ -67,9 +68,7 @@ class FakeClient:
 def request(op: str = "lookup", *, action: str = "submit_ip", value: str = "8.8.8.8", attempt: int = 0,
             labels: list[str] | None = None, file: FileRef | None = None) -> VtRequest:
     kind = {"submit_ip": "ip", "submit_url": "url", "submit_file": "sha256"}[action]
-    origin: dict[str, Any] = {"ref": "indicators.raw/0/1", "id": "e1"}
-    if labels is not None:
-        origin["labels"] = labels
+    origin = Origin(ref="indicators.raw/0/1", id="e1", labels=tuple(labels or ()))
     return VtRequest(indicator=Indicator(kind, value), action=action, api="v3", origin=origin, op=op,  # type: ignore[arg-type]
                      attempt=attempt, analysis_id="an-1" if op == "poll" else None, file=file)
 
@@ -113,7 +112,7 @@ def test_a_found_report_is_answered_and_nothing_else():
     answer = out.one(RESPONSES)
     assert isinstance(answer, VtResponse)
     assert (answer.status, answer.step, answer.body) == ("found", "report", FOUND.body)
-    assert answer.origin == {"ref": "indicators.raw/0/1", "id": "e1"}
+    assert answer.origin == Origin(ref="indicators.raw/0/1", id="e1")
 
 
 def test_an_unknown_url_is_submitted_answered_with_the_scan_and_parked_as_a_poll():
@@ -250,7 +249,7 @@ def test_a_url_secret_that_reaches_the_gateway_is_redacted_before_virustotal_see
     assert client.calls == [("lookup", "https://evil.com/a")]
     answer = out.one(RESPONSES)
     assert answer.indicator == Indicator("url", "https://evil.com/a")
-    assert answer.origin["as_seen"]["value"] == "https://bob:pw@evil.com/a?token=t1"
+    assert answer.origin.as_seen is not None and answer.origin.as_seen.value == "https://bob:pw@evil.com/a?token=t1"
 
 
 def test_a_url_the_privacy_rules_refuse_is_answered_not_checked_without_a_call():

@@ -4,9 +4,10 @@ from typing import Any, Coroutine
 
 import pytest
 
+from pipeline.contracts.quota import QuotaState
 from pipeline.errors import DailyQuotaExhausted
-from pipeline.vt import governor as governor_module
 from pipeline.rules.allowances import ReportedAllowances
+from pipeline.vt import governor as governor_module
 from pipeline.vt.governor import LIVE_GRACE, PACE_HEADROOM, Governor, Pace, seconds_to_midnight_utc
 
 pytestmark = pytest.mark.unit
@@ -155,8 +156,8 @@ def test_adopting_a_smaller_allowance_slows_the_pace_and_the_settings_stay_the_c
     assert (gov.rate_per_minute, gov.daily_quota, gov.monthly_quota) == (1200, 5000, 0)
     gov.adopt(None, note="404")
     state = gov.state()
-    assert state["configured"] == {"per_minute": 1200, "daily": 5000, "monthly": 0}
-    assert state["virustotal"] is None and state["virustotal_note"] == "404"
+    assert state.configured == {"per_minute": 1200, "daily": 5000, "monthly": 0}
+    assert state.virustotal is None and state.virustotal_note == "404"
 
 
 def test_seconds_to_midnight():
@@ -187,7 +188,7 @@ def test_restart_waits_out_the_interval_from_the_recorded_last_call():
 def test_counts_of_a_past_day_are_dropped_on_load():
     clock = Clock(datetime(2026, 5, 2, 1, 0, tzinfo=timezone.utc).timestamp())
     gov = Governor(rate_per_minute=60, daily_quota=10, clock=clock)
-    gov.load({"day": "2026-05-01", "used_today": 9, "month": "2026-05", "used_month": 40})
+    gov.load(QuotaState(day="2026-05-01", used_today=9, month="2026-05", used_month=40))
     assert gov.used_today == 0 and gov.used_month == 40
 
 
@@ -215,7 +216,7 @@ def test_pause_holds_every_caller(no_time_module):
     gov.pause(12.0, "429")
     run_without_loop(gov.acquire())
     assert t.slept == [5.0, 5.0, 2.0]
-    assert gov.state()["blocked_until"] is None
+    assert gov.state().blocked_until is None
 
 
 def test_deferred_caller_waits_for_live_grace_on_the_injected_monotonic_clock(no_time_module):

@@ -1,8 +1,9 @@
 import orjson
 import pytest
 
-from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
+from pipeline.contracts.origin import Origin
 from pipeline.settings import Settings
+from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
 
 pytestmark = pytest.mark.unit
 
@@ -25,9 +26,8 @@ def test_bare_line_and_json_object_give_the_same_indicator():
     a = accepted(b"  8.8.8.8\n")
     b = accepted(b'{"value": "8.8.8.8", "source": "fw", "id": 17, "labels": ["TLP:GREEN"], "tags": "a, b"}')
     assert a.indicator == b.indicator
-    assert a.origin == {"ref": "indicators.raw/0/1"}
-    assert b.origin == {"id": "17", "source": "fw", "labels": ["TLP:GREEN"], "tags": ["a", "b"],
-                        "ref": "indicators.raw/0/1"}
+    assert a.origin == Origin(ref="indicators.raw/0/1")
+    assert b.origin == Origin(id="17", source="fw", labels=("TLP:GREEN",), tags=("a", "b"), ref="indicators.raw/0/1")
 
 
 def test_declared_type_is_honoured():

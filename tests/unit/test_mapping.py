@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from _mapping_cases import MAPPINGS, REPO, SAMPLES, action_for
+from pipeline.contracts.events import KINDS
 from pipeline.errors import ConfigError
-from pipeline.events import KINDS
 from pipeline.mapping import (
     OMITTED_ATTRIBUTES, OMITTED_RELATIONS, STEPS, AddOptions, MappingSet, detect_step, load_mappings,
     map_files, map_saved_response,
@@ -161,15 +161,15 @@ def test_not_found(mappings: MappingSet) -> None:
     out = mappings.apply("v2", "submit_ip", "report", {"response_code": 0}, indicator=IP, options=OPTS)
     assert out.events == []
     assert out.summary == mappings.not_found_summary("v2", "submit_ip")
-    assert out.summary == {"found": False, "positives": None, "total": None, "scan_date": None, "asn": None,
+    assert out.summary.to_dict() == {"found": False, "positives": None, "total": None, "scan_date": None, "asn": None,
                            "as_owner": None, "country": None, "resolutions": [], "resolutions_omitted": 0,
                            "detections": [], "detections_omitted": 0}
     caller_says = mappings.apply("v3", "submit_ip", "report", {"data": {"type": "ip_address", "id": "192.0.2.1"}},
                                  indicator=IP, options=OPTS, found=False)
-    assert caller_says.events == [] and caller_says.summary["found"] is False
+    assert caller_says.events == [] and caller_says.summary.found is False
     err = mappings.apply("v3", "submit_file", "report", {"error": {"code": "NotFoundError"}},
                          indicator={"type": "md5", "value": "0" * 32}, options=OPTS)
-    assert err.summary["error"] == "NotFoundError" and err.summary["scan_finished"] is False
+    assert err.summary.field("error") == "NotFoundError" and err.summary.field("scan_finished") is False
 
 
 def test_unknown_action_or_step_is_a_config_error(mappings: MappingSet) -> None:
@@ -334,7 +334,7 @@ def test_hundred_thousand_items_are_capped(mappings: MappingSet) -> None:
     assert len(relations(ip.events)) == 3000
     assert (OMITTED_RELATIONS, "resolutions: 99000 more") in attr_pairs(ip.events)
     assert (OMITTED_RELATIONS, "samples: 99000 more") in attr_pairs(ip.events)
-    assert len(ip.summary["resolutions"]) == 1000 and ip.summary["resolutions_omitted"] == 99000
+    assert len(ip.summary.field("resolutions")) == 1000 and ip.summary.field("resolutions_omitted") == 99000
     (rep,) = [e["report"] for e in fil.events if e["kind"] == "report"]
     assert {"name": OMITTED_ATTRIBUTES, "value": "scans: 99000 more"} in rep["attributes"]
     assert (OMITTED_RELATIONS, "submission_names: 99000 more") in attr_pairs(fil.events)

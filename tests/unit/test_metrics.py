@@ -8,8 +8,13 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.events import make_event
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import Origin
+from pipeline.contracts.quota import QuotaState
 from pipeline.contracts.wire import DeadLetter
-from pipeline.events import make_event
 from pipeline.observe.logs import JsonFormatter, handling
 from pipeline.observe.metrics import Metrics, QuotaReading
 from pipeline.observe.probes import Readiness
@@ -32,11 +37,10 @@ ISSUE_METRICS = {
 DEAD_LETTER = DeadLetter({"text": "x"}, "intake", "bad", None, 1, "2026-11-30T20:00:00Z")
 
 
-def summary(received_at: float | None = 100.0, **payload: object) -> dict[str, object]:
-    origin = {"ref": "indicators.raw/0/1"} if received_at is None else {"ref": "indicators.raw/0/1",
-                                                                          "received_at": received_at}
-    return make_event("summary", {"checked": True, **payload}, indicator=IND, action="submit_ip", api="v3",
-                      origin=origin)
+def summary(received_at: float | None = 100.0, **card: Any) -> SummaryEvent:
+    return SummaryEvent.of(SummaryCard(**{"checked": True, **card}), indicator=Indicator("ip", "8.8.8.8"),
+                           action="submit_ip", api="v3",
+                           origin=Origin(ref="indicators.raw/0/1", received_at=received_at))
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -102,7 +106,7 @@ def test_quota_readings_follow_the_governor() -> None:
     from pipeline.observe.metrics import quota_readings
 
     governor = Governor(60, 500, monthly_quota=1000, clock=lambda: 1_790_000_000.0)
-    governor.load({"day": governor.day, "used_today": 20, "month": governor.month, "used_month": 300})
+    governor.load(QuotaState(day=governor.day, used_today=20, month=governor.month, used_month=300))
     assert quota_readings(governor) == [QuotaReading("day", 20, 480), QuotaReading("month", 300, 700)]
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from dataclasses import replace
 
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.indicator import Indicator
-from pipeline.events import dead_letter
-from pipeline.rules.privacy import DEFAULT_SECRET_PARAMS, UrlPrivacy, at_edge, for_summary, redact, scrub
+from pipeline.contracts.origin import Origin, SeenAs
+from pipeline.contracts.wire import VtRequest
+from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.privacy import DEFAULT_SECRET_PARAMS, UrlPrivacy, at_edge, redact, scrub
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
 
@@ -165,8 +170,7 @@ def test_defanged_input_is_refanged_then_redacted():
     outcome = _parse("hxxps://user:pw@host[.]com/?token=abc123&page=2")
     assert isinstance(outcome, Accepted)
     assert outcome.indicator == Indicator("url", "https://host.com/?page=2")
-    assert outcome.origin["as_seen"] == {"value": "https://user:pw@host.com/?token=abc123&page=2",
-                                         "redacted": ["userinfo", "token"]}
+    assert outcome.origin.as_seen == SeenAs("https://user:pw@host.com/?token=abc123&page=2", ("userinfo", "token"))
 
 
 def test_sightings_differing_only_in_a_redacted_part_share_one_key():
@@ -184,26 +188,32 @@ def test_skip_modes_skip_with_the_rule_and_keep_the_indicator_as_sent():
     assert isinstance(outcome, Skipped) and outcome.rule == "url_secret_param"
 
 
+def _summary(indicator: Indicator, origin: Origin) -> dict:
+    return SummaryEvent.of(SummaryCard(found=True), indicator=indicator, action="submit_url", api="v3",
+                           origin=origin).to_dict()
+
+
 def test_a_summary_shows_the_sighting_and_what_was_sent():
     origin = _parse("https://user:pw@host.com/?code=1").origin  # type: ignore[union-attr]
-    seen, shown, extra = for_summary({"type": "url", "value": "https://host.com/"}, origin)
-    assert seen["value"] == "https://user:pw@host.com/?code=1"
-    assert shown == {"ref": "indicators.raw/0/1"}
-    assert extra == {"sent_as": "https://host.com/", "redacted": ["userinfo", "code"]}
-    assert for_summary({"type": "url", "value": "https://host.com/"}, {"ref": "r"})[2] == \
-        {"sent_as": "https://host.com/", "redacted": []}
-    assert for_summary({"type": "ip", "value": "8.8.8.8"}, {"ref": "r"})[2] == {}
+    event = _summary(Indicator("url", "https://host.com/"), origin)
+    assert event["indicator"]["value"] == "https://user:pw@host.com/?code=1"
+    assert event["origin"] == {"ref": "indicators.raw/0/1"}
+    assert (event["summary"]["sent_as"], event["summary"]["redacted"]) == ("https://host.com/", ["userinfo", "code"])
+    plain = _summary(Indicator("url", "https://host.com/"), Origin(ref="r"))["summary"]
+    assert (plain["sent_as"], plain["redacted"]) == ("https://host.com/", [])
+    assert "sent_as" not in SummaryEvent.of(SummaryCard(found=True), indicator=Indicator("ip", "8.8.8.8"),
+                                            action="submit_ip", api="v3", origin=Origin(ref="r")).to_dict()["summary"]
 
 
 def test_the_gateway_redacts_or_refuses_a_request_that_came_round_intake():
-    request = {"indicator": {"type": "url", "value": "https://u:p@host.com/?token=a"}, "origin": {"ref": "r"}}
+    request = VtRequest(Indicator("url", "https://u:p@host.com/?token=a"), "submit_url", "v3", Origin(ref="r"))
     sent, refused = at_edge(request, DEFAULTS)
-    assert refused is None and sent["indicator"]["value"] == "https://host.com/"
-    assert sent["origin"]["as_seen"]["redacted"] == ["userinfo", "token"]
+    assert refused is None and sent.indicator.value == "https://host.com/"
+    assert sent.origin.as_seen is not None and sent.origin.as_seen.redacted == ("userinfo", "token")
     held, refused = at_edge(request, UrlPrivacy(mode="skip"))
-    assert refused and held["indicator"] == request["indicator"]
-    assert for_summary(held["indicator"], held["origin"])[2] == {}  # not sent: no sent_as
-    clean = {"indicator": {"type": "url", "value": "https://host.com/"}}
+    assert refused and held.indicator == request.indicator
+    assert "sent_as" not in _summary(held.indicator, held.origin)["summary"]  # not sent: no sent_as
+    clean = replace(request, indicator=Indicator("url", "https://host.com/"))
     assert at_edge(clean, DEFAULTS) == (clean, None)
 
 

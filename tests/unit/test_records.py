@@ -6,7 +6,9 @@ import orjson
 import pytest
 
 from pipeline.contracts.cache_entry import CachedResult, InFlight, cache_entry_from_bytes, is_finished
+from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.indicator import FileRef, Indicator
+from pipeline.contracts.origin import Origin
 from pipeline.contracts.version import RECORD_VERSION
 from pipeline.contracts.wire import DeadLetter, LookupRequest, ParkedRecord, VtRequest, VtResponse
 from pipeline.errors import InputError, RecordError
@@ -14,17 +16,18 @@ from pipeline.errors import InputError, RecordError
 pytestmark = pytest.mark.unit
 
 IND = {"type": "ip", "value": "8.8.8.8"}
-ORIGIN = {"id": "e1", "source": "siem", "labels": ["TLP:CLEAR"], "ref": "indicators.raw/0/5"}
+ORIGIN_DOC = {"id": "e1", "source": "siem", "labels": ["TLP:CLEAR"], "ref": "indicators.raw/0/5"}
+ORIGIN = Origin(id="e1", source="siem", labels=("TLP:CLEAR",), ref="indicators.raw/0/5")
 FILE = {"name": "x.bin", "size": 3, "sha256": "a" * 64, "content_b64": "YWJj"}
 
 # Records exactly as the code at 1822a84 wrote them (version 0: no "v").
-V0_LOOKUP = {"indicator": IND, "action": "submit_ip", "origin": ORIGIN}
-V0_FILE_LOOKUP = {"indicator": {"type": "sha256", "value": "a" * 64}, "action": "submit_file", "origin": ORIGIN,
+V0_LOOKUP = {"indicator": IND, "action": "submit_ip", "origin": ORIGIN_DOC}
+V0_FILE_LOOKUP = {"indicator": {"type": "sha256", "value": "a" * 64}, "action": "submit_file", "origin": ORIGIN_DOC,
                   "file": FILE}
-V0_REQUEST = {"key": "ip:8.8.8.8", "indicator": IND, "action": "submit_ip", "api": "v3", "origin": ORIGIN,
+V0_REQUEST = {"key": "ip:8.8.8.8", "indicator": IND, "action": "submit_ip", "api": "v3", "origin": ORIGIN_DOC,
               "requested_at": 1700000000.0, "op": "lookup", "attempt": 0}
 V0_POLL = {**V0_REQUEST, "op": "poll", "analysis_id": "u-1", "attempt": 3}  # retry.hold's due_request
-V0_RESPONSE = {"key": "ip:8.8.8.8", "indicator": IND, "action": "submit_ip", "api": "v3", "origin": ORIGIN,
+V0_RESPONSE = {"key": "ip:8.8.8.8", "indicator": IND, "action": "submit_ip", "api": "v3", "origin": ORIGIN_DOC,
                "status": "found", "step": "report", "body": {"data": {"id": "8.8.8.8"}}, "reason": None,
                "error": None, "notes": ["n"], "requests": 2, "fetched_at": "2026-11-30T19:00:00Z"}
 V0_PARKED = {"not_before": 1700000060000, "parked_at": 1700000030000, "attempt": 0, "reason": "scan queued",
@@ -32,7 +35,7 @@ V0_PARKED = {"not_before": 1700000060000, "parked_at": 1700000030000, "attempt":
 V0_DONE = {"state": "done", "found": True, "summary": {"found": True, "positives": 1}, "fetched_at": 1700000000.0,
            "expires_at": 1700086400.0}
 V0_INFLIGHT = {"state": "inflight", "since": 1700000000.0, "requester": "indicators.raw/0/5",
-               "waiters": [ORIGIN], "overflow": 2}
+               "waiters": [ORIGIN_DOC], "overflow": 2}
 V0_DEAD = {"original": {"record": V0_POLL}, "stage": "gateway", "reason": "not checked: x", "error": "boom",
            "attempts": 8, "failed_at": "2026-11-30T19:00:00Z"}
 
@@ -67,7 +70,7 @@ def test_version_0_parked_records_move_attempt_and_analysis_id_into_the_request(
 
 def test_version_0_cache_entries_are_read():
     done = cache_entry_from_bytes(orjson.dumps(V0_DONE))
-    assert done == CachedResult({"found": True, "positives": 1}, 1700000000.0, 1700086400.0, v=0)
+    assert done == CachedResult(SummaryCard.mapped_from(True, {"positives": 1}), 1700000000.0, 1700086400.0, v=0)
     inflight = cache_entry_from_bytes(orjson.dumps(V0_INFLIGHT))
     assert inflight == InFlight(1700000000.0, "indicators.raw/0/5", (ORIGIN,), 2, v=0)
     assert is_finished(orjson.dumps(V0_DONE)) and not is_finished(orjson.dumps(V0_INFLIGHT))
@@ -85,8 +88,8 @@ RECORDS = [
     REQUEST,
     REQUEST.respond("pending", body={"data": {}}, step="scan", reason="scan submitted", notes=("a",)),
     ParkedRecord(REQUEST, not_before_ms=2000, parked_at_ms=1000, reason="scan queued"),
-    CachedResult({"found": False}, 1.0, 2.0),
-    InFlight(1.0, "r/0/1", ({"ref": "r/0/2"},), 0),
+    CachedResult(SummaryCard(found=False), 1.0, 2.0),
+    InFlight(1.0, "r/0/1", (Origin(ref="r/0/2"),), 0),
     DeadLetter({"text": "x"}, "intake", "bad", None, 1, "2026-11-30T19:00:00Z"),
 ]
 

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import DeadLetter, ParkedRecord, VtRequest
 from pipeline.kafka.runtime import Context
 from pipeline.settings import Settings
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.unit
 
 SETTINGS = Settings(retry_tiers=("30s", "2m"), retry_slice_s=0.001)
 POLL = VtRequest(indicator=Indicator("url", "http://evil.example.com/"), action="submit_url", api="v3",
-                 origin={"ref": "indicators.raw/0/3"}, op="poll", attempt=2, analysis_id="u-1")
+                 origin=Origin(ref="indicators.raw/0/3"), op="poll", attempt=2, analysis_id="u-1")
 
 
 class SendTimes(RecordingOutbox):

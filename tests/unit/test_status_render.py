@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
 from pipeline.cli.status import StatusSnapshot, render, summarize
+from pipeline.contracts.quota import QuotaState
+from pipeline.contracts.run_state import RunState
 
 pytestmark = pytest.mark.unit
 
@@ -22,13 +25,13 @@ def _snap(**fields: object) -> StatusSnapshot:
     return StatusSnapshot(**base)  # type: ignore[arg-type]
 
 
-def _governor(**fields: object) -> dict[str, object]:
-    rec: dict[str, object] = {
+def _governor(**fields: Any) -> QuotaState:
+    rec: dict[str, Any] = {
         "day": "2026-11-22", "used_today": 123, "daily_quota": 500, "month": "2026-11", "used_month": 4021,
         "monthly_quota": 0, "rate_per_minute": 4, "last_call_at": NOW - 12, "blocked_until": None,
         "blocked_reason": None, "updated_at": NOW - 12}
     rec.update(fields)
-    return rec
+    return QuotaState(**rec)
 
 
 def test_render_a_busy_day() -> None:
@@ -94,8 +97,8 @@ def test_a_spent_daily_quota_shows_as_blocked_until_midnight() -> None:
 
 
 def test_replay_runs_show_range_position_records_requests_and_state() -> None:
-    run = {"run": "nov", "topic": "siem.archive", "since": NOW - 86400, "until": NOW, "state": "budget spent",
-           "position": {"1": 40, "0": 37}, "records": 77, "vt_requests": 50, "updated_at": NOW}
+    run = RunState(run="nov", topic="siem.archive", since=NOW - 86400, until=NOW, state="budget spent",
+                   position={"1": 40, "0": 37}, records=77, vt_requests=50, updated_at=NOW)
     snap = _snap(governor=_governor(), replay_runs=(run,))
     (shown,) = summarize(snap)["replay_runs"]
     assert (shown["from"], shown["to"], shown["records"], shown["vt_requests"]) == (

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.contracts.card import SummaryCard
 from pipeline.outputs.stix import TLP_MARKINGS, StixOptions, build_bundle, gui_url, tlp_level
 
 pytestmark = pytest.mark.unit
 
 DOMAIN = {"type": "domain", "value": "evil.example"}
-FOUND = {"found": True, "positives": 7, "total": 70, "scan_date": "2026-01-02T03:04:05Z"}
+FOUND = SummaryCard(found=True, positives=7, total=70, scan_date="2026-01-02T03:04:05Z")
 RESOLUTION = {"kind": "relation", "relation": {"type": "IP Address", "value": "203.0.113.9",
                                                "attributes": [{"name": "Last Resolved", "value": "2026-01-01T00:00:00Z"}]}}
 SCAN = {"kind": "attribute", "attribute": {"name": "Kaspersky Scan", "value": "Detected Trojan.Win32.X on 2026-01-01"}}
@@ -55,6 +56,6 @@ def test_resolution_engine_and_indicator_objects():
 
 
 def test_not_found_is_an_unknown_verdict_without_indicator():
-    b = bundle(summary={"found": False, "positives": None, "total": None, "scan_date": None})
+    b = bundle(summary=SummaryCard(found=False))
     (analysis,) = [a for a in by_type(b, "malware-analysis") if a["product"] == "VirusTotal"]
     assert analysis["result"] == "unknown" and not by_type(b, "indicator")

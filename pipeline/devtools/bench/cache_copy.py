@@ -14,6 +14,7 @@ import time
 import click
 
 from pipeline.contracts.cache_entry import CachedResult, InFlight
+from pipeline.contracts.card import SummaryCard
 from pipeline.devtools.bench.harness import BenchReport
 from pipeline.kafka.replica import CacheCopy
 
@@ -31,7 +32,7 @@ def cache_copy(entries: int, repeat: int) -> None:
     keys = [f"ip:10.{i >> 16}.{(i >> 8) & 255}.{i & 255}".encode() for i in range(entries)]
     changelog = [(key, record.to_bytes()) for i, key in enumerate(keys)
                  for record in (InFlight(since=1000.0, requester=f"indicators.raw/0/{i}"),
-                                CachedResult(SUMMARY, fetched_at=1000.0 + i, expires_at=90000.0 + i))]
+                                CachedResult(SummaryCard.from_dict(SUMMARY), fetched_at=1000.0 + i, expires_at=90000.0 + i))]
     best_apply = best_read = float("inf")
     for _ in range(repeat):
         copy = CacheCopy(entries)

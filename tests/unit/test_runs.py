@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from pipeline.cli.replay import render_report, report
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.run_state import DetectedRow, RunState
 from pipeline.errors import ConfigError
-from pipeline.rules.replay import (Budget, RunState, Sighting, default_run_name, detected, duration_s, parse_time,
+from pipeline.rules.runs import (Budget, Sighting, default_run_name, detected, duration_s, parse_time,
                                    requests_per_lookup)
 from pipeline.settings import Settings
 
@@ -60,38 +63,36 @@ def test_budget_reserves_estimates_and_replaces_them_with_what_answers_cost():
 
 
 def test_detected_rows_list_exactly_the_detected_and_merge_an_earlier_invocation():
-    bad = Sighting({"type": "domain", "value": "bad.example"})
+    bad = Sighting(Indicator("domain", "bad.example"))
     bad.seen(NOV1 + 60, "fw")
     bad.seen(NOV1, "proxy")
     bad.positives, bad.total = 5, 90
-    clean = Sighting({"type": "ip", "value": "8.8.8.8"})
+    clean = Sighting(Indicator("ip", "8.8.8.8"))
     clean.seen(NOV1, None)
     clean.positives, clean.total = 0, 90
-    unanswered = Sighting({"type": "ip", "value": "1.1.1.1"})
+    unanswered = Sighting(Indicator("ip", "1.1.1.1"))
     unanswered.seen(NOV1, None)
     rows = detected({"b": bad, "c": clean, "u": unanswered}, [], threshold=1)
-    assert rows == [{"indicator": {"type": "domain", "value": "bad.example"}, "sightings": 2,
-                     "first_seen": "2026-11-01T00:00:00Z", "last_seen": "2026-11-01T00:01:00Z",
-                     "sources": ["fw", "proxy"], "positives": 5, "total": 90}]
-    assert detected({"b": bad}, [], threshold=6) == []
-    again = Sighting({"type": "domain", "value": "bad.example"})
+    assert rows == (DetectedRow(Indicator("domain", "bad.example"), sightings=2, first_seen="2026-11-01T00:00:00Z",
+                                last_seen="2026-11-01T00:01:00Z", sources=("fw", "proxy"), positives=5, total=90),)
+    assert detected({"b": bad}, [], threshold=6) == ()
+    again = Sighting(Indicator("domain", "bad.example"))
     again.seen(NOV1 + 7200, "dns")
     again.positives, again.total = 7, 90
     (merged,) = detected({"b": again}, rows, threshold=1)
-    assert (merged["sightings"], merged["positives"], merged["last_seen"], merged["sources"]) == \
-        (3, 7, "2026-11-01T02:00:00Z", ["dns", "fw", "proxy"])
+    assert (merged.sightings, merged.positives, merged.last_seen, merged.sources) == \
+        (3, 7, "2026-11-01T02:00:00Z", ("dns", "fw", "proxy"))
 
 
 def test_report_has_the_issue_keys_and_renders_a_table():
     state = RunState("nov", "siem.archive", NOV1, NOV1 + 86400, state="finished", records=10, unique=4,
-                     cache_hits=2, vt_requests=2, detected=[{
-                         "indicator": {"type": "domain", "value": "bad.example"}, "sightings": 3,
-                         "first_seen": "2026-11-01T00:00:00Z", "last_seen": "2026-11-01T02:00:00Z",
-                         "sources": ["fw"], "positives": 5, "total": 90}])
+                     cache_hits=2, vt_requests=2, detected=(DetectedRow(
+                         Indicator("domain", "bad.example"), sightings=3, first_seen="2026-11-01T00:00:00Z",
+                         last_seen="2026-11-01T02:00:00Z", sources=("fw",), positives=5, total=90),))
     doc = report(state)
     assert {"run", "topic", "from", "to", "records", "unique", "cache_hits", "vt_requests", "detected"} <= set(doc)
     assert (doc["from"], doc["to"]) == ("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z")
     text = render_report(doc)
     assert "records 10  unique 4  cache hits 2  VirusTotal requests 2" in text
     assert "domain bad.example" in text and "5/90" in text
-    assert RunState.from_dict({**state.to_dict(), "unknown": 1}) == state
+    assert RunState.from_bytes(orjson.dumps({**orjson.loads(state.to_bytes()), "unknown": 1})) == state

@@ -1,4 +1,4 @@
-"""Replay stage: a past time range of a raw-indicator topic -> the pipeline, at replay priority.
+"""Replay driver: a past time range of a raw-indicator topic -> the pipeline, at replay priority.
 
 ``vtstream replay`` drives it. A run reads its source topic as consumer group
 ``<app id>.replay.<run>`` (:func:`topics.replay_group`): the group's committed
@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Iterable
 
 import orjson
@@ -37,23 +37,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_name, replay_group
 
 from pipeline.contracts.cache_entry import CachedResult
-from pipeline.contracts.origin import origin_ref, origin_replay
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.run_state import BUDGET_SPENT, FINISHED, INTERRUPTED, READING, RunState
 from pipeline.contracts.wire import VtResponse
 from pipeline.errors import ConfigError, RecordError
-from pipeline.events import dead_letter
-from pipeline.kafka.admin import ensure_topics, make_consumer, make_producer, start_with_retry, topic_catalog
+from pipeline.kafka.admin import ensure_topics, make_producer, start_with_retry, topic_catalog
+from pipeline.kafka.reading import drain, latest_by_key, partitions, reader, start_offsets, whole_topic
 from pipeline.kafka.runtime import Outbox
 from pipeline.rules import cache
-from pipeline.rules.replay import (BUDGET_SPENT, FINISHED, INTERRUPTED, READING, Budget, RunState, Sighting,
-                                   detected, requests_per_lookup)
+from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.runs import Budget, Sighting, detected, requests_per_lookup
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, lookup_record, parse, skip_summary
 
 log = logging.getLogger("vtstream.replay")
-
-#: Rounds of empty fetches after which a partition whose broker never reported a high watermark counts as read.
-_IDLE_ROUNDS = 10
-
 
 @dataclass(frozen=True)
 class ReplayOptions:
@@ -105,113 +102,22 @@ class Result:
 # ------------------------------------------------------------------ reading
 
 
-def _consumer(settings: Settings, group: str | None = None) -> AIOKafkaConsumer:
-    return make_consumer(settings, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest")
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """The topic's partitions, without naming it in a metadata request (that would auto-create it)."""
-    if topic not in await consumer.topics():
-        raise ConfigError(f"topic {topic} does not exist")
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-
-
-async def drain(consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int],
-                should_stop: Callable[[], bool] = lambda: False
-                ) -> AsyncIterator[tuple[TopicPartition, list[Any]]]:
-    """Yield each partition's records from ``starts`` to the end the broker reports on the first fetch.
-
-    The end comes from the fetch's high watermark, not only ListOffsets: the
-    embedded broker answers ListOffsets with the last batch's base offset + 1.
-    Records appended after that first fetch are left for a later run.
-    """
-    if not starts:
-        return
-    consumer.assign(list(starts))
-    listed = await consumer.end_offsets(list(starts))
-    for tp, start in starts.items():
-        consumer.seek(tp, start)
-    ends: dict[TopicPartition, int] = {}
-    pending, idle = set(starts), 0
-    while pending and not should_stop():
-        batch = await consumer.getmany(*pending, timeout_ms=300, max_records=500)
-        idle = 0 if batch else idle + 1
-        for tp in list(pending):
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                ends.setdefault(tp, max(listed[tp], highwater))
-        for tp, records in batch.items():
-            end = ends.get(tp, listed[tp])
-            records = [r for r in records if r.offset < end]
-            if records:
-                yield tp, records
-        for tp in list(pending):
-            end = ends.get(tp)
-            if (end is not None and await consumer.position(tp) >= end) or idle >= _IDLE_ROUNDS:
-                pending.discard(tp)
-                consumer.pause(tp)
-
-
-async def start_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since: float
-                        ) -> tuple[dict[TopicPartition, int], str]:
-    """Where to start reading for records at or after ``since``, and how it was found.
-
-    ``offsets_for_times`` is used only when the broker's answer checks out (the
-    record at the answered offset has the answered timestamp); else scan from
-    the beginning.
-    """
-    begin = await consumer.beginning_offsets(tps)
-    try:
-        found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
-    except Exception as exc:  # UnsupportedVersionError and friends: the broker cannot say
-        log.info("offsets_for_times not supported (%r); scanning", exc)
-        return dict(begin), "scan"
-    answered = {tp: hit for tp, hit in found.items() if hit is not None}
-    if not answered:
-        return dict(begin), "scan"
-    consumer.assign(list(answered))
-    for tp, hit in answered.items():
-        consumer.seek(tp, hit.offset)
-        batch = await consumer.getmany(tp, timeout_ms=2000, max_records=1)
-        records = batch.get(tp, [])
-        if not records or records[0].offset != hit.offset or records[0].timestamp != hit.timestamp:
-            return dict(begin), "scan"
-    listed = await consumer.end_offsets(tps)
-    return {tp: answered[tp].offset if tp in answered else listed[tp] for tp in tps}, "offsets_for_times"
-
-
-async def _whole_topic(settings: Settings, topic: str) -> AsyncIterator[Any]:
-    """Every keyed record of ``topic`` from its beginning to its end (nothing when it does not exist)."""
-    consumer = _consumer(settings)
-    await start_with_retry(consumer, settings)
-    try:
-        if topic not in await consumer.topics():
-            return
-        tps = await _partitions(consumer, topic)
-        async for _tp, records in drain(consumer, await consumer.beginning_offsets(tps)):
-            for record in records:
-                if record.key is not None:
-                    yield record
-    finally:
-        await consumer.stop()
-
-
 async def load_runs(settings: Settings) -> dict[str, RunState]:
-    """Every run's last state on vt.replay.runs (empty when the topic does not exist yet)."""
+    """Every run's last state on vt.replay.runs (empty when the topic does not exist yet);
+    a record that is not a run state is logged and left out."""
     runs: dict[str, RunState] = {}
-    async for record in _whole_topic(settings, REPLAY_RUNS):
-        name = record.key.decode()
+    for key, value in (await latest_by_key(settings, REPLAY_RUNS)).items():
         try:
-            runs[name] = RunState.from_dict(orjson.loads(record.value))
-        except (orjson.JSONDecodeError, TypeError):  # a tombstone or a foreign record
-            runs.pop(name, None)
+            runs[key.decode(errors="replace")] = RunState.from_bytes(value)
+        except RecordError as exc:
+            log.warning("%s: %s", REPLAY_RUNS, exc)
     return runs
 
 
 async def cache_snapshot(settings: Settings) -> dict[str, CachedResult]:
     """The finished cache entries, read from the cache changelog: what a run would not pay for."""
     entries: dict[str, CachedResult] = {}
-    async for record in _whole_topic(settings, changelog_name(settings.app_id)):
+    async for record in whole_topic(settings, changelog_name(settings.app_id)):
         entry = cache.decode(record.value)
         if isinstance(entry, CachedResult):
             entries[record.key.decode()] = entry
@@ -231,13 +137,13 @@ def in_range(timestamp_ms: int, since: float, until: float) -> bool:
 async def dry_run(settings: Settings, options: ReplayOptions, now: float) -> DryRun:
     """Read the run's (remaining) range and count what it would cost; no call, no write."""
     entries = await cache_snapshot(settings)
-    consumer = _consumer(settings, replay_group(settings.app_id, options.run))
+    consumer = reader(settings, replay_group(settings.app_id, options.run))
     await start_with_retry(consumer, settings)
     counts = DryRun()
     valid: set[str] = set()
     accepted: set[str] = set()
     try:
-        tps = await _partitions(consumer, options.topic)
+        tps = await partitions(consumer, options.topic)
         starts, counts.lookup = await _resume_or_start(consumer, tps, options.since)
         async for tp, records in drain(consumer, starts):
             for record in records:
@@ -294,38 +200,50 @@ class _Answers:
                 answer = VtResponse.from_bytes(value)
             except RecordError:
                 return
-            if origin_replay(answer.origin) == self.run and origin_ref(answer.origin) in self.fed:
+            if answer.origin.replay == self.run and answer.origin.ref in self.fed:
                 self.vt_requests += answer.requests
                 self.budget.answered(answer.indicator.key, answer.requests)
                 if answer.status == "error":
                     self.dead += 1
             return
         try:
-            record = orjson.loads(value)
-        except orjson.JSONDecodeError:
+            event = SummaryEvent.from_bytes(value)
+        except RecordError:
             return
-        if not isinstance(record, dict):
+        if event is None or event.replay != self.run or event.origin is None:
             return
-        if record.get("kind") != "summary" or record.get("replay") != self.run:
-            return
-        summary = record.get("summary") or {}
-        ref = (record.get("origin") or {}).get("ref")
-        if summary.get("pending") or ref not in self.awaiting:
+        card, ref = event.card, event.origin.ref
+        if card.pending or ref not in self.awaiting:
             return
         key = self.awaiting.pop(ref)
         self.budget.settled(key)
-        if summary.get("cached"):
+        if card.cached:
             self.cache_hits += 1
         sighting = self.sightings.get(key)
-        if sighting is not None and summary.get("checked"):
-            sighting.positives, sighting.total = summary.get("positives"), summary.get("total")
+        if sighting is not None and card.checked:
+            sighting.positives, sighting.total = card.positives, card.total
         self.progress.answered(1)
+
+
+@dataclass
+class _Tally:
+    """The run as this invocation goes: the stored state's counts plus what it did so far."""
+
+    state: RunState
+    records: int = 0
+    skipped: int = 0
+    dead: int = 0
+
+    def snapshot(self, answers: "_Answers", **changes: Any) -> RunState:
+        s = self.state
+        return replace(s, records=s.records + self.records, skipped=s.skipped + self.skipped,
+                       dead=s.dead + self.dead + answers.dead, cache_hits=s.cache_hits + answers.cache_hits,
+                       vt_requests=s.vt_requests + answers.vt_requests, **changes)
 
 
 async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Callable[[], float] = time.time,
                      stop: asyncio.Event | None = None, progress: Progress | None = None) -> Result:
     """Feed the run's range (from where it stopped) into the pipeline; wait for the answers unless told not to."""
-    now = clock()
     stop = stop or asyncio.Event()
     progress = progress or Progress()
     await ensure_topics(settings, topic_catalog(settings))  # vt.replay.runs compacted, 1 partition
@@ -340,34 +258,33 @@ async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Calla
     sightings: dict[str, Sighting] = {}
     answers = _Answers(options.run, budget, sightings, progress)
     producer = make_producer(settings)
-    source = _consumer(settings, replay_group(settings.app_id, options.run))
-    follower = _consumer(settings)
+    source = reader(settings, replay_group(settings.app_id, options.run))
+    follower = reader(settings)
     for client in (producer, source, follower):
         await start_with_retry(client, settings)
     try:
-        out_tps = [*await _partitions(follower, ENRICHED), *await _partitions(follower, RESPONSES)]
+        out_tps = [*await partitions(follower, ENRICHED), *await partitions(follower, RESPONSES)]
         follower.assign(out_tps)
         await follower.seek_to_end(*out_tps)
         for tp in out_tps:
             await follower.position(tp)
         reading_done = asyncio.Event()
         following = asyncio.ensure_future(_follow(follower, answers, reading_done, stop, options.wait))
+        tally = _Tally(state)
         try:
-            result = await _feed(settings, options, clock, state, entries, budget, answers, sightings, producer,
+            result = await _feed(settings, options, clock, tally, entries, budget, answers, sightings, producer,
                                  source, progress, stop)
         finally:
             reading_done.set()
         if options.wait and not stop.is_set():
             progress.waiting(len(answers.fed))
         await following
-        state.cache_hits += answers.cache_hits
-        state.vt_requests += answers.vt_requests
-        state.dead += answers.dead
-        state.detected = detected(sightings, state.detected, options.detected_at)
-        if stop.is_set() and state.state == READING:
-            state.state = INTERRUPTED
-        result.unanswered = len(answers.awaiting)
-        await _save(producer, state, clock())
+        ended = tally.state.state
+        if stop.is_set() and ended == READING:
+            ended = INTERRUPTED
+        final = tally.snapshot(answers, state=ended,
+                               detected=detected(sightings, tally.state.detected, options.detected_at))
+        result = replace(result, state=await _save(producer, final, clock()), unanswered=len(answers.awaiting))
         return result
     finally:
         for client in (follower, source, producer):
@@ -386,20 +303,19 @@ async def _follow(follower: AIOKafkaConsumer, answers: _Answers, reading_done: a
                 answers.take(tp.topic, record.value)
 
 
-async def _feed(settings: Settings, options: ReplayOptions, clock: Callable[[], float], state: RunState,
+async def _feed(settings: Settings, options: ReplayOptions, clock: Callable[[], float], tally: _Tally,
                 entries: dict[str, CachedResult], budget: Budget, answers: _Answers, sightings: dict[str, Sighting],
                 producer: AIOKafkaProducer, source: AIOKafkaConsumer, progress: Progress,
                 stop: asyncio.Event) -> Result:
     out = Outbox(lambda topic, key, value: producer.send(topic, value, key=key))
     now = clock()
-    tps = await _partitions(source, options.topic)
+    state = tally.state
+    tps = await partitions(source, options.topic)
     starts, method = await _resume_or_start(source, tps, state.since)
-    state.lookup = state.lookup or method
-    state.state = READING
-    await _save(producer, state, now)
+    tally.state = await _save(producer, replace(state, lookup=state.lookup or method, state=READING), now)
     listed = await source.end_offsets(tps)
     progress.reading(sum(max(0, listed[tp] - starts[tp]) for tp in tps))
-    result = Result(state)
+    stopped_at: dict[str, int] = {}
     seen: set[str] = set()  # indicator keys this invocation fed (repeats cost nothing)
     async for tp, records in drain(source, starts, stop.is_set):
         position = records[0].offset
@@ -407,59 +323,61 @@ async def _feed(settings: Settings, options: ReplayOptions, clock: Callable[[], 
             ref = f"{tp.topic}/{tp.partition}/{record.offset}"
             if in_range(record.timestamp, state.since, state.until):
                 if not await _feed_one(settings, options, now, out, record, ref, entries, budget, answers,
-                                       sightings, seen, state):
-                    result.stopped_at = {f"{tp.topic}/{tp.partition}": record.offset}
-                    state.state = BUDGET_SPENT
+                                       sightings, seen, tally):
+                    stopped_at = {f"{tp.topic}/{tp.partition}": record.offset}
                     break
             position = record.offset + 1
         progress.read(position - records[0].offset)
         await out.flush()  # forward first, then commit
         await source.commit({tp: position})
-        state.position[str(tp.partition)] = position
-        await _save(producer, state, clock())
-        if state.state == BUDGET_SPENT:
+        spent = bool(stopped_at)
+        tally.state = replace(tally.state, position={**tally.state.position, str(tp.partition): position},
+                              state=BUDGET_SPENT if spent else tally.state.state)
+        await _save(producer, tally.snapshot(answers), clock())
+        if spent:
             break
-    if state.state == READING and not stop.is_set():
-        state.state = FINISHED
-    state.unique += len(seen)
-    return result
+    if tally.state.state == READING and not stop.is_set():
+        tally.state = replace(tally.state, state=FINISHED)
+    tally.state = replace(tally.state, unique=tally.state.unique + len(seen))
+    return Result(tally.state, stopped_at=stopped_at)
 
 
 async def _feed_one(settings: Settings, options: ReplayOptions, now: float, out: Outbox, record: Any, ref: str,
                     entries: dict[str, CachedResult], budget: Budget, answers: _Answers,
-                    sightings: dict[str, Sighting], seen: set[str], state: RunState) -> bool:
+                    sightings: dict[str, Sighting], seen: set[str], tally: _Tally) -> bool:
     """Route one in-range record; False (nothing sent) when the budget cannot pay for it."""
     outcome = parse(record.value, ref, settings)
     if isinstance(outcome, Rejected):
         await out.send(DEAD, record.key, dead_letter(record.value, stage="replay", reason=outcome.reason,
-                                                               privacy=settings.url_privacy))
-        state.records += 1
-        state.dead += 1
+                                                     privacy=settings.url_privacy))
+        tally.records += 1
+        tally.dead += 1
         return True
-    outcome.origin["replay"] = options.run
+    outcome = replace(outcome, origin=replace(outcome.origin, replay=options.run))
     key = outcome.indicator.key
     if isinstance(outcome, Skipped):
         await out.send(ENRICHED, key, skip_summary(outcome, settings.vt_api_version))
-        state.records += 1
-        state.skipped += 1
+        tally.records += 1
+        tally.skipped += 1
         seen.add(key)
         return True
     paid = key in seen or cache.answers(entries.get(key), now, options.max_age_s)
     if not paid and not budget.reserve(key):
         return False
     seen.add(key)
-    state.records += 1
-    sighting = sightings.setdefault(key, Sighting(outcome.indicator.as_dict()))
-    sighting.seen(record.timestamp / 1000, outcome.origin.get("source"))
-    lookup = lookup_record(outcome, options.max_age_s)
+    tally.records += 1
+    sighting = sightings.setdefault(key, Sighting(outcome.indicator))
+    sighting.seen(record.timestamp / 1000, outcome.origin.source)
     answers.expect(ref, key)
-    await out.send(LOOKUPS, key, lookup)
+    await out.send(LOOKUPS, key, lookup_record(outcome, options.max_age_s))
     return True
 
 
-async def _save(producer: AIOKafkaProducer, state: RunState, now: float) -> None:
-    state.updated_at = now
-    await producer.send_and_wait(REPLAY_RUNS, orjson.dumps(state.to_dict()), key=state.run.encode())
+async def _save(producer: AIOKafkaProducer, state: RunState, now: float) -> RunState:
+    """Store the run's state on vt.replay.runs; the state as stored."""
+    stored = replace(state, updated_at=now)
+    await producer.send_and_wait(REPLAY_RUNS, stored.to_bytes(), key=state.run.encode())
+    return stored
 
 
 def describe_position(position: Iterable[tuple[str, int]]) -> str:

@@ -2,24 +2,22 @@
 
 A run reads a past range of a raw-indicator topic and feeds it through the
 pipeline at replay priority. Everything here is a plain function of its
-inputs and an injected ``now``; :mod:`pipeline.stages.replay` does the I/O.
+inputs and an injected ``now``; :mod:`pipeline.replay.driver` does the I/O.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Iterable, Mapping
 
+from pipeline.contracts.events import iso_utc
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.run_state import DetectedRow
 from pipeline.errors import ConfigError
-from pipeline.events import iso_utc
 from pipeline.settings import Settings, parse_duration
-
-#: Run states written to vt.replay.runs.
-READING, INTERRUPTED, BUDGET_SPENT, FINISHED = "reading", "interrupted", "budget spent", "finished"
-
 
 def parse_time(text: str, now: float) -> float:
     """ISO 8601 (``2026-11-01T00:00:00Z``) or a span back from ``now`` (``7d``, ``12h``) -> epoch seconds.
@@ -74,39 +72,10 @@ def duration_s(requests: int, rate_per_minute: int, daily_quota: int, used_today
 
 
 @dataclass
-class RunState:
-    """One run as stored on vt.replay.runs (key = run name) and shown by ``vtstream status``."""
-
-    run: str
-    topic: str
-    since: float
-    until: float
-    state: str = READING
-    lookup: str = ""  # how the start was found: "offsets_for_times" or "scan"
-    position: dict[str, int] = field(default_factory=dict)  # partition -> next offset to read
-    records: int = 0
-    unique: int = 0
-    cache_hits: int = 0
-    vt_requests: int = 0
-    skipped: int = 0
-    dead: int = 0
-    detected: list[dict[str, Any]] = field(default_factory=list)
-    updated_at: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "RunState":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in doc.items() if k in known})
-
-
-@dataclass
 class Sighting:
     """What the range says about one indicator: how often, when, from which sources, and its verdict."""
 
-    indicator: dict[str, str]
+    indicator: Indicator
     sightings: int = 0
     first_seen: float = math.inf
     last_seen: float = -math.inf
@@ -120,33 +89,28 @@ class Sighting:
         if source:
             self.sources.add(source)
 
-    def report_row(self) -> dict[str, Any]:
-        return {"indicator": dict(self.indicator), "sightings": self.sightings,
-                "first_seen": iso_utc(self.first_seen), "last_seen": iso_utc(self.last_seen),
-                "sources": sorted(self.sources), "positives": self.positives, "total": self.total}
+    def report_row(self) -> DetectedRow:
+        return DetectedRow(self.indicator, self.sightings, iso_utc(self.first_seen), iso_utc(self.last_seen),
+                           tuple(sorted(self.sources)), self.positives, self.total)
 
 
-def detected(sightings: Mapping[str, Sighting], earlier: list[dict[str, Any]], threshold: int
-             ) -> list[dict[str, Any]]:
+def detected(sightings: Mapping[str, Sighting], earlier: Iterable[DetectedRow], threshold: int
+             ) -> tuple[DetectedRow, ...]:
     """Report rows of every indicator now detected (``positives >= threshold``), merged with an earlier
     invocation's rows of the same run (sighting counts add up, the newest verdict wins)."""
-    rows = {_row_key(row): row for row in earlier}
+    rows = {row.key: row for row in earlier}
     for item in sightings.values():
         if item.positives is None or item.positives < threshold:
             continue
         row = item.report_row()
-        before = rows.get(_row_key(row))
+        before = rows.get(row.key)
         if before is not None:
-            row["sightings"] += before["sightings"]
-            row["first_seen"] = min(row["first_seen"], before["first_seen"])
-            row["last_seen"] = max(row["last_seen"], before["last_seen"])
-            row["sources"] = sorted(set(row["sources"]) | set(before["sources"]))
-        rows[_row_key(row)] = row
-    return sorted(rows.values(), key=lambda r: (-(r["positives"] or 0), -r["sightings"], _row_key(r)))
-
-
-def _row_key(row: Mapping[str, Any]) -> str:
-    return f"{row['indicator']['type']}:{row['indicator']['value']}"
+            row = replace(row, sightings=row.sightings + before.sightings,
+                          first_seen=min(row.first_seen, before.first_seen),
+                          last_seen=max(row.last_seen, before.last_seen),
+                          sources=tuple(sorted(set(row.sources) | set(before.sources))))
+        rows[row.key] = row
+    return tuple(sorted(rows.values(), key=lambda r: (-(r.positives or 0), -r.sightings, r.key)))
 
 
 class Budget:
