@@ -18,7 +18,8 @@ from topics import DEAD, ENRICHED, RAW, describe
 from pipeline.cli.render import format_event
 from pipeline.contracts.wire import DeadLetter
 from pipeline.errors import ConfigError, RecordError
-from pipeline.settings import Settings, settings_doc
+from pipeline.settings import Settings, settings_groups
+from pipeline.settings.core import configuration_markdown
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -71,8 +72,9 @@ def _unavailable_bench() -> None:
 
 
 def _env_help() -> str:
-    lines = ["\b", "Environment (VTSTREAM_*):"]
-    lines += [f"  {env:<32} {default}" for env, default, _ in settings_doc()]
+    lines = ["\b", "Environment (VTSTREAM_*; vtstream config shows what each means and its value):"]
+    for title, rows in settings_groups():
+        lines += [f"  {title}:"] + [f"    {env:<34} {default}" for env, default, _ in rows]
     return "\n".join(lines)
 
 
@@ -96,6 +98,26 @@ def main() -> None:
       vtstream produce 8.8.8.8 example.com 44d88612fea8a8f36de82e1278abb02f
       vtstream tail --from-beginning
     """
+
+
+@main.command()
+@click.option("--defaults", is_flag=True, help="Show the defaults instead of this environment's values.")
+@click.option("--markdown", is_flag=True, help="Print docs/configuration.md (every setting, its default and meaning).")
+def config(defaults: bool, markdown: bool) -> None:
+    """Show every setting by group: its variable, its value here (secrets as ***), and what it does.
+
+    Values come from this shell's VTSTREAM_* environment; a bad value stops with the variable named.
+    """
+    if markdown:
+        click.echo(configuration_markdown(), nl=False)
+        return
+    current = Settings() if defaults else _settings()
+    shown = dict(current.described())
+    for title, rows in settings_groups():
+        click.echo(f"\n{title}")
+        for env, _default, doc in rows:
+            click.echo(f"  {env:<36} {shown[env]}")
+            click.echo(f"      {doc}")
 
 
 @main.command(epilog=_env_help())
@@ -346,8 +368,8 @@ def map_command(api_version: str, action: str, behaviour: Path | None, output_fo
     from pipeline.mapping import AddOptions, map_files
 
     settings = _settings()
-    options = AddOptions(tags=settings.add_tags, confidence=settings.add_confidence,
-                         rating=settings.add_rating, relation_cap=settings.relation_cap)
+    options = AddOptions(tags=settings.outputs.add_tags, confidence=settings.outputs.add_confidence,
+                         rating=settings.outputs.add_rating, relation_cap=settings.outputs.relation_cap)
     try:
         events = map_files(settings.mappings_dir, api_version, action, list(files), options, behaviour=behaviour)
         if output_format == "stix":

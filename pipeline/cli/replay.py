@@ -145,8 +145,8 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
                    f"unique indicators     {counts.unique}\nalready answered      {counts.answered}"
                    f"{' (within --max-age)' if max_age else ''}\nto look up            {counts.to_request}\n"
                    f"VirusTotal requests   {requests}\n"
-                   f"duration              {span(duration_s(requests, settings.vt_rate_per_minute, settings.vt_daily_quota))}"
-                   f" at {settings.vt_rate_per_minute}/min and {settings.vt_daily_quota}/day")
+                   f"duration              {span(duration_s(requests, settings.vt.rate_per_minute, settings.vt.daily_quota))}"
+                   f" at {settings.vt.rate_per_minute}/min and {settings.vt.daily_quota}/day")
         return
     bars = _Bars(sys.stderr.isatty())
     from pipeline.replay.driver import Progress

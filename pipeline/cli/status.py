@@ -244,7 +244,7 @@ def render(snap: StatusSnapshot) -> str:
 
 def input_topics(settings: Settings) -> list[str]:
     """Topics the workers consume, retry tiers last."""
-    return [RAW, LOOKUPS, REQUESTS, REPLAY, POLLS, RESPONSES] + [retry_topic(d) for d in settings.retry_tiers]
+    return [RAW, LOOKUPS, REQUESTS, REPLAY, POLLS, RESPONSES] + [retry_topic(d) for d in settings.retry.tiers]
 
 
 def consumer_groups(settings: Settings, consumed: list[str]) -> dict[str, list[str]]:
@@ -259,7 +259,7 @@ async def gather_status(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
     Raises ConfigError naming the bootstrap address when the broker cannot be
     reached or does not answer within ``timeout`` seconds.
     """
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.kafka.bootstrap
     try:
         return await asyncio.wait_for(_gather(settings, now), timeout)
     except (asyncio.TimeoutError, TimeoutError):
@@ -270,7 +270,7 @@ async def gather_status(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
 
 
 async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.kafka.bootstrap
     await check_connection(settings, timeout=0)  # one try: status answers at once; a refusal names the setting
     common: dict[str, Any] = {**client_options(settings), "request_timeout_ms": 10000, "client_id": "vtstream-status"}
     admin = AIOKafkaAdminClient(**common)
@@ -287,7 +287,7 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
         partitions = {t["topic"]: sorted(p["partition"] for p in t["partitions"])
                       for t in await admin.describe_topics() if not t.get("error_code")}
         consumed = input_topics(settings)
-        tiers = [retry_topic(d) for d in settings.retry_tiers]
+        tiers = [retry_topic(d) for d in settings.retry.tiers]
         wanted = [QUOTA, DEAD, *consumed]
         missing = tuple(t for t in wanted if t not in partitions)
         tps = [TopicPartition(t, p) for t in wanted if t in partitions for p in partitions[t]]
@@ -317,8 +317,8 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
         runs = tuple((await load_runs(settings)).values())
         return StatusSnapshot(
             now=time.time() if now is None else now, bootstrap=bootstrap, group=settings.app_id,
-            daily_quota=settings.vt_daily_quota, monthly_quota=settings.vt_monthly_quota,
-            rate_per_minute=settings.vt_rate_per_minute, source_caps=dict(settings.source_daily_caps),
+            daily_quota=settings.vt.daily_quota, monthly_quota=settings.vt.monthly_quota,
+            rate_per_minute=settings.vt.rate_per_minute, source_caps=dict(settings.vt.source_daily_caps),
             governor=governor,
             parked={t: waiting(t) for t in tiers}, dead=dead,
             lag={t: waiting(t) for t in consumed}, missing_topics=missing, notes=tuple(notes),

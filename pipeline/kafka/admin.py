@@ -31,7 +31,7 @@ MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
 def topic_catalog(settings: Settings) -> list[TopicSpec]:
     """The catalog for these settings (partitions, app id, retry tiers)."""
-    return catalog(settings.partitions, settings.app_id, settings.retry_tiers)
+    return catalog(settings.kafka.partitions, settings.app_id, settings.retry.tiers)
 
 
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
@@ -92,7 +92,7 @@ async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOK
                 return
             except Exception as exc:  # KafkaConnectionError and friends
                 if loop.time() > deadline:
-                    raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+                    raise ConfigError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from exc
                 await asyncio.sleep(0.5)
     except BaseException:
         await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())  # no "Unclosed" noise

@@ -84,7 +84,7 @@ class DirectStage(Service):
         self._committed: dict[TopicPartition, int] = {}
 
     async def on_start(self) -> None:
-        session_ms = int(self.settings.session_timeout_s * 1000)
+        session_ms = int(self.settings.kafka.session_timeout_s * 1000)
         self._consumer = make_consumer(
             self.settings, group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(500, session_ms // 10),
@@ -115,7 +115,7 @@ class DirectStage(Service):
                             await self.handle(out, key, record.value, ref)
                         except Exception as exc:  # route, never stop the stage
                             await route_failure(out, self.stage, key, record.value, ref, exc,
-                                                self.settings.url_privacy)
+                                                self.settings.privacy)
                         if out.held() >= SUBMIT_EVERY:  # send what is ready, let the loop turn
                             acks += await out.submit()
                             await asyncio.sleep(0)

@@ -45,7 +45,7 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler,
                 await handler(out, key, event.value, ctx.clock())
             except Exception as exc:  # route, never crash the agent
                 await route_failure(out, stage, key, event.value, record_ref(event), exc,
-                                    ctx.settings.url_privacy)
+                                    ctx.settings.privacy)
             await out.flush()
         except BaseException as exc:  # outputs not produced: never ack; the agent stops below
             failures.append(exc)

@@ -90,7 +90,7 @@ async def decode_or_dead_letter(ctx: "Context", out: "Outbox", key: bytes, value
         return decode(value)
     except RecordError as exc:
         await out.send(DEAD, key, dead_letter(value, stage=stage, reason=f"malformed {what}",
-                                              error=str(exc), privacy=ctx.settings.url_privacy))
+                                              error=str(exc), privacy=ctx.settings.privacy))
         return None
 
 
@@ -144,7 +144,7 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler, o
             try:
                 await handler(out, key, event.value, now)
             except Exception as exc:  # route, never crash the agent
-                await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
+                await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.privacy)
         _current_event.set(None)
         handling(stage, None)
         await out.flush()
@@ -165,7 +165,7 @@ async def run_each(ctx: Context, stream: Any, stage: str, handler: Handler) -> N
         try:
             await handler(out, key, event.value, ctx.clock())
         except Exception as exc:  # route, never crash the agent
-            await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
+            await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.privacy)
         handling(stage, None)
         await out.flush()
         await manual.ack(event)

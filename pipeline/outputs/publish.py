@@ -21,8 +21,8 @@ from pipeline.settings import Settings
 
 def stix_options(settings: Settings) -> StixOptions:
     """The bundle options the settings give (confidence and tags are ThreatConnect's 'add' settings)."""
-    return StixOptions(confidence=settings.add_confidence, labels=settings.add_tags,
-                       indicator_at=settings.stix_indicator_at, indicator_valid_s=settings.stix_indicator_valid_s)
+    return StixOptions(confidence=settings.outputs.add_confidence, labels=settings.outputs.add_tags,
+                       indicator_at=settings.outputs.stix_indicator_at, indicator_valid_s=settings.outputs.stix_indicator_valid_s)
 
 
 def sighting_labels(origins: Iterable[Origin]) -> list[str]:
@@ -43,6 +43,6 @@ async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator:
     except ValueError as exc:
         await out.send(DEAD, key, dead_letter(dict(indicator), stage="results",
                                               reason="no STIX bundle for this indicator", error=str(exc),
-                                              privacy=settings.url_privacy))
+                                              privacy=settings.privacy))
         return
     await out.send(STIX, key, bundle)

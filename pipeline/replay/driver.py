@@ -46,7 +46,7 @@ from pipeline.kafka.reading import drain, latest_by_key, partitions, reader, sta
 from pipeline.kafka.runtime import Outbox
 from pipeline.rules import cache
 from pipeline.rules.deadletter import dead_letter
-from pipeline.rules.runs import Budget, Sighting, detected, requests_per_lookup
+from pipeline.rules.runs import Budget, Sighting, detected
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, lookup_record, parse, skip_summary
 
@@ -162,7 +162,7 @@ async def dry_run(settings: Settings, options: ReplayOptions, now: float) -> Dry
     counts.unique = len(valid)
     counts.answered = sum(1 for key in accepted if cache.answers(entries.get(key), now, options.max_age_s))
     counts.to_request = len(accepted) - counts.answered
-    counts.requests = counts.to_request * requests_per_lookup(settings)
+    counts.requests = counts.to_request * settings.vt.requests_per_lookup
     return counts
 
 
@@ -254,7 +254,7 @@ async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Calla
     if state.state == FINISHED:
         return Result(state, already_finished=True)
     entries = await cache_snapshot(settings)
-    budget = Budget(options.budget, requests_per_lookup(settings))
+    budget = Budget(options.budget, settings.vt.requests_per_lookup)
     sightings: dict[str, Sighting] = {}
     answers = _Answers(options.run, budget, sightings, progress)
     producer = make_producer(settings)
@@ -349,14 +349,14 @@ async def _feed_one(settings: Settings, options: ReplayOptions, now: float, out:
     outcome = parse(record.value, ref, settings)
     if isinstance(outcome, Rejected):
         await out.send(DEAD, record.key, dead_letter(record.value, stage="replay", reason=outcome.reason,
-                                                     privacy=settings.url_privacy))
+                                                     privacy=settings.privacy))
         tally.records += 1
         tally.dead += 1
         return True
     outcome = replace(outcome, origin=replace(outcome.origin, replay=options.run))
     key = outcome.indicator.key
     if isinstance(outcome, Skipped):
-        await out.send(ENRICHED, key, skip_summary(outcome, settings.vt_api_version))
+        await out.send(ENRICHED, key, skip_summary(outcome, settings.vt.api_version))
         tally.records += 1
         tally.skipped += 1
         seen.add(key)

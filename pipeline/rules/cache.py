@@ -20,7 +20,7 @@ from pipeline.contracts.cache_entry import CacheEntry, CachedResult, InFlight, c
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.origin import Origin
 from pipeline.errors import RecordError
-from pipeline.settings import Settings
+from pipeline.settings.groups import CacheSettings
 
 
 def decode(raw: bytes | None) -> CacheEntry | None:
@@ -68,7 +68,7 @@ class Verdict:
     entry: CacheEntry
 
 
-def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Settings,
+def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: CacheSettings,
            max_age_s: float | None = None) -> Verdict:
     """The cache and coalescing rule for one sighting of an indicator.
 
@@ -79,8 +79,7 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Setti
     ``max_age_s`` (a replay's ``--max-age``) also accepts a finished entry
     fetched at most that long ago, past its TTL.
 
-    >>> from pipeline.settings import Settings
-    >>> decide(None, Origin(ref="r/0/1"), 0.0, Settings()).action
+    >>> decide(None, Origin(ref="r/0/1"), 0.0, CacheSettings()).action
     'request'
     """
     ref = origin.ref
@@ -103,9 +102,9 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Setti
                                        lane="replay" if origin.replay is not None else "live"))
 
 
-def completed(summary: SummaryCard, found: bool, now: float, settings: Settings) -> CachedResult:
+def completed(summary: SummaryCard, found: bool, now: float, settings: CacheSettings) -> CachedResult:
     """The entry after VirusTotal answered: fresh for the positive or negative TTL."""
-    ttl = settings.cache_ttl_s if found else settings.cache_negative_ttl_s
+    ttl = settings.ttl_s if found else settings.negative_ttl_s
     return CachedResult(summary=summary, fetched_at=now, expires_at=now + ttl)
 
 

@@ -35,63 +35,16 @@ from urllib.parse import quote, unquote
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import SeenAs
 from pipeline.contracts.wire import VtRequest
-
-UserinfoMode = Literal["strip", "skip", "send"]
-RedactMode = Literal["drop", "skip"]
-USERINFO_MODES: tuple[str, ...] = ("strip", "skip", "send")
-REDACT_MODES: tuple[str, ...] = ("drop", "skip")
+from pipeline.settings.groups import UrlPrivacy
 
 #: What replaces a secret in dead letters and logs.
 MASK = "REDACTED"
 
-#: Parameters removed by default. Credentials and session or one-time tokens of
-#: login, password-reset and OAuth links, then signed-URL parameters:
-#: AWS SigV4 (X-Amz-*) and SigV2 (AWSAccessKeyId, Signature), GCS V4 (X-Goog-*)
-#: and V2 (GoogleAccessId, Signature), Azure SAS (``sig``). Of Azure's SAS
-#: parameters only ``sig`` is a secret: it is the HMAC that grants access, and a
-#: SAS without it grants nothing; ``sv``, ``se``, ``st``, ``sp``, ``sr``, ``ss``,
-#: ``srt``, ``spr``, ``sip`` describe the grant (version, expiry, start,
-#: permissions, resource, protocol, address range) and stay, as they show the link
-#: was a SAS. ``skoid`` and ``sktid`` (user delegation SAS) name the Entra ID user
-#: and tenant that signed, so they go too. Servlet and PHP session ids
-#: (``jsessionid``, ``phpsessid``) are sessions under other names.
-DEFAULT_SECRET_PARAMS: tuple[str, ...] = (
-    "token", "access_token", "id_token", "refresh_token", "code", "session", "sessionid", "sid",
-    "jsessionid", "phpsessid", "password", "passwd", "pwd", "key", "apikey", "api_key", "secret",
-    "sig", "signature", "auth", "jwt",
-    "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId",
-    "X-Goog-Signature", "X-Goog-Credential", "GoogleAccessId",
-    "skoid", "sktid",
-)
-
 _PAIR_SEP = re.compile(r"([&;])")
-_ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
+
 # Free text: userinfo right after "//" (any scheme, defanged ones too), or a bare "user:pw@".
 _TEXT_USERINFO = re.compile(r"(?<=//)[^\s/?#@\"'<>\\]+(?=@)|(?<![\w.%+-])[\w.%+-]+:[^\s/?#@\"'<>\\]*(?=@)")
 _TEXT_PAIR = re.compile(r"(?<=[?&;#])([^\s=&;#?\"'<>\\]+)=([^\s&;#\"'<>\\]*)")
-
-
-@dataclass(frozen=True, slots=True)
-class UrlPrivacy:
-    """The three settings: ``VTSTREAM_URL_USERINFO``, ``VTSTREAM_URL_REDACT_PARAMS``, ``VTSTREAM_URL_REDACT_MODE``."""
-
-    userinfo: str = "strip"
-    params: frozenset[str] = frozenset(name.casefold() for name in DEFAULT_SECRET_PARAMS)
-    mode: str = "drop"
-
-    @classmethod
-    def of(cls, userinfo: str, params: tuple[str, ...], mode: str) -> "UrlPrivacy":
-        """From the settings' values; names are compared case-folded."""
-        return cls(userinfo, frozenset(name.strip().casefold() for name in params if name.strip()), mode)
-
-    def is_secret(self, raw_name: str) -> bool:
-        """Whether a parameter name, as written in a URL, names a secret.
-
-        >>> UrlPrivacy().is_secret("%54oken[]")
-        True
-        """
-        name = unquote(raw_name.replace("+", " ")).strip()
-        return _ARRAY_SUFFIX.sub("", name).casefold() in self.params
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from pipeline.contracts.events import iso_utc
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.run_state import DetectedRow
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings, parse_duration
+from pipeline.settings.values import parse_duration
 
 def parse_time(text: str, now: float) -> float:
     """ISO 8601 (``2026-11-01T00:00:00Z``) or a span back from ``now`` (``7d``, ``12h``) -> epoch seconds.
@@ -46,11 +46,6 @@ def default_run_name(topic: str, since: str, until: str | None) -> str:
     """
     name = f"{topic}_{since}_{until or 'now'}"
     return re.sub(r"[^A-Za-z0-9._-]", "", name.replace(" ", "_"))
-
-
-def requests_per_lookup(settings: Settings) -> int:
-    """VirusTotal requests one new indicator costs (the README's requests-per-indicator table)."""
-    return 1 if settings.vt_api_version == "v2" else 1 + len(settings.vt_relationships)
 
 
 def duration_s(requests: int, rate_per_minute: int, daily_quota: int, used_today: int = 0) -> float:

@@ -88,7 +88,7 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
     try:
         fields = _decode(raw)
         if "file" in fields:
-            file_ref = prepare_file(fields["file"], settings.file_root)
+            file_ref = prepare_file(fields["file"], settings.policy.file_root)
             indicator = Indicator("sha256", file_ref.sha256)
         else:
             indicator = _classify(fields["value"], fields.get("type"))
@@ -98,12 +98,12 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
                     labels=tuple(fields.get("labels", ())), tags=tuple(fields.get("tags", ())),
                     file_name=file_ref.name if file_ref is not None else None)
     action = indicator.action if file_ref is None else "submit_file"
-    decision = _check(indicator, tuple(fields.get("labels", ())), settings.block_labels, settings.allow_labels,
-                      settings.internal_domains)
+    decision = _check(indicator, tuple(fields.get("labels", ())), settings.policy.block_labels, settings.policy.allow_labels,
+                      settings.policy.internal_domains)
     if not decision.allowed:
         return Skipped(indicator, origin, action, decision.reason or "policy", decision.rule or "policy")
     if indicator.type == "url":  # what is sent, looked up and cached is the redacted form
-        redaction = privacy.redact(indicator.value, settings.url_privacy)
+        redaction = privacy.redact(indicator.value, settings.privacy)
         if redaction.url is None:
             return Skipped(indicator, origin, action, redaction.reason or "privacy", redaction.rule or "privacy")
         if redaction.redacted:
@@ -209,12 +209,12 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: 
         outcome = parse(value, ref, ctx.settings)
     if isinstance(outcome, Rejected):
         await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason,
-                                                      privacy=ctx.settings.url_privacy))
+                                                      privacy=ctx.settings.privacy))
         return
     # enrich latency: read here, summarized later
     outcome = replace(outcome, origin=replace(outcome.origin, received_at=round(ctx.clock(), 3)))
     indicator = outcome.indicator
-    api = ctx.settings.vt_api_version
+    api = ctx.settings.vt.api_version
     if isinstance(outcome, Skipped):
         await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
         return
@@ -246,8 +246,8 @@ def install(ctx: Context) -> None:
 
     @ctx.app.task
     async def start_intake() -> None:
-        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.partitions,
-                               settings.cache_copy_entries)
+        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.kafka.partitions,
+                               settings.cache.copy_entries)
         await ctx.app.add_runtime_dependency(replica)
         await ctx.app.add_runtime_dependency(DirectStage(
             settings, "intake", RAW, intake_group(settings.app_id), partial(handle, ctx, replica.copy),

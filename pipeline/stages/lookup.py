@@ -31,8 +31,8 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now
                                            stage="lookup", what="vt.lookups record")
     if sighting is None:
         return
-    api = ctx.settings.vt_api_version
-    verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings, sighting.max_age_s)
+    api = ctx.settings.vt.api_version
+    verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings.cache, sighting.max_age_s)
     if verdict.action == "hit" and isinstance(verdict.entry, CachedResult):
         await out.send(ENRICHED, key, SummaryEvent.of(verdict.entry.hit_card(), indicator=sighting.indicator,
                                                       action=sighting.action, api=api, origin=sighting.origin))

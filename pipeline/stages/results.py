@@ -32,8 +32,8 @@ from pipeline.rules import cache
 
 def options(ctx: Context) -> AddOptions:
     s = ctx.settings
-    return AddOptions(tags=s.add_tags, confidence=s.add_confidence, rating=s.add_rating,
-                      relation_cap=s.relation_cap)
+    return AddOptions(tags=s.outputs.add_tags, confidence=s.outputs.add_confidence, rating=s.outputs.add_rating,
+                      relation_cap=s.outputs.relation_cap)
 
 
 async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
@@ -45,7 +45,7 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now
     status, api, action, origin = answer.status, answer.api, answer.action, answer.origin
     # events show the URL as the SIEM sent it
     indicator = {"type": answer.indicator.type, "value": origin.seen_value(answer.indicator.value)}
-    publish = "events" in ctx.settings.outputs
+    publish = "events" in ctx.settings.outputs.publish
     if status in ("error", "pending"):
         card = SummaryCard.not_checked(answer.reason or f"not checked: {status}", pending=status == "pending")
         if answer.body is not None:  # a submitted scan: the scan step's events now
@@ -67,9 +67,9 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now
         if entry is not None:
             del ctx.cache[key]
     elif status != "pending":
-        ctx.cache[key] = cache.completed(card, status == "found", now, ctx.settings).to_bytes()
+        ctx.cache[key] = cache.completed(card, status == "found", now, ctx.settings.cache).to_bytes()
     waiting = cache.waiters(entry)
-    if status not in ("error", "pending") and "stix" in ctx.settings.outputs:
+    if status not in ("error", "pending") and "stix" in ctx.settings.outputs.publish:
         await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped, [origin, *waiting], now)
     fresh = card.with_fields(cached=False)
     await out.send(ENRICHED, key, SummaryEvent.of(fresh, indicator=answer.indicator, action=action, api=api,

@@ -73,9 +73,9 @@ async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes,
         if ctx.must_yield():  # hand the partition over now; the record waits on the tier again
             await out.send(retry_topic(tier), key, record)
             return
-        await asyncio.sleep(min(due - now, ctx.settings.retry_slice_s))
+        await asyncio.sleep(min(due - now, ctx.settings.retry.slice_s))
     if now < record.not_before:  # the tier's delay is over, the record's own wait is not: park it again
-        topic = retry_topic(tier_for(record.not_before - now, ctx.settings.retry_tiers))
+        topic = retry_topic(tier_for(record.not_before - now, ctx.settings.retry.tiers))
         await out.send(topic, key, replace(record, parked_at_ms=int(now * 1000)))
         return
     await out.send(POLLS, key, record.request)
@@ -83,7 +83,7 @@ async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes,
 
 def install(ctx: Context) -> None:
     """One agent per tier topic."""
-    for name, delay in tier_delays(ctx.settings.retry_tiers):
+    for name, delay in tier_delays(ctx.settings.retry.tiers):
         _install_tier(ctx, name, delay)
 
 

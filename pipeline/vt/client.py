@@ -60,16 +60,16 @@ class VirusTotalClient:
                  metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._key = settings.vt_api_key
-        self._base = settings.vt_base_url
+        self._key = settings.vt.api_key
+        self._base = settings.vt.base_url
         self._session = session
         self._owns_session = session is None
 
     async def __aenter__(self) -> "VirusTotalClient":
         if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.vt_connect_timeout_s,
-                                            connect=self._settings.vt_connect_timeout_s,
-                                            sock_read=self._settings.vt_read_timeout_s)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.vt.connect_timeout_s,
+                                            connect=self._settings.vt.connect_timeout_s,
+                                            sock_read=self._settings.vt.read_timeout_s)
             self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False,
                                                   headers={"user-agent": "vtstream"})
         return self
@@ -94,18 +94,18 @@ class VirusTotalClient:
         status, body = await self._get_v3(path, params, pace)
         if status == 404:
             return LookupResult("not_found", body, requests=1)
-        full = [name for name in self._settings.vt_relationships if name in relationships]
+        full = [name for name in self._settings.vt.relationships if name in relationships]
         notes: list[str] = []
         for name in full:
             rel_status, rel_body = await self._get_v3(
-                f"{path}/{name}", {"limit": str(self._settings.vt_relationship_limit)}, pace)
+                f"{path}/{name}", {"limit": str(self._settings.vt.relationship_limit)}, pace)
             if rel_status == 404 or not isinstance(rel_body, dict) or not isinstance(rel_body.get("data"),
                                                                                      (list, dict)):
                 notes.append(f"relationship {name}: not available")
                 continue
             _merge_relationship(body, name, rel_body)
         requests = 1 + len(full)
-        if self._settings.vt_behaviour and collection == "files":
+        if self._settings.vt.behaviour and collection == "files":
             requests += 1
             if not await self._merge_behaviour_summary(body, path, pace):
                 notes.append(NO_SANDBOX_REPORT)

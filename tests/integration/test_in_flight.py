@@ -73,7 +73,7 @@ def test_a_stop_with_calls_in_flight_loses_nothing(kafka, emulator_factory, work
 
 
 def _status(kafka: str) -> dict:
-    return summarize(asyncio.run(gather_status(Settings(kafka_bootstrap=kafka))))
+    return summarize(asyncio.run(gather_status(Settings.of(kafka_bootstrap=kafka))))
 
 
 def test_the_allowances_vt_reports_bind_when_smaller(kafka, emulator_factory, worker_factory):

@@ -4,11 +4,11 @@ from pipeline.contracts.cache_entry import InFlight
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.origin import Origin
 from pipeline.rules import cache
-from pipeline.settings import Settings
+from pipeline.settings import CacheSettings
 
 pytestmark = pytest.mark.unit
 
-S = Settings(cache_ttl_s=100, cache_negative_ttl_s=10, inflight_timeout_s=50, max_waiters=2)
+S = CacheSettings(ttl_s=100, negative_ttl_s=10, inflight_timeout_s=50, max_waiters=2)
 
 
 def test_first_sighting_requests_and_marks_in_flight():
@@ -28,11 +28,11 @@ def test_live_sighting_asks_in_the_live_lane_instead_of_waiting_behind_a_replay(
 
 
 def test_replay_max_age_accepts_an_expired_entry_fetched_recently_enough():
-    entry = cache.completed({"positives": 3}, True, 0.0, S)
-    later = S.cache_ttl_s + 10.0
+    entry = cache.completed(SummaryCard.mapped_from(True, {"positives": 3}), True, 0.0, S)
+    later = S.ttl_s + 10.0
     assert cache.decide(entry, Origin(ref="a"), later, S).action == "request"
-    assert cache.decide(entry, Origin(ref="a"), later, S, max_age_s=S.cache_ttl_s + 20.0).action == "hit"
-    assert cache.decide(entry, Origin(ref="a"), later, S, max_age_s=S.cache_ttl_s + 5.0).action == "request"
+    assert cache.decide(entry, Origin(ref="a"), later, S, max_age_s=S.ttl_s + 20.0).action == "hit"
+    assert cache.decide(entry, Origin(ref="a"), later, S, max_age_s=S.ttl_s + 5.0).action == "request"
 
 
 def test_duplicates_in_flight_wait_then_overflow():

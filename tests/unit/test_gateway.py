@@ -33,7 +33,7 @@ pytestmark = pytest.mark.unit
 KEY = b"ip:8.8.8.8"
 FOUND = LookupResult("found", {"data": {"id": "8.8.8.8"}}, requests=1)
 NOT_FOUND = LookupResult("not_found", None, requests=1)
-SETTINGS = Settings(retry_max_attempts=3, retry_slice_s=0.001)  # the key hold sleeps a slice per clock step
+SETTINGS = Settings.of(retry_max_attempts=3, retry_slice_s=0.001)  # the key hold sleeps a slice per clock step
 MAPPINGS = load_mappings(SETTINGS.mappings_dir)
 
 
@@ -217,7 +217,7 @@ FILE = FileRef(sha256="a" * 64, size=3, name="x.bin", content_b64="YWJj")
                                               (["TLP:AMBER"], False), ([], False)])
 def test_an_unknown_file_is_uploaded_only_with_an_upload_label(labels, uploaded):
     """'TLP: CLEAR' is the label TLP:CLEAR for the upload check as for the policy gate."""
-    settings = Settings(upload_labels=("TLP:CLEAR",), retry_max_attempts=3)
+    settings = Settings.of(policy_upload_labels=("TLP:CLEAR",), retry_max_attempts=3)
     script = {"lookup": [NOT_FOUND], "submit_file": [Submission("f-1", {"data": {"id": "f-1"}})]}
     client = FakeClient(**script)
     out = run(gateway(client, Clock(), settings), request(action="submit_file", value="a" * 64, labels=labels,
@@ -254,7 +254,7 @@ def test_a_url_secret_that_reaches_the_gateway_is_redacted_before_virustotal_see
 
 def test_a_url_the_privacy_rules_refuse_is_answered_not_checked_without_a_call():
     client = FakeClient()
-    out = run(gateway(client, Clock(), Settings(url_redact_mode="skip")),
+    out = run(gateway(client, Clock(), Settings.of(privacy_mode="skip")),
               request(action="submit_url", value="https://evil.com/a?token=t1"))
     assert client.calls == [] and out.topics() == [RESPONSES]
     assert out.one(RESPONSES).status == "error" and out.one(RESPONSES).reason.startswith("not checked: ")

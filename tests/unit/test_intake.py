@@ -7,7 +7,7 @@ from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
 
 pytestmark = pytest.mark.unit
 
-S = Settings(internal_domains=("corp.example",))
+S = Settings.of(policy_internal_domains=("corp.example",))
 
 
 def accepted(raw: bytes, settings: Settings = S) -> Accepted:
@@ -73,7 +73,7 @@ def test_policy_skips_with_rule(raw, rule):
 
 
 def test_allow_list_only_sends_matching_labels():
-    s = Settings(allow_labels=("TLP:GREEN",))
+    s = Settings.of(policy_allow_labels=("TLP:GREEN",))
     assert isinstance(parse(b"8.8.8.8", "r", s), Skipped)
     assert isinstance(parse(orjson.dumps({"value": "8.8.8.8", "labels": ["TLP:GREEN"]}), "r", s), Accepted)
 

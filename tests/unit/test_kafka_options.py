@@ -30,7 +30,7 @@ def pems(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 
 def test_plaintext_is_the_default_and_carries_no_credentials() -> None:
-    assert client_options(Settings(kafka_bootstrap="k1:9092,k2:9092")) == {
+    assert client_options(Settings.of(kafka_bootstrap="k1:9092,k2:9092")) == {
         "bootstrap_servers": "k1:9092,k2:9092", "security_protocol": "PLAINTEXT"}
     assert faust_credentials(Settings()) is None
 
@@ -56,7 +56,7 @@ def test_sasl_ssl_gives_aiokafka_and_faust_the_same_login_and_a_verifying_contex
 
 
 def test_ssl_alone_gives_faust_ssl_credentials(pems) -> None:
-    settings = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=pems[0])
+    settings = Settings.of(kafka_security_protocol="SSL", kafka_ssl_cafile=pems[0])
     assert isinstance(faust_credentials(settings), faust.SSLCredentials)
     assert "sasl_plain_password" not in client_options(settings)
 

@@ -13,7 +13,7 @@ DEFAULTS = Settings()
 SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-def gate(value, labels=(), *, block=DEFAULTS.block_labels, allow=(), internal=("corp.acme.com",),
+def gate(value, labels=(), *, block=DEFAULTS.policy.block_labels, allow=(), internal=("corp.acme.com",),
          declared=None):
     return check(classify(value, declared), list(labels), block_labels=block, allow_labels=allow,
                  internal_domains=internal)
@@ -223,7 +223,7 @@ def test_internal_domain_configuration_is_forgiving(configured):
 def test_internal_domain_setting_example_from_settings_doc():
     internal = Settings.from_env({"VTSTREAM_INTERNAL_DOMAINS": "corp.acme.com,internal"})
     decision = check(classify("dc01.corp.acme.com"), [], block_labels=(), allow_labels=(),
-                     internal_domains=internal.internal_domains)
+                     internal_domains=internal.policy.internal_domains)
     assert decision.rule == "internal_domain"
 
 
@@ -323,8 +323,8 @@ def test_internal_domain_is_reported_before_special_use():
 def test_check_is_pure():
     indicator = classify("10.0.0.1")
     labels = ["TLP:GREEN"]
-    first = check(indicator, labels, block_labels=DEFAULTS.block_labels, allow_labels=(),
+    first = check(indicator, labels, block_labels=DEFAULTS.policy.block_labels, allow_labels=(),
                   internal_domains=())
     assert labels == ["TLP:GREEN"]
-    assert check(indicator, labels, block_labels=DEFAULTS.block_labels, allow_labels=(),
+    assert check(indicator, labels, block_labels=DEFAULTS.policy.block_labels, allow_labels=(),
                  internal_domains=()) == first

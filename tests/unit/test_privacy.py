@@ -11,7 +11,8 @@ from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin, SeenAs
 from pipeline.contracts.wire import VtRequest
 from pipeline.rules.deadletter import dead_letter
-from pipeline.rules.privacy import DEFAULT_SECRET_PARAMS, UrlPrivacy, at_edge, redact, scrub
+from pipeline.rules.privacy import at_edge, redact, scrub
+from pipeline.settings import DEFAULT_SECRET_PARAMS, UrlPrivacy
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.unit
 
 def test_the_default_list_holds_every_name_the_issue_requires():
     assert {name.casefold() for name in REQUIRED} <= {name.casefold() for name in DEFAULT_SECRET_PARAMS}
-    assert Settings().url_privacy == DEFAULTS
+    assert Settings().privacy == DEFAULTS
 
 
 @pytest.mark.parametrize("name", DEFAULT_SECRET_PARAMS)
@@ -135,11 +136,11 @@ def test_drop_mode_skip_refuses_and_names_only_the_parameter():
 
 
 def test_configured_names_replace_the_default_list():
-    rules = Settings.from_env({"VTSTREAM_URL_REDACT_PARAMS": " Ticket ,otp"}).url_privacy
+    rules = Settings.from_env({"VTSTREAM_URL_REDACT_PARAMS": " Ticket ,otp"}).privacy
     got = redact("https://h.example.com/?token=a&ticket=b&OTP=c", rules)
     assert got.url == "https://h.example.com/?token=a" and got.redacted == ("ticket", "OTP")
     assert redact("https://h.example.com/?token=a", Settings.from_env(
-        {"VTSTREAM_URL_REDACT_PARAMS": ""}).url_privacy).url == "https://h.example.com/?token=a"
+        {"VTSTREAM_URL_REDACT_PARAMS": ""}).privacy).url == "https://h.example.com/?token=a"
 
 
 def test_redaction_is_idempotent_and_leaves_clean_urls_byte_for_byte():
@@ -181,10 +182,10 @@ def test_sightings_differing_only_in_a_redacted_part_share_one_key():
 
 
 def test_skip_modes_skip_with_the_rule_and_keep_the_indicator_as_sent():
-    outcome = _parse("https://user:pw@host.com/", Settings().with_(url_userinfo="skip"))
+    outcome = _parse("https://user:pw@host.com/", Settings.of(privacy_userinfo="skip"))
     assert isinstance(outcome, Skipped) and outcome.rule == "url_userinfo"
     assert outcome.indicator.value == "https://user:pw@host.com/"
-    outcome = _parse("https://host.com/?sig=a", Settings().with_(url_redact_mode="skip"))
+    outcome = _parse("https://host.com/?sig=a", Settings.of(privacy_mode="skip"))
     assert isinstance(outcome, Skipped) and outcome.rule == "url_secret_param"
 
 

@@ -10,19 +10,19 @@ from pipeline.contracts.card import SummaryCard
 from pipeline.kafka.direct import key_slot
 from pipeline.kafka.replica import CacheCopy
 from pipeline.rules.cache import completed
-from pipeline.settings import Settings
+from pipeline.settings import CacheSettings
 
 pytestmark = pytest.mark.unit
 
 
 def done(now: float = 1000.0) -> bytes:
-    return completed(SummaryCard.mapped_from(True, {"positives": 1}), True, now, Settings()).to_bytes()
+    return completed(SummaryCard.mapped_from(True, {"positives": 1}), True, now, CacheSettings()).to_bytes()
 
 
 def test_a_finished_entry_is_served_until_it_expires():
     copy = CacheCopy(10)
     copy.apply(b"ip:8.8.8.8", done(1000.0))
-    ttl = Settings().cache_ttl_s
+    ttl = CacheSettings().ttl_s
     assert copy.fresh(b"ip:8.8.8.8", 1000.0 + ttl - 1).summary.positives == 1
     assert copy.fresh(b"ip:8.8.8.8", 1000.0 + ttl + 1) is None
 

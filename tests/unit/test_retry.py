@@ -20,7 +20,7 @@ from topics import DEAD, POLLS, retry_topic
 
 pytestmark = pytest.mark.unit
 
-SETTINGS = Settings(retry_tiers=("30s", "2m"), retry_slice_s=0.001)
+SETTINGS = Settings.of(retry_tiers=("30s", "2m"), retry_slice_s=0.001)
 POLL = VtRequest(indicator=Indicator("url", "http://evil.example.com/"), action="submit_url", api="v3",
                  origin=Origin(ref="indicators.raw/0/3"), op="poll", attempt=2, analysis_id="u-1")
 
@@ -47,7 +47,7 @@ def hold(value: bytes, *, clock: Clock, tier: str = "30s", delay: float = 30.0,
 
 
 def parked_at(now: float, wait_s: float) -> bytes:
-    _topic, record = retry.parked(POLL, wait_s=wait_s, reason="scan queued", now=now, tiers=SETTINGS.retry_tiers)
+    _topic, record = retry.parked(POLL, wait_s=wait_s, reason="scan queued", now=now, tiers=SETTINGS.retry.tiers)
     return record.to_bytes()
 
 

@@ -9,9 +9,8 @@ from pipeline.cli.replay import render_report, report
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.run_state import DetectedRow, RunState
 from pipeline.errors import ConfigError
-from pipeline.rules.runs import (Budget, Sighting, default_run_name, detected, duration_s, parse_time,
-                                   requests_per_lookup)
-from pipeline.settings import Settings
+from pipeline.rules.runs import (Budget, Sighting, default_run_name, detected, duration_s, parse_time)
+from pipeline.settings import VtSettings
 
 pytestmark = pytest.mark.unit
 
@@ -36,10 +35,10 @@ def test_default_run_name_is_the_same_for_the_same_command():
 
 
 def test_requests_per_lookup_follow_the_readme_table():
-    assert requests_per_lookup(Settings()) == 1
-    assert requests_per_lookup(Settings(vt_relationships=("resolutions",))) == 2
-    assert requests_per_lookup(Settings(vt_relationships=("resolutions", "communicating_files"))) == 3
-    assert requests_per_lookup(Settings(vt_api_version="v2", vt_relationships=("resolutions",))) == 1
+    assert VtSettings().requests_per_lookup == 1
+    assert VtSettings(relationships=("resolutions",)).requests_per_lookup == 2
+    assert VtSettings(relationships=("resolutions", "communicating_files")).requests_per_lookup == 3
+    assert VtSettings(api_version="v2", relationships=("resolutions",)).requests_per_lookup == 1
 
 
 def test_duration_at_the_pace_and_across_daily_quotas():

@@ -1,24 +1,24 @@
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings, settings_doc
+from pipeline.settings import Settings, settings_doc, settings_groups
 
 pytestmark = pytest.mark.unit
 
 
 def test_defaults_run_the_demo():
     s = Settings.from_env({})
-    assert s.vt_api_version == "v3" and s.vt_rate_per_minute == 4 and s.vt_daily_quota == 500
-    assert s.block_labels == ("TLP:RED", "TLP:AMBER+STRICT")
+    assert s.vt.api_version == "v3" and s.vt.rate_per_minute == 4 and s.vt.daily_quota == 500
+    assert s.policy.block_labels == ("TLP:RED", "TLP:AMBER+STRICT")
 
 
 def test_values_are_parsed():
     s = Settings.from_env({"VTSTREAM_VT_API_VERSION": "V2", "VTSTREAM_ALLOW_LABELS": "TLP:GREEN, TLP:CLEAR",
                            "VTSTREAM_KAFKA_BOOTSTRAP": "kafka://k1:9092", "VTSTREAM_VT_BASE_URL": "https://x.test/"})
-    assert s.vt_api_version == "v2"
-    assert s.allow_labels == ("TLP:GREEN", "TLP:CLEAR")
-    assert s.kafka_bootstrap == "k1:9092"
-    assert s.vt_base_url == "https://x.test"
+    assert s.vt.api_version == "v2"
+    assert s.policy.allow_labels == ("TLP:GREEN", "TLP:CLEAR")
+    assert s.kafka.bootstrap == "k1:9092"
+    assert s.vt.base_url == "https://x.test"
 
 
 @pytest.mark.parametrize("env, needle", [
@@ -39,6 +39,7 @@ def test_bad_values_name_the_variable_and_problem(env, needle):
 def test_api_key_never_in_repr():
     s = Settings.from_env({"VTSTREAM_VT_API_KEY": "supersecretkey123"})
     assert "supersecretkey123" not in repr(s) and "supersecretkey123" not in str(s)
+    assert "supersecretkey123" not in repr(s.vt)
 
 
 def test_every_setting_is_documented():
@@ -49,6 +50,15 @@ def test_every_setting_is_documented():
 
 def test_taxii_password_never_in_repr_and_outputs_are_checked():
     s = Settings.from_env({"VTSTREAM_TAXII_PASSWORD": "taxii-secret-123", "VTSTREAM_OUTPUTS": "events, STIX"})
-    assert "taxii-secret-123" not in repr(s) and s.outputs == ("events", "stix")
+    assert "taxii-secret-123" not in repr(s) and "taxii-secret-123" not in repr(s.web)
+    assert s.outputs.publish == ("events", "stix")
     with pytest.raises(ConfigError, match="VTSTREAM_OUTPUTS"):
         Settings.from_env({"VTSTREAM_OUTPUTS": "events,csv"})
+
+
+def test_settings_come_in_groups_and_flat_names_reach_them():
+    s = Settings.of(cache_ttl_s=60, kafka_bootstrap="k:9092", app_id="x")
+    assert (s.cache.ttl_s, s.kafka.bootstrap, s.app_id) == (60, "k:9092", "x")
+    assert [title for title, _ in settings_groups()][:3] == ["Worker", "Kafka and its security", "VirusTotal"]
+    with pytest.raises(TypeError, match="no setting named 'cache_tll_s'"):
+        Settings.of(cache_tll_s=1)

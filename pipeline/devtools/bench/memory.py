@@ -85,7 +85,7 @@ async def seed(kafka: Settings, changelog: str, count: int, salt: str, templates
             for i in range(count):
                 examples = templates[TYPES[i % len(TYPES)]]
                 entry = {**examples[i % len(examples)], "fetched_at": now,
-                         "expires_at": now + settings.cache_ttl_s}
+                         "expires_at": now + settings.cache.ttl_s}
                 await out.send(changelog, cache_key(i, salt, settings), orjson.dumps(entry))
                 if i % 20_000 == 19_999:
                     await out.flush()

@@ -92,8 +92,8 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not settings.taxii_anonymous and not _credentials_match(
-                request.headers.get("Authorization", ""), settings.taxii_username, settings.taxii_password):
+        if not settings.web.taxii_anonymous and not _credentials_match(
+                request.headers.get("Authorization", ""), settings.web.taxii_username, settings.web.taxii_password):
             return taxii_error(401, "Unauthorized", "HTTP Basic credentials are required",
                                {"WWW-Authenticate": 'Basic realm="vtstream TAXII", charset="UTF-8"'})
         if request.method == "GET" and not _accepts_taxii(request.headers.get("Accept", "")):
@@ -197,13 +197,13 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     """HTTPS when a certificate and key are configured; ConfigError when only one is."""
-    if settings.taxii_cert is None and settings.taxii_key is None:
+    if settings.web.taxii_cert is None and settings.web.taxii_key is None:
         return None
-    if settings.taxii_cert is None or settings.taxii_key is None:
+    if settings.web.taxii_cert is None or settings.web.taxii_key is None:
         raise ConfigError("set both VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY for HTTPS, or neither")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(settings.taxii_cert, settings.taxii_key)
+        context.load_cert_chain(settings.web.taxii_cert, settings.web.taxii_key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the TAXII certificate or key: {exc}") from None
     return context
@@ -211,7 +211,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set."""
-    if not settings.taxii_anonymous and not (settings.taxii_username and settings.taxii_password):
+    if not settings.web.taxii_anonymous and not (settings.web.taxii_username and settings.web.taxii_password):
         raise ConfigError("set VTSTREAM_TAXII_USERNAME and VTSTREAM_TAXII_PASSWORD, "
                           "or VTSTREAM_TAXII_ANONYMOUS=true for a feed anyone may read")
     context = tls_context(settings)
