@@ -32,7 +32,7 @@ from mode import Service
 
 from pipeline.contracts.wire import Outgoing, wire_value
 from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
-from pipeline.kafka.runtime import Outbox, Watch, route_failure
+from pipeline.kafka.runtime import Handler, Outbox, Received, Watch, handle_one
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
@@ -59,13 +59,10 @@ BATCHES_IN_FLIGHT = 4
 SUBMIT_EVERY = 250
 
 #: Handles one record: (outbox, key, value, ref) where ref is topic/partition/offset.
-RecordHandler = Callable[[Outbox, bytes, "bytes | None", str], Awaitable[None]]
-
-
 class DirectStage(Service):
     """Consumes ``topic`` in consumer group ``group``; one batch at a time, committed after its outputs."""
 
-    def __init__(self, settings: Settings, stage: str, topic: str, group: str, handle: RecordHandler,
+    def __init__(self, settings: Settings, stage: str, topic: str, group: str, handle: Handler,
                  metrics: Metrics | None = None, readiness: Readiness | None = None,
                  clock: Callable[[], float] = time.time, max_records: int = 2000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -108,14 +105,9 @@ class DirectStage(Service):
                 for tp, records in batch.items():
                     counted.inc(len(records))
                     for record in records:
-                        key = record.key or b""
-                        handling(self.stage, key)
-                        ref = f"{tp.topic}/{tp.partition}/{record.offset}"
-                        try:
-                            await self.handle(out, key, record.value, ref)
-                        except Exception as exc:  # route, never stop the stage
-                            await route_failure(out, self.stage, key, record.value, ref, exc,
-                                                self.settings.privacy)
+                        await handle_one(self.stage, self.handle, out, Received(
+                            record.key or b"", record.value, f"{tp.topic}/{tp.partition}/{record.offset}",
+                            self.clock()), self.settings.privacy)
                         if out.held() >= SUBMIT_EVERY:  # send what is ready, let the loop turn
                             acks += await out.submit()
                             await asyncio.sleep(0)

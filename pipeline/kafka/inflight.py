@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from pipeline.kafka.runtime import Context, Handler, Outbox, record_ref, route_failure
-from pipeline.observe.logs import handling
+from pipeline.kafka.runtime import Context, Handler, Outbox, handle_one, received
 from pipeline.rules.ack_order import AckOrder
 
 async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler, limit: int,
@@ -39,13 +38,7 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler,
         message = event.message
         try:
             out = new_outbox()
-            key: bytes = event.key or b""
-            handling(stage, key)  # this task's log lines name the record it works on
-            try:
-                await handler(out, key, event.value, ctx.clock())
-            except Exception as exc:  # route, never crash the agent
-                await route_failure(out, stage, key, event.value, record_ref(event), exc,
-                                    ctx.settings.privacy)
+            await handle_one(stage, handler, out, received(event, ctx.clock()), ctx.settings.privacy)
             await out.flush()
         except BaseException as exc:  # outputs not produced: never ack; the agent stops below
             failures.append(exc)

@@ -46,7 +46,7 @@ from pipeline.contracts.wire import Status, VtRequest
 from pipeline.errors import DailyQuotaExhausted, RecordError
 from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
-from pipeline.kafka.runtime import Context, Outbox
+from pipeline.kafka.runtime import Context, Outbox, Received
 from pipeline.observe.metrics import quota_readings
 from pipeline.rules import privacy
 from pipeline.rules.deadletter import dead_letter
@@ -85,10 +85,10 @@ class Gateway:
         self.ctx, self.client, self.shared, self.priority = ctx, client, shared, priority
         self.settings = ctx.settings
 
-    async def handle(self, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+    async def handle(self, out: Outbox, record: Received) -> None:
         """Process one vt.requests / vt.polls record."""
         with self.shared.governor.serving(self.priority):
-            await self._handle(out, key, value)
+            await self._handle(out, record.key, record.value)
 
     async def _handle(self, out: Outbox, key: bytes, value: bytes | None) -> None:
         try:

@@ -34,7 +34,7 @@ from pipeline.errors import InputError
 from pipeline.inputs.files import prepare as prepare_file
 from pipeline.kafka.direct import DirectStage
 from pipeline.kafka.replica import CacheCopy, CacheReplica
-from pipeline.kafka.runtime import Context, Outbox
+from pipeline.kafka.runtime import Context, Outbox, Received
 from pipeline.rules import privacy
 from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.indicators import classify
@@ -201,8 +201,9 @@ def _string_list(name: str, item: Any) -> list[str]:
     return [x.strip() for x in item if x.strip()]
 
 
-async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: bytes | None, ref: str) -> None:
+async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -> None:
     """Route one raw record: a cached summary, vt.lookups, a skip summary, or vt.dead."""
+    key, value, ref = record.key, record.value, record.ref
     if value and b'"file"' in value:  # may hash a file of up to 650 MB: off the event loop
         outcome = await asyncio.to_thread(parse, value, ref, ctx.settings)
     else:

@@ -19,15 +19,16 @@ from pipeline.contracts.cache_entry import CachedResult
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.wire import LookupRequest, VtRequest
-from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_batches
+from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_batches
 from pipeline.rules import cache
 
 OVERFLOW_REASON = "lookup in flight; too many duplicates waiting to list this one"
 
 
-async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     """Process one vt.lookups record."""
-    sighting = await decode_or_dead_letter(ctx, out, key, value, LookupRequest.from_bytes,
+    key, now = record.key, record.now
+    sighting = await decode_or_dead_letter(ctx, out, record, LookupRequest.from_bytes,
                                            stage="lookup", what="vt.lookups record")
     if sighting is None:
         return

@@ -24,7 +24,7 @@ from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.wire import VtResponse
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
-from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_batches
+from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_batches
 from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
 from pipeline.rules import cache
@@ -36,9 +36,10 @@ def options(ctx: Context) -> AddOptions:
                       relation_cap=s.outputs.relation_cap)
 
 
-async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     """Process one vt.responses record."""
-    answer = await decode_or_dead_letter(ctx, out, key, value, VtResponse.from_bytes,
+    key, now = record.key, record.now
+    answer = await decode_or_dead_letter(ctx, out, record, VtResponse.from_bytes,
                                          stage="results", what="vt.responses record")
     if answer is None:
         return

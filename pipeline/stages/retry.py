@@ -25,7 +25,7 @@ from typing import Any
 from topics import POLLS, retry_topic
 
 from pipeline.contracts.wire import ParkedRecord, VtRequest
-from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_each
+from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_each
 from pipeline.settings import parse_duration
 
 
@@ -61,10 +61,10 @@ def parked(request: VtRequest, *, wait_s: float, reason: str, now: float,
     return retry_topic(tier_for(wait_s, tiers)), record
 
 
-async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes, value: bytes | None,
-               now: float) -> None:
+async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, received: Received) -> None:
     """Wait for one head record to come due, then forward or re-park it."""
-    record = await decode_or_dead_letter(ctx, out, key, value, ParkedRecord.from_bytes,
+    key = received.key
+    record = await decode_or_dead_letter(ctx, out, received, ParkedRecord.from_bytes,
                                          stage=f"retry.{tier}", what="parked record")
     if record is None:
         return

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from pipeline.kafka.inflight import run_in_flight
-from pipeline.kafka.runtime import Outbox
+from pipeline.kafka.runtime import Outbox, Received
 from pipeline.observe.metrics import Metrics
 from pipeline.rules.ack_order import AckOrder
 from pipeline.settings import Settings
@@ -101,12 +101,12 @@ def test_acks_wait_for_outputs_and_for_older_records_in_flight():
     answer = {i: asyncio.Event() for i in range(3)}
     running: list[int] = []
 
-    async def handle(out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
-        assert value is not None
-        i = int(value[1:])
+    async def handle(out: Outbox, record: Received) -> None:
+        assert record.value is not None
+        i = int(record.value[1:])
         running.append(i)
         await answer[i].wait()  # the VirusTotal call
-        await out.send("vt.responses", key, value)
+        await out.send("vt.responses", record.key, record.value)
 
     async def run() -> None:
         loop = start(stream, producer, handle, limit=2)
@@ -135,9 +135,9 @@ def test_acks_wait_for_outputs_and_for_older_records_in_flight():
 def test_a_failed_produce_is_never_acked_and_stops_the_loop():
     stream, producer = FakeStream(2), FakeProducer()
 
-    async def handle(out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
-        assert value is not None
-        await out.send("vt.responses", key, value)
+    async def handle(out: Outbox, record: Received) -> None:
+        assert record.value is not None
+        await out.send("vt.responses", record.key, record.value)
 
     async def run() -> None:
         loop = start(stream, producer, handle, limit=4)

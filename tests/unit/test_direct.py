@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from pipeline.kafka.direct import DirectStage
-from pipeline.kafka.runtime import Outbox
+from pipeline.kafka.runtime import Outbox, Received
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -99,10 +99,10 @@ class LateAckProducer:
         return batch.ack
 
 
-async def forward(out: Outbox, key: bytes, value: bytes | None, ref: str) -> None:
+async def forward(out: Outbox, record: Received) -> None:
     """The handler: two outputs per input, each carrying the input's ref."""
     for _ in range(OUTPUTS_PER_RECORD):
-        await out.send(OUTPUT, key, ref.encode())
+        await out.send(OUTPUT, record.key, record.ref.encode())
 
 
 def committed(consumer: ScriptedConsumer) -> dict[TopicPartition, int]:

@@ -17,7 +17,7 @@ from pipeline.contracts.indicator import FileRef
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import DeadLetter, ParkedRecord, VtRequest, VtResponse
-from pipeline.kafka.runtime import Context
+from pipeline.kafka.runtime import Context, Received
 from pipeline.mapping import load_mappings
 from pipeline.settings import Settings
 from pipeline.stages.gateway import NOT_UPLOADED, Gateway, Shared
@@ -99,7 +99,7 @@ def run_each(gw: Gateway, records: list[VtRequest | bytes]) -> list[RecordingOut
         for record in records:
             out = RecordingOutbox()
             value = record if isinstance(record, bytes) else record.to_bytes()
-            await gw.handle(out, KEY, value, gw.ctx.clock())
+            await gw.handle(out, Received(KEY, value, "vt.requests/0/1", gw.ctx.clock()))
             outs.append(out)
         return outs
 

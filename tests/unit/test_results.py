@@ -9,10 +9,10 @@ import asyncio
 import orjson
 import pytest
 
-from pipeline.stages import lookup, results
+from pipeline.kafka.runtime import Context, Outbox, Received
 from pipeline.mapping import load_mappings
-from pipeline.kafka.runtime import Context, Outbox
 from pipeline.settings import Settings
+from pipeline.stages import lookup, results
 from topics import ENRICHED, REQUESTS
 
 pytestmark = pytest.mark.unit
@@ -62,10 +62,10 @@ def run(status: str) -> YieldingOutbox:
     """Sighting 1 is in flight and 2 waits; 3 arrives between two sends of the answer's handling."""
     async def scenario() -> YieldingOutbox:
         ctx, out = context(), YieldingOutbox()
-        await lookup.handle(ctx, out, KEY, sighting("raw/0/1"), 1.0)
-        await lookup.handle(ctx, out, KEY, sighting("raw/0/2"), 1.0)
-        await asyncio.gather(results.handle(ctx, out, KEY, answer(status), 2.0),
-                             lookup.handle(ctx, out, KEY, sighting("raw/0/3"), 2.0))
+        await lookup.handle(ctx, out, Received(KEY, sighting("raw/0/1"), "vt.lookups/0/1", 1.0))
+        await lookup.handle(ctx, out, Received(KEY, sighting("raw/0/2"), "vt.lookups/0/2", 1.0))
+        await asyncio.gather(results.handle(ctx, out, Received(KEY, answer(status), "vt.responses/0/1", 2.0)),
+                             lookup.handle(ctx, out, Received(KEY, sighting("raw/0/3"), "vt.lookups/0/3", 2.0)))
         return out
 
     return asyncio.run(scenario())

@@ -11,7 +11,7 @@ import pytest
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import DeadLetter, ParkedRecord, VtRequest
-from pipeline.kafka.runtime import Context
+from pipeline.kafka.runtime import Context, Received
 from pipeline.settings import Settings
 from pipeline.stages import retry
 
@@ -42,7 +42,7 @@ def hold(value: bytes, *, clock: Clock, tier: str = "30s", delay: float = 30.0,
     ctx = Context(settings=SETTINGS, app=app or SimpleNamespace(rebalancing=False, should_stop=False),  # type: ignore[arg-type]
                   topics={}, cache={}, quota={}, mappings=None, clock=clock)
     out = SendTimes(clock)
-    asyncio.run(retry.hold(ctx, tier, delay, out, b"url:x", value, clock.now))
+    asyncio.run(retry.hold(ctx, tier, delay, out, Received(b"url:x", value, "vt.retry.30s/0/0", clock.now)))
     return out
 
 
