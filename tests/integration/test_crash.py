@@ -11,7 +11,7 @@ import random
 
 import orjson
 import pytest
-from kafka_helpers import collect, produce, summaries
+from tests.support.kafka import collect, produce, summaries
 
 from topics import intake_group
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from kafka_helpers import collect, finals, produce, wait_finals
+from tests.support.kafka import collect, finals, produce, wait_finals
 
 from pipeline.cli.status import gather_status, summarize
 from pipeline.devtools.rig import group_members, wait_until

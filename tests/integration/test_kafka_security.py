@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tls_helpers import Authority, Pem, TlsProxy
+from tests.support.tls import Authority, Pem, TlsProxy
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from click.testing import CliRunner
-from kafka_helpers import produce
+from tests.support.kafka import produce
 
 from pipeline.cli.status import gather_status, render, status_command
 from pipeline.errors import ConfigError

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 import stix2
-from kafka_helpers import collect, produce
+from tests.support.kafka import collect, produce
 from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Server, as_pages
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from _mapping_cases import FIXTURES, GOLDEN_OPTIONS, MAPPINGS, Case, extra_cases
+from tests.support.mapping_cases import FIXTURES, GOLDEN_OPTIONS, MAPPINGS, Case, extra_cases
 from pipeline.mapping import AddOptions, MappingSet, load_mappings, map_saved_response
 from pipeline.vt.behaviour import BEHAVIOUR_KEY, merge_behaviour_summary, sandbox_report
 

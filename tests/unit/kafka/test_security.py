@@ -8,7 +8,7 @@ from pathlib import Path
 import faust
 import pytest
 from click.testing import CliRunner
-from tls_helpers import Authority
+from tests.support.tls import Authority
 
 from pipeline.cli.main import main
 from pipeline.errors import ConfigError, KafkaAccessDenied

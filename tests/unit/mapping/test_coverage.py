@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from _mapping_cases import GOLDEN_OPTIONS, MAPPINGS, all_cases
+from tests.support.mapping_cases import GOLDEN_OPTIONS, MAPPINGS, all_cases
 from pipeline.mapping import load_mappings
 
 pytestmark = pytest.mark.unit

@@ -17,7 +17,7 @@ import jmespath
 import pytest
 from jmespath.visitor import TreeInterpreter
 
-from _mapping_cases import MAPPINGS, SAMPLES, Case, all_cases
+from tests.support.mapping_cases import MAPPINGS, SAMPLES, Case, all_cases
 from pipeline.mapping import AddOptions, MappingSet, map_saved_response
 from pipeline.mapping.compiled import Compiled, compile_expression
 from pipeline.mapping.functions import MappingFunctions

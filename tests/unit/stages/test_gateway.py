@@ -25,7 +25,7 @@ from pipeline.vt.client import LookupResult, Submission, Upload
 from pipeline.vt.discovery import AllowanceWatch
 from pipeline.vt.errors import BadRequest, QuotaExceeded, ServerError, WrongCredentials
 from pipeline.vt.governor import Governor
-from _fakes import T0, Clock, RecordingOutbox
+from tests.support.fakes import T0, Clock, RecordingOutbox
 from topics import DEAD, RESPONSES, retry_topic
 
 pytestmark = pytest.mark.unit

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from _mapping_cases import MAPPINGS, REPO, SAMPLES, action_for
+from tests.support.mapping_cases import MAPPINGS, REPO, SAMPLES, action_for
 from pipeline.contracts.events import KINDS
 from pipeline.errors import ConfigError
 from pipeline.mapping import (

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from _mapping_cases import (
+from tests.support.mapping_cases import (
     ENRICHED_AT, EXPECTED, GOLDEN_OPTIONS, MAPPINGS, Case, all_cases, comparable, expected_path,
 )
 from pipeline.mapping import MappingSet, load_mappings

@@ -15,7 +15,7 @@ from pipeline.kafka.runtime import Context, Received
 from pipeline.settings import Settings
 from pipeline.stages import retry
 
-from _fakes import T0, Clock, RecordingOutbox
+from tests.support.fakes import T0, Clock, RecordingOutbox
 from topics import DEAD, POLLS, retry_topic
 
 pytestmark = pytest.mark.unit
