@@ -17,6 +17,7 @@ demo: $(STAMP)  ## broker + VirusTotal emulator + worker, a sample in, events ou
 
 test: $(STAMP)  ## the whole suite: unit, integration (real broker + emulator), e2e, mypy
 	$(BIN)/mypy pipeline topics mappings
+	$(BIN)/ruff check --select F --no-cache pipeline tests topics mappings
 	$(BIN)/pytest -n 4 --dist worksteal
 
 unit: $(STAMP)

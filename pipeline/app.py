@@ -29,7 +29,7 @@ from pipeline.observe import logs, probes
 from pipeline.settings import Settings
 from pipeline.stages import gateway, intake, lookup, results, retry
 
-log = logging.getLogger("vtstream")
+log = logging.getLogger("vtstream.app")
 
 #: Stages in flow order; each module's ``install(ctx)`` registers its agents.
 STAGES = (intake, lookup, gateway, retry, results)

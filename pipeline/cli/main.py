@@ -17,16 +17,10 @@ from topics import DEAD, ENRICHED, RAW, describe
 
 from pipeline.cli.render import format_event
 from pipeline.contracts.wire import DeadLetter
+from pipeline.cli.options import bootstrap_option, cli_settings
 from pipeline.errors import ConfigError, RecordError
 from pipeline.settings import Settings, settings_groups
 from pipeline.settings.core import configuration_markdown
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 #: What the development tools (demo, broker, emulator, bench) need: their package and the
@@ -111,7 +105,7 @@ def config(defaults: bool, markdown: bool) -> None:
     if markdown:
         click.echo(configuration_markdown(), nl=False)
         return
-    current = Settings() if defaults else _settings()
+    current = Settings() if defaults else cli_settings()
     shown = dict(current.described())
     for title, rows in settings_groups():
         click.echo(f"\n{title}")
@@ -121,7 +115,7 @@ def config(defaults: bool, markdown: bool) -> None:
 
 
 @main.command(epilog=_env_help())
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 @click.option("--vt-base-url", help="VirusTotal scheme and host (overrides VTSTREAM_VT_BASE_URL).")
 @click.option("--api", "api_version", type=click.Choice(["v3", "v2"]), help="VirusTotal API version.")
 def worker(bootstrap: str | None, vt_base_url: str | None, api_version: str | None) -> None:
@@ -138,7 +132,7 @@ def worker(bootstrap: str | None, vt_base_url: str | None, api_version: str | No
     """
     from pipeline.app import run_worker
 
-    settings = _settings(kafka_bootstrap=bootstrap, vt_base_url=vt_base_url, vt_api_version=api_version)
+    settings = cli_settings(kafka_bootstrap=bootstrap, vt_base_url=vt_base_url, vt_api_version=api_version)
     try:
         run_worker(settings)
     except ConfigError as exc:
@@ -224,7 +218,7 @@ def _records(values: Iterable[str], fields: dict[str, Any]) -> Iterator[bytes]:
 @click.option("--source", help="Source name put on each record (per-source accounting).")
 @click.option("--label", "labels", multiple=True, help="Security label, e.g. TLP:GREEN; repeatable.")
 @click.option("--topic", default=RAW, show_default=True)
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 def produce(indicators: tuple[str, ...], path: Path | None, declared_type: str | None, source: str | None,
             labels: tuple[str, ...], topic: str, bootstrap: str | None) -> None:
     """Publish indicators to indicators.raw, from arguments, a file, or stdin.
@@ -242,7 +236,7 @@ def produce(indicators: tuple[str, ...], path: Path | None, declared_type: str |
     """
     from tqdm import tqdm
 
-    settings = _settings(kafka_bootstrap=bootstrap)
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     fields: dict[str, Any] = {}
     if declared_type:
         fields["type"] = declared_type
@@ -295,7 +289,7 @@ async def _produce(settings: Settings, topic: str, records: Iterable[bytes]) -> 
               help="Show only these kinds; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON events, one per line.")
 @click.option("--idle-exit", type=float, help="Exit after this many seconds without a record.")
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool, idle_exit: float | None,
          bootstrap: str | None) -> None:
     """Follow indicators.enriched (or vt.dead) and print each event readably.
@@ -307,7 +301,7 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
     """
     from pipeline.kafka.admin import consume
 
-    settings = _settings(kafka_bootstrap=bootstrap)
+    settings = cli_settings(kafka_bootstrap=bootstrap)
 
     async def run() -> None:
         async for _key, value in consume(settings, topic, from_beginning=from_beginning, idle_timeout=idle_exit):
@@ -367,7 +361,7 @@ def map_command(api_version: str, action: str, behaviour: Path | None, output_fo
     """
     from pipeline.mapping import AddOptions, map_files
 
-    settings = _settings()
+    settings = cli_settings()
     options = AddOptions(tags=settings.outputs.add_tags, confidence=settings.outputs.add_confidence,
                          rating=settings.outputs.add_rating, relation_cap=settings.outputs.relation_cap)
     try:
@@ -404,7 +398,7 @@ def _bundles(events: Iterable[dict[str, Any]], settings: Settings, labels: tuple
 @main.command(epilog=_env_help())
 @click.option("--port", type=int, default=9500, show_default=True, help="Port to listen on.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 def taxii(port: int, host: str, bootstrap: str | None) -> None:
     """Serve indicators.stix as a read-only TAXII 2.1 collection.
 
@@ -422,7 +416,7 @@ def taxii(port: int, host: str, bootstrap: str | None) -> None:
 
     from pipeline.outputs.taxii.server import serve
 
-    settings = _settings(kafka_bootstrap=bootstrap)
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def run() -> None:
@@ -450,7 +444,7 @@ def topics() -> None:
 
 
 @topics.command(name="create")
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 @click.option("--wait", type=float, default=30.0, show_default=True,
               help="Seconds to keep trying while the broker does not answer (it may be starting).")
 def topics_create(bootstrap: str | None, wait: float) -> None:
@@ -460,7 +454,7 @@ def topics_create(bootstrap: str | None, wait: float) -> None:
     """
     from pipeline.kafka.admin import ensure_topics, topic_catalog
 
-    settings = _settings(kafka_bootstrap=bootstrap)
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     try:
         created = asyncio.run(ensure_topics(settings, topic_catalog(settings), timeout=wait))
     except ConfigError as exc:
@@ -473,7 +467,7 @@ def topics_describe() -> None:
     """Print the catalog: name, partitions, key, cleanup, retention, purpose."""
     from pipeline.kafka.admin import topic_catalog
 
-    settings = _settings()
+    settings = cli_settings()
     for row in describe(topic_catalog(settings)):
         click.echo(f"{row['name']:<28} partitions={row['partitions']:<3} cleanup={row['cleanup']:<8} "
                    f"retention_days={row['retention_days']!s:<3} key={row['key']}\n    {row['purpose']}")

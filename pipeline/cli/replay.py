@@ -18,12 +18,13 @@ import orjson
 
 from topics import RAW
 
+from pipeline.cli.options import bootstrap_option, cli_settings
 from pipeline.cli.status import span
 from pipeline.contracts.events import iso_utc
 from pipeline.contracts.run_state import BUDGET_SPENT, INTERRUPTED, RunState
 from pipeline.errors import ConfigError
 from pipeline.rules.runs import default_run_name, duration_s, parse_time
-from pipeline.settings import Settings, parse_duration
+from pipeline.settings import parse_duration
 
 
 def report(state: RunState) -> dict[str, Any]:
@@ -102,7 +103,7 @@ class _Bars:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report to this file as JSON.")
 @click.option("--no-wait", is_flag=True, help="Return right after feeding, without waiting for the answers.")
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 def replay_command(topic: str, since: str, until: str | None, run_name: str | None, dry_run: bool,
                    budget: int | None, max_age: str | None, detected_at: int, report_path: Path | None,
                    no_wait: bool, bootstrap: str | None) -> None:
@@ -125,8 +126,8 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
     """
     from pipeline.replay.driver import ReplayOptions, describe_position, dry_run as count_range, run_replay
 
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     try:
-        settings = Settings.from_env(None, **({"kafka_bootstrap": bootstrap} if bootstrap else {}))
         now = time.time()
         options = ReplayOptions(
             run=run_name or default_run_name(topic, since, until), topic=topic, since=parse_time(since, now),

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, intake_group, retry_topic
 
+from pipeline.cli.options import bootstrap_option, cli_settings
 from pipeline.contracts.quota import GOVERNOR_KEY, QuotaState
 from pipeline.contracts.run_state import RunState
 from pipeline.errors import ConfigError, RecordError
@@ -343,7 +344,7 @@ def _decode_quota(latest: Mapping[bytes, bytes]) -> tuple[QuotaState | None, lis
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 def status_command(bootstrap: str | None, as_json: bool) -> None:
     """Show VirusTotal quota use, parked and dead records, and consumer lag.
@@ -389,11 +390,7 @@ def status_command(bootstrap: str | None, as_json: bool) -> None:
       $ vtstream status --json | jq .quota.remaining_today
       377
     """
-    try:
-        overrides = {"kafka_bootstrap": bootstrap} if bootstrap else {}
-        settings = Settings.from_env(None, **overrides)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     # aiokafka logs each failed connection attempt; the ClickException below says it once.
     kafka_log = logging.getLogger("aiokafka")
     level = kafka_log.level

@@ -7,7 +7,7 @@ vt.lookups and vt.responses; the rules on them are in :mod:`pipeline.rules.cache
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import TypeVar, Union
 
 import orjson
 

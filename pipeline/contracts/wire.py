@@ -26,7 +26,6 @@ from typing import Any, Literal, Protocol, Union
 
 import orjson
 
-from pipeline.contracts.cache_entry import CachedResult, InFlight
 from pipeline.contracts.indicator import FileRef, Indicator
 from pipeline.contracts.origin import Origin, read_origin
 from pipeline.contracts.reader import FieldReader

@@ -22,7 +22,7 @@ from pipeline.errors import ConfigError
 from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.kafka.admin")
 
 TOPIC_ALREADY_EXISTS = 36
 #: Producer limit for one record; VirusTotal file reports with relationships run to a few MB.

@@ -1,7 +1,9 @@
 """A stage on a plain aiokafka consumer group, below faust's per-event machinery.
 
 faust moves about a fifth of what aiokafka does per record (stream iteration,
-conductor, per-event acks; see DESIGN.md). The hot path, intake, sees every
+conductor, per-event acks: a faust agent that only decodes reaches 10,800 events/s
+where a plain aiokafka consume-decode-produce loop reaches about 50,000 on the same
+2-core box). The hot path, intake, sees every
 record the SIEM sends, most of them repeats, so it runs here instead: one
 ``getmany`` batch is handled in a plain loop, its outputs are produced, and
 only when the broker has acknowledged all of them are the batch's offsets
@@ -38,7 +40,7 @@ from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
 from pipeline.settings import Settings
 
-log = logging.getLogger("vtstream")
+log = logging.getLogger("vtstream.kafka.direct")
 
 #: Largest batch the intake producer builds (records of up to MAX_REQUEST_SIZE still go alone).
 BATCH_BYTES = 1024 * 1024
@@ -157,7 +159,8 @@ class DirectStage(Service):
 
     def offsets(self) -> dict[tuple[str, int], tuple[int, int | None]]:
         """(end, committed) of each partition in hand, for the lag metric; the end is the high
-        water of the last fetch, which is right on every broker (ListOffsets is not, DESIGN.md)."""
+        water of the last fetch, which is right on every broker (the embedded broker's ListOffsets
+        answers the last batch's base offset + 1, not the end)."""
         consumer = self._consumer
         if consumer is None:
             return {}

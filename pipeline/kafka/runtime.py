@@ -38,7 +38,7 @@ from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.privacy import UrlPrivacy, scrub
 from pipeline.settings import Settings
 
-log = logging.getLogger("vtstream")
+log = logging.getLogger("vtstream.kafka.runtime")
 
 #: Longest a batch holds the event loop before it lets other tasks run. A results batch of
 #: 800 answers (2 ms each) held it for 1.6 s: the gateway's calls in flight sat answered

@@ -31,7 +31,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from pipeline.errors import ConfigError, KafkaAccessDenied
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.kafka.security")
 
 #: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and _IP_ADDRESS_MISMATCH: a valid certificate for another host.
 X509_NAME_MISMATCH = (62, 64)

@@ -29,9 +29,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, Callable, Iterable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_name, replay_group
@@ -50,7 +49,7 @@ from pipeline.rules.runs import Budget, Sighting, detected
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, lookup_record, parse, skip_summary
 
-log = logging.getLogger("vtstream.replay")
+log = logging.getLogger("vtstream.replay.driver")
 
 @dataclass(frozen=True)
 class ReplayOptions:

@@ -14,7 +14,7 @@ events were published when the indicator was enriched.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 from pipeline.contracts.cache_entry import CacheEntry, CachedResult, InFlight, cache_entry_from_bytes
 from pipeline.contracts.card import SummaryCard

@@ -28,7 +28,7 @@ import unicodedata
 
 import idna
 
-from pipeline.contracts.indicator import INDICATOR_TYPES, Indicator
+from pipeline.contracts.indicator import Indicator
 from pipeline.errors import InputError
 
 MAX_URL_LENGTH = 8192

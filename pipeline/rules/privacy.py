@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, unquote
 
 from pipeline.contracts.indicator import Indicator

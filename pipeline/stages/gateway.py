@@ -57,7 +57,7 @@ from pipeline.vt.discovery import AllowanceWatch
 from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
 from pipeline.vt.governor import Governor, Yielded
 
-log = logging.getLogger("vtstream.gateway")
+log = logging.getLogger("vtstream.stages.gateway")
 
 QUOTA_BACKOFF_START, QUOTA_BACKOFF_CAP = 60.0, 900.0
 #: The lanes in the governor's order: live lookups, replay lookups, then polls and retries.

@@ -39,7 +39,7 @@ from typing import Any, Awaitable, Callable, Iterator, Mapping
 from aiolimiter import AsyncLimiter
 
 from pipeline.contracts.quota import QuotaState, utc_day, utc_month
-from pipeline.errors import DailyQuotaExhausted
+from pipeline.errors import DailyQuotaExhausted, VtStreamError
 from pipeline.rules.allowances import Allowances, ReportedAllowances, effective
 
 #: Longest single sleep while paused, so callers can notice a rebalance.
@@ -309,8 +309,9 @@ class Governor:
         self.blocked_reason = reason
 
 
-class Yielded(Exception):
-    """The governor gave up waiting because the caller must yield (rebalance, shutdown)."""
+class Yielded(VtStreamError):
+    """The governor gave up waiting because the caller must yield (rebalance, shutdown): not a
+    failure; the caller re-parks its record."""
 
     def __init__(self, until: float) -> None:
         super().__init__(f"paused until {until}")

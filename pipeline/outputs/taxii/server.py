@@ -28,7 +28,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.outputs.taxii.feed import DEFAULT_PAGE, MAX_PAGE, Feed, Page, Query, decode_cursor, parse_timestamp
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.outputs.taxii.server")
 
 TAXII_MEDIA = "application/taxii+json;version=2.1"
 STIX_MEDIA = "application/stix+json;version=2.1"

@@ -94,7 +94,7 @@ def test_the_password_is_never_in_repr_errors_or_help() -> None:
 
 
 def test_a_refusal_is_a_fatal_config_error() -> None:
-    assert issubclass(KafkaAccessDenied, ConfigError) and KafkaAccessDenied.fatal
+    assert issubclass(KafkaAccessDenied, ConfigError) and not KafkaAccessDenied.retryable
 
 
 @pytest.mark.parametrize("persisted, end, ahead", [

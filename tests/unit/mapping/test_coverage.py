@@ -127,6 +127,7 @@ def test_readme_table_matches_guide_rows() -> None:
     wanted = f"{head}{START}\n{readme_table()}\n{END}{tail}"
     if os.environ.get("VTSTREAM_REGEN_GOLDEN") == "1":
         README.write_text(wanted, encoding="utf-8")
+        assert text == wanted, "mappings/README.md was regenerated: review the diff, then run again without REGEN"
         return
     assert text == wanted, "mappings/README.md table is out of date: run VTSTREAM_REGEN_GOLDEN=1 pytest " + __file__
 

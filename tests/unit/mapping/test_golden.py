@@ -2,7 +2,10 @@
 
 Regenerate the expectation files after an intended mapping change, then review the diff:
 
-    VTSTREAM_REGEN_GOLDEN=1 .venv/bin/pytest tests/unit/test_mapping_golden.py
+    VTSTREAM_REGEN_GOLDEN=1 .venv/bin/pytest tests/unit/mapping/test_golden.py
+
+A case whose file changed fails that run (so a regeneration is never a silent pass);
+review the diff, then run again without the variable.
 
 The second half asserts specific, hand-checked events per sample, so a regenerated
 golden file that records a wrong mapping still fails here.
@@ -37,8 +40,11 @@ def test_golden(case: Case, mappings: MappingSet) -> None:
     got = comparable(case.run(mappings))
     path = expected_path(case)
     if REGEN:
+        fresh = json.dumps(got, indent=1, ensure_ascii=False) + "\n"
+        before = path.read_text(encoding="utf-8") if path.is_file() else None
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(got, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(fresh, encoding="utf-8")
+        assert before == fresh, f"{path.name} was regenerated: review the diff, then run again without REGEN"
         return
     assert path.is_file(), f"{path} is missing: run VTSTREAM_REGEN_GOLDEN=1 pytest {__file__} and review it"
     expected = json.loads(path.read_text(encoding="utf-8"))
