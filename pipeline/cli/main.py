@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import signal
 import sys
 from pathlib import Path
@@ -40,29 +39,33 @@ def _require_dev_tools(command: str) -> None:
                                        f"pip install 'vtstream[dev]'") from None
 
 
+#: The development commands: loaded by name from ``pipeline.devtools.commands`` when used.
+DEV_COMMANDS = ("bench", "broker", "demo", "emulator")
+
+
 class _Commands(click.Group):
-    """The top-level group; ``bench`` is imported only when used, so the CLI starts without the tools."""
+    """The top-level group. The development commands are loaded only when used, by name, so the
+    CLI starts and lists them without the tools and no module here imports them."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), "bench"})
+        return sorted({*super().list_commands(ctx), *DEV_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name != "bench":
+        if cmd_name not in DEV_COMMANDS:
             return super().get_command(ctx, cmd_name)
         try:
-            _require_dev_tools("bench")
+            _require_dev_tools(cmd_name)
         except click.ClickException:
-            return _unavailable_bench
-        from pipeline.devtools.bench import bench_command
+            return _unavailable(cmd_name)
+        command: click.Command = importlib.import_module("pipeline.devtools.commands").COMMANDS[cmd_name]
+        return command
 
-        return bench_command
 
-
-@click.command(name="bench", add_help_option=False,
-               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def _unavailable_bench() -> None:
-    """Benchmarks (development tool: needs pip install 'vtstream[dev]')."""
-    _require_dev_tools("bench")
+def _unavailable(name: str) -> click.Command:
+    """A stand-in that says, in one line, which extra the development command needs."""
+    return click.Command(name, callback=lambda: _require_dev_tools(name), add_help_option=False,
+                         help="Development tool: needs pip install 'vtstream[dev]'.",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
 def _env_help() -> str:
@@ -137,64 +140,6 @@ def worker(bootstrap: str | None, vt_base_url: str | None, api_version: str | No
         run_worker(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-@main.command()
-@click.option("--port", default=9092, show_default=True, help="TCP port to listen on (127.0.0.1).")
-def broker(port: int) -> None:
-    """Run the embedded Kafka-compatible broker (tansu) in the foreground.
-
-    For the demo and development: memory only, everything is gone when it
-    stops. Production uses Apache Kafka (deploy/docker-compose.yml).
-
-    \b
-    Example:
-      vtstream broker --port 9092
-    """
-    _require_dev_tools("broker")
-    from pipeline.devtools.broker import broker_command
-
-    cmd = broker_command(port)
-    click.echo(f"vtstream broker listening on 127.0.0.1:{port} (memory only; Ctrl-C stops it)", err=True)
-    os.execvpe(cmd[0], cmd, {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
-
-
-@main.command()
-@click.option("--port", default=8079, show_default=True, help="TCP port (0 picks a free one).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--api-key", "api_keys", multiple=True, default=["vtstream-demo-key"], show_default=True,
-              help="Accepted API key; repeat for several. Others get 401.")
-@click.option("--rate-per-minute", type=int, help="Strict sliding-window limit; 429 (v3) / 204 (v2) above it.")
-@click.option("--daily-quota", type=int, help="Requests per day before quota errors.")
-@click.option("--scan-seconds", type=float, default=5.0, show_default=True,
-              help="How long a submitted URL or file stays queued.")
-@click.option("--not-found-ratio", type=float, default=0.0, show_default=True,
-              help="Fraction of indicators VirusTotal 'does not know' (values containing 'notfound' always).")
-@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every answer.")
-def emulator(port: int, host: str, api_keys: tuple[str, ...], rate_per_minute: int | None,
-             daily_quota: int | None, scan_seconds: float, not_found_ratio: float, latency_ms: float) -> None:
-    """Run the VirusTotal emulator: API v3 and v2 over HTTP, deterministic data for any indicator.
-
-    It answers like VirusTotal (bodies shaped on real responses, 401 for a
-    wrong key, 429 QuotaExceededError / v2 204 over the rate, queued scans)
-    and counts every call: GET /_emulator/stats. Fault injection:
-    POST /_emulator/faults {"mode": "500"|"503"|"timeout"|"truncated"|"malformed"|"reset", "count": N}.
-
-    \b
-    Example:
-      vtstream emulator --port 8079 --rate-per-minute 240
-      curl -H 'x-apikey: vtstream-demo-key' http://127.0.0.1:8079/api/v3/ip_addresses/8.8.8.8
-    """
-    _require_dev_tools("emulator")
-    from pipeline.devtools.emulator import EmulatorConfig, serve
-
-    config = EmulatorConfig(host=host, port=port, api_keys=api_keys, rate_per_minute=rate_per_minute,
-                            daily_quota=daily_quota, scan_seconds=scan_seconds,
-                            not_found_ratio=not_found_ratio, latency_ms=latency_ms)
-    try:
-        asyncio.run(serve(config))
-    except KeyboardInterrupt:
-        pass
 
 
 def _records(values: Iterable[str], fields: dict[str, Any]) -> Iterator[bytes]:
@@ -471,33 +416,6 @@ def topics_describe() -> None:
     for row in describe(topic_catalog(settings)):
         click.echo(f"{row['name']:<28} partitions={row['partitions']:<3} cleanup={row['cleanup']:<8} "
                    f"retention_days={row['retention_days']!s:<3} key={row['key']}\n    {row['purpose']}")
-
-
-@main.command()
-@click.option("--file", "-f", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Indicators to feed (default: the bundled sample).")
-@click.option("--api", "api_version", type=click.Choice(["v3", "v2"]), default="v3", show_default=True)
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Give up after this many seconds.")
-@click.option("--verbose", "-v", is_flag=True, help="Print every event, not only the summaries.")
-def demo(path: Path | None, api_version: str, timeout: float, verbose: bool) -> None:
-    """Run everything on embedded defaults and show what comes out.
-
-    Starts the embedded broker, the VirusTotal emulator and one worker, feeds a
-    sample of IPs, domains, URLs and hashes (and a few bad lines), prints the
-    enriched events and dead letters, and stops everything. No Kafka, no
-    Docker, no API key needed.
-
-    \b
-    Examples:
-      vtstream demo                      # summaries of the bundled sample
-      vtstream demo --api v2 --verbose   # every event, through API v2
-      vtstream demo --file my-iocs.txt   # your own indicators, one per line
-    """
-    _require_dev_tools("demo")
-    from pipeline.devtools.demo import run_demo
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(run_demo(path, api_version, timeout, verbose))
 
 
 def _register_commands() -> None:

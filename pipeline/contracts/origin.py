@@ -91,6 +91,13 @@ class Origin:
             doc["received_at"] = self.received_at
         return doc
 
+    @classmethod
+    def of_record(cls, fields: Mapping[str, Any], ref: str, file_name: str | None = None) -> "Origin":
+        """The origin of a raw record: its validated ``id``, ``source``, ``observed_at``, ``labels``
+        and ``tags`` (intake's checked fields), where it was read and, for a file event, the name."""
+        return cls(ref=ref, id=fields.get("id"), source=fields.get("source"), observed_at=fields.get("observed_at"),
+                   labels=tuple(fields.get("labels", ())), tags=tuple(fields.get("tags", ())), file_name=file_name)
+
     @property
     def identity(self) -> str | None:
         """What tells two sightings apart in a summary's event id: ``ref``, else ``id``."""

@@ -28,7 +28,6 @@ from topics import RETRY_PREFIX
 
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.wire import DeadLetter
-from pipeline.vt.governor import Governor
 
 #: Metrics are served with this content type (Prometheus text format 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -117,13 +116,6 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
         return generate_latest(self.registry)
-
-
-def quota_readings(governor: Governor) -> list[QuotaReading]:
-    """The governor's day and month windows (the month's remaining only when a monthly quota is set)."""
-    monthly = governor.monthly_quota
-    return [QuotaReading("day", governor.used_today, governor.remaining_today),
-            QuotaReading("month", governor.used_month, max(0, monthly - governor.used_month) if monthly else None)]
 
 
 _IDENTIFIER = re.compile(r"/(ip_addresses|domains|urls|files|analyses)/[^/]+")

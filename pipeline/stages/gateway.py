@@ -47,7 +47,6 @@ from pipeline.errors import DailyQuotaExhausted, RecordError
 from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Context, Outbox, Received
-from pipeline.observe.metrics import quota_readings
 from pipeline.rules import privacy
 from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.policy import carries_any_label
@@ -279,7 +278,7 @@ def install(ctx: Context) -> None:
     governor = Governor(s.vt.rate_per_minute, s.vt.daily_quota, monthly_quota=s.vt.monthly_quota,
                         source_caps=dict(s.vt.source_daily_caps), clock=ctx.clock)
     shared = Shared(governor, AllowanceWatch(governor, s.vt.api_version))
-    ctx.metrics.read_quota(lambda: quota_readings(shared.governor) if shared.loaded else [])
+    ctx.metrics.read_quota(lambda: shared.governor.readings() if shared.loaded else [])
     for priority, (topic, name) in enumerate(LANES):
         _install_one(ctx, shared, topic, name, priority)
 

@@ -94,9 +94,7 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
             indicator = _classify(fields["value"], fields.get("type"))
     except InputError as exc:
         return Rejected(str(exc))
-    origin = Origin(ref=ref, id=fields.get("id"), source=fields.get("source"), observed_at=fields.get("observed_at"),
-                    labels=tuple(fields.get("labels", ())), tags=tuple(fields.get("tags", ())),
-                    file_name=file_ref.name if file_ref is not None else None)
+    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None)
     action = indicator.action if file_ref is None else "submit_file"
     decision = _check(indicator, tuple(fields.get("labels", ())), settings.policy.block_labels, settings.policy.allow_labels,
                       settings.policy.internal_domains)

@@ -40,6 +40,7 @@ from aiolimiter import AsyncLimiter
 
 from pipeline.contracts.quota import QuotaState, utc_day, utc_month
 from pipeline.errors import DailyQuotaExhausted, VtStreamError
+from pipeline.observe.metrics import QuotaReading
 from pipeline.rules.allowances import Allowances, ReportedAllowances, effective
 
 #: Longest single sleep while paused, so callers can notice a rebalance.
@@ -218,6 +219,12 @@ class Governor:
     def paused(self) -> bool:
         """True while a pause (429, wrong key) holds every caller."""
         return self.blocked_until is not None and self.blocked_until > self._clock()
+
+    def readings(self) -> list[QuotaReading]:
+        """The day and month windows for /metrics (the month's remaining only when a monthly quota is set)."""
+        monthly = self.monthly_quota
+        return [QuotaReading("day", self.used_today, self.remaining_today),
+                QuotaReading("month", self.used_month, max(0, monthly - self.used_month) if monthly else None)]
 
     @property
     def remaining_today(self) -> int:

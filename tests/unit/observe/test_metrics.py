@@ -104,11 +104,10 @@ def test_lag_parked_and_quota_are_read_at_scrape_time() -> None:
 
 
 def test_quota_readings_follow_the_governor() -> None:
-    from pipeline.observe.metrics import quota_readings
 
     governor = Governor(60, 500, monthly_quota=1000, clock=lambda: 1_790_000_000.0)
     governor.load(QuotaState(day=governor.day, used_today=20, month=governor.month, used_month=300))
-    assert quota_readings(governor) == [QuotaReading("day", 20, 480), QuotaReading("month", 300, 700)]
+    assert governor.readings() == [QuotaReading("day", 20, 480), QuotaReading("month", 300, 700)]
 
 
 def test_every_metric_of_the_issue_is_exposed_with_its_labels() -> None:
