@@ -138,12 +138,18 @@ def _network_value(kind: str, value: str) -> str | None:
     """``value`` normalized as the pipeline's classifier does, or None when it is no valid ip / domain / url.
 
     VirusTotal lists hold the odd broken host name (``/site1.example.com``) and URLs
-    with spaces; spaces are percent-encoded, the rest are left out of the bundle.
+    with spaces; spaces are percent-encoded, the rest are left out of the bundle. A DNS
+    name with an underscore (``_dmarc.example.com``, ``shuixian_53.example.com``) is a
+    valid lookup but no host name, which STIX requires of a ``domain-name``: left out too.
+
+    >>> _network_value("domain", "shuixian_53.example.com"), _network_value("domain", "Example.COM")
+    (None, 'example.com')
     """
     try:
-        return classify("%20".join(value.split()) if kind == "url" else value, kind).value
+        normalized = classify("%20".join(value.split()) if kind == "url" else value, kind).value
     except InputError:
         return None
+    return None if kind == "domain" and "_" in normalized else normalized
 
 
 def _related(relation: Mapping[str, Any], own_hashes: set[str], marks: list[str]) -> Any | None:

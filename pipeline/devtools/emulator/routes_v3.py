@@ -13,6 +13,7 @@ from aiohttp import BodyPartReader, web
 from pipeline.devtools.emulator import v3
 from pipeline.devtools.emulator.data import canonical_url, sha256_of, valid_domain, valid_hash, valid_ip
 from pipeline.devtools.emulator.netdata import url_facts
+from pipeline.devtools.emulator.recorded import recorded
 from pipeline.devtools.emulator.filedata import file_analysis_id, file_facts
 from pipeline.devtools.emulator.scans import FileInfo, Scan
 from pipeline.devtools.emulator.state import EMULATOR_KEY, Emulator, json_response
@@ -92,6 +93,9 @@ async def get_object(request: web.Request) -> web.Response:
         return resolved
     oid, facts = resolved
     rels = tuple(r for r in request.query.get("relationships", "").split(",") if r)
+    if not rels and collection in ("ip_addresses", "domains"):
+        if (real := recorded("v3", "ip" if collection == "ip_addresses" else "domain", oid)) is not None:
+            return json_response(real)
     base = _base(request)
     key = ("v3", collection, oid, rels, base, _token(emu, collection, oid))
     if (cached := emu.bodies.get(key)) is not None:
