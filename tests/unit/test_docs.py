@@ -132,12 +132,13 @@ def folder_map() -> set[str]:
 
 
 def real_folders() -> set[str]:
-    """Every folder of pipeline/, and every top-level folder a clone has."""
+    """Every package of pipeline/ (data folders belong to their package's line), and every
+    top-level folder a clone has."""
     skipped = {"__pycache__", "build", "dist"}
     top = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
            and p.name not in skipped and not p.name.endswith(".egg-info")}
     inner = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pipeline").rglob("*")
-             if p.is_dir() and "__pycache__" not in p.parts}
+             if p.is_dir() and (p / "__init__.py").is_file()}
     return top | inner
 
 
