@@ -5,8 +5,8 @@ wrong real-world fact; so the emulator answers the indicators it has a
 recorded body for (``recorded/``, described in ``recorded/SOURCES.md``) with
 that body, and every other indicator with plainly synthetic facts (documentation
 ASNs, owners marked EMULATOR: :mod:`pipeline.devtools.emulator.netdata`).
-Only a plain object lookup is answered from a recording; asked for
-relationships, the emulator builds its synthetic answer.
+Asked for relationships, the emulator adds its own (drawn) related objects
+to the recorded object.
 """
 
 from __future__ import annotations
@@ -27,18 +27,18 @@ def _index() -> dict[tuple[str, str, str], bytes]:
     for path in sorted((RECORDED / "v3").glob("*.json")):
         body = path.read_bytes()
         data = orjson.loads(body)["data"]
-        index[("v3", "ip" if data["type"] == "ip_address" else "domain", data["id"])] = body
+        index[("v3", data["type"], data["id"])] = body
     for path in sorted((RECORDED / "v2").glob("*.json")):
         # ip_address_report_<ip>.json, domain_report_<domain>[_<label>].json: the value is in the name
         kind, _, rest = path.stem.partition("_report_")
-        index[("v2", "ip" if kind == "ip_address" else "domain", rest.split("_")[0])] = path.read_bytes()
+        index[("v2", kind, rest.split("_")[0])] = path.read_bytes()
     return index
 
 
 def recorded(api: str, kind: str, value: str) -> bytes | None:
-    """The recorded body for ``value`` of ``kind`` (ip, domain) in API ``api``, or None.
+    """The recorded body for ``value`` of ``kind`` (ip_address, domain) in API ``api``, or None.
 
-    >>> recorded("v3", "ip", "8.8.8.8") is not None, recorded("v3", "ip", "192.0.2.1")
+    >>> recorded("v3", "ip_address", "8.8.8.8") is not None, recorded("v3", "ip_address", "192.0.2.1")
     (True, None)
     """
     return _index().get((api, kind, value))

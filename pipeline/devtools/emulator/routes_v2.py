@@ -67,7 +67,7 @@ async def ip_report(request: web.Request) -> web.Response:
     ip = p.get("ip", "").strip()
     if not valid_ip(ip):
         return json_response({"response_code": -1, "verbose_msg": "Invalid IP address"})
-    if (real := recorded("v2", "ip", ip)) is not None:
+    if (real := recorded("v2", "ip_address", ip)) is not None:
         return json_response(real)
     facts = emu.ip(ip)
     if facts is None:

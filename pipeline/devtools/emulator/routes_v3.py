@@ -93,16 +93,17 @@ async def get_object(request: web.Request) -> web.Response:
         return resolved
     oid, facts = resolved
     rels = tuple(r for r in request.query.get("relationships", "").split(",") if r)
-    if not rels and collection in ("ip_addresses", "domains"):
-        if (real := recorded("v3", "ip" if collection == "ip_addresses" else "domain", oid)) is not None:
-            return json_response(real)
     base = _base(request)
     key = ("v3", collection, oid, rels, base, _token(emu, collection, oid))
     if (cached := emu.bodies.get(key)) is not None:
         return json_response(cached)
     kind = _KIND[collection]
     render: dict[str, Callable[[Any, str], dict[str, Any]]] = {"ip_address": v3.ip_object, "domain": v3.domain_object, "file": v3.file_object, "url": v3.url_object}
-    obj = render[kind](facts, base)
+    real = recorded("v3", kind, oid) if kind in ("ip_address", "domain") else None
+    if real is not None:  # VirusTotal's own answer; its links point here, as VirusTotal's point at itself
+        obj = {**orjson.loads(real)["data"], "links": {"self": f"{base}/{collection}/{oid}"}}
+    else:
+        obj = render[kind](facts, base)
     if rels:
         table = v3.relationships(kind, facts)
         unknown = [r for r in rels if r not in table]
