@@ -11,9 +11,6 @@ VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import logging
 import ssl
 import uuid
@@ -24,7 +21,8 @@ from aiohttp import web
 
 from topics import STIX
 
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import InputError
+from pipeline.outputs import access
 from pipeline.outputs.taxii.feed import DEFAULT_PAGE, MAX_PAGE, Feed, Page, Query, decode_cursor, parse_timestamp
 from pipeline.settings import Settings
 
@@ -62,19 +60,6 @@ def _accepts_taxii(accept: str) -> bool:
     return False
 
 
-def _credentials_match(header: str, username: str, password: str) -> bool:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not username:
-        return False
-    try:
-        user, sep, secret = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    # compare both, always, so timing says nothing about which one was wrong
-    return bool(sep) & hmac.compare_digest(user.encode(), username.encode()) & hmac.compare_digest(
-        secret.encode(), password.encode())
-
-
 def build_app(settings: Settings, feed: Feed) -> web.Application:
     """The TAXII application: middlewares for errors, auth and media type, then the routes."""
 
@@ -92,7 +77,7 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not settings.web.taxii_anonymous and not _credentials_match(
+        if not settings.web.taxii_anonymous and not access.credentials_match(
                 request.headers.get("Authorization", ""), settings.web.taxii_username, settings.web.taxii_password):
             return taxii_error(401, "Unauthorized", "HTTP Basic credentials are required",
                                {"WWW-Authenticate": 'Basic realm="vtstream TAXII", charset="UTF-8"'})
@@ -197,23 +182,13 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     """HTTPS when a certificate and key are configured; ConfigError when only one is."""
-    if settings.web.taxii_cert is None and settings.web.taxii_key is None:
-        return None
-    if settings.web.taxii_cert is None or settings.web.taxii_key is None:
-        raise ConfigError("set both VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY for HTTPS, or neither")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.web.taxii_cert, settings.web.taxii_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TAXII certificate or key: {exc}") from None
-    return context
+    return access.tls_context(settings.web.taxii_cert, settings.web.taxii_key, "VTSTREAM_TAXII")
 
 
 async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set."""
-    if not settings.web.taxii_anonymous and not (settings.web.taxii_username and settings.web.taxii_password):
-        raise ConfigError("set VTSTREAM_TAXII_USERNAME and VTSTREAM_TAXII_PASSWORD, "
-                          "or VTSTREAM_TAXII_ANONYMOUS=true for a feed anyone may read")
+    access.require_credentials(settings.web.taxii_username, settings.web.taxii_password, settings.web.taxii_anonymous,
+                               "VTSTREAM_TAXII")
     context = tls_context(settings)
     feed = Feed(settings, STIX)
     await feed.start()

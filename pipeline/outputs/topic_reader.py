@@ -1,0 +1,73 @@
+"""Reading one output topic partition by partition, a bounded batch at a time, for the feed servers.
+
+The TAXII server reads a page of ``indicators.stix`` per request; the MISP
+feed folds ``indicators.enriched`` into its per-day state. Both read the
+same way: a plain consumer without a group (nothing is committed: Kafka is
+the store and every reader starts where it needs), the partitions of one
+topic, a start found by time, and each partition read from an offset to a
+fixed end offset in batches, so nothing but the batch in hand is in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from pipeline.kafka.admin import make_consumer, start_with_retry
+from pipeline.settings import Settings
+
+
+class TopicReader:
+    """One consumer over one topic; callers hold :attr:`lock` (or are alone) while they read."""
+
+    def __init__(self, settings: Settings, topic: str, batch: int = 50) -> None:
+        self.settings, self.topic, self.batch = settings, topic, batch
+        # a short fetch wait: a reader asks for what is there now, and aiokafka's default 500 ms
+        # wait would be paid at every partition's end
+        self._consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20)
+        self.lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await start_with_retry(self._consumer, self.settings)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def partitions(self) -> list[TopicPartition]:
+        """The topic's partitions (none while nothing was ever published to it)."""
+        parts = self._consumer.partitions_for_topic(self.topic)
+        if not parts:  # not in the metadata yet (or nothing published yet): ask the broker
+            await self._consumer.topics()
+            parts = self._consumer.partitions_for_topic(self.topic) or set()
+        return [TopicPartition(self.topic, p) for p in sorted(parts)]
+
+    async def beginning(self, tp: TopicPartition) -> int:
+        return int((await self._consumer.beginning_offsets([tp]))[tp])
+
+    async def end(self, tp: TopicPartition) -> int:
+        return int((await self._consumer.end_offsets([tp]))[tp])
+
+    async def offset_at(self, tp: TopicPartition, timestamp_ms: int) -> int:
+        """The first offset whose record is stamped at or after ``timestamp_ms``; the end when none is."""
+        found = (await self._consumer.offsets_for_times({tp: max(0, timestamp_ms)}))[tp]
+        return await self.end(tp) if found is None else int(found.offset)
+
+    async def records(self, tp: TopicPartition, start: int, end: int) -> AsyncIterator[ConsumerRecord]:
+        """The records of ``tp`` from ``start`` up to (not including) ``end``, in offset order."""
+        if start >= end:
+            return
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, start)
+        offset = start
+        while offset < end:
+            batch = (await self._consumer.getmany(tp, timeout_ms=1000, max_records=self.batch)).get(tp, [])
+            if not batch and await self._consumer.position(tp) >= end:
+                return  # the rest up to ``end`` holds no records (transaction markers)
+            for record in batch:
+                if record.offset >= end:
+                    return
+                offset = record.offset + 1
+                yield record
