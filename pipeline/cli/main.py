@@ -359,24 +359,10 @@ def taxii(port: int, host: str, bootstrap: str | None) -> None:
     Example:
       VTSTREAM_TAXII_USERNAME=feed VTSTREAM_TAXII_PASSWORD=... vtstream taxii --port 9500
     """
-    import logging
-
+    from pipeline.cli.feeds import run_server
     from pipeline.outputs.taxii.server import serve
 
-    settings = cli_settings(kafka_bootstrap=bootstrap)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, host, port, stop)
-
-    try:
-        asyncio.run(run())
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_server(serve, cli_settings(kafka_bootstrap=bootstrap), host, port)
 
 
 @main.group()
@@ -421,11 +407,13 @@ def topics_describe() -> None:
 
 
 def _register_commands() -> None:
+    from pipeline.cli.feeds import misp_feed_command
     from pipeline.cli.replay import replay_command
     from pipeline.cli.status import status_command
 
     main.add_command(status_command, name="status")
     main.add_command(replay_command, name="replay")
+    main.add_command(misp_feed_command, name="misp-feed")
 
 
 _register_commands()

@@ -1,11 +1,13 @@
-"""Reading one output topic partition by partition, a bounded batch at a time, for the feed servers.
+"""Reading one output topic a bounded batch at a time, for the feed servers.
 
-The TAXII server reads a page of ``indicators.stix`` per request; the MISP
-feed folds ``indicators.enriched`` into its per-day state. Both read the
+The TAXII server reads a page of ``indicators.stix`` per request
+(:meth:`TopicReader.records`: one partition from an offset to a fixed end);
+the MISP feed follows ``indicators.enriched`` from the first day it serves
+(:meth:`TopicReader.follow`, then :meth:`TopicReader.poll`). Both read the
 same way: a plain consumer without a group (nothing is committed: Kafka is
 the store and every reader starts where it needs), the partitions of one
-topic, a start found by time, and each partition read from an offset to a
-fixed end offset in batches, so nothing but the batch in hand is in memory.
+topic, a start found by time, and batches of at most ``batch`` records, so
+nothing but the batch in hand is in memory.
 """
 
 from __future__ import annotations
@@ -54,6 +56,21 @@ class TopicReader:
         """The first offset whose record is stamped at or after ``timestamp_ms``; the end when none is."""
         found = (await self._consumer.offsets_for_times({tp: max(0, timestamp_ms)}))[tp]
         return await self.end(tp) if found is None else int(found.offset)
+
+    async def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record a followed partition gives."""
+        return int(await self._consumer.position(tp))
+
+    def follow(self, starts: dict[TopicPartition, int]) -> None:
+        """Read these partitions from these offsets with :meth:`poll` (replaces what was followed)."""
+        self._consumer.assign(list(starts))
+        for tp, offset in starts.items():
+            self._consumer.seek(tp, offset)
+
+    async def poll(self, timeout_ms: int = 1000) -> list[ConsumerRecord]:
+        """The next records of the followed partitions, at most ``batch``; none when nothing came in time."""
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self.batch)
+        return [record for records in batch.values() for record in records]
 
     async def records(self, tp: TopicPartition, start: int, end: int) -> AsyncIterator[ConsumerRecord]:
         """The records of ``tp`` from ``start`` up to (not including) ``end``, in offset order."""

@@ -21,8 +21,8 @@ from mappings import MAPPINGS_DIR
 
 from pipeline.errors import ConfigError
 from pipeline.settings import values as v
-from pipeline.settings.groups import (CacheSettings, KafkaSettings, OutputSettings, PolicySettings, RetrySettings,
-                                      UrlPrivacy, VtSettings, WebSettings, setting)
+from pipeline.settings.groups import (CacheSettings, KafkaSettings, MispFeedSettings, OutputSettings, PolicySettings,
+                                      RetrySettings, UrlPrivacy, VtSettings, WebSettings, setting)
 
 
 def _group(kind: type, title: str) -> Any:
@@ -58,6 +58,7 @@ class Settings:
     retry: RetrySettings = _group(RetrySettings, "Retry tiers")
     outputs: OutputSettings = _group(OutputSettings, "Outputs")
     web: WebSettings = _group(WebSettings, "Web: the worker's port and the TAXII server")
+    misp_feed: MispFeedSettings = _group(MispFeedSettings, "The MISP feed (vtstream misp-feed)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -92,7 +93,7 @@ class Settings:
         for name, value in flat.items():
             if name not in known:
                 raise TypeError(f"no setting named {name!r}")
-            group, _, inner = name.partition("_") if name not in _TOP else ("", "", name)
+            group, inner = _split(name)
             if group:
                 grouped.setdefault(group, {})[inner] = value
             else:
@@ -143,11 +144,17 @@ def _variables() -> Iterator[tuple[str, Field[Any]]]:
                     yield f"{f.name}_{inner.name}", inner
 
 
-def _value(settings: Settings, flat: str) -> Any:
+def _split(flat: str) -> tuple[str, str]:
+    """(group, field) of a flat name; ("", name) for a top-level field. Group names may hold "_"."""
     if flat in _TOP:
-        return getattr(settings, flat)
-    group, _, name = flat.partition("_")
-    return getattr(getattr(settings, group), name)
+        return "", flat
+    group = max((g.name for g in fields(Settings) if flat.startswith(f"{g.name}_") and g.name not in _TOP), key=len)
+    return group, flat[len(group) + 1:]
+
+
+def _value(settings: Settings, flat: str) -> Any:
+    group, name = _split(flat)
+    return getattr(getattr(settings, group), name) if group else getattr(settings, name)
 
 
 def _shown_default(f: Field[Any]) -> str:

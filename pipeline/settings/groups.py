@@ -313,3 +313,38 @@ class WebSettings(Group):
         "PEM certificate (chain) for 'vtstream taxii' to serve HTTPS; with VTSTREAM_TAXII_KEY. Unset: HTTP.")
     taxii_key: Path | None = setting(
         "VTSTREAM_TAXII_KEY", None, v.readable_file, "PEM private key for VTSTREAM_TAXII_CERT.")
+
+
+@dataclass(frozen=True, repr=False)
+class MispFeedSettings(Group):
+    """``vtstream misp-feed``: who may read it, how it is served, and how much it holds."""
+
+    username: str = setting(
+        "VTSTREAM_MISP_FEED_USERNAME", "", str,
+        "HTTP Basic user of 'vtstream misp-feed'; without user and password it refuses to start "
+        "(unless VTSTREAM_MISP_FEED_ANONYMOUS).")
+    password: str = setting(
+        "VTSTREAM_MISP_FEED_PASSWORD", "", str,
+        "HTTP Basic password of 'vtstream misp-feed'. Never logged; prefer VTSTREAM_MISP_FEED_PASSWORD_FILE.",
+        secret=True)
+    password_file: Path | None = setting(
+        "VTSTREAM_MISP_FEED_PASSWORD_FILE", None, v.readable_file,
+        "File holding the 'vtstream misp-feed' password (a mounted secret); one trailing newline is ignored.")
+    anonymous: bool = setting(
+        "VTSTREAM_MISP_FEED_ANONYMOUS", False, v.boolean,
+        "Let 'vtstream misp-feed' answer requests without credentials (a feed anyone who reaches it may read).")
+    cert: Path | None = setting(
+        "VTSTREAM_MISP_FEED_CERT", None, v.readable_file,
+        "PEM certificate (chain) for 'vtstream misp-feed' to serve HTTPS; with VTSTREAM_MISP_FEED_KEY. Unset: HTTP.")
+    key: Path | None = setting(
+        "VTSTREAM_MISP_FEED_KEY", None, v.readable_file, "PEM private key for VTSTREAM_MISP_FEED_CERT.")
+    insecure: bool = setting(
+        "VTSTREAM_MISP_FEED_INSECURE", False, v.boolean,
+        "Let 'vtstream misp-feed' serve plain HTTP on an address beyond loopback (e.g. behind a TLS proxy).")
+    days: int = setting(
+        "VTSTREAM_MISP_FEED_DAYS", 30, v.positive_int,
+        "UTC days the MISP feed serves (one event each, today included); older days leave the manifest.")
+    max_indicators: int = setting(
+        "VTSTREAM_MISP_FEED_MAX_INDICATORS", 10000, v.positive_int,
+        "Most indicators in one day's MISP event; past it, a detected indicator replaces an undetected one "
+        "and other new ones are left out (counted in the log).")
