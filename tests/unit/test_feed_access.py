@@ -21,14 +21,16 @@ def basic(user: str, password: str) -> str:
 def test_only_the_exact_basic_credentials_match():
     assert access.credentials_match(basic("misp", "pw:with:colons"), "misp", "pw:with:colons")
     for header in (basic("misp", "wrong"), basic("MISP", "pw"), basic("misp", ""), "Basic bWlzcA==",
-                   "Bearer " + basic("misp", "pw")[6:], "", "Basic", "Basic !!!", "Basic 8J+Ygg=="):
+                   "Bearer " + basic("misp", "pw")[6:], "", "Basic", "Basic !!!", "Basic 8J+Ygg==",
+                   "Basic \u00e9t\u00e9", "Basic /w=="):  # not ASCII; not UTF-8 once decoded
         assert not access.credentials_match(header, "misp", "pw"), header
     assert not access.credentials_match(basic("", ""), "", "")  # no configured user: nothing matches
 
 
-@given(st.text(max_size=60))
-def test_any_authorization_header_is_a_match_or_not_never_an_error(header):
-    assert access.credentials_match(header, "misp", "pw") in (True, False)
+@given(st.sampled_from(["Basic ", "basic ", "Bearer ", ""]), st.text(max_size=60) | st.binary(max_size=40).map(
+    lambda raw: __import__("base64").b64encode(raw).decode()))
+def test_any_authorization_header_is_a_match_or_not_never_an_error(scheme, token):
+    assert access.credentials_match(scheme + token, "misp", "pw") in (True, False)
 
 
 def test_credentials_are_required_unless_anonymous_reading_is_asked_for():

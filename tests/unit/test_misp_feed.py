@@ -167,6 +167,28 @@ def test_a_verdict_change_updates_the_object_and_moves_the_days_timestamp():
     assert attribute(report, "detection-ratio").uuid == attribute(report_of(before, clean), "detection-ratio").uuid
 
 
+def test_to_ids_marks_what_reaches_the_indicator_threshold_only():
+    feed = state(indicator_at=5)
+    fold(feed, summary("domain", "few.example", positives=4))
+    fold(feed, summary("domain", "enough.example", positives=5))
+    loaded = only_event(feed)
+    few = observable(loaded, "domain-ip", "domain", "few.example")
+    assert attribute(few, "domain").to_ids is False
+    assert value_of(report_of(loaded, few), "comment") == "suspicious: 4 of 70 engines flagged it"
+    enough = observable(loaded, "domain-ip", "domain", "enough.example")
+    assert attribute(enough, "domain").to_ids is True
+    assert not any(a.to_ids for a in report_of(loaded, enough).attributes)
+
+
+def test_a_domain_shows_at_most_ten_of_its_addresses():
+    feed = state()
+    resolutions = [{"ip": f"192.0.2.{i}", "last_resolved": "2026-11-01T00:00:00Z"} for i in range(50)]
+    fold(feed, summary("domain", "busy.example", resolutions=[{"ip": "not an ip"}, *resolutions]))
+    busy = observable(only_event(feed), "domain-ip", "domain", "busy.example")
+    assert value_of(busy, "ip") == [f"192.0.2.{i}" for i in range(10)]
+    assert not any(a.to_ids for a in busy.attributes if a.object_relation == "ip")
+
+
 def test_to_ids_follows_the_latest_verdict_on_every_served_day():
     feed = state()
     yesterday = NOW - timedelta(days=1)
@@ -228,12 +250,14 @@ def test_a_url_is_shown_as_sent_to_virustotal_never_with_its_secrets():
     seen = "https://alice:pw@bank.example/reset?token=s3cr3t&lang=en"
     fold(feed, summary("url", seen, sent_as="https://bank.example/reset?lang=en"))
     fold(feed, summary("url", "https://shop.example/?sid=abcdef&q=1"))  # no sent_as: the rule still applies
+    # the worker's rule may be wider than the feed's (a parameter added to its list): what was sent wins
+    fold(feed, summary("url", "https://h.example/p?ticket=t1ck3t&x=1", sent_as="https://h.example/p?x=1"))
     manifest, hashes, events = serve(feed)
     body = b"".join(events.values())
-    assert b"s3cr3t" not in body and b"alice" not in body and b"abcdef" not in body
+    assert b"s3cr3t" not in body and b"alice" not in body and b"abcdef" not in body and b"t1ck3t" not in body
     loaded = only_event(feed)
-    assert {value_of(o, "url") for o in objects_of(loaded, "url")} == {"https://bank.example/reset?lang=en",
-                                                                       "https://shop.example/?q=1"}
+    assert {value_of(o, "url") for o in objects_of(loaded, "url")} == {
+        "https://bank.example/reset?lang=en", "https://shop.example/?q=1", "https://h.example/p?x=1"}
 
 
 def test_records_without_a_verdict_or_with_nonsense_yield_nothing():

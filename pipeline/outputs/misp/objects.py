@@ -97,6 +97,9 @@ def derived_uuid(parent: str, *parts: str) -> str:
 
     >>> derived_uuid(str(uuid.NAMESPACE_URL), "a", "b") == str(uuid.uuid5(uuid.NAMESPACE_URL, "a\x1fb"))
     True
+    >>> all(derived_uuid(str(uuid.NAMESPACE_DNS), str(i)) == str(uuid.uuid5(uuid.NAMESPACE_DNS, str(i)))
+    ...     for i in range(256))
+    True
     """
     digest = bytearray(hashlib.sha1(_uuid_bytes(parent) + "\x1f".join(parts).encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5

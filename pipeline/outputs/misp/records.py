@@ -106,10 +106,8 @@ def parse(value: bytes | None, privacy: UrlPrivacy) -> Sighted | CommunityScore 
 def _community(key: Key, attribute: Any) -> CommunityScore | None:
     if not isinstance(attribute, dict) or attribute.get("name") != COMMUNITY:
         return None
-    score = attribute.get("value")
-    if isinstance(score, bool) or not isinstance(score, (str, int)):
-        return None
-    return CommunityScore(key, str(score)[:MAX_TEXT])
+    score = _text(attribute.get("value"))
+    return None if score is None else CommunityScore(key, score)
 
 
 def _summary(key: Key, summary: Any, origin: Any, privacy: UrlPrivacy) -> Sighted | None:
@@ -153,9 +151,12 @@ def _count(value: Any) -> int | None:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+    """A short printable text (a number is one too); None for anything else, or nothing left.
+    Blank values matter: MISP and PyMISP drop an attribute whose value is blank after trimming."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
         return None
-    return str(value)[:MAX_TEXT]
+    text = "".join(ch for ch in str(value)[:MAX_TEXT * 4] if ch.isprintable()).strip()[:MAX_TEXT]
+    return text or None
 
 
 def _date(value: Any) -> str | None:
