@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import os
 import subprocess
 import sys
@@ -30,6 +31,11 @@ from tls_helpers import Authority
 
 from pipeline.devtools.broker import free_port
 from pipeline.devtools.rig import wait_until
+from pipeline.kafka.admin import ensure_topics, topic_catalog
+from pipeline.outputs.misp.feed import FeedState
+from pipeline.outputs.misp.server import Tail, build_app
+from pipeline.outputs.topic_reader import TopicReader
+from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +214,52 @@ def fuzz_paths(server: MispFeed) -> None:
         assert answer.status_code < 500, (path, answer.status_code)
 
     any_path_is_answered_below_500()
+
+
+def test_the_feed_is_ready_only_once_it_has_read_the_topic_and_answers_503_before(kafka):
+    """Readiness means everything published before it was folded: 300 records, read 50 at a time."""
+    settings = Settings.from_env({"VTSTREAM_KAFKA_BOOTSTRAP": kafka, "VTSTREAM_MISP_FEED_USERNAME": USER,
+                                  "VTSTREAM_MISP_FEED_PASSWORD": PASSWORD})
+    asyncio.run(ensure_topics(settings, [t for t in topic_catalog(settings) if t.name == ENRICHED]))
+    produce(kafka, ENRICHED, [{"kind": "summary", "indicator": {"type": "domain", "value": f"host{i}.example"},
+                               "summary": {"checked": True, "found": True, "positives": 0, "total": 70}}
+                              for i in range(300)])
+
+    async def run() -> None:
+        state = FeedState(app_id="vtstream", days=2, max_indicators=1000, indicator_at=5)
+        reader = TopicReader(settings, ENRICHED, batch=50)
+        await reader.start()
+        tail = Tail(reader, state)
+        server = web_server(build_app(settings, state, tail, PASSWORD))
+        await server.start_server()
+        try:
+            status, headers = await asyncio.to_thread(http_get, server.port, "/manifest.json")
+            assert status == 503 and headers["Retry-After"]  # nothing read yet: no partial feed
+            assert (await asyncio.to_thread(http_get, server.port, "/manifest.json", "nope"))[0] == 401
+            following = asyncio.create_task(tail.run())
+            await asyncio.wait_for(tail.ready.wait(), 60)
+            assert tail.records == 300 and len(state.served()[0].entries) == 300
+            assert (await asyncio.to_thread(http_get, server.port, "/manifest.json"))[0] == 200
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+        finally:
+            await server.close()
+            await reader.stop()
+
+    asyncio.run(run())
+
+
+def web_server(app: Any) -> Any:
+    from aiohttp.test_utils import TestServer
+
+    return TestServer(app, host="127.0.0.1")
+
+
+def http_get(port: int, path: str, password: str = PASSWORD) -> tuple[int, dict[str, str]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    token = base64.b64encode(f"{USER}:{password}".encode()).decode()
+    connection.request("GET", path, headers={"Authorization": f"Basic {token}"})
+    answer = connection.getresponse()
+    answer.read()
+    connection.close()
+    return answer.status, dict(answer.getheaders())
