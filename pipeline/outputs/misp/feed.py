@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 NAMESPACE = uuid.UUID("0b6a3f58-4f7e-5c1e-9d55-2f0e3c9a7b41")
 #: Community scores waiting for their summary (they arrive just before it, on the same partition).
 MAX_PENDING_SCORES = 4096
-DAY_S = 86400
 
 
 @dataclass(slots=True)
@@ -154,8 +153,9 @@ class FeedState:
             del bucket.undetected[evicted], bucket.entries[evicted]
             return True
         if bucket.left_out == 0:
-            log.warning("MISP event of %s is full (%d indicators, VTSTREAM_MISP_FEED_MAX_INDICATORS): "
-                        "further undetected indicators of that day are left out", bucket.day, self.max_indicators)
+            log.warning("MISP event of %s is full (%d indicators, VTSTREAM_MISP_FEED_MAX_INDICATORS): new indicators "
+                        "of that day are left out, but a detection while an undetected one can make room",
+                        bucket.day, self.max_indicators)
         bucket.left_out += 1
         return False
 
