@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 NAMESPACE = uuid.UUID("0b6a3f58-4f7e-5c1e-9d55-2f0e3c9a7b41")
 #: Community scores waiting for their summary (they arrive just before it, on the same partition).
 MAX_PENDING_SCORES = 4096
+DAY_MS = 86_400_000
+_EPOCH = date(1970, 1, 1).toordinal()
 
 
 @dataclass(slots=True)
@@ -106,8 +108,8 @@ class FeedState:
     def fold(self, value: bytes | None, timestamp_ms: int, now: float) -> bool:
         """Fold one record; whether any served event changed. Records outside the window are ignored
         (older than its first day, or stamped later than tomorrow: a producer clock cannot open days)."""
-        day = day_of(timestamp_ms)
-        if not self.first_day(now) <= day <= day_of(int(now * 1000)) + timedelta(days=1):
+        number, today = timestamp_ms // DAY_MS, int(now // 86400)
+        if not today - self.window < number <= today + 1:  # whole days since 1970, no date per record
             return False
         found = parse(value, self.privacy)
         if isinstance(found, CommunityScore):
@@ -118,7 +120,7 @@ class FeedState:
             return False
         if found is None:
             return False
-        return self._observe(day, found, timestamp_ms // 1000)
+        return self._observe(date.fromordinal(_EPOCH + number), found, timestamp_ms // 1000)
 
     def _observe(self, day: date, sighted: Sighted, second: int) -> bool:
         bucket = self.days.get(day)
