@@ -82,8 +82,12 @@ class Tail:
         self._partitions = partitions
 
     async def step(self) -> int:
-        """Fold the next batch; how many records it held (0: nothing came in time)."""
+        """Fold the next batch; how many records it held (0: nothing came in time). Every ``refresh_s``
+        also: drop the days that left the window, follow new partitions, and say how far a catch-up is."""
         if not self._partitions or time.monotonic() - self._refreshed > self.refresh_s:
+            if self._partitions and not self.ready.is_set():
+                log.info("MISP feed still reading %s: %d records so far", self.reader.topic, self.records)
+            self.state.prune(self.clock())
             await self._follow_new_partitions()
         if not self._partitions:  # nothing was ever published to the topic
             await asyncio.sleep(1)
@@ -110,7 +114,6 @@ class Tail:
             try:
                 if await self.step():
                     continue
-                self.state.prune(self.clock())
                 if not self.ready.is_set() and await self._at_end():
                     days = self.state.served()
                     log.info("MISP feed caught up: %d records, %d indicators over %d days, in %.1f s",
