@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator

@@ -25,9 +25,9 @@ import requests
 from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kafka_helpers import produce, wait_finals
-from misp_helpers import attribute, check_feed, objects_of, report_of, value_of
-from tls_helpers import Authority
+from tests.support.kafka import produce, wait_finals
+from tests.support.misp import attribute, check_feed, objects_of, report_of, value_of
+from tests.support.tls import Authority
 
 from pipeline.devtools.broker import free_port
 from pipeline.devtools.rig import wait_until

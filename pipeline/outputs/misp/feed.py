@@ -33,7 +33,7 @@ from datetime import date, datetime, timedelta, timezone
 from pipeline.outputs.misp.records import CommunityScore, Observation, Sighted, parse
 from pipeline.rules.privacy import UrlPrivacy
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.outputs.misp.feed")
 
 #: Namespace of the feed's uuids; an event's uuid is UUIDv5(app id + day) under it.
 NAMESPACE = uuid.UUID("0b6a3f58-4f7e-5c1e-9d55-2f0e3c9a7b41")

@@ -17,7 +17,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.errors import InputError
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.origin import Origin
+from pipeline.errors import InputError, RecordError
 from pipeline.outputs.stix import TLP_MARKINGS, tlp_level
 from pipeline.rules.indicators import classify
 from pipeline.rules.privacy import UrlPrivacy, redact
@@ -97,7 +100,7 @@ def parse(value: bytes | None, privacy: UrlPrivacy) -> Sighted | CommunityScore 
     if event.get("kind") == "attribute":
         return _community(key, event.get("attribute"))
     if event.get("kind") == "summary":
-        return _summary(key, event.get("summary"), event.get("origin"), privacy)
+        return _summary(key, event, privacy)
     if event.get("kind") == "verdict_change":
         return _verdict_change(key, event, privacy)
     return None
@@ -110,17 +113,23 @@ def _community(key: Key, attribute: Any) -> CommunityScore | None:
     return None if score is None else CommunityScore(key, score)
 
 
-def _summary(key: Key, summary: Any, origin: Any, privacy: UrlPrivacy) -> Sighted | None:
-    if not isinstance(summary, dict) or summary.get("checked") is not True:
+def _summary(key: Key, doc: dict[str, Any], privacy: UrlPrivacy) -> Sighted | None:
+    try:
+        event = SummaryEvent.from_dict(doc)
+    except RecordError:
+        return None
+    if event is None or event.card.checked is not True:
         return None  # not checked (skipped, pending, failed): no verdict to show
-    shown = _shown(key, summary.get("sent_as"), privacy)
+    card = event.card
+    shown = _shown(key, card.sent_as, privacy)
     if shown is None:
         return None
+    labels = list(event.origin.labels) if event.origin is not None else []
     return Sighted(key, Observation(
-        key[0], shown, found=summary.get("found") is True, positives=_count(summary.get("positives")),
-        total=_count(summary.get("total")), scan_date=_date(summary.get("scan_date")), tlp=_tlp(origin),
-        hashes=_hashes(key[0], summary), asn=_text(summary.get("asn")), country=_text(summary.get("country")),
-        resolutions=_resolutions(key[0], summary.get("resolutions"))))
+        key[0], shown, found=card.found is True, positives=_count(card.positives), total=_count(card.total),
+        scan_date=_date(card.scan_date), tlp=_tlp(labels), hashes=_hashes(key[0], card),
+        asn=_text(card.field("asn")), country=_text(card.field("country")),
+        resolutions=_resolutions(key[0], card.field("resolutions"))))
 
 
 def _verdict_change(key: Key, event: dict[str, Any], privacy: UrlPrivacy) -> Sighted | None:
@@ -133,7 +142,8 @@ def _verdict_change(key: Key, event: dict[str, Any], privacy: UrlPrivacy) -> Sig
     before = previous.get("verdict") if isinstance(previous, dict) else None
     return Sighted(key, Observation(key[0], shown, found=current["verdict"] != "unknown",
                                     positives=_count(current.get("positives")), total=_count(current.get("total")),
-                                    tlp=_tlp(event.get("origin")), previous=before if before in VERDICTS else None))
+                                    tlp=_tlp(_labels(event.get("origin"))),
+                                    previous=before if before in VERDICTS else None))
 
 
 def _shown(key: Key, sent_as: Any, privacy: UrlPrivacy) -> str | None:
@@ -170,23 +180,28 @@ def _date(value: Any) -> str | None:
     return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds") + "+00:00"
 
 
-def _tlp(origin: Any) -> int:
-    labels = origin.get("labels") if isinstance(origin, dict) else None
-    level = tlp_level(labels[:100]) if isinstance(labels, list) else None
+def _labels(origin: Any) -> list[Any]:
+    """The labels of an event's origin as written (a verdict change's origin is read defensively)."""
+    try:
+        return list(Origin.from_dict(origin).labels) if isinstance(origin, dict) else []
+    except RecordError:
+        return []
+
+
+def _tlp(labels: list[Any]) -> int:
+    level = tlp_level(labels[:100])
     return _TLP_ORDER.index(level) if level else -1
 
 
-def _hashes(kind: str, summary: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+def _hashes(kind: str, card: SummaryCard) -> tuple[tuple[str, str], ...]:
     if kind not in ("md5", "sha1", "sha256"):
         return ()
     found = []
-    for name in ("md5", "sha1", "sha256"):
-        value = summary.get(name)
-        if isinstance(value, str):
-            try:
-                found.append((name, classify(value, name).value))
-            except InputError:
-                continue
+    for name, value in card.hashes.items():
+        try:
+            found.append((name, classify(value, name).value))
+        except InputError:
+            continue
     return tuple(found)
 
 

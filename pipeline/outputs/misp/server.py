@@ -38,7 +38,7 @@ from pipeline.outputs.misp.render import event, hash_lines, manifest_entry
 from pipeline.outputs.topic_reader import TopicReader
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.outputs.misp.server")
 
 PREFIX = "VTSTREAM_MISP_FEED"
 #: Records the reader folds per fetch; between fetches requests are answered.

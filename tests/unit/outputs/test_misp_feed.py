@@ -16,7 +16,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, event as note, given, settings
 from hypothesis import strategies as st
-from misp_helpers import attribute, check_feed, objects_of, report_of, template, value_of
+from tests.support.misp import attribute, check_feed, objects_of, report_of, template, value_of
 
 from pipeline.outputs.misp.feed import NAMESPACE, FeedState
 from pipeline.outputs.misp.render import event, hash_lines, manifest_entry
@@ -25,7 +25,7 @@ from pipeline.outputs.misp.objects import TEMPLATES
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "mapping"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "mapping"
 SHA256 = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 
 
