@@ -21,6 +21,7 @@ kafka-libs: $(STAMP)  ## Apache Kafka's jars, fetched once with Maven (pipeline/
 
 test: $(STAMP) kafka-libs  ## the whole suite: unit, integration (embedded and Apache Kafka + emulator), e2e, mypy
 	$(BIN)/mypy pipeline topics mappings
+	$(BIN)/ruff check --select F --no-cache pipeline tests topics mappings
 	$(BIN)/pytest -n 4 --dist worksteal
 
 unit: $(STAMP)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from apache_helpers import USERS, reset
+from tests.support.apache import USERS, reset
 
 from pipeline.devtools.apache.launcher import ApacheKafka
 from pipeline.devtools.broker import EmbeddedBroker

@@ -134,7 +134,7 @@ class EmulatorProcess:
 
 def _kafka(kafka: str | Settings) -> Settings:
     """A plaintext bootstrap address (the tests' brokers) or full Settings (the bench, any security)."""
-    return Settings(kafka_bootstrap=kafka) if isinstance(kafka, str) else kafka
+    return Settings.of(kafka_bootstrap=kafka) if isinstance(kafka, str) else kafka
 
 
 async def produce(kafka: str | Settings, topic: str, values: Iterable[bytes], *, key: bytes | None = None,

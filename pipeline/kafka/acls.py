@@ -233,7 +233,7 @@ async def check_access(settings: Settings, command: str, needs: Iterable[Need] |
         await admin.close()
     if missing:
         raise KafkaAccessDenied(
-            f"Kafka at {settings.kafka_bootstrap} does not allow {command} {'; '.join(missing)}"
+            f"Kafka at {settings.kafka.bootstrap} does not allow {command} {'; '.join(missing)}"
             f"{_principal(settings)}; grant the ACLs docs/kafka.md lists for {command}")
 
 
@@ -248,8 +248,8 @@ async def _coordinator(admin: Any, group: str, attempts: int = 40) -> int:
 
 
 def _principal(settings: Settings) -> str:
-    if settings.kafka_security_protocol.startswith("SASL_"):
-        return f" (user {settings.kafka_sasl_username!r})"
-    if settings.kafka_ssl_certfile is not None:
+    if settings.kafka.security_protocol.startswith("SASL_"):
+        return f" (user {settings.kafka.sasl_username!r})"
+    if settings.kafka.ssl_certfile is not None:
         return " (the client certificate's principal)"
     return ""

@@ -22,7 +22,7 @@ from pipeline.errors import ConfigError, KafkaAccessDenied
 from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.kafka.admin")
 
 TOPIC_ALREADY_EXISTS = 36
 INVALID_REPLICATION_FACTOR = 38
@@ -33,7 +33,7 @@ MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
 def topic_catalog(settings: Settings) -> list[TopicSpec]:
     """The catalog for these settings (partitions, app id, retry tiers)."""
-    return catalog(settings.partitions, settings.app_id, settings.retry_tiers)
+    return catalog(settings.kafka.partitions, settings.app_id, settings.retry.tiers)
 
 
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
@@ -50,7 +50,7 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout:
         missing = [s for s in specs if s.name not in existing]
         created: list[str] = []
         if missing:
-            replicas = settings.kafka_replication_factor or min(3, len((await admin.describe_cluster())["brokers"]))
+            replicas = settings.kafka.replication_factor or min(3, len((await admin.describe_cluster())["brokers"]))
             resp = await admin.create_topics([
                 NewTopic(s.name, s.partitions, replicas, topic_configs=topic_config(s, replicas)) for s in missing])
             for name, code, message in resp.topic_errors:
@@ -59,7 +59,7 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout:
                                       "set VTSTREAM_KAFKA_REPLICATION_FACTOR to at most the broker count")
                 if code == TOPIC_AUTHORIZATION_FAILED:
                     raise KafkaAccessDenied(
-                        f"topic {name} does not exist and Kafka at {settings.kafka_bootstrap} does not allow creating "
+                        f"topic {name} does not exist and Kafka at {settings.kafka.bootstrap} does not allow creating "
                         f"it (Create on topic {name}); run 'vtstream topics create' as a principal that may "
                         "(docs/kafka.md)")
                 if code not in (0, TOPIC_ALREADY_EXISTS):
@@ -113,7 +113,7 @@ async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOK
                 return
             except Exception as exc:  # KafkaConnectionError and friends
                 if loop.time() > deadline:
-                    raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+                    raise ConfigError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from exc
                 await asyncio.sleep(0.5)
     except BaseException:
         await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())  # no "Unclosed" noise

@@ -20,8 +20,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from pipeline.contracts.cache_entry import CachedResult, is_finished
 from pipeline.kafka.admin import make_consumer, start_with_retry
-from pipeline.records import CachedResult, is_finished
 from pipeline.rules.cache import decode, is_fresh
 from pipeline.settings import Settings
 

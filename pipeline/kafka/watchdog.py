@@ -28,7 +28,7 @@ class KafkaWatch:
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings, self.clock = settings, clock
-        self.limit = settings.kafka_unavailable_exit_s
+        self.limit = settings.kafka.unavailable_exit_s
         self.gone_since: float | None = None
         self.verdict: str | None = None
 
@@ -41,7 +41,7 @@ class KafkaWatch:
         """Record one probe's outcome; True once Kafka has been away for the whole limit.
 
         >>> now = [0.0]
-        >>> watch = KafkaWatch(Settings(kafka_unavailable_exit_s=10), clock=lambda: now[0])
+        >>> watch = KafkaWatch(Settings.of(kafka_unavailable_exit_s=10), clock=lambda: now[0])
         >>> watch.observe(False), watch.observe(True), watch.observe(False)
         (False, False, False)
         >>> now[0] = 9.9; watch.observe(False)
@@ -52,17 +52,17 @@ class KafkaWatch:
         now = self.clock()
         if answered:
             if self.gone_since is not None:
-                log.warning("Kafka at %s answers again after %.0f s", self.settings.kafka_bootstrap,
+                log.warning("Kafka at %s answers again after %.0f s", self.settings.kafka.bootstrap,
                             now - self.gone_since)
             self.gone_since = None
             return False
         if self.gone_since is None:
             self.gone_since = now
             log.warning("Kafka at %s does not answer; the worker keeps reconnecting and exits if it stays away "
-                        "for %g s (VTSTREAM_KAFKA_UNAVAILABLE_EXIT_S)", self.settings.kafka_bootstrap, self.limit)
+                        "for %g s (VTSTREAM_KAFKA_UNAVAILABLE_EXIT_S)", self.settings.kafka.bootstrap, self.limit)
         if now - self.gone_since < self.limit:
             return False
-        self.verdict = (f"Kafka at {self.settings.kafka_bootstrap} has not answered for {self.limit:g} s "
+        self.verdict = (f"Kafka at {self.settings.kafka.bootstrap} has not answered for {self.limit:g} s "
                         "(VTSTREAM_KAFKA_UNAVAILABLE_EXIT_S); check the brokers and VTSTREAM_KAFKA_BOOTSTRAP")
         return True
 

@@ -22,17 +22,15 @@ Decisions:
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import re
 import unicodedata
-from dataclasses import dataclass
 
 import idna
 
+from pipeline.contracts.indicator import Indicator
 from pipeline.errors import InputError
 
-INDICATOR_TYPES = ("ip", "domain", "url", "md5", "sha1", "sha256")
 MAX_URL_LENGTH = 8192
 MAX_DOMAIN_LENGTH = 253
 URL_SCHEMES = ("http", "https", "ftp")
@@ -70,48 +68,6 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class _Mismatch(Exception):
     """The value is not of the type tried; ``str(exc)`` says why (may be empty)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Indicator:
-    """A classified, normalized indicator: the unit the whole pipeline keys on."""
-
-    type: str
-    value: str
-
-    def __post_init__(self) -> None:
-        if self.type not in INDICATOR_TYPES:
-            raise ValueError(f"indicator type {self.type!r} is not one of {INDICATOR_TYPES}")
-
-    @property
-    def key(self) -> str:
-        """Kafka key, so one indicator always lands on one partition and one cache entry.
-
-        >>> Indicator("sha1", "a" * 40).key == "file:" + "a" * 40
-        True
-        """
-        if self.type == "url":
-            return f"url:{vt_url_id(self.value)}"
-        prefix = "file" if self.type in _HASHES.values() else self.type
-        return f"{prefix}:{self.value}"
-
-    @property
-    def action(self) -> str:
-        """The ThreatQ action that enriches this type (names the mapping file)."""
-        return "submit_hash" if self.type in _HASHES.values() else f"submit_{self.type}"
-
-    def as_dict(self) -> dict[str, str]:
-        """The ``indicator`` object of events: ``{"type": ..., "value": ...}``."""
-        return {"type": self.type, "value": self.value}
-
-
-def vt_url_id(url: str) -> str:
-    """VirusTotal v3 URL id: unpadded URL-safe base64 of the URL string.
-
-    >>> vt_url_id("http://www.google.com")
-    'aHR0cDovL3d3dy5nb29nbGUuY29t'
-    """
-    return base64.urlsafe_b64encode(url.encode("utf-8")).decode("ascii").rstrip("=")
 
 
 def refang(text: str) -> str:

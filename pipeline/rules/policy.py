@@ -22,7 +22,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from pipeline.rules.indicators import Indicator, url_host
+from pipeline.contracts.indicator import Indicator
+from pipeline.rules.indicators import url_host
 
 #: Names that only mean something inside one network; a lookup would leak
 #: internal naming and VirusTotal can say nothing useful about them. Each entry

@@ -27,67 +27,24 @@ secret with ``REDACTED``, so a record that is not even a valid URL cannot print 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Literal, Mapping
+from typing import Any
 from urllib.parse import quote, unquote
 
-UserinfoMode = Literal["strip", "skip", "send"]
-RedactMode = Literal["drop", "skip"]
-USERINFO_MODES: tuple[str, ...] = ("strip", "skip", "send")
-REDACT_MODES: tuple[str, ...] = ("drop", "skip")
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import SeenAs
+from pipeline.contracts.wire import VtRequest
+from pipeline.settings.groups import UrlPrivacy
 
 #: What replaces a secret in dead letters and logs.
 MASK = "REDACTED"
 
-#: Parameters removed by default. Credentials and session or one-time tokens of
-#: login, password-reset and OAuth links, then signed-URL parameters:
-#: AWS SigV4 (X-Amz-*) and SigV2 (AWSAccessKeyId, Signature), GCS V4 (X-Goog-*)
-#: and V2 (GoogleAccessId, Signature), Azure SAS (``sig``). Of Azure's SAS
-#: parameters only ``sig`` is a secret: it is the HMAC that grants access, and a
-#: SAS without it grants nothing; ``sv``, ``se``, ``st``, ``sp``, ``sr``, ``ss``,
-#: ``srt``, ``spr``, ``sip`` describe the grant (version, expiry, start,
-#: permissions, resource, protocol, address range) and stay, as they show the link
-#: was a SAS. ``skoid`` and ``sktid`` (user delegation SAS) name the Entra ID user
-#: and tenant that signed, so they go too. Servlet and PHP session ids
-#: (``jsessionid``, ``phpsessid``) are sessions under other names.
-DEFAULT_SECRET_PARAMS: tuple[str, ...] = (
-    "token", "access_token", "id_token", "refresh_token", "code", "session", "sessionid", "sid",
-    "jsessionid", "phpsessid", "password", "passwd", "pwd", "key", "apikey", "api_key", "secret",
-    "sig", "signature", "auth", "jwt",
-    "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId",
-    "X-Goog-Signature", "X-Goog-Credential", "GoogleAccessId",
-    "skoid", "sktid",
-)
-
 _PAIR_SEP = re.compile(r"([&;])")
-_ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
+
 # Free text: userinfo right after "//" (any scheme, defanged ones too), or a bare "user:pw@".
 _TEXT_USERINFO = re.compile(r"(?<=//)[^\s/?#@\"'<>\\]+(?=@)|(?<![\w.%+-])[\w.%+-]+:[^\s/?#@\"'<>\\]*(?=@)")
 _TEXT_PAIR = re.compile(r"(?<=[?&;#])([^\s=&;#?\"'<>\\]+)=([^\s&;#\"'<>\\]*)")
-
-
-@dataclass(frozen=True, slots=True)
-class UrlPrivacy:
-    """The three settings: ``VTSTREAM_URL_USERINFO``, ``VTSTREAM_URL_REDACT_PARAMS``, ``VTSTREAM_URL_REDACT_MODE``."""
-
-    userinfo: str = "strip"
-    params: frozenset[str] = frozenset(name.casefold() for name in DEFAULT_SECRET_PARAMS)
-    mode: str = "drop"
-
-    @classmethod
-    def of(cls, userinfo: str, params: tuple[str, ...], mode: str) -> "UrlPrivacy":
-        """From the settings' values; names are compared case-folded."""
-        return cls(userinfo, frozenset(name.strip().casefold() for name in params if name.strip()), mode)
-
-    def is_secret(self, raw_name: str) -> bool:
-        """Whether a parameter name, as written in a URL, names a secret.
-
-        >>> UrlPrivacy().is_secret("%54oken[]")
-        True
-        """
-        name = unquote(raw_name.replace("+", " ")).strip()
-        return _ARRAY_SUFFIX.sub("", name).casefold() in self.params
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,60 +193,25 @@ def scrub_all(value: Any, rules: UrlPrivacy) -> Any:
     return value
 
 
-#: The origin field in which intake keeps, for its own sighting, the URL as the SIEM
-#: sent it and what was redacted (only when something was). Never published.
-AS_SEEN = "as_seen"
-
-
-def note(url: str, redaction: Redaction) -> dict[str, Any]:
-    """The origin's :data:`AS_SEEN` note for a redacted sighting."""
-    return {"value": url, "redacted": list(redaction.redacted)}
-
-
-def at_edge(request: dict[str, Any], rules: UrlPrivacy) -> tuple[dict[str, Any], str | None]:
+def at_edge(request: VtRequest, rules: UrlPrivacy) -> tuple[VtRequest, str | None]:
     """The last check before VirusTotal, for a request that did not come through intake's
     (a replayed record, one parked before the rules changed): its URL is redacted here
     (the origin gets the note), or the request is refused with the reason (second item).
 
-    >>> at_edge({"indicator": {"type": "url", "value": "http://h/?sid=1"}}, UrlPrivacy())[0]["indicator"]
-    {'type': 'url', 'value': 'http://h/'}
+    >>> from pipeline.contracts.indicator import Indicator
+    >>> from pipeline.contracts.origin import Origin
+    >>> request = VtRequest(Indicator("url", "http://h/?sid=1"), "submit_url", "v3", Origin())
+    >>> at_edge(request, UrlPrivacy())[0].indicator
+    Indicator(type='url', value='http://h/')
     """
-    indicator = request.get("indicator") or {}
-    if indicator.get("type") != "url" or not isinstance(indicator.get("value"), str):
+    indicator = request.indicator
+    if indicator.type != "url":
         return request, None
-    redaction = redact(indicator["value"], rules)
-    if redaction.url == indicator["value"]:
+    redaction = redact(indicator.value, rules)
+    if redaction.url == indicator.value:
         return request, None
-    origin = dict(request.get("origin") or {})
     if redaction.url is None:
-        origin[AS_SEEN] = {"value": indicator["value"], "redacted": [], "sent": False}
-        return {**request, "origin": origin}, redaction.reason
-    origin.setdefault(AS_SEEN, note(indicator["value"], redaction))
-    return {**request, "indicator": {"type": "url", "value": redaction.url}, "origin": origin}, None
-
-
-def seen_indicator(indicator: Mapping[str, str], origin: Mapping[str, Any] | None) -> dict[str, str]:
-    """The indicator as the sighting's SIEM sent it (``indicator`` is what was sent)."""
-    seen = (origin or {}).get(AS_SEEN)
-    value = seen.get("value") if isinstance(seen, dict) else None
-    return {"type": indicator["type"], "value": value if isinstance(value, str) else indicator["value"]}
-
-
-def for_summary(indicator: Mapping[str, str], origin: Mapping[str, Any] | None
-                ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any]]:
-    """For one sighting's summary: its indicator as seen, the origin to publish (without
-    the note) and, for a URL that was sent, ``sent_as`` and ``redacted``.
-
-    >>> for_summary({"type": "url", "value": "https://h/"},
-    ...             {"ref": "r/0/1", "as_seen": {"value": "https://u@h/", "redacted": ["userinfo"]}})
-    ({'type': 'url', 'value': 'https://u@h/'}, {'ref': 'r/0/1'}, {'sent_as': 'https://h/', 'redacted': ['userinfo']})
-    """
-    shown = None if origin is None else {k: v for k, v in origin.items() if k != AS_SEEN}
-    if indicator["type"] != "url":
-        return dict(indicator), shown, {}
-    seen = (origin or {}).get(AS_SEEN)
-    if isinstance(seen, dict) and seen.get("sent") is False:
-        return seen_indicator(indicator, origin), shown, {}
-    redacted = seen.get("redacted") if isinstance(seen, dict) else None
-    return (seen_indicator(indicator, origin), shown,
-            {"sent_as": indicator["value"], "redacted": list(redacted) if isinstance(redacted, list) else []})
+        refused = replace(request.origin, as_seen=SeenAs(indicator.value, sent=False))
+        return replace(request, origin=refused), redaction.reason
+    noted = request.origin.noting(SeenAs(indicator.value, redaction.redacted))
+    return replace(request, indicator=Indicator("url", redaction.url), origin=noted), None

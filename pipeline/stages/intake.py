@@ -16,7 +16,7 @@ else goes on to the lookup stage, which owns the cache.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from typing import Any, Union
 
@@ -24,23 +24,25 @@ import orjson
 
 from topics import DEAD, ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
 
-from pipeline.kafka.direct import DirectStage
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.indicator import FileRef
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import LIST_FIELDS, TEXT_FIELDS, Origin, SeenAs
+from pipeline.contracts.wire import LookupRequest
 from pipeline.errors import InputError
-from pipeline.events import cache_hit, dead_letter, skipped_event, summary_event
-from pipeline.records import LookupRequest
-from pipeline.rules.files import FileRef
-from pipeline.rules.files import prepare as prepare_file
-from pipeline.rules.indicators import Indicator, classify
-from pipeline.rules import privacy
-from pipeline.rules.policy import Decision, check
+from pipeline.inputs.files import prepare as prepare_file
+from pipeline.kafka.direct import DirectStage
 from pipeline.kafka.replica import CacheCopy, CacheReplica
-from pipeline.kafka.runtime import Context, Outbox
+from pipeline.kafka.runtime import Context, Outbox, Received
+from pipeline.rules import privacy
+from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.indicators import classify
+from pipeline.rules.policy import Decision, check
 from pipeline.settings import Settings
 
 #: Longest accepted record; larger ones are dead-lettered unread (a SIEM bug, not an indicator).
 MAX_RECORD_BYTES = 2 * 1024 * 1024
-_TEXT_FIELDS = ("id", "source", "observed_at")
-_LIST_FIELDS = ("labels", "tags")
 _MAX_LIST = 256
 
 
@@ -49,7 +51,7 @@ class Accepted:
     """A valid indicator that policy allows to send (``file`` set for submit_file events)."""
 
     indicator: Indicator
-    origin: dict[str, Any]
+    origin: Origin
     action: str
     file: FileRef | None = None
 
@@ -59,7 +61,7 @@ class Skipped:
     """A valid indicator that policy keeps away from VirusTotal."""
 
     indicator: Indicator
-    origin: dict[str, Any]
+    origin: Origin
     action: str
     reason: str
     rule: str
@@ -86,28 +88,24 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
     try:
         fields = _decode(raw)
         if "file" in fields:
-            file_ref = prepare_file(fields["file"], settings.file_root)
+            file_ref = prepare_file(fields["file"], settings.policy.file_root)
             indicator = Indicator("sha256", file_ref.sha256)
         else:
             indicator = _classify(fields["value"], fields.get("type"))
     except InputError as exc:
         return Rejected(str(exc))
-    origin = {k: fields[k] for k in (*_TEXT_FIELDS, *_LIST_FIELDS) if k in fields}
-    origin["ref"] = ref
-    action = indicator.action
-    if file_ref is not None:
-        origin["file_name"] = file_ref.name
-        action = "submit_file"
-    decision = _check(indicator, tuple(fields.get("labels", ())), settings.block_labels, settings.allow_labels,
-                      settings.internal_domains)
+    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None)
+    action = indicator.action if file_ref is None else "submit_file"
+    decision = _check(indicator, tuple(fields.get("labels", ())), settings.policy.block_labels, settings.policy.allow_labels,
+                      settings.policy.internal_domains)
     if not decision.allowed:
         return Skipped(indicator, origin, action, decision.reason or "policy", decision.rule or "policy")
     if indicator.type == "url":  # what is sent, looked up and cached is the redacted form
-        redaction = privacy.redact(indicator.value, settings.url_privacy)
+        redaction = privacy.redact(indicator.value, settings.privacy)
         if redaction.url is None:
             return Skipped(indicator, origin, action, redaction.reason or "privacy", redaction.rule or "privacy")
         if redaction.redacted:
-            origin[privacy.AS_SEEN] = privacy.note(indicator.value, redaction)
+            origin = origin.noting(SeenAs(indicator.value, redaction.redacted))
             indicator = Indicator("url", redaction.url)
     return Accepted(indicator, origin, action, file_ref)
 
@@ -177,14 +175,14 @@ def _decode_json(text: str) -> dict[str, Any]:
         if not isinstance(declared, str):
             raise InputError(f"'type' must be a string, got {type(declared).__name__}")
         fields["type"] = declared
-    for name in _TEXT_FIELDS:
+    for name in TEXT_FIELDS:
         item = doc.get(name)
         if item is None:
             continue
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise InputError(f"'{name}' must be a string, got {type(item).__name__}")
         fields[name] = str(item)[:1024]
-    for name in _LIST_FIELDS:
+    for name in LIST_FIELDS:
         if doc.get(name) is not None:
             fields[name] = _string_list(name, doc[name])
     return fields
@@ -201,35 +199,37 @@ def _string_list(name: str, item: Any) -> list[str]:
     return [x.strip() for x in item if x.strip()]
 
 
-async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: bytes | None, ref: str) -> None:
+async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -> None:
     """Route one raw record: a cached summary, vt.lookups, a skip summary, or vt.dead."""
+    key, value, ref = record.key, record.value, record.ref
     if value and b'"file"' in value:  # may hash a file of up to 650 MB: off the event loop
         outcome = await asyncio.to_thread(parse, value, ref, ctx.settings)
     else:
         outcome = parse(value, ref, ctx.settings)
     if isinstance(outcome, Rejected):
         await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason,
-                                                      privacy=ctx.settings.url_privacy))
+                                                      privacy=ctx.settings.privacy))
         return
-    outcome.origin["received_at"] = round(ctx.clock(), 3)  # enrich latency: read here, summarized later
+    # enrich latency: read here, summarized later
+    outcome = replace(outcome, origin=replace(outcome.origin, received_at=round(ctx.clock(), 3)))
     indicator = outcome.indicator
-    api = ctx.settings.vt_api_version
+    api = ctx.settings.vt.api_version
     if isinstance(outcome, Skipped):
         await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
         return
     key_text = indicator.key
     entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
     if entry is not None:
-        await out.send(ENRICHED, key_text, summary_event(
-            cache_hit(entry), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
+        await out.send(ENRICHED, key_text, SummaryEvent.of(
+            entry.hit_card(), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
         return
     await out.send(LOOKUPS, key_text, lookup_record(outcome))
 
 
-def skip_summary(outcome: Skipped, api: str) -> dict[str, Any]:
-    """The summary that says why policy kept an indicator away from VirusTotal."""
-    return skipped_event(outcome.reason, outcome.rule, indicator=outcome.indicator, action=outcome.action, api=api,
-                         origin=outcome.origin)
+def skip_summary(outcome: Skipped, api: str) -> SummaryEvent:
+    """The summary that says why policy kept an indicator away from VirusTotal (nothing was sent)."""
+    return SummaryEvent(outcome.indicator, outcome.action, api,
+                        SummaryCard.not_checked(outcome.reason, skipped_by=outcome.rule), outcome.origin)
 
 
 def lookup_record(outcome: Accepted, max_age_s: float | None = None) -> LookupRequest:
@@ -245,8 +245,8 @@ def install(ctx: Context) -> None:
 
     @ctx.app.task
     async def start_intake() -> None:
-        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.partitions,
-                               settings.cache_copy_entries)
+        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.kafka.partitions,
+                               settings.cache.copy_entries)
         await ctx.app.add_runtime_dependency(replica)
         await ctx.app.add_runtime_dependency(DirectStage(
             settings, "intake", RAW, intake_group(settings.app_id), partial(handle, ctx, replica.copy),

@@ -23,14 +23,14 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from pipeline.contracts.indicator import Indicator, vt_url_id
 from pipeline.observe.metrics import Metrics
 from pipeline.rules.allowances import ReportedAllowances, reported_allowances
+from pipeline.settings import Settings
 from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
 from pipeline.vt.errors import MalformedResponse, TransportError, VirusTotalError, error_for
-from pipeline.rules.indicators import Indicator, vt_url_id
-from pipeline.settings import Settings
 
-Pace = Callable[[], Awaitable[None]]
+WaitTurn = Callable[[], Awaitable[None]]
 
 #: v3 collection per indicator type; v2 endpoint and query parameter per type.
 _V3_COLLECTION = {"ip": "ip_addresses", "domain": "domains", "url": "urls",
@@ -60,16 +60,16 @@ class VirusTotalClient:
                  metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._key = settings.vt_api_key
-        self._base = settings.vt_base_url
+        self._key = settings.vt.api_key
+        self._base = settings.vt.base_url
         self._session = session
         self._owns_session = session is None
 
     async def __aenter__(self) -> "VirusTotalClient":
         if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.vt_connect_timeout_s,
-                                            connect=self._settings.vt_connect_timeout_s,
-                                            sock_read=self._settings.vt_read_timeout_s)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.vt.connect_timeout_s,
+                                            connect=self._settings.vt.connect_timeout_s,
+                                            sock_read=self._settings.vt.read_timeout_s)
             self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False,
                                                   headers={"user-agent": "vtstream"})
         return self
@@ -79,14 +79,14 @@ class VirusTotalClient:
             await self._session.close()
             self._session = None
 
-    async def lookup(self, indicator: Indicator, pace: Pace, *, api: str,
+    async def lookup(self, indicator: Indicator, pace: WaitTurn, *, api: str,
                      relationships: Sequence[str] = ()) -> LookupResult:
         """Fetch the report for ``indicator`` in API ``api`` (v3 or v2)."""
         if api == "v2":
             return await self._lookup_v2(indicator, pace)
         return await self._lookup_v3(indicator, pace, relationships)
 
-    async def _lookup_v3(self, indicator: Indicator, pace: Pace, relationships: Sequence[str]) -> LookupResult:
+    async def _lookup_v3(self, indicator: Indicator, pace: WaitTurn, relationships: Sequence[str]) -> LookupResult:
         collection = _V3_COLLECTION[indicator.type]
         object_id = vt_url_id(indicator.value) if indicator.type == "url" else indicator.value
         path = f"/api/v3/{collection}/{quote(object_id, safe='')}"
@@ -94,24 +94,24 @@ class VirusTotalClient:
         status, body = await self._get_v3(path, params, pace)
         if status == 404:
             return LookupResult("not_found", body, requests=1)
-        full = [name for name in self._settings.vt_relationships if name in relationships]
+        full = [name for name in self._settings.vt.relationships if name in relationships]
         notes: list[str] = []
         for name in full:
             rel_status, rel_body = await self._get_v3(
-                f"{path}/{name}", {"limit": str(self._settings.vt_relationship_limit)}, pace)
+                f"{path}/{name}", {"limit": str(self._settings.vt.relationship_limit)}, pace)
             if rel_status == 404 or not isinstance(rel_body, dict) or not isinstance(rel_body.get("data"),
                                                                                      (list, dict)):
                 notes.append(f"relationship {name}: not available")
                 continue
             _merge_relationship(body, name, rel_body)
         requests = 1 + len(full)
-        if self._settings.vt_behaviour and collection == "files":
+        if self._settings.vt.behaviour and collection == "files":
             requests += 1
             if not await self._merge_behaviour_summary(body, path, pace):
                 notes.append(NO_SANDBOX_REPORT)
         return LookupResult("found", body, requests=requests, relationship_requests=len(full), notes=notes)
 
-    async def _merge_behaviour_summary(self, body: Any, path: str, pace: Pace) -> bool:
+    async def _merge_behaviour_summary(self, body: Any, path: str, pace: WaitTurn) -> bool:
         """Fetch the file's sandbox behaviour summary into ``body``; False when there is none.
 
         VirusTotal says "none" with a 404 NotFoundError (its body has no ``data``) or an empty ``data``.
@@ -119,7 +119,7 @@ class VirusTotalClient:
         _status, summary = await self._get_v3(f"{path}/behaviour_summary", None, pace)
         return merge_behaviour_summary(body, summary)
 
-    async def _lookup_v2(self, indicator: Indicator, pace: Pace) -> LookupResult:
+    async def _lookup_v2(self, indicator: Indicator, pace: WaitTurn) -> LookupResult:
         endpoint, param = _V2_REPORT[indicator.type]
         params = {param: indicator.value, "apikey": self._key}
         if endpoint in ("file/report", "url/report"):
@@ -134,7 +134,7 @@ class VirusTotalClient:
 
     # ------------------------------------------------------------------ scans
 
-    async def submit_url(self, url: str, pace: Pace, *, api: str) -> Submission:
+    async def submit_url(self, url: str, pace: WaitTurn, *, api: str) -> Submission:
         """Ask VirusTotal to scan ``url``; one request."""
         if api == "v2":
             body = await self._get_v2("/vtapi/v2/url/scan", {}, pace, method="POST",
@@ -143,7 +143,7 @@ class VirusTotalClient:
         _status, body = await self._get_v3("/api/v3/urls", None, pace, method="POST", data={"url": url})
         return Submission(_v3_id(body), body)
 
-    async def submit_file(self, upload: Upload, pace: Pace, *, api: str) -> Submission:
+    async def submit_file(self, upload: Upload, pace: WaitTurn, *, api: str) -> Submission:
         """Upload a file for scanning: one request, two for v3 files over 32 MB (upload URL)."""
         if api == "v2":
             form = upload.form(extra={"apikey": self._key})
@@ -159,7 +159,7 @@ class VirusTotalClient:
         _status, body = await self._get_v3(target, None, pace, method="POST", data=upload.form())
         return Submission(_v3_id(body), body, requests=requests)
 
-    async def poll(self, analysis_id: str, indicator: Indicator, pace: Pace, *, api: str,
+    async def poll(self, analysis_id: str, indicator: Indicator, pace: WaitTurn, *, api: str,
                    relationships: Sequence[str] = ()) -> LookupResult | None:
         """The report once the analysis is done, else None (still queued). One request while
         queued; in v3 a finished analysis costs one more to fetch the object report."""
@@ -189,7 +189,7 @@ class VirusTotalClient:
                                           _unpaced)
         return reported_allowances(body) if status == 200 else None
 
-    async def _get_v3(self, path: str, params: dict[str, str] | None, pace: Pace,
+    async def _get_v3(self, path: str, params: dict[str, str] | None, pace: WaitTurn,
                       method: str = "GET", data: Any = None) -> tuple[int, Any]:
         """Call a v3 path; returns (status, parsed body) for 200 and 404, raises otherwise."""
         status, headers, raw = await self._request(method, path, params, {"x-apikey": self._key}, pace, data)
@@ -207,7 +207,7 @@ class VirusTotalClient:
             f"VirusTotal answered {status} {code or ''}: {message or 'no message'}".replace("  ", " "),
             status=status, code=code, retry_after=_retry_after(headers))
 
-    async def _get_v2(self, path: str, params: dict[str, str], pace: Pace,
+    async def _get_v2(self, path: str, params: dict[str, str], pace: WaitTurn,
                       method: str = "GET", data: Any = None) -> Any:
         status, headers, raw = await self._request(method, path, params, {}, pace, data)
         if status == 200:
@@ -221,7 +221,7 @@ class VirusTotalClient:
                                 retry_after=_retry_after(headers))
 
     async def _request(self, method: str, path: str, params: dict[str, str] | None,
-                       headers: dict[str, str], pace: Pace, data: Any = None) -> tuple[int, dict[str, str], bytes]:
+                       headers: dict[str, str], pace: WaitTurn, data: Any = None) -> tuple[int, dict[str, str], bytes]:
         assert self._session is not None, "use VirusTotalClient as an async context manager"
         await pace()
         url = path if path.startswith(("http://", "https://")) else self._base + path

@@ -20,8 +20,6 @@ class VirusTotalError(VtStreamError):
 class WrongCredentials(VirusTotalError):
     """401: the API key is wrong or revoked."""
 
-    fatal = True
-
 
 class Forbidden(VirusTotalError):
     """403: the key is valid but may not use this endpoint."""

@@ -10,8 +10,8 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from apache_helpers import topic_settings
-from kafka_helpers import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
+from tests.support.apache import topic_settings
+from tests.support.kafka import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
 
 from pipeline.devtools.apache.launcher import ApacheKafka
 

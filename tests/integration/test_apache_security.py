@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from apache_helpers import PRINCIPALS, acl_lines, bindings, grant, revoke
-from security_helpers import fails_fast, read_summaries, run
+from tests.support.apache import PRINCIPALS, acl_lines, bindings, grant, revoke
+from tests.support.security import fails_fast, read_summaries, run
 
 from pipeline.devtools.apache.launcher import ApacheKafka
 from pipeline.devtools.broker import free_port

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from apache_helpers import topic_settings
+from tests.support.apache import topic_settings
 
 from topics import QUOTA, REPLAY_RUNS, STIX, changelog_name, retry_topic
 

@@ -11,7 +11,7 @@ import random
 
 import orjson
 import pytest
-from kafka_helpers import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
+from tests.support.kafka import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
 
 from topics import intake_group
 

@@ -1,6 +1,6 @@
 """Kafka security: TLS, mutual TLS and SASL on every client, and failing fast when Kafka refuses us.
 
-The TLS endpoint is a TLS terminator (tests/tls_helpers.py) in front of the
+The TLS endpoint is a TLS terminator (tests/support/tls.py) in front of the
 embedded broker, which advertises the terminator's port; the SASL broker is
 the embedded broker with ``--authentication`` (SCRAM). Results are read with
 confluent-kafka (librdkafka), an off-the-shelf client, through the same TLS
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from security_helpers import ENRICHED, FAIL_FAST_S, cli_env, fails_fast, read_summaries, run, vtstream
-from tls_helpers import TlsProxy
+from tests.support.security import ENRICHED, FAIL_FAST_S, cli_env, fails_fast, read_summaries, run, vtstream
+from tests.support.tls import TlsProxy
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
 from pipeline.devtools.certs import Authority, Pem

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import orjson
 import pytest
 from click.testing import CliRunner
-from kafka_helpers import produce, wait_finals
+from tests.support.kafka import produce, wait_finals
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli.status import status_command

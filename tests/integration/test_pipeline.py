@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from aiokafka.partitioner import murmur2
-from kafka_helpers import collect, produce, summaries
+from tests.support.kafka import collect, produce, summaries
 
 from pipeline.devtools.rig import wait_until
 

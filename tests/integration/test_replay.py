@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from kafka_helpers import collect, finals, produce
+from tests.support.kafka import collect, finals, produce
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from kafka_helpers import collect, finals, produce, summaries, wait_finals
+from tests.support.kafka import collect, finals, produce, summaries, wait_finals
 
 pytestmark = pytest.mark.integration
 

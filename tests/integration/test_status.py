@@ -11,12 +11,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from click.testing import CliRunner
-from kafka_helpers import produce
+from tests.support.kafka import produce
 
+from pipeline.cli.status import gather_status, render, status_command
 from pipeline.errors import ConfigError
 from pipeline.kafka.admin import ensure_topics, topic_catalog
 from pipeline.settings import Settings
-from pipeline.cli.status import gather_status, render, status_command
 from topics import intake_group
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def _run(bootstrap: str, *args: str, env: dict[str, str] | None = None) -> tuple
 
 @pytest.mark.both_brokers
 def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
-    settings = Settings(kafka_bootstrap=kafka)
+    settings = Settings.of(kafka_bootstrap=kafka)
     asyncio.run(ensure_topics(settings, topic_catalog(settings)))
     now = time.time()
     old = {"day": "2000-01-01", "used_today": 999, "daily_quota": 500, "month": "2000-01", "used_month": 999,
@@ -98,7 +98,7 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
 
 
 def test_status_on_an_empty_broker_reports_missing_topics_without_creating_them(kafka: str) -> None:
-    settings = Settings(kafka_bootstrap=kafka)
+    settings = Settings.of(kafka_bootstrap=kafka)
     snap = asyncio.run(gather_status(settings))
     assert snap.governor is None and snap.dead is None
     assert set(snap.missing_topics) == {"vt.quota", "vt.dead", "indicators.raw", "vt.lookups", "vt.requests",
@@ -125,5 +125,5 @@ def test_a_broker_that_never_answers_times_out_with_a_clear_error() -> None:
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
         with pytest.raises(ConfigError, match=f"cannot reach Kafka at {address}: no answer within 2s"):
-            asyncio.run(gather_status(Settings(kafka_bootstrap=address), timeout=2))
+            asyncio.run(gather_status(Settings.of(kafka_bootstrap=address), timeout=2))
         assert time.monotonic() - started < 5

@@ -7,7 +7,7 @@ import binascii
 from urllib.parse import unquote_plus
 
 import pytest
-from kafka_helpers import collect, finals, produce, wait_finals
+from tests.support.kafka import collect, finals, produce, wait_finals
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 A scenario opens a :class:`Rig` (an ExitStack: whatever it starts is stopped
 when the scenario ends, also on error or Ctrl-C), produces inputs with
 :func:`produce`, watches ``indicators.enriched`` through a :class:`Tap`, and
-prints a :class:`Report`: a table, then the one line the scenario is judged
+prints a :class:`BenchReport`: a table, then the one line the scenario is judged
 on, last. Workers are real ``python -m pipeline worker`` child processes, as
 an operator runs them, so the figures include everything a deployment pays.
 The processes, their environment and the producer are the test suite's too
@@ -406,7 +406,7 @@ class RssSampler:
 # --------------------------------------------------------------------------- reporting
 
 @dataclass
-class Report:
+class BenchReport:
     """The table a scenario prints, then its judged line, last."""
 
     title: str

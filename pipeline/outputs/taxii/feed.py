@@ -10,7 +10,6 @@ by date added, so memory is bounded by the page, never by the topic.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import heapq
@@ -22,7 +21,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from pipeline.errors import InputError
-from pipeline.kafka.admin import make_consumer, start_with_retry, topic_partitions
+from pipeline.outputs.topic_reader import TopicReader
 from pipeline.settings import Settings
 
 #: Largest page served, whatever ``limit`` asks (the API root's ``max_content_length`` bounds bytes too).
@@ -126,31 +125,23 @@ def merge_page(per_partition: dict[int, list[Stored]], resume: dict[int, tuple[i
 
 
 class Feed:
-    """Reads the collection's topic for the TAXII server: one consumer, one request at a time."""
+    """Reads the collection's topic for the TAXII server: one reader, one request at a time."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self.settings, self.topic = settings, topic
-        self._consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20)
-        self._lock = asyncio.Lock()
+        self._reader = TopicReader(settings, topic)
 
     async def start(self) -> None:
-        await start_with_retry(self._consumer, self.settings)
-
-    async def _partitions(self) -> list[TopicPartition]:
-        parts = self._consumer.partitions_for_topic(self.topic)
-        if not parts:  # not in the consumer's metadata yet (or no bundle published yet): ask the broker
-            return await topic_partitions(self._consumer, self.topic) or []
-        return [TopicPartition(self.topic, p) for p in sorted(parts)]
+        await self._reader.start()
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        await self._reader.stop()
 
     async def page(self, query: Query) -> Page:
         """One page of objects matching ``query``, oldest first."""
-        async with self._lock:
+        async with self._reader.lock:
             per_partition: dict[int, list[Stored]] = {}
             resume: dict[int, tuple[int, int]] = {}
-            for tp in await self._partitions():
+            for tp in await self._reader.partitions():
                 start = query.cursor.get(tp.partition) or (await self._first_offset(tp, query), 0)
                 items: list[Stored] = []
                 resume[tp.partition] = start
@@ -164,34 +155,20 @@ class Feed:
 
     async def _first_offset(self, tp: TopicPartition, query: Query) -> int:
         if query.added_after_us is None:
-            return int((await self._consumer.beginning_offsets([tp]))[tp])
-        found = (await self._consumer.offsets_for_times({tp: query.added_after_us // 1000 + 1}))[tp]
-        if found is None:
-            return int((await self._consumer.end_offsets([tp]))[tp])
-        return int(found.offset)
+            return await self._reader.beginning(tp)
+        return await self._reader.offset_at(tp, query.added_after_us // 1000 + 1)
 
     async def _read(self, tp: TopicPartition, start: tuple[int, int], query: Query
                     ) -> AsyncIterator[tuple[Stored, tuple[int, int]]]:
         """Matching objects from ``start`` to the partition's current end, each with the position after it."""
-        end = int((await self._consumer.end_offsets([tp]))[tp])
-        offset, skip = start
-        if offset >= end:
-            return
-        self._consumer.assign([tp])
-        self._consumer.seek(tp, offset)
-        while offset < end:
-            batch = await self._consumer.getmany(tp, timeout_ms=1000, max_records=50)
-            for record in batch.get(tp, []):
-                if record.offset >= end:
-                    return
-                offset = record.offset + 1
-                if query.added_after_us is not None and record.timestamp * 1000 <= query.added_after_us:
-                    continue
-                first = skip if record.offset == start[0] else 0
-                for index, obj in enumerate(_objects(record.value)):
-                    if index >= first and query.wants(obj):
-                        yield (Stored(record.timestamp, tp.partition, record.offset, index, obj),
-                               (record.offset, index + 1))
+        async for record in self._reader.records(tp, start[0], await self._reader.end(tp)):
+            if query.added_after_us is not None and record.timestamp * 1000 <= query.added_after_us:
+                continue
+            first = start[1] if record.offset == start[0] else 0
+            for index, obj in enumerate(_objects(record.value)):
+                if index >= first and query.wants(obj):
+                    yield (Stored(record.timestamp, tp.partition, record.offset, index, obj),
+                           (record.offset, index + 1))
 
 
 def _objects(value: bytes | None) -> list[dict[str, Any]]:

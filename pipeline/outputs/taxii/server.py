@@ -11,9 +11,6 @@ VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import logging
 import ssl
 import uuid
@@ -24,12 +21,13 @@ from aiohttp import web
 
 from topics import STIX
 
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import InputError
 from pipeline.kafka.acls import check_access
+from pipeline.outputs import access
 from pipeline.outputs.taxii.feed import DEFAULT_PAGE, MAX_PAGE, Feed, Page, Query, decode_cursor, parse_timestamp
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.outputs.taxii.server")
 
 TAXII_MEDIA = "application/taxii+json;version=2.1"
 STIX_MEDIA = "application/stix+json;version=2.1"
@@ -63,19 +61,6 @@ def _accepts_taxii(accept: str) -> bool:
     return False
 
 
-def _credentials_match(header: str, username: str, password: str) -> bool:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not username:
-        return False
-    try:
-        user, sep, secret = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    # compare both, always, so timing says nothing about which one was wrong
-    return bool(sep) & hmac.compare_digest(user.encode(), username.encode()) & hmac.compare_digest(
-        secret.encode(), password.encode())
-
-
 def build_app(settings: Settings, feed: Feed) -> web.Application:
     """The TAXII application: middlewares for errors, auth and media type, then the routes."""
 
@@ -93,8 +78,8 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not settings.taxii_anonymous and not _credentials_match(
-                request.headers.get("Authorization", ""), settings.taxii_username, settings.taxii_password):
+        if not settings.web.taxii_anonymous and not access.credentials_match(
+                request.headers.get("Authorization", ""), settings.web.taxii_username, settings.web.taxii_password):
             return taxii_error(401, "Unauthorized", "HTTP Basic credentials are required",
                                {"WWW-Authenticate": 'Basic realm="vtstream TAXII", charset="UTF-8"'})
         if request.method == "GET" and not _accepts_taxii(request.headers.get("Accept", "")):
@@ -198,23 +183,13 @@ def build_app(settings: Settings, feed: Feed) -> web.Application:
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     """HTTPS when a certificate and key are configured; ConfigError when only one is."""
-    if settings.taxii_cert is None and settings.taxii_key is None:
-        return None
-    if settings.taxii_cert is None or settings.taxii_key is None:
-        raise ConfigError("set both VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY for HTTPS, or neither")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.taxii_cert, settings.taxii_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TAXII certificate or key: {exc}") from None
-    return context
+    return access.tls_context(settings.web.taxii_cert, settings.web.taxii_key, "VTSTREAM_TAXII")
 
 
 async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set."""
-    if not settings.taxii_anonymous and not (settings.taxii_username and settings.taxii_password):
-        raise ConfigError("set VTSTREAM_TAXII_USERNAME and VTSTREAM_TAXII_PASSWORD, "
-                          "or VTSTREAM_TAXII_ANONYMOUS=true for a feed anyone may read")
+    access.require_credentials(settings.web.taxii_username, settings.web.taxii_password, settings.web.taxii_anonymous,
+                               "VTSTREAM_TAXII")
     context = tls_context(settings)
     await check_access(settings, "taxii")
     feed = Feed(settings, STIX)
