@@ -30,7 +30,7 @@ def test_every_topic_carries_the_settings_apache_kafka_enforces(apache_kafka):
     created = subprocess.run([sys.executable, "-m", "pipeline", "topics", "create"], capture_output=True, text=True,
                              env=child_env(VTSTREAM_KAFKA_BOOTSTRAP=kafka), timeout=60)
     assert created.returncode == 0, created.stderr
-    settings = Settings(kafka_bootstrap=kafka)
+    settings = Settings.of(kafka_bootstrap=kafka)
     largest_record = MAX_REQUEST_SIZE  # what vtstream's producers may send (max_request_size)
     described = topic_settings(kafka, *(spec.name for spec in topic_catalog(settings)))
     for name, (replicas, config) in described.items():
@@ -38,7 +38,7 @@ def test_every_topic_carries_the_settings_apache_kafka_enforces(apache_kafka):
         assert int(config["max.message.bytes"]) >= largest_record, (name, config["max.message.bytes"])
     for name in (changelog_name(settings.app_id), QUOTA, REPLAY_RUNS):
         assert described[name][1]["cleanup.policy"] == "compact", name
-    for delay in settings.retry_tiers:
+    for delay in settings.retry.tiers:
         retention_ms = int(described[retry_topic(delay)][1]["retention.ms"])
         assert retention_ms > parse_duration(delay) * 1000, (delay, retention_ms)
     assert described[STIX][1]["message.timestamp.type"] == "LogAppendTime"
