@@ -2,7 +2,10 @@
 
 import random
 
+import ada_url
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.contracts.indicator import INDICATOR_TYPES, Indicator, vt_url_id
 from pipeline.errors import InputError
@@ -198,14 +201,13 @@ def test_declared_type_is_checked_never_overridden(raw, declared, message):
     ("sftp://example.com/x", "scheme 'sftp' is not supported"),
     ("javascript://alert(1)", "scheme 'javascript' is not supported"),
     ("http://", "it has no host"),
-    ("http:///path", "it has no host"),
+    ("http:///path", "host 'path'"),  # browsers skip every slash after "http:"
     ("http://localhost:8080/", "host 'localhost'"),
     ("http://example.com:99999/", "port '99999' is not a number from 1 to 65535"),
     ("http://example.com:0/", "port '0'"),
     ("http://example.com:abc/", "port 'abc'"),
     ("http://exa mple.com/", "contains whitespace"),
     ("http://example.com/a b", "percent-encode spaces"),
-    ("http://010.0.0.1/", "leading zero"),
     ("http://[::1/", "host '[::1'"),
     ("http://ex@mple@/", "it has no host"),
     ("javascript:alert(1)", "is not an IP address, domain, URL or hash"),
@@ -356,3 +358,73 @@ def test_random_input_raises_only_input_error_and_normalization_is_stable():
         assert classify(indicator.value, indicator.type) == indicator, text
         assert classify(indicator.value) == indicator, text
     assert accepted > 100  # the mutation corpus keeps some inputs valid
+
+
+# --- URL authority: the host a browser visits (WHATWG), not the one urllib reads ---------------
+
+@pytest.mark.parametrize("raw, expected", [
+    # "\" is "/" before the query: Python's urlsplit says bank.xyz, browsers go to evil.xyz
+    ("https://evil.xyz\\@bank.xyz/login", "https://evil.xyz/@bank.xyz/login"),
+    ("http://evil.xyz\\bank.xyz", "http://evil.xyz/bank.xyz"),
+    ("https:\\\\evil.xyz\\a\\b?q=\\x", "https://evil.xyz/a/b?q=\\x"),  # the query keeps its "\"
+    ("https:/\\evil.xyz/", "https://evil.xyz/"),
+    ("https:evil.xyz/x", "https://evil.xyz/x"),  # any run of slashes, even none, after a special scheme
+    ("https:////evil.xyz/x", "https://evil.xyz/x"),
+    ("hxxps://evil[.]xyz\\@bank[.]xyz/", "https://evil.xyz/@bank.xyz/"),
+    ("wss://evil.xyz\\@bank.xyz/socket", "wss://evil.xyz/@bank.xyz/socket"),
+    ("ftp://evil.xyz\\@bank.xyz/f", "ftp://evil.xyz/@bank.xyz/f"),
+    # tabs and newlines vanish anywhere: "ev<TAB>il" is evil
+    ("https://ev\til.xyz/lo\ngin", "https://evil.xyz/login"),
+    ("https://bank.xyz\t@evil.xyz/", "https://bank.xyz@evil.xyz/"),
+    ("https://bank.xyz\r\n.evil.xyz/", "https://bank.xyz.evil.xyz/"),
+    # several "@": the last one ends the userinfo
+    ("https://bank.xyz@login@evil.xyz/", "https://bank.xyz@login@evil.xyz/"),
+    # "%2F" and "%40" in the userinfo stay there; a percent-encoded host is decoded as browsers do
+    ("https://bank.xyz%2F@evil.xyz/", "https://bank.xyz%2F@evil.xyz/"),
+    ("https://bank.xyz%40evil.xyz/", None),  # "@" decoded inside a host: no browser opens it
+    ("https://evil%2Exyz/", "https://evil.xyz/"),
+    # numbers a browser reads as IPv4 (the policy gate then sees the real address)
+    ("http://0x7f.1/", "http://127.0.0.1/"),
+    ("http://2130706433/x", "http://127.0.0.1/x"),
+    ("http://010.0.0.1/", "http://8.0.0.1/"),
+    ("http://3627734734/", "http://216.58.214.206/"),
+    # fullwidth letters and ideographic dots are mapped as in the address bar
+    ("https://ＥＶＩＬ。xyz/", "https://evil.xyz/"),
+    ("wss://example.com:443/", "wss://example.com/"),
+])
+def test_url_host_is_the_one_browsers_visit(raw, expected):
+    if expected is None:
+        with pytest.raises(InputError, match="browsers cannot read it"):
+            classify(raw)
+        return
+    assert classify(raw) == Indicator("url", expected)
+
+
+def test_the_backslash_url_is_not_looked_up_as_the_other_host():
+    url = classify("https://evil.xyz\\@bank.xyz/login").value
+    assert url_host(url) == "evil.xyz" and "bank.xyz" != url_host(url)
+
+
+_PIECES = ["evil.xyz", "bank.xyz", "@", "\\", "/", "//", "?", "#", "\t", "\n", "%2F", "%40", "%2e", ":",
+           "8080", "a", ".", "user:pw", "0x7f", "1"]
+
+
+@given(scheme=st.sampled_from(["http", "https", "HTTP", "ftp", "ws", "wss"]),
+       separator=st.sampled_from([":", "://", ":\\\\", ":/\\", ":///", ":\\/"]),
+       pieces=st.lists(st.sampled_from(_PIECES), min_size=1, max_size=12))
+@settings(max_examples=600, deadline=None)
+def test_whenever_a_url_is_accepted_its_host_is_the_browsers(scheme, separator, pieces):
+    """A property over the parser differentials between Python and browsers: backslashes, tabs and
+    newlines, slashes after the scheme, several "@", percent-encoding in the authority. Whatever we
+    accept, a WHATWG parser reads the same host from the text as the SIEM sent it, and normalizing
+    again changes nothing (the gateway's edge check relies on that)."""
+    raw = scheme + separator + "".join(pieces)
+    try:
+        indicator = classify(raw)
+    except InputError:
+        return
+    if indicator.type != "url":
+        return
+    browser = ada_url.parse_url(raw)
+    assert url_host(indicator.value) == str(browser["hostname"]).strip("[]").rstrip(".")
+    assert classify(indicator.value) == indicator
