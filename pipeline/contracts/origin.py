@@ -6,7 +6,7 @@ waiters) and is published, without its private note, in the sighting's
 summary event::
 
     {"id": "e1", "source": "siem", "observed_at": "...", "labels": ["TLP:GREEN"],
-     "tags": [...], "ref": "indicators.raw/0/17", "file_name": "x.exe",
+     "tags": [...], "tlp": ["green"], "ref": "indicators.raw/0/17", "file_name": "x.exe",
      "received_at": 1767225600.123, "replay": "june"}
 
 ``ref`` (topic/partition/offset) is the sighting's identity across replays;
@@ -24,8 +24,8 @@ from pipeline.contracts.reader import FieldReader
 
 #: Free-text fields of a raw record that intake copies into the origin.
 TEXT_FIELDS = ("id", "source", "observed_at")
-#: List fields of a raw record that intake copies into the origin.
-LIST_FIELDS = ("labels", "tags")
+#: List fields of a raw record that intake copies into the origin (``tlp``: a TLP level, or several).
+LIST_FIELDS = ("labels", "tags", "tlp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,7 @@ class Origin:
     observed_at: str | None = None
     labels: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    tlp: tuple[str, ...] = ()
     file_name: str | None = None
     received_at: float | None = None
     replay: str | None = None
@@ -83,6 +84,8 @@ class Origin:
             doc["labels"] = list(self.labels)
         if self.tags:
             doc["tags"] = list(self.tags)
+        if self.tlp:
+            doc["tlp"] = list(self.tlp)
         if self.ref is not None:
             doc["ref"] = self.ref
         if self.file_name is not None:
@@ -93,10 +96,11 @@ class Origin:
 
     @classmethod
     def of_record(cls, fields: Mapping[str, Any], ref: str, file_name: str | None = None) -> "Origin":
-        """The origin of a raw record: its validated ``id``, ``source``, ``observed_at``, ``labels``
-        and ``tags`` (intake's checked fields), where it was read and, for a file event, the name."""
+        """The origin of a raw record: its validated ``id``, ``source``, ``observed_at``, ``labels``,
+        ``tags`` and ``tlp`` (intake's checked fields), where it was read and, for a file event, the name."""
         return cls(ref=ref, id=fields.get("id"), source=fields.get("source"), observed_at=fields.get("observed_at"),
-                   labels=tuple(fields.get("labels", ())), tags=tuple(fields.get("tags", ())), file_name=file_name)
+                   labels=tuple(fields.get("labels", ())), tags=tuple(fields.get("tags", ())),
+                   tlp=tuple(fields.get("tlp", ())), file_name=file_name)
 
     @property
     def identity(self) -> str | None:
@@ -117,7 +121,7 @@ class Origin:
         received = r.number("received_at", None)
         return cls(ref=r.text("ref", None), id=r.text("id", None), source=r.text("source", None),
                    observed_at=r.text("observed_at", None), labels=r.texts("labels"), tags=r.texts("tags"),
-                   file_name=r.text("file_name", None), received_at=received,
+                   tlp=r.texts("tlp"), file_name=r.text("file_name", None), received_at=received,
                    replay=r.text("replay", None) or None,
                    as_seen=SeenAs.read(r.nested("as_seen")) if isinstance(seen, dict) else None)
 

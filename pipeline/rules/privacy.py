@@ -4,16 +4,23 @@ VirusTotal keeps every URL it is asked about and shows it to its other
 subscribers, so a password in the userinfo (``https://user:pw@host/``) or a
 session token in the query (``?token=...``, ``&X-Amz-Signature=...``) would be
 published. Intake passes every URL through :func:`redact` before it becomes a
-cache key, a lookup, a submission or a poll:
+cache key, a lookup, a submission or a poll (and the gateway again, at its edge):
 
+* **link wrappers** of mail gateways (Safe Links, URL Defense...) carry the
+  recipient: the wrapper is replaced by the link it wraps
+  (:mod:`pipeline.rules.wrappers`), which is then redacted like any URL;
 * **userinfo** (``user:pw@``, or ``user@``): ``strip`` (default) removes it,
   ``skip`` keeps the URL away from VirusTotal, ``send`` leaves it in;
-* **secret parameters**, compared by name percent-decoded and case-folded (a
-  PHP-style ``name[]`` counts as ``name``), in the query, as ``;name=value`` path
-  parameters (``;jsessionid=``), as ``name=value`` pairs in a fragment (an
-  OAuth ``#access_token=``) and inside a URL nested, percent-encoded, in a
-  parameter value (a mail gateway's safe link): ``drop`` (default) removes
-  each, repeats included, ``skip`` keeps the URL away.
+* **secret parameters**, compared by name percent-decoded, case-folded and without
+  ``-``, ``_`` or ``.`` (``accessToken``, ``access-token`` and ``ACCESS_TOKEN`` are
+  one name; a PHP-style ``name[]`` counts as ``name``), in the query, as
+  ``;name=value`` path parameters (``;jsessionid=``), as ``name=value`` pairs in a
+  fragment (an OAuth ``#access_token=``) and inside a URL nested, percent-encoded,
+  in a parameter value: ``drop`` (default) removes each, repeats included, ``skip``
+  keeps the URL away;
+* **secret values**: a query, path-parameter or fragment value shaped like a JWT or
+  an e-mail address (``VTSTREAM_URL_REDACT_VALUES``, :mod:`pipeline.rules.shapes`)
+  goes whatever its name, under the same ``drop`` / ``skip`` mode.
 
 Everything else is kept byte for byte, not re-encoded, so a URL with nothing to
 redact keeps its VirusTotal id. Events keep the URL as the SIEM sent it; the
@@ -27,14 +34,14 @@ secret with ``REDACTED``, so a record that is not even a valid URL cannot print 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from pipeline.contracts.indicator import Indicator
-from pipeline.contracts.origin import SeenAs
-from pipeline.contracts.wire import VtRequest
+from pipeline.errors import InputError
+from pipeline.rules.indicators import classify
+from pipeline.rules.shapes import secret_kind
+from pipeline.rules.wrappers import unwrap
 from pipeline.settings.groups import UrlPrivacy
 
 #: What replaces a secret in dead letters and logs.
@@ -59,22 +66,25 @@ class Redaction:
 
 
 #: How deep :func:`redact` looks into URLs nested in parameter values (a mail gateway's
-#: safe link wrapping a reset link is one level).
+#: safe link wrapping a reset link is one level), and how many wrappers it takes off.
 MAX_NESTING = 3
 
 
-@lru_cache(maxsize=65536)
 def redact(url: str, rules: UrlPrivacy) -> Redaction:
     """The form of ``url`` that may go to VirusTotal (``url`` is normalized: scheme://authority...).
 
-    A parameter value that is itself a URL, percent-encoded (``?url=https%3A%2F%2F...``,
-    as mail gateways wrap links), gets the same treatment, re-encoded only if it changed.
+    A parameter value that is itself a URL, percent-encoded (``?url=https%3A%2F%2F...``),
+    gets the same treatment, re-encoded only if it changed.
 
     >>> redact("https://alice:pw@bank.example/reset?token=abc&lang=en", UrlPrivacy())
     Redaction(url='https://bank.example/reset?lang=en', redacted=('userinfo', 'token'), reason=None, rule=None)
     """
+    unwrapped, wrappers = _unwrapped(url)
+    if unwrapped is None:
+        return Redaction(None, reason=f"the URL is a {wrappers[-1]} link whose target cannot be read; the link "
+                         "carries its recipient, so it is not sent to VirusTotal", rule="url_wrapper")
     walk = _Walk(rules)
-    cleaned = walk.url(url, 0)
+    cleaned = walk.url(unwrapped, 0)
     if rules.userinfo == "skip" and "userinfo" in walk.found:
         return Redaction(None, reason="the URL carries a user name or password; "
                          "VTSTREAM_URL_USERINFO=skip keeps such URLs away from VirusTotal", rule="url_userinfo")
@@ -83,7 +93,23 @@ def redact(url: str, rules: UrlPrivacy) -> Redaction:
         return Redaction(None, reason=f"the URL carries the secret parameter {', '.join(names)}; "
                          "VTSTREAM_URL_REDACT_MODE=skip keeps such URLs away from VirusTotal",
                          rule="url_secret_param")
-    return Redaction(cleaned, tuple(dict.fromkeys(walk.found)))
+    return Redaction(cleaned, tuple(dict.fromkeys([*wrappers, *walk.found])))
+
+
+def _unwrapped(url: str) -> tuple[str | None, list[str]]:
+    """``url`` with known link wrappers taken off (normalized like any sighting), and their names;
+    None when a wrapper's target cannot be read as a URL."""
+    names: list[str] = []
+    for _ in range(MAX_NESTING):
+        found = unwrap(url)
+        if found is None:
+            return url, names
+        names.append(found.wrapper)
+        try:
+            url = classify(found.target or "", "url").value
+        except InputError:
+            return None, names
+    return (None, names) if unwrap(url) is not None else (url, names)
 
 
 class _Walk:
@@ -117,8 +143,6 @@ class _Walk:
 
     def pairs(self, text: str, depth: int) -> str:
         """``a=1&token=x;b=2`` -> ``a=1;b=2``: secret pairs out, the rest and its separators as written."""
-        if "=" not in text:
-            return text
         parts = _PAIR_SEP.split(text)
         kept: list[str] = []
         for index in range(0, len(parts), 2):
@@ -127,8 +151,12 @@ class _Walk:
                 self.found.append(unquote(name))
                 continue
             if equals and depth < MAX_NESTING:
-                parts[index] = f"{name}={self.nested(value, depth + 1)}"
-            kept.extend((parts[index - 1] if kept else "", parts[index]))
+                value = self.nested(value, depth + 1)
+            kind = secret_kind(value if equals else name, self.rules.redact_values)
+            if kind is not None:
+                self.found.append(unquote(name) if equals else kind)
+                continue
+            kept.extend((parts[index - 1] if kept else "", f"{name}={value}" if equals else name))
         return "".join(kept)
 
     def nested(self, value: str, depth: int) -> str:
@@ -191,27 +219,3 @@ def scrub_all(value: Any, rules: UrlPrivacy) -> Any:
     if isinstance(value, list):
         return [scrub_all(item, rules) for item in value]
     return value
-
-
-def at_edge(request: VtRequest, rules: UrlPrivacy) -> tuple[VtRequest, str | None]:
-    """The last check before VirusTotal, for a request that did not come through intake's
-    (a replayed record, one parked before the rules changed): its URL is redacted here
-    (the origin gets the note), or the request is refused with the reason (second item).
-
-    >>> from pipeline.contracts.indicator import Indicator
-    >>> from pipeline.contracts.origin import Origin
-    >>> request = VtRequest(Indicator("url", "http://h/?sid=1"), "submit_url", "v3", Origin())
-    >>> at_edge(request, UrlPrivacy())[0].indicator
-    Indicator(type='url', value='http://h/')
-    """
-    indicator = request.indicator
-    if indicator.type != "url":
-        return request, None
-    redaction = redact(indicator.value, rules)
-    if redaction.url == indicator.value:
-        return request, None
-    if redaction.url is None:
-        refused = replace(request.origin, as_seen=SeenAs(indicator.value, sent=False))
-        return replace(request, origin=refused), redaction.reason
-    noted = request.origin.noting(SeenAs(indicator.value, redaction.redacted))
-    return replace(request, indicator=Indicator("url", redaction.url), origin=noted), None

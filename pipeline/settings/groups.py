@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import re
 
+from pipeline.rules.shapes import VALUE_KINDS
 from pipeline.settings import values as v
 
 
@@ -43,7 +44,9 @@ REDACT_MODES: tuple[str, ...] = ("drop", "skip")
 DEMO_API_KEY = "vtstream-demo-key"
 
 #: URL parameters removed by default. Credentials and session or one-time tokens of
-#: login, password-reset and OAuth links, then signed-URL parameters:
+#: login, password-reset, magic-link and OAuth / OpenID / SAML / CAS links (OWASP's
+#: session-management and OAuth cheat sheets; the parameter names secret scanners such
+#: as gitleaks and trufflehog look for), then signed-URL parameters:
 #: AWS SigV4 (X-Amz-*) and SigV2 (AWSAccessKeyId, Signature), GCS V4 (X-Goog-*)
 #: and V2 (GoogleAccessId, Signature), Azure SAS (``sig``). Of Azure's SAS
 #: parameters only ``sig`` is a secret: it is the HMAC that grants access, and a
@@ -51,16 +54,29 @@ DEMO_API_KEY = "vtstream-demo-key"
 #: ``srt``, ``spr``, ``sip`` describe the grant (version, expiry, start,
 #: permissions, resource, protocol, address range) and stay, as they show the link
 #: was a SAS. ``skoid`` and ``sktid`` (user delegation SAS) name the Entra ID user
-#: and tenant that signed, so they go too. Servlet and PHP session ids
-#: (``jsessionid``, ``phpsessid``) are sessions under other names.
+#: and tenant that signed, so they go too. Servlet, PHP, ASP.NET and ColdFusion
+#: session ids (``jsessionid``, ``phpsessid``, ``aspsessionid``, ``cfid``/``cftoken``)
+#: are sessions under other names. Names are compared without ``-``, ``_`` and ``.``,
+#: so ``access_token`` also covers ``accessToken`` and ``access-token``.
 DEFAULT_SECRET_PARAMS: tuple[str, ...] = (
-    "token", "access_token", "id_token", "refresh_token", "code", "session", "sessionid", "sid",
-    "jsessionid", "phpsessid", "password", "passwd", "pwd", "key", "apikey", "api_key", "secret",
-    "sig", "signature", "auth", "jwt",
+    # tokens and sessions
+    "token", "access_token", "id_token", "refresh_token", "auth_token", "oauth_token", "oauth_verifier",
+    "oauth_signature", "private_token", "session_token", "api_token", "bearer", "jwt", "assertion",
+    "client_assertion", "code", "code_verifier", "session", "sessionid", "sid", "jsessionid", "phpsessid",
+    "aspsessionid", "cfid", "cftoken", "csrf_token", "csrfmiddlewaretoken", "authenticity_token",
+    "xsrf_token", "ticket", "SAMLResponse", "SAMLart", "otp", "totp", "mfa_code", "verification_code",
+    "reset_token", "magic", "login_token", "invite_token", "confirmation_token",
+    # passwords and keys
+    "password", "passwd", "pwd", "pass", "passcode", "key", "apikey", "api_key", "access_key", "secret_key",
+    "private_key", "secret", "client_secret", "app_secret", "consumer_secret", "credentials",
+    "auth", "authorization",
+    # signed URLs
+    "sig", "signature", "hmac",
     "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId",
     "X-Goog-Signature", "X-Goog-Credential", "GoogleAccessId",
     "skoid", "sktid",
 )
+_NAME_SEPARATORS = re.compile(r"[-_.]")
 _ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
 
 
@@ -182,8 +198,10 @@ class PolicySettings(Group):
     """What may leave for VirusTotal: the policy gate's labels and domains, and file uploads."""
 
     block_labels: tuple[str, ...] = setting(
-        "VTSTREAM_BLOCK_LABELS", ("TLP:RED", "TLP:AMBER+STRICT"), v.csv_list,
-        "Security labels that are never sent to VirusTotal (case-insensitive).")
+        "VTSTREAM_BLOCK_LABELS", ("TLP:RED", "TLP:AMBER+STRICT", "PAP:RED"), v.csv_list,
+        "Security labels that are never sent to VirusTotal, read from an event's labels, tags and tlp "
+        "(Unicode-normalized, case-insensitive, TLP-RED = TLP:RED); a TLP or PAP level also blocks every "
+        "stricter level, and a TLP or PAP label vtstream cannot read always blocks.")
     allow_labels: tuple[str, ...] = setting(
         "VTSTREAM_ALLOW_LABELS", (), v.csv_list,
         "When set, only events carrying one of these labels are sent (ThreatConnect's "
@@ -209,8 +227,14 @@ class UrlPrivacy(Group):
         "cache key), skip (the URL is not sent) or send.")
     redact_params: tuple[str, ...] = setting(
         "VTSTREAM_URL_REDACT_PARAMS", DEFAULT_SECRET_PARAMS, v.csv_list,
-        "URL parameters that carry secrets (case-insensitive, percent-decoded; query, ;path "
-        "parameters and fragment). Replaces the default list; empty: none.")
+        "URL parameters that carry secrets (compared percent-decoded, case-folded and without - _ or ., "
+        "so accessToken is access_token; query, ;path parameters and fragment). Replaces the default list; "
+        "empty: none.")
+    redact_values: tuple[str, ...] = setting(
+        "VTSTREAM_URL_REDACT_VALUES", VALUE_KINDS, v.subset_of(VALUE_KINDS),
+        "Shapes of secret values: a query, ;path or fragment value holding a JWT (jwt) or an e-mail "
+        "address (email), percent-decoded, is redacted whatever its name, as a secret parameter is. "
+        "Empty: by name only.")
     mode: str = setting(
         "VTSTREAM_URL_REDACT_MODE", "drop", v.one_of(*REDACT_MODES),
         "A URL carrying a secret parameter: drop (the parameter is removed before it is sent) or "
@@ -218,18 +242,23 @@ class UrlPrivacy(Group):
     params: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = frozenset(name.strip().casefold() for name in self.redact_params if name.strip())
+        names = frozenset(_param_key(name) for name in self.redact_params if _param_key(name))
         object.__setattr__(self, "params", names)
 
     def is_secret(self, raw_name: str) -> bool:
         """Whether a parameter name, as written in a URL, names a secret (percent-decoded, case-folded,
-        a PHP-style ``name[]`` counting as ``name``).
+        without ``-``, ``_`` or ``.``, a PHP-style ``name[]`` counting as ``name``).
 
-        >>> UrlPrivacy().is_secret("%54oken[]")
-        True
+        >>> UrlPrivacy().is_secret("%54oken[]"), UrlPrivacy().is_secret("accessToken")
+        (True, True)
         """
         name = unquote(raw_name.replace("+", " ")).strip()
-        return _ARRAY_SUFFIX.sub("", name).casefold() in self.params
+        return _param_key(_ARRAY_SUFFIX.sub("", name)) in self.params
+
+
+def _param_key(name: str) -> str:
+    """How parameter names are compared: ``X-Amz-Signature`` and ``x_amz.signature`` are one name."""
+    return _NAME_SEPARATORS.sub("", name.strip()).casefold()
 
 
 @dataclass(frozen=True, repr=False)

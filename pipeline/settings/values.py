@@ -162,3 +162,14 @@ def outputs_list(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
             raise ValueError(f"name one or more of {', '.join(choices)}, got {raw!r}")
         return names
     return parse
+
+
+def subset_of(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """A parser of a comma-separated subset of ``choices`` (case-insensitive); empty is the empty set."""
+    def parse(raw: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(name.lower() for name in csv_list(raw)))
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise ValueError(f"name any of {', '.join(choices)} (or none), got {raw!r}")
+        return names
+    return parse

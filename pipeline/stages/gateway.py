@@ -47,7 +47,7 @@ from pipeline.errors import DailyQuotaExhausted, RecordError
 from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Context, Outbox, Received
-from pipeline.rules import privacy
+from pipeline.rules import gate
 from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.policy import carries_any_label
 from pipeline.stages import retry
@@ -91,7 +91,8 @@ class Gateway:
 
     async def _handle(self, out: Outbox, key: bytes, value: bytes | None) -> None:
         try:
-            request, refused = privacy.at_edge(VtRequest.from_bytes(value), self.settings.privacy)
+            request, refused = gate.at_edge(VtRequest.from_bytes(value), self.settings.policy,
+                                            self.settings.privacy)
         except RecordError as exc:
             await out.send(DEAD, key, dead_letter(value, stage="gateway", reason="malformed request record",
                                                   error=str(exc), privacy=self.settings.privacy))
@@ -174,7 +175,7 @@ class Gateway:
         return None
 
     def _may_upload(self, request: VtRequest) -> bool:
-        return carries_any_label(list(request.origin.labels), self.settings.policy.upload_labels)
+        return carries_any_label(gate.origin_labels(request.origin), self.settings.policy.upload_labels)
 
     def _pace(self, request: VtRequest) -> WaitTurn:
         source = request.origin.source

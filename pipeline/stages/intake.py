@@ -1,7 +1,7 @@
 """Stage 1, intake: indicators.raw -> a cached summary, vt.lookups, a skip summary, or vt.dead.
 
 A raw record is a JSON object (``value`` plus optional ``type``, ``id``,
-``source``, ``observed_at``, ``labels``, ``tags``) or a bare text line such as
+``source``, ``observed_at``, ``labels``, ``tags``, ``tlp``) or a bare text line such as
 ``8.8.8.8``. Intake decodes it, classifies and normalizes the indicator, and
 runs the policy gate *before* anything can reach VirusTotal. Every outcome is a
 plain value (:class:`Accepted`, :class:`Skipped`, :class:`Rejected`): no input,
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, Union
 
 import orjson
@@ -35,11 +35,12 @@ from pipeline.inputs.files import prepare as prepare_file
 from pipeline.kafka.direct import DirectStage
 from pipeline.kafka.replica import CacheCopy, CacheReplica
 from pipeline.kafka.runtime import Context, Outbox, Received
-from pipeline.rules import privacy
 from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.gate import Verdict, judge
 from pipeline.rules.indicators import classify
-from pipeline.rules.policy import Decision, check
-from pipeline.settings import Settings
+from pipeline.rules.labels import read_labels
+from pipeline.rules.memo import Memo
+from pipeline.settings import PolicySettings, Settings, UrlPrivacy
 
 #: Longest accepted record; larger ones are dead-lettered unread (a SIEM bug, not an indicator).
 MAX_RECORD_BYTES = 2 * 1024 * 1024
@@ -84,9 +85,28 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
     >>> parse(b"hxxp://evil[.]example.com/x", "indicators.raw/0/7", Settings()).indicator.value
     'http://evil.example.com/x'
     """
+    fields = decode(raw)
+    return fields if isinstance(fields, Rejected) else judge_fields(fields, ref, settings)
+
+
+def decode(raw: bytes | None) -> dict[str, Any] | Rejected:
+    """The record's fields, or why it is not an indicator record (cheap: no file is read)."""
+    try:
+        return _decode(raw)
+    except InputError as exc:
+        return Rejected(str(exc))
+
+
+def is_file_event(fields: dict[str, Any] | Rejected) -> bool:
+    """Whether decoded ``fields`` describe a file (hashing it may take seconds: off the event loop).
+    Decided on the decoded record, so ``{"\\u0066ile": ...}`` is a file event too."""
+    return isinstance(fields, dict) and "file" in fields
+
+
+def judge_fields(fields: dict[str, Any], ref: str, settings: Settings) -> Outcome:
+    """Classify, hash a file, and run the privacy gate on decoded fields."""
     file_ref: FileRef | None = None
     try:
-        fields = _decode(raw)
         if "file" in fields:
             file_ref = prepare_file(fields["file"], settings.policy.file_root)
             indicator = Indicator("sha256", file_ref.sha256)
@@ -96,30 +116,32 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
         return Rejected(str(exc))
     origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None)
     action = indicator.action if file_ref is None else "submit_file"
-    decision = _check(indicator, tuple(fields.get("labels", ())), settings.policy.block_labels, settings.policy.allow_labels,
-                      settings.policy.internal_domains)
-    if not decision.allowed:
-        return Skipped(indicator, origin, action, decision.reason or "policy", decision.rule or "policy")
-    if indicator.type == "url":  # what is sent, looked up and cached is the redacted form
-        redaction = privacy.redact(indicator.value, settings.privacy)
-        if redaction.url is None:
-            return Skipped(indicator, origin, action, redaction.reason or "privacy", redaction.rule or "privacy")
-        if redaction.redacted:
-            origin = origin.noting(SeenAs(indicator.value, redaction.redacted))
-            indicator = Indicator("url", redaction.url)
+    verdict = _judged(indicator, origin.labels, origin.tags, origin.tlp, settings.policy, settings.privacy)
+    if not verdict.allowed:
+        return Skipped(indicator, origin, action, verdict.reason or "policy", verdict.rule or "policy")
+    if verdict.indicator != indicator:  # what is sent, looked up and cached is the redacted form
+        origin = origin.noting(SeenAs(indicator.value, verdict.redacted))
+        indicator = verdict.indicator
     return Accepted(indicator, origin, action, file_ref)
 
 
-# A SIEM repeats the same values all day; classification and policy are pure, so a
-# repeat costs a dictionary lookup instead of parsing addresses and IDNA names again.
-@lru_cache(maxsize=65536)
-def _classified(value: str, declared: str | None) -> Indicator | str:
+#: Bytes each of intake's memo caches may hold. A SIEM repeats the same values all day;
+#: classification and the gate are pure, so a repeat costs a dictionary lookup instead of
+#: parsing addresses and IDNA names again. Bounded by bytes, not entries: a record's URL
+#: (8 KB) or labels (as long as it likes) must not let one feed fill the worker's memory.
+MEMO_BYTES = 16 * 1024 * 1024
+
+
+def _classified_uncached(value: str, declared: str | None) -> Indicator | str:
     """The indicator, or the reason it is not one (a string: a cached exception would
     collect a traceback, and the frames it holds, each time it is raised again)."""
     try:
         return classify(value, declared)
     except InputError as exc:
         return str(exc)
+
+
+_classified: Memo[Indicator | str] = Memo(_classified_uncached, MEMO_BYTES)
 
 
 def _classify(value: str, declared: str | None) -> Indicator:
@@ -129,11 +151,12 @@ def _classify(value: str, declared: str | None) -> Indicator:
     return found
 
 
-@lru_cache(maxsize=65536)
-def _check(indicator: Indicator, labels: tuple[str, ...], block_labels: tuple[str, ...],
-           allow_labels: tuple[str, ...], internal_domains: tuple[str, ...]) -> Decision:
-    return check(indicator, labels, block_labels=block_labels, allow_labels=allow_labels,
-                 internal_domains=internal_domains)
+def _judge_uncached(indicator: Indicator, labels: tuple[str, ...], tags: tuple[str, ...], tlp: tuple[str, ...],
+                    policy: PolicySettings, privacy: UrlPrivacy) -> Verdict:
+    return judge(indicator, read_labels(labels, tags, tlp), policy, privacy)
+
+
+_judged: Memo[Verdict] = Memo(_judge_uncached, MEMO_BYTES)
 
 
 def _decode(raw: bytes | None) -> dict[str, Any]:
@@ -202,10 +225,13 @@ def _string_list(name: str, item: Any) -> list[str]:
 async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -> None:
     """Route one raw record: a cached summary, vt.lookups, a skip summary, or vt.dead."""
     key, value, ref = record.key, record.value, record.ref
-    if value and b'"file"' in value:  # may hash a file of up to 650 MB: off the event loop
-        outcome = await asyncio.to_thread(parse, value, ref, ctx.settings)
+    fields = decode(value)
+    if isinstance(fields, Rejected):
+        outcome: Outcome = fields
+    elif is_file_event(fields):  # may hash a file of up to 650 MB: off the event loop
+        outcome = await asyncio.to_thread(judge_fields, fields, ref, ctx.settings)
     else:
-        outcome = parse(value, ref, ctx.settings)
+        outcome = judge_fields(fields, ref, ctx.settings)
     if isinstance(outcome, Rejected):
         await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason,
                                                       privacy=ctx.settings.privacy))

@@ -89,7 +89,7 @@ RECORDS = [
     REQUEST.respond("pending", body={"data": {}}, step="scan", reason="scan submitted", notes=("a",)),
     ParkedRecord(REQUEST, not_before_ms=2000, parked_at_ms=1000, reason="scan queued"),
     CachedResult(SummaryCard(found=False), 1.0, 2.0),
-    InFlight(1.0, "r/0/1", (Origin(ref="r/0/2"),), 0),
+    InFlight(1.0, "r/0/1", (Origin(ref="r/0/2", tags=("ops",), tlp=("amber",)),), 0),
     DeadLetter({"text": "x"}, "intake", "bad", None, 1, "2026-11-30T19:00:00Z"),
 ]
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from dataclasses import replace
+from hypothesis import given, settings as hsettings, strategies as st
 
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin, SeenAs
-from pipeline.contracts.wire import VtRequest
 from pipeline.rules.deadletter import dead_letter
-from pipeline.rules.privacy import at_edge, redact, scrub
+from pipeline.rules.privacy import redact, scrub
 from pipeline.settings import DEFAULT_SECRET_PARAMS, UrlPrivacy
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
@@ -47,7 +46,7 @@ def test_every_default_parameter_is_matched_in_any_case(name):
     ("https://user@evil.example.com/x", "https://evil.example.com/x", ("userinfo",)),
     ("http://bank.example.com@evil.example.com/", "http://evil.example.com/", ("userinfo",)),
     ("https://u:p%40ss@evil.example.com:8443/?a=1", "https://evil.example.com:8443/?a=1", ("userinfo",)),
-    ("https://evil.example.com/p@th?mail=a@b.example", "https://evil.example.com/p@th?mail=a@b.example", ()),
+    ("https://evil.example.com/p@th?q=a@b", "https://evil.example.com/p@th?q=a@b", ()),
 ])
 def test_userinfo_is_stripped_by_default(url, sent, redacted):
     got = redact(url, DEFAULTS)
@@ -107,14 +106,15 @@ def test_parameters_in_the_fragment(url, sent, redacted):
 @pytest.mark.parametrize("url, sent, redacted", [
     ("https://nam02.safelinks.protection.outlook.com/?url=https%3A%2F%2Fbank.example%2Freset%3Ftoken%3Dabc"
      "%26lang%3Den&data=05%7C01&reserved=0",
-     "https://nam02.safelinks.protection.outlook.com/?url=https%3A%2F%2Fbank.example%2Freset%3Flang%3Den"
-     "&data=05%7C01&reserved=0", ("token",)),
+     "https://bank.example/reset?lang=en", ("safelinks", "token")),
+    ("https://t.example.com/r?u=https%3A%2F%2Fx.example%2F%3Fsig%3Dabc&x=1",
+     "https://t.example.com/r?u=https%3A%2F%2Fx.example%2F&x=1", ("sig",)),
     ("https://t.example.com/c?next=%2Freset%3Fcode%3D123&x=1", "https://t.example.com/c?next=%2Freset&x=1",
      ("code",)),
     ("https://t.example.com/r?u=https%3A%2F%2Fbob%3Apw%40x.example%2F",
      "https://t.example.com/r?u=https%3A%2F%2Fx.example%2F", ("userinfo",)),
-    ("https://t.example.com/c?email=alice%40corp.example&q=a%26token%3Db",  # not URLs: left alone
-     "https://t.example.com/c?email=alice%40corp.example&q=a%26token%3Db", ()),
+    ("https://t.example.com/c?lang=en&q=a%26token%3Db",  # not URLs: left alone
+     "https://t.example.com/c?lang=en&q=a%26token%3Db", ()),
 ])
 def test_urls_nested_in_a_parameter_value(url, sent, redacted):
     got = redact(url, DEFAULTS)
@@ -206,18 +206,6 @@ def test_a_summary_shows_the_sighting_and_what_was_sent():
                                             action="submit_ip", api="v3", origin=Origin(ref="r")).to_dict()["summary"]
 
 
-def test_the_gateway_redacts_or_refuses_a_request_that_came_round_intake():
-    request = VtRequest(Indicator("url", "https://u:p@host.com/?token=a"), "submit_url", "v3", Origin(ref="r"))
-    sent, refused = at_edge(request, DEFAULTS)
-    assert refused is None and sent.indicator.value == "https://host.com/"
-    assert sent.origin.as_seen is not None and sent.origin.as_seen.redacted == ("userinfo", "token")
-    held, refused = at_edge(request, UrlPrivacy(mode="skip"))
-    assert refused and held.indicator == request.indicator
-    assert "sent_as" not in _summary(held.indicator, held.origin)["summary"]  # not sent: no sent_as
-    clean = replace(request, indicator=Indicator("url", "https://host.com/"))
-    assert at_edge(clean, DEFAULTS) == (clean, None)
-
-
 # ------------------------------------------------------------------ dead letters and free text
 
 SECRETS = ("hunter2", "S3CRET", "tok-123", "AKIAEXAMPLE", "c2lnbmF0dXJl")
@@ -288,3 +276,110 @@ def test_a_handler_error_that_quotes_a_secret_is_scrubbed_in_the_log_and_the_dea
     blob = caplog.text + repr(letter)
     assert "cannot map" in caplog.text and "Traceback" in caplog.text
     assert not any(secret in blob for secret in SECRETS), blob
+
+
+# ------------------------------------------------------------------ names the issue asked for, and values
+
+@pytest.mark.parametrize("name", ["accessToken", "auth_token", "client_secret", "oauth_token", "private_token",
+                                  "api-key", "ticket", "SAMLResponse", "otp", "Access-Token", "X_AMZ_SIGNATURE",
+                                  "csrfmiddlewaretoken", "authenticity_token", "code_verifier", "client.secret"])
+def test_the_issues_names_and_their_spellings_are_secret(name):
+    got = redact(f"https://sso.example.com/cb?{name}=S3CRET&lang=en", DEFAULTS)
+    assert got.url == "https://sso.example.com/cb?lang=en" and got.redacted == (name,)
+
+
+JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("url, sent, redacted", [
+    (f"https://app.example.com/?t={JWT}&lang=en", "https://app.example.com/?lang=en", ("t",)),
+    (f"https://app.example.com/cb#state=1&x={JWT}", "https://app.example.com/cb#state=1", ("x",)),
+    (f"https://app.example.com/;s={JWT}/a", "https://app.example.com//a", ("s",)),
+    ("https://app.example.com/?u=alice%40corp.example&lang=en", "https://app.example.com/?lang=en", ("u",)),
+    ("https://app.example.com/?u=alice%2540corp.example", "https://app.example.com/", ("u",)),  # encoded twice
+    ("https://app.example.com/?r=Hi+bob@corp.example.org+!&lang=en", "https://app.example.com/?lang=en", ("r",)),
+    ("https://app.example.com/?alice@corp.example&lang=en", "https://app.example.com/?lang=en", ("email",)),
+    ("https://app.example.com/?lang=en&v=1.2.3&at=@home", "https://app.example.com/?lang=en&v=1.2.3&at=@home", ()),
+])
+def test_values_shaped_like_a_jwt_or_an_address_go_whatever_their_name(url, sent, redacted):
+    got = redact(url, DEFAULTS)
+    assert (got.url, got.redacted) == (sent, redacted)
+
+
+def test_redact_values_is_a_setting():
+    url = f"https://app.example.com/?u=alice%40corp.example&t={JWT}"
+    assert redact(url, UrlPrivacy(redact_values=())).url == url
+    assert redact(url, UrlPrivacy(redact_values=("jwt",))).url == "https://app.example.com/?u=alice%40corp.example"
+    assert Settings.from_env({"VTSTREAM_URL_REDACT_VALUES": "EMAIL"}).privacy.redact_values == ("email",)
+    assert Settings.from_env({"VTSTREAM_URL_REDACT_VALUES": ""}).privacy.redact_values == ()
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="name any of jwt, email"):
+        Settings.from_env({"VTSTREAM_URL_REDACT_VALUES": "ssn"})
+    skipped = redact("https://app.example.com/?u=alice%40corp.example", UrlPrivacy(mode="skip"))
+    assert skipped.url is None and "alice" not in (skipped.reason or "")
+
+
+# ------------------------------------------------------------------ link wrappers carrying the recipient
+
+SAFE_LINK = ("https://eur03.safelinks.protection.outlook.com/?url=https%3A%2F%2Fevil.example.net%2Flogin%3Fsession"
+             "%3DS3CRET%26lang%3Den&data=05%7C02%7Calice%40corp.example%7C1b2c3d4e5f%7C72f988bf86f141af%7C0%7C0%7C63"
+             "8700000000000000%7CUnknown%7CTWFpbGZsb3d8&sdata=abcDEF%2Fghi%3D&reserved=0")
+PROOFPOINT_V2 = ("https://urldefense.proofpoint.com/v2/url?u=https-3A__evil.example.net_login-3Fsession-3DS3CRET"
+                 "-26lang-3Den&d=DwMFaQ&c=euGZstcaTDllvimEN8b7jXrwqOf-v5A_CdpgnVfiiMM&r=alice-recipient-hash"
+                 "&m=mmm&s=sss&e=")
+PROOFPOINT_V3 = ("https://urldefense.com/v3/__https://evil.example.net/login?session=S3CRET&lang=en*frag__;Iw!!"
+                 "ORG1!alice-recipient-trail$")
+
+
+@pytest.mark.parametrize("url, sent, redacted", [
+    (SAFE_LINK, "https://evil.example.net/login?lang=en", ("safelinks", "session")),
+    (PROOFPOINT_V2, "https://evil.example.net/login?lang=en", ("urldefense", "session")),
+    (PROOFPOINT_V3, "https://evil.example.net/login?lang=en", ("urldefense", "session")),
+    ("https://linkprotect.cudasvc.com/url?a=https%3a%2f%2fevil.example.net%2f&c=E,1,alice&typo=1",
+     "https://evil.example.net/", ("linkprotect",)),
+    ("https://imsva91-ctp.trendmicro.com/wis/clicktime/v1/query?url=https%3a%2f%2fevil.example.net%2f&umid=x"
+     "&auth=y", "https://evil.example.net/", ("clicktime",)),
+])
+def test_a_wrapper_is_replaced_by_the_link_it_wraps_and_the_recipient_never_leaves(url, sent, redacted):
+    got = redact(url, DEFAULTS)
+    assert (got.url, got.redacted) == (sent, redacted)
+    for trail in ("alice", "recipient", "S3CRET", "sdata", "ORG1"):
+        assert trail not in (got.url or "")
+
+
+@pytest.mark.parametrize("url", [
+    "https://urldefense.com/v3/__https://evil.example.net/a*b__;!!ORG1!alice$",  # fewer characters than stars
+    "https://nam12.safelinks.protection.outlook.com/?data=05%7C02%7Calice%40corp.example",  # no target
+    "https://urldefense.proofpoint.com/v2/url?u=not-20a-20url&r=alice",
+])
+def test_a_wrapper_whose_target_cannot_be_read_is_not_sent(url):
+    got = redact(url, DEFAULTS)
+    assert got.url is None and got.rule == "url_wrapper" and "alice" not in (got.reason or "")
+
+
+def test_wrappers_of_wrappers_and_ordinary_pages_of_the_same_vendors():
+    inner = "https%3A%2F%2Furldefense.com%2Fv3%2F__https%3A%2F%2Fevil.example.net%2F__%3B!!O!alice%24"
+    got = redact(f"https://nam12.safelinks.protection.outlook.com/?url={inner}&data=x", DEFAULTS)
+    assert (got.url, got.redacted) == ("https://evil.example.net/", ("safelinks", "urldefense"))
+    assert redact("https://www.trendmicro.com/en_us/research.html", DEFAULTS).redacted == ()
+
+
+# ------------------------------------------------------------------ properties over untrusted URLs
+
+
+_PARTS = st.sampled_from(["token=a", "x=1", "u=alice%40corp.example", f"t={JWT}", "url=https%3A%2F%2Fa.example.com",
+                          "%74oken=b", "accessToken=c", "", "=", "&", ";", "a=%", "q=%25%32%35", "@", "k[]=1"])
+
+
+@given(path=st.sampled_from(["/", "/a;sid=1/b", "/p@th", ""]), query=st.lists(_PARTS, max_size=8),
+       fragment=st.lists(_PARTS, max_size=4), userinfo=st.sampled_from(["", "bob:pw@", "bob@"]))
+@hsettings(max_examples=400, deadline=None)
+def test_redaction_is_idempotent_and_leaves_no_secret(path, query, fragment, userinfo):
+    url = f"https://{userinfo}h.example.com{path}" + ("?" + "&".join(query) if query else "") + \
+        ("#" + "&".join(fragment) if fragment else "")
+    got = redact(url, DEFAULTS)
+    assert got.url is not None
+    assert redact(got.url, DEFAULTS).url == got.url
+    for secret in ("alice", JWT, "bob", "token=a", "oken=b", "accessToken"):
+        assert secret not in got.url

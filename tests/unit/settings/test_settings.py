@@ -9,7 +9,7 @@ pytestmark = pytest.mark.unit
 def test_defaults_run_the_demo():
     s = Settings.from_env({})
     assert s.vt.api_version == "v3" and s.vt.rate_per_minute == 4 and s.vt.daily_quota == 500
-    assert s.policy.block_labels == ("TLP:RED", "TLP:AMBER+STRICT")
+    assert s.policy.block_labels == ("TLP:RED", "TLP:AMBER+STRICT", "PAP:RED")
 
 
 def test_values_are_parsed():

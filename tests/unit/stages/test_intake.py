@@ -86,3 +86,57 @@ def test_random_bytes_never_raise():
         raw = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64)))
         parse(raw, "r", S)
         parse(raw.decode("latin-1").encode("utf-8"), "r", S)
+
+
+# --- the privacy gate on raw records ----------------------------------------------------------------
+
+@pytest.mark.parametrize("record", [
+    {"value": "8.8.8.8", "labels": ["TLP:GREEN,TLP:RED"]},
+    {"value": "8.8.8.8", "tags": ["TLP:RED"]},
+    {"value": "8.8.8.8", "labels": ["TLP-RED"]},
+    {"value": "8.8.8.8", "labels": ["ＴＬＰ:ＲＥＤ"]},
+    {"value": "8.8.8.8", "labels": ["PAP:RED"]},
+    {"value": "8.8.8.8", "labels": ["TLP:\u200bRED"]},
+    {"value": "8.8.8.8", "tlp": "red"},
+    {"value": "8.8.8.8", "tags": "ops;TLP RED"},
+], ids=["two-in-one", "tags", "hyphen", "fullwidth", "pap", "zero-width", "tlp-field", "tags-string"])
+def test_every_spelling_of_a_blocked_label_is_skipped_with_a_summary_reason(record):
+    outcome = parse(orjson.dumps(record), "indicators.raw/0/1", S)
+    assert isinstance(outcome, Skipped) and outcome.rule == "blocked_label"
+    assert "never sent to VirusTotal" in outcome.reason
+
+
+def test_the_tlp_field_is_kept_on_the_origin():
+    origin = accepted(b'{"value": "8.8.8.8", "tlp": "green"}').origin
+    assert origin.tlp == ("green",) and origin.published()["tlp"] == ["green"]
+
+
+def test_an_unknown_marking_is_skipped_and_named():
+    outcome = parse(b'{"value": "8.8.8.8", "labels": ["TLP:ROT"]}', "indicators.raw/0/1", S)
+    assert isinstance(outcome, Skipped) and outcome.rule == "unknown_label" and "TLP:ROT" in outcome.reason
+
+
+def test_an_unwrapped_link_to_an_internal_host_is_skipped():
+    raw = orjson.dumps({"value": "https://eur01.safelinks.protection.outlook.com/?url=https%3A%2F%2Fwiki.corp.example"
+                                 "%2F&data=05%7C02%7Calice%40corp.example"})
+    outcome = parse(raw, "indicators.raw/0/1", S)
+    assert isinstance(outcome, Skipped) and outcome.rule == "internal_domain"
+
+
+def test_a_file_event_is_recognised_after_decoding_not_by_its_bytes():
+    from pipeline.stages.intake import decode, is_file_event
+
+    escaped = b'{"\\u0066ile": {"name": "x", "content_b64": "aGk="}}'
+    assert b'"file"' not in escaped and is_file_event(decode(escaped))
+    assert not is_file_event(decode(b'{"value": "file.example.com", "note": "\\"file\\""}'))
+    assert parse(escaped, "indicators.raw/0/1", S).action == "submit_file"  # type: ignore[union-attr]
+
+
+def test_the_memo_caches_are_bounded_by_bytes():
+    from pipeline.stages import intake
+
+    for n in range(300):
+        parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 60000]}),
+              "indicators.raw/0/1", S)
+    assert intake._classified.size <= intake.MEMO_BYTES and intake._judged.size <= intake.MEMO_BYTES
+    assert len(intake._judged) < 300  # old entries went: 300 x 130 KB would not fit
