@@ -16,6 +16,7 @@ from pipeline.kafka.runtime import Outbox
 from pipeline.mapping import Mapped
 from pipeline.outputs.stix import StixOptions, build_bundle
 from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.labels import Label, origin_labels
 from pipeline.settings import Settings
 
 
@@ -25,9 +26,10 @@ def stix_options(settings: Settings) -> StixOptions:
                        indicator_at=settings.outputs.stix_indicator_at, indicator_valid_s=settings.outputs.stix_indicator_valid_s)
 
 
-def sighting_labels(origins: Iterable[Origin]) -> list[str]:
-    """Every label of every sighting an answer serves: the bundle is marked with the highest TLP among them."""
-    return [label for origin in origins for label in origin.labels]
+def sighting_labels(origins: Iterable[Origin]) -> list[Label]:
+    """Every label of every sighting an answer serves (labels, tags and tlp, read as the policy gate
+    reads them): the bundle is marked with the highest TLP among them."""
+    return [label for origin in origins for label in origin_labels(origin)]
 
 
 async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator: Mapping[str, str], mapped: Mapped,

@@ -33,6 +33,7 @@ from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.indicator import HASH_TYPES, vt_url_id
 from pipeline.errors import InputError
 from pipeline.rules.indicators import classify
+from pipeline.rules.labels import MARKING_LEVELS, Labels, as_labels
 
 #: Namespace of vtstream's deterministic ids for non-observable objects.
 NAMESPACE = uuid.UUID("5f0f5a36-4e1d-5b3b-9a43-7c1f3a8e2d11")
@@ -45,8 +46,6 @@ TLP_MARKINGS: tuple[tuple[str, str], ...] = (
     ("amber+strict", "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003"),
     ("red", "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1"),
 )
-#: TLP 1.0 WHITE is TLP 2.0 CLEAR.
-_TLP_ALIASES = {"white": "clear"}
 _IDENTITY_CREATED = "2026-01-01T00:00:00.000Z"
 IDENTITY_ID = f"identity--{uuid.uuid5(NAMESPACE, 'vtstream')}"
 VT_GUI = "https://www.virustotal.com/gui"
@@ -66,24 +65,15 @@ class StixOptions:
     indicator_valid_s: float = 30 * 86400.0
 
 
-def tlp_level(labels: Iterable[Any]) -> str | None:
-    """The highest TLP level among ``labels`` (``TLP:GREEN``, ``tlp:amber+strict``, ``TLP:WHITE``...).
+def tlp_level(labels: Labels) -> str | None:
+    """The highest TLP level among ``labels`` (``TLP:GREEN``, ``tlp-amber+strict``, ``TLP:WHITE``...),
+    read as the policy gate reads them (:mod:`pipeline.rules.labels`).
 
     >>> tlp_level(["TLP:GREEN", "ops", "tlp : amber"]), tlp_level(["TLP:WHITE"]), tlp_level([])
     ('amber', 'clear', None)
     """
-    order = [name for name, _ in TLP_MARKINGS]
-    best = -1
-    for label in labels:
-        if not isinstance(label, str):
-            continue
-        text = "".join(label.split()).casefold()
-        if not text.startswith("tlp:"):
-            continue
-        name = _TLP_ALIASES.get(text[4:], text[4:])
-        if name in order:
-            best = max(best, order.index(name))
-    return order[best] if best >= 0 else None
+    ranks = [label.rank for label in as_labels(labels) if label.scheme == "tlp" and not label.unknown]
+    return MARKING_LEVELS["tlp"][max(ranks)] if ranks else None
 
 
 def marking_definition(level: str) -> stix2.v21.MarkingDefinition:
@@ -200,7 +190,7 @@ def _pattern(observable: Any) -> str:
 
 
 def build_bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: SummaryCard,
-                 *, labels: Iterable[Any], options: StixOptions, now: float) -> dict[str, Any]:
+                 *, labels: Labels, options: StixOptions, now: float) -> dict[str, Any]:
     """The STIX 2.1 bundle of one enrichment, as a JSON-ready dict.
 
     Every object carries the highest TLP 2.0 marking among ``labels`` (none
@@ -215,7 +205,7 @@ def build_bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any
 
 
 def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: SummaryCard,
-                 *, labels: Iterable[Any], options: StixOptions, now: float) -> dict[str, Any]:
+                 *, labels: Labels, options: StixOptions, now: float) -> dict[str, Any]:
     level = tlp_level(labels)
     marks = [dict(TLP_MARKINGS)[level]] if level else []
     stamp = _stamp(now)

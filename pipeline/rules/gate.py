@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pipeline.contracts.indicator import Indicator
-from pipeline.contracts.origin import Origin, SeenAs
+from pipeline.contracts.origin import SeenAs
 from pipeline.contracts.wire import VtRequest
 from pipeline.errors import InputError
 from pipeline.rules.indicators import classify
-from pipeline.rules.labels import Label, read_labels
+from pipeline.rules.labels import Label, origin_labels
 from pipeline.rules.policy import Decision, check
 from pipeline.rules.privacy import redact
 from pipeline.settings.groups import PolicySettings, UrlPrivacy
@@ -44,14 +44,10 @@ class Verdict:
         return self.reason is None
 
 
-def origin_labels(origin: Origin) -> tuple[Label, ...]:
-    """Every label a sighting carries, wherever the SIEM put it."""
-    return read_labels(origin.labels, origin.tags, origin.tlp)
-
-
 def judge(indicator: Indicator, labels: tuple[Label, ...], policy: PolicySettings, privacy: UrlPrivacy) -> Verdict:
     """The gate for ``indicator`` (normalized) seen with ``labels``.
 
+    >>> from pipeline.rules.labels import read_labels
     >>> from pipeline.settings import Settings
     >>> s = Settings()
     >>> judge(Indicator("url", "https://u:p@evil.example.com/?sid=1"), (), s.policy, s.privacy).indicator.value
@@ -85,6 +81,7 @@ def at_edge(request: VtRequest, policy: PolicySettings, privacy: UrlPrivacy) -> 
     """The last check before VirusTotal: the request as it may be sent (its URL redacted, the
     origin noting what the sighting held), or the request and why it is refused (second item).
 
+    >>> from pipeline.contracts.origin import Origin
     >>> from pipeline.settings import Settings
     >>> s = Settings()
     >>> request = VtRequest(Indicator("url", "http://h.example.com/?sid=1"), "submit_url", "v3", Origin())

@@ -32,6 +32,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
+from pipeline.contracts.origin import Origin
+
 #: The levels of each marking scheme, least restrictive first.
 MARKING_LEVELS: dict[str, tuple[str, ...]] = {
     "tlp": ("clear", "green", "amber", "amber+strict", "red"),
@@ -80,6 +82,32 @@ def read_labels(labels: Iterable[object] | str | None, tags: Iterable[object] | 
     found = [label for text in _strings(labels) + _strings(tags) for label in _read(text, tlp_field=False)]
     found += [label for text in _strings(tlp) for label in _read(text, tlp_field=True)]
     return tuple(found)
+
+
+def origin_labels(origin: Origin) -> tuple[Label, ...]:
+    """Every label a sighting carries, wherever the SIEM put it (its ``labels``, ``tags`` and ``tlp``)."""
+    return read_labels(origin.labels, origin.tags, origin.tlp)
+
+
+#: Labels as a caller may hold them: :class:`Label` values already read, strings, or one string.
+Labels = Iterable[object] | str | None
+
+
+def as_labels(items: Labels) -> tuple[Label, ...]:
+    """Labels already read pass through; strings are read (:func:`read_labels`).
+
+    >>> [label.key for label in as_labels(["TLP:RED", *read_labels("pap:red"), 7])]
+    ['tlp:red', 'pap:red']
+    """
+    if items is None or isinstance(items, str):
+        return read_labels(items)
+    out: list[Label] = []
+    for item in items:
+        if isinstance(item, Label):
+            out.append(item)
+        elif isinstance(item, str):
+            out.extend(read_labels(item))
+    return tuple(out)
 
 
 def visible(text: str, limit: int = 80) -> str:

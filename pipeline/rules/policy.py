@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 
 from pipeline.contracts.indicator import Indicator
 from pipeline.rules.indicators import url_host
-from pipeline.rules.labels import MARKING_LEVELS, Label, read_labels
+from pipeline.rules.labels import MARKING_LEVELS, Label, Labels, as_labels, read_labels
 
 #: Names that only mean something inside one network; a lookup would leak
 #: internal naming and VirusTotal can say nothing useful about them. Each entry
@@ -97,9 +97,6 @@ class Decision:
 ALLOWED = Decision(True)
 
 
-Labels = Iterable[object] | str | None
-
-
 def check(indicator: Indicator, labels: Labels, *, block_labels: Labels, allow_labels: Labels,
           internal_domains: Sequence[str], tags: Labels = (), tlp: Labels = ()) -> Decision:
     """Decide whether ``indicator``, seen on an event carrying ``labels`` (and ``tags``, ``tlp``),
@@ -110,8 +107,8 @@ def check(indicator: Indicator, labels: Labels, *, block_labels: Labels, allow_l
     ...       internal_domains=[]).reason
     '10.0.0.1 is a private address (RFC 1918); never sent to VirusTotal'
     """
-    carried = _as_labels(labels) + read_labels((), tags, tlp)
-    refused = _check_labels(carried, _as_labels(block_labels), _as_labels(allow_labels))
+    carried = as_labels(labels) + read_labels((), tags, tlp)
+    refused = _check_labels(carried, as_labels(block_labels), as_labels(allow_labels))
     if refused is not None:
         return refused
     if indicator.type in ("ip", "domain"):
@@ -149,19 +146,6 @@ def _levels(scheme: str) -> str:
     return ", ".join(f"{scheme.upper()}:{level.upper()}" for level in MARKING_LEVELS[scheme])
 
 
-def _as_labels(items: Labels) -> tuple[Label, ...]:
-    """Labels already read pass through; strings are read (:func:`~pipeline.rules.labels.read_labels`)."""
-    if items is None or isinstance(items, str):
-        return read_labels(items)
-    out: list[Label] = []
-    for item in items:
-        if isinstance(item, Label):
-            out.append(item)
-        elif isinstance(item, str):
-            out.extend(read_labels(item))
-    return tuple(out)
-
-
 def _strings(items: Iterable[object] | str | None) -> list[str]:
     """Defensive: a bare string is one entry (not its characters); non-strings are skipped."""
     if items is None:
@@ -177,8 +161,8 @@ def carries_any_label(labels: Labels, wanted: Labels) -> bool:
     >>> carries_any_label(["TLP: CLEAR"], ["TLP:CLEAR"]), carries_any_label([], ["TLP:CLEAR"])
     (True, False)
     """
-    carried = {label.key for label in _as_labels(labels)}
-    return any(label.key in carried for label in _as_labels(wanted))
+    carried = {label.key for label in as_labels(labels)}
+    return any(label.key in carried for label in as_labels(wanted))
 
 
 def _check_host(host: str, internal_domains: Sequence[str], prefix: str) -> Decision:

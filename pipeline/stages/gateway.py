@@ -49,6 +49,7 @@ from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Context, Outbox, Received
 from pipeline.rules import gate
 from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.labels import origin_labels
 from pipeline.rules.policy import carries_any_label
 from pipeline.stages import retry
 from pipeline.vt.client import LookupResult, WaitTurn, Submission, Upload, VirusTotalClient, report_age
@@ -175,7 +176,7 @@ class Gateway:
         return None
 
     def _may_upload(self, request: VtRequest) -> bool:
-        return carries_any_label(gate.origin_labels(request.origin), self.settings.policy.upload_labels)
+        return carries_any_label(origin_labels(request.origin), self.settings.policy.upload_labels)
 
     def _pace(self, request: VtRequest) -> WaitTurn:
         source = request.origin.source

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.origin import Origin
+from pipeline.outputs.publish import sighting_labels
 from pipeline.outputs.stix import TLP_MARKINGS, StixOptions, build_bundle, gui_url, tlp_level
 
 pytestmark = pytest.mark.unit
@@ -39,6 +41,13 @@ def test_the_highest_tlp_of_the_input_marks_every_object():
     assert all(o["object_marking_refs"] == [amber] for o in b["objects"] if o["type"] != "marking-definition")
     assert [o["id"] for o in by_type(b, "marking-definition")] == [amber]
     assert tlp_level(["TLP:WHITE"]) == "clear" and tlp_level(["tlp:amber+strict", "TLP:RED"]) == "red"
+
+
+def test_the_marking_reads_labels_as_the_policy_gate_does():
+    """TLP from tags and the tlp field, in any spelling, marks the bundle (the gate and the marking agree)."""
+    origins = [Origin(tags=("TLP-AMBER",)), Origin(tlp=("green",)), Origin(labels=("ＴＬＰ：ＣＬＥＡＲ",))]
+    assert tlp_level(sighting_labels(origins)) == "amber"
+    assert tlp_level(sighting_labels([Origin(tlp=("clear",))])) == "clear"
 
 
 def test_resolution_engine_and_indicator_objects():

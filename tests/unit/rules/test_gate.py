@@ -9,8 +9,8 @@ from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import VtRequest
-from pipeline.rules.gate import at_edge, judge, origin_labels
-from pipeline.rules.labels import read_labels
+from pipeline.rules.gate import at_edge, judge
+from pipeline.rules.labels import origin_labels, read_labels
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit
