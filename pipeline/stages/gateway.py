@@ -11,7 +11,11 @@ One request record is one piece of work (``op``):
 - ``lookup``: the report for an IP, domain, hash, URL or file hash. A URL
   VirusTotal does not know, or knows only from a report older than
   ``VTSTREAM_URL_MAX_AGE``, is submitted for scanning; so is an unknown file
-  whose event carries an upload label (``VTSTREAM_UPLOAD_LABELS``).
+  whose event carries an upload label (``VTSTREAM_UPLOAD_LABELS``), if its bytes
+  still are what intake approved (:func:`pipeline.inputs.files.approved_upload`).
+
+Before any call the request passes the privacy gate again (:func:`pipeline.rules.gate.at_edge`):
+a record produced straight to vt.requests or vt.replay gets no further than intake would let it.
 - ``poll``: a submitted scan. Queued: park it one tier further. Done: fetch
   and answer with the report.
 
@@ -36,14 +40,14 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from topics import DEAD, RESPONSES
 
-from pipeline.contracts.indicator import FileRef
 from pipeline.contracts.quota import GOVERNOR_KEY, QuotaState
 from pipeline.contracts.wire import Status, VtRequest
-from pipeline.errors import DailyQuotaExhausted, RecordError
+from pipeline.errors import DailyQuotaExhausted, InputError, RecordError
 from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Context, Outbox, Received
@@ -156,15 +160,16 @@ class Gateway:
             return
         result = await self.client.lookup(indicator, self._pace(request), api=api, relationships=relationships)
         submission = await self._submit_if_needed(request, result)
-        if submission is None:
-            await self._answer(out, key, request, result)
+        if not isinstance(submission, Submission):
+            await self._answer(out, key, request, result, not_uploaded=submission)
             return
         await self._respond(out, key, request, "pending", body=submission.body, step="scan",
                             reason="scan submitted; the report follows when VirusTotal finishes")
         await self._park(out, key, request.poll(submission.analysis_id),
                          retry.backoff(1, self.settings.retry.tiers), "scan queued")
 
-    async def _submit_if_needed(self, request: VtRequest, result: LookupResult) -> Submission | None:
+    async def _submit_if_needed(self, request: VtRequest, result: LookupResult) -> Submission | str | None:
+        """The scan submitted, or None, or (a file that may not be uploaded after all) why not."""
         api, action = request.api, request.action
         if action == "submit_url":
             age = report_age(result.body, api, self.ctx.clock()) if result.status == "found" else None
@@ -172,7 +177,17 @@ class Gateway:
                 return None
             return await self.client.submit_url(request.indicator.value, self._pace(request), api=api)
         if action == "submit_file" and result.status == "not_found" and self._may_upload(request):
-            return await self.client.submit_file(_upload(request.file), self._pace(request), api=api)
+            try:
+                upload = await asyncio.to_thread(_approved_upload, request, self.settings.policy.file_root)
+            except InputError as exc:
+                log.warning("file upload refused for %s: %s", request.indicator.value, exc)
+                return f"not uploaded: {exc}"
+            try:
+                return await self.client.submit_file(upload, self._pace(request), api=api)
+            except InputError as exc:  # the bytes changed while they streamed: the upload was cut short
+                return f"not uploaded: {exc}"
+            finally:
+                upload.close()
         return None
 
     def _may_upload(self, request: VtRequest) -> bool:
@@ -201,12 +216,15 @@ class Gateway:
         so `vtstream status` shows the pause."""
         self.ctx.quota[GOVERNOR_KEY] = self.shared.governor.state().to_bytes()
 
-    async def _answer(self, out: Outbox, key: bytes, request: VtRequest, result: LookupResult) -> None:
+    async def _answer(self, out: Outbox, key: bytes, request: VtRequest, result: LookupResult,
+                      not_uploaded: str | None = None) -> None:
         if self.shared.key_rejected:
             log.info("VirusTotal accepts the API key again; calls resume")
             self.shared.key_rejected = False
         notes = list(result.notes)
-        if request.action == "submit_file" and result.status == "not_found" and not self._may_upload(request):
+        if not_uploaded is not None:
+            notes.append(not_uploaded)
+        elif request.action == "submit_file" and result.status == "not_found" and not self._may_upload(request):
             notes.append(NOT_UPLOADED)
         await self._respond(out, key, request, result.status, body=result.body, notes=tuple(notes),
                             requests=result.requests)
@@ -268,10 +286,19 @@ class Gateway:
                                                        requests=requests))
 
 
-def _upload(ref: FileRef | None) -> Upload:
+def _approved_upload(request: VtRequest, file_root: Path | None) -> Upload:
+    """What may be uploaded for a submit_file request: only bytes that hash to the indicator looked up
+    (:func:`pipeline.inputs.files.approved_upload`); InputError says why nothing may."""
+    ref = request.file
     if ref is None:
-        return Upload(name="sample", size=0)
-    return Upload(name=ref.name or "sample", size=ref.size, content=files.content(ref), path=ref.path)
+        raise InputError("the request carries no file")
+    if ref.sha256 != request.indicator.value:
+        raise InputError("the request's file is not the one its indicator names")
+    approved = files.approved_upload(ref, file_root)
+    name = ref.name or "sample"
+    if isinstance(approved, bytes):
+        return Upload(name=name, size=len(approved), content=approved)
+    return Upload(name=name, size=approved.size, stream=approved.chunks, closing=approved.close)
 
 
 def install(ctx: Context) -> None:

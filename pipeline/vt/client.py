@@ -271,27 +271,26 @@ class Submission:
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """A file to upload: its name, size, and either bytes or a path to stream from."""
+    """A file to upload: its name, size, and either its bytes or a stream of them (a 650 MB upload
+    never sits in memory); ``closing`` releases what the stream reads from."""
 
     name: str
     size: int
     content: bytes | None = None
-    path: str | None = None
+    stream: Callable[[], AsyncIterator[bytes]] | None = None
+    closing: Callable[[], None] | None = None
 
     def form(self, extra: dict[str, str] | None = None) -> aiohttp.FormData:
         form = aiohttp.FormData()
         for key, value in (extra or {}).items():
             form.add_field(key, value)
-        payload: Any = self.content if self.content is not None else _chunks(self.path or "")
-        form.add_field("file", payload, filename=self.name or "sample", content_type="application/octet-stream")
+        payload: Any = self.content if self.content is not None or self.stream is None else self.stream()
+        form.add_field("file", payload or b"", filename=self.name or "sample", content_type="application/octet-stream")
         return form
 
-
-async def _chunks(path: str, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-    """Stream a file from disk in 1 MB pieces: a 650 MB upload never sits in memory."""
-    with open(path, "rb") as handle:
-        while chunk := handle.read(size):
-            yield chunk
+    def close(self) -> None:
+        if self.closing is not None:
+            self.closing()
 
 
 def _v3_id(body: Any) -> str:
