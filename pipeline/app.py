@@ -48,6 +48,14 @@ CACHE_STORE_OPTIONS = {"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_n
                        "block_cache_size": 32 * 1024 * 1024}
 
 
+#: faust's own views on the worker's web port, all off: /table/ lists the tables and reads any
+#: key (the cache holds waiting sightings, with URLs as the SIEM sent them), /router/ maps the
+#: cluster, /graph, /performance and the statistics at / describe the worker's insides. The port
+#: serves /health, /ready and /metrics (pipeline.observe.probes) and nothing else of ours.
+WEB_VIEWS_OFF = {"web_router_enabled": False, "web_tables_enabled": False, "web_stats_enabled": False,
+                 "web_graph_enabled": False, "web_metrics_enabled": False}
+
+
 def _raw_schema() -> faust.Schema:
     """Bytes in, bytes out: stages decode records themselves, so bad bytes cannot crash faust."""
     return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -83,6 +91,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
         web_enabled=settings.web.port > 0,
         web_port=settings.web.port or 6066,
         autodiscover=False,
+        **WEB_VIEWS_OFF,
+        # faust reads its own settings from APP_* variables, over what is passed here: it reads
+        # none, so APP_WEB_TABLES_ENABLED=true cannot bring the table views back.
+        env={},
     )
     # use_partitioner: the changelog record goes where the key hashes, exactly like the
     # vt.lookups and vt.responses records of the same key (same key bytes, same count), so
