@@ -52,7 +52,7 @@ CACHE_STORE_OPTIONS = {"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_n
 #: key (the cache holds waiting sightings, with URLs as the SIEM sent them), /router/ maps the
 #: cluster, /graph, /performance and the statistics at / describe the worker's insides. The port
 #: serves /health, /ready and /metrics (pipeline.observe.probes) and nothing else of ours.
-WEB_VIEWS_OFF = {"web_router_enabled": False, "web_tables_enabled": False, "web_stats_enabled": False,
+WEB_VIEWS_OFF: dict[str, Any] = {"web_router_enabled": False, "web_tables_enabled": False, "web_stats_enabled": False,
                  "web_graph_enabled": False, "web_metrics_enabled": False}
 
 

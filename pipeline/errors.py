@@ -18,6 +18,8 @@
         ├── WrongCredentials        401: stop calling, hold records until the key works
         ├── Forbidden               403: the key may not do this           (not retryable)
         ├── BadRequest              400: VirusTotal refused the argument   (not retryable)
+        ├── Redirected              3xx: not followed with the key         (not retryable)
+        ├── ResponseTooLarge        over VTSTREAM_VT_MAX_RESPONSE_BYTES    (not retryable)
         ├── QuotaExceeded           429 (v3) / 204 (v2): slow down         (retryable)
         ├── ServerError             5xx                                    (retryable)
         ├── TransportError          timeout, refused, reset                (retryable)

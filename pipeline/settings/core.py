@@ -21,8 +21,8 @@ from mappings import MAPPINGS_DIR
 
 from pipeline.errors import ConfigError
 from pipeline.settings import values as v
-from pipeline.settings.groups import (CacheSettings, KafkaSettings, MispFeedSettings, OutputSettings, PolicySettings,
-                                      RetrySettings, UrlPrivacy, VtSettings, WebSettings, setting)
+from pipeline.settings.groups import (DEMO_API_KEY, CacheSettings, KafkaSettings, MispFeedSettings, OutputSettings,
+                                      PolicySettings, RetrySettings, UrlPrivacy, VtSettings, WebSettings, setting)
 
 
 def _group(kind: type, title: str) -> Any:
@@ -78,6 +78,9 @@ class Settings:
                 raise ConfigError(f"{f.metadata['env']}={raw!r} is invalid: {exc}") from None
         settings = cls.of(**{**values, **overrides})
         settings.check_kafka_security()
+        if "VTSTREAM_VT_API_KEY" in env and "VTSTREAM_VT_API_KEY_FILE" in env:
+            raise ConfigError("set exactly one of VTSTREAM_VT_API_KEY and VTSTREAM_VT_API_KEY_FILE")
+        settings.check_virustotal()
         return settings
 
     @classmethod
@@ -117,6 +120,16 @@ class Settings:
         if not k.uses_tls and (k.ssl_cafile or k.ssl_certfile):
             raise ConfigError(f"VTSTREAM_KAFKA_SSL_* files are set but VTSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} "
                               "does not use TLS: set it to SSL or SASL_SSL")
+
+    def check_virustotal(self) -> None:
+        """Refuse sending the API key where it could be read on the way: plain http beyond loopback."""
+        vt = self.vt
+        key_is_demo = vt.api_key_file is None and vt.api_key == DEMO_API_KEY
+        if vt.base_url.startswith("http://") and not v.is_loopback_url(vt.base_url) and not key_is_demo:
+            raise ConfigError(f"VTSTREAM_VT_BASE_URL={vt.base_url!r} is plain http to a host that is not loopback: "
+                              "the API key would cross the network readable; use https://")
+        if vt.api_key_file is not None and vt.api_key != DEMO_API_KEY:
+            raise ConfigError("set exactly one of VTSTREAM_VT_API_KEY and VTSTREAM_VT_API_KEY_FILE")
 
     def described(self) -> Iterator[tuple[str, str]]:
         """(variable, value as shown) of every setting; secrets as ``***`` when set."""

@@ -142,11 +142,21 @@ class VtSettings(Group):
 
     api_key: str = setting(
         "VTSTREAM_VT_API_KEY", DEMO_API_KEY, str,
-        "VirusTotal API key. Never logged. The default is the emulator's demo key.", secret=True)
+        "VirusTotal API key. Never logged; prefer VTSTREAM_VT_API_KEY_FILE. The default is the emulator's "
+        "demo key.", secret=True)
+    api_key_file: Path | None = setting(
+        "VTSTREAM_VT_API_KEY_FILE", None, v.readable_file,
+        "File holding the VirusTotal API key (a mounted Kubernetes secret), read at start; one trailing "
+        "newline is ignored. Set this or VTSTREAM_VT_API_KEY, not both.")
     base_url: str = setting(
         "VTSTREAM_VT_BASE_URL", "http://127.0.0.1:8079", v.base_url,
         "VirusTotal scheme and host only (https://www.virustotal.com for the real service); "
-        "the client appends /api/v3/... or /vtapi/v2/....")
+        "the client appends /api/v3/... or /vtapi/v2/.... Must be https:// unless the host is loopback "
+        "(or the key is the emulator's demo key); redirects are never followed with the key.")
+    max_response_bytes: int = setting(
+        "VTSTREAM_VT_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, v.positive_int,
+        "Largest VirusTotal response body read (after decompression); a larger answer is an error "
+        "naming this setting, never a worker out of memory.")
     api_version: str = setting(
         "VTSTREAM_VT_API_VERSION", "v3", v.api_version, "VirusTotal API version: v3 or v2.")
     rate_per_minute: int = setting(

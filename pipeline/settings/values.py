@@ -3,6 +3,7 @@ or raises ValueError saying what is expected (the caller names the variable)."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +59,23 @@ def base_url(raw: str) -> str:
             "the client appends /api/v3/... or /vtapi/v2/..."
         )
     return value
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is this machine: ``localhost`` (and names under it), 127.0.0.0/8 or ::1.
+
+    >>> is_loopback_url("http://127.0.0.1:8079"), is_loopback_url("http://[::1]/"), is_loopback_url("http://vt.example")
+    (True, True, False)
+    """
+    authority = url.partition("://")[2].split("/", 1)[0].rpartition("@")[2]
+    host = authority[1:].partition("]")[0] if authority.startswith("[") else authority.partition(":")[0]
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def bootstrap(raw: str) -> str:

@@ -9,7 +9,11 @@ governor, so the client itself never decides when to call.
 
 The API key travels in the ``x-apikey`` header (v3) or the ``apikey`` parameter
 (v2), and in the path of :meth:`VirusTotalClient.overall_quotas`; it is scrubbed
-from every error message this module produces.
+from every error message this module produces. It goes to ``VTSTREAM_VT_BASE_URL``
+only: redirects are not followed (a 3xx is an error naming where it pointed), and an
+upload URL VirusTotal hands out must be on the same origin. Every response body is read
+with a cap (``VTSTREAM_VT_MAX_RESPONSE_BYTES``, counted after decompression), so no
+answer can exhaust the worker's memory.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from pipeline.observe.metrics import Metrics
 from pipeline.rules.allowances import ReportedAllowances, reported_allowances
 from pipeline.settings import Settings
 from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
-from pipeline.vt.errors import MalformedResponse, TransportError, VirusTotalError, error_for
+from pipeline.errors import ConfigError
+from pipeline.vt.errors import (MalformedResponse, Redirected, ResponseTooLarge, TransportError,
+                                  VirusTotalError, error_for)
 
 WaitTurn = Callable[[], Awaitable[None]]
 
@@ -60,7 +66,7 @@ class VirusTotalClient:
                  metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._key = settings.vt.api_key
+        self._key = api_key(settings)
         self._base = settings.vt.base_url
         self._session = session
         self._owns_session = session is None
@@ -155,6 +161,9 @@ class VirusTotalClient:
             upload_url = answer.get("data") if isinstance(answer, dict) else None
             if not isinstance(upload_url, str) or not upload_url.startswith(("http://", "https://")):
                 raise MalformedResponse("upload_url answer has no URL in 'data'")
+            if _origin(upload_url) != _origin(self._base):
+                raise MalformedResponse(f"upload_url answer points to {_origin(upload_url)!r}, not to "
+                                        "VTSTREAM_VT_BASE_URL; the API key is not sent there")
             target, requests = upload_url, 2
         _status, body = await self._get_v3(target, None, pace, method="POST", data=upload.form())
         return Submission(_v3_id(body), body, requests=requests)
@@ -227,10 +236,14 @@ class VirusTotalClient:
         url = path if path.startswith(("http://", "https://")) else self._base + path
         started, status = time.monotonic(), None
         try:
-            async with self._session.request(method, url, params=params, headers=headers,
-                                             data=data) as resp:
+            async with self._session.request(method, url, params=params, headers=headers, data=data,
+                                             allow_redirects=False) as resp:
                 status = resp.status
-                raw = await resp.read()
+                if 300 <= status < 400:
+                    raise Redirected(f"{method} {self._shown(path)}: VirusTotal answered {status}, a redirect to "
+                                     f"{_origin(resp.headers.get('Location', '') or '?')!r}; redirects are not "
+                                     "followed with the API key (check VTSTREAM_VT_BASE_URL)", status=status)
+                raw = await self._read_capped(resp, method, path)
                 return resp.status, dict(resp.headers), raw
         except asyncio.TimeoutError:
             raise TransportError(f"{method} {self._shown(path)}: timed out") from None
@@ -242,6 +255,22 @@ class VirusTotalClient:
             if self._metrics is not None:
                 self._metrics.vt_request(method, self._shown(path), status, time.monotonic() - started)
 
+    async def _read_capped(self, resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+        """The body, or ResponseTooLarge once it passes VTSTREAM_VT_MAX_RESPONSE_BYTES (decompressed)."""
+        cap = self._settings.vt.max_response_bytes
+        if resp.content_length is not None and resp.content_length > cap:
+            raise self._too_large(method, path, resp.content_length)
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > cap:
+                raise self._too_large(method, path, len(body))
+        return bytes(body)
+
+    def _too_large(self, method: str, path: str, size: int) -> ResponseTooLarge:
+        return ResponseTooLarge(f"{method} {self._shown(path)}: the answer is over {size:,} bytes; "
+                                f"VTSTREAM_VT_MAX_RESPONSE_BYTES allows {self._settings.vt.max_response_bytes:,}")
+
     def _scrub(self, exc: BaseException) -> str:
         return self._shown(str(exc))
 
@@ -250,6 +279,22 @@ class VirusTotalClient:
         if not self._key:
             return text
         return text.replace(self._key, "***").replace(quote(self._key, safe=""), "***")
+
+
+def api_key(settings: Settings) -> str:
+    """The API key: VTSTREAM_VT_API_KEY, or read from VTSTREAM_VT_API_KEY_FILE at each start."""
+    if settings.vt.api_key_file is None:
+        return settings.vt.api_key
+    try:
+        return settings.vt.api_key_file.read_text().removesuffix("\n").strip()
+    except OSError as exc:
+        raise ConfigError(f"VTSTREAM_VT_API_KEY_FILE cannot be read: {exc.strerror}") from None
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower-cased (where a request, and the key, would go)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.lower()}://{rest.split('/', 1)[0].split('?', 1)[0].lower()}"
 
 
 async def _unpaced() -> None:

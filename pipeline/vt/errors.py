@@ -35,6 +35,14 @@ class QuotaExceeded(VirusTotalError):
     retryable = True
 
 
+class Redirected(VirusTotalError):
+    """3xx: not followed, since the key would go along to wherever it points."""
+
+
+class ResponseTooLarge(VirusTotalError):
+    """The body passed VTSTREAM_VT_MAX_RESPONSE_BYTES; the same request would again."""
+
+
 class ServerError(VirusTotalError):
     """5xx from VirusTotal."""
 

@@ -62,3 +62,37 @@ def test_settings_come_in_groups_and_flat_names_reach_them():
     assert [title for title, _ in settings_groups()][:3] == ["Worker", "Kafka and its security", "VirusTotal"]
     with pytest.raises(TypeError, match="no setting named 'cache_tll_s'"):
         Settings.of(cache_tll_s=1)
+
+
+# --- the VirusTotal key: https beyond loopback, from a file, never both ----------------------------
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8079", "http://localhost:8079", "http://[::1]:8079",
+                                 "http://127.8.8.8", "https://www.virustotal.com", "https://vt.proxy.example:8443"])
+def test_base_urls_that_keep_the_key_off_the_network(url):
+    assert Settings.from_env({"VTSTREAM_VT_BASE_URL": url, "VTSTREAM_VT_API_KEY": "real"}).vt.base_url == url
+
+
+@pytest.mark.parametrize("url", ["http://www.virustotal.com", "http://10.0.0.5:8079", "http://localhost.evil.example",
+                                 "http://127.0.0.1.nip.io"])
+def test_plain_http_beyond_loopback_is_refused_with_a_real_key(url):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="VTSTREAM_VT_BASE_URL.*use https://"):
+        Settings.from_env({"VTSTREAM_VT_BASE_URL": url, "VTSTREAM_VT_API_KEY": "real"})
+    # the emulator's demo key is no secret: the compose lab's emulator profile may use plain http
+    assert Settings.from_env({"VTSTREAM_VT_BASE_URL": url}).vt.base_url == url
+
+
+def test_the_key_comes_from_exactly_one_of_the_variable_and_the_file(tmp_path):
+    from pipeline.errors import ConfigError
+    from pipeline.vt.client import api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text("from-a-file\n")
+    s = Settings.from_env({"VTSTREAM_VT_API_KEY_FILE": str(key_file), "VTSTREAM_VT_BASE_URL": "https://vt.example"})
+    assert api_key(s) == "from-a-file" and "from-a-file" not in repr(s)
+    with pytest.raises(ConfigError, match="exactly one of VTSTREAM_VT_API_KEY and VTSTREAM_VT_API_KEY_FILE"):
+        Settings.from_env({"VTSTREAM_VT_API_KEY_FILE": str(key_file), "VTSTREAM_VT_API_KEY": "x"})
+    with pytest.raises(ConfigError, match="VTSTREAM_VT_API_KEY_FILE"):
+        Settings.from_env({"VTSTREAM_VT_API_KEY_FILE": str(tmp_path / "missing")})
+    assert Settings().vt.max_response_bytes == 32 * 1024 * 1024
