@@ -24,7 +24,6 @@ from collections import deque
 import logging
 import random
 import time
-from functools import lru_cache
 from typing import Any, Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -38,6 +37,7 @@ from pipeline.kafka.runtime import Handler, Outbox, Received, Watch, handle_one
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
+from pipeline.rules.memo import Memo
 from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream.kafka.direct")
@@ -236,11 +236,14 @@ class BatchOutbox(Outbox):
         await asyncio.gather(*await self.submit())
 
 
-@lru_cache(maxsize=65536)
-def key_slot(key: bytes, count: int) -> int:
-    """Kafka's default partitioning, remembered: aiokafka's murmur2 is pure Python and
-    costs a fifth of the cache-hit path, while a SIEM repeats the same keys."""
+def _key_slot(key: bytes, count: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % count
+
+
+#: Kafka's default partitioning, remembered: aiokafka's murmur2 is pure Python and costs a
+#: fifth of the cache-hit path, while a SIEM repeats the same keys. Only keys up to 256 bytes
+#: are remembered (a URL's key can be 11 KB): 65,536 of them hold at most 64 MiB.
+key_slot: Memo[int] = Memo(_key_slot, entries=65536, entry_chars=256, size=lambda key, count: len(key))
 
 
 class _WaitForBatch(ConsumerRebalanceListener):

@@ -293,6 +293,10 @@ class CacheSettings(Group):
         "VTSTREAM_CACHE_COPY_ENTRIES", 50000, v.positive_int,
         "Finished cache entries each worker keeps in memory (least recently used out) so intake "
         "answers repeats in one hop; about 1 KB each. Others take the lookup stage's hop.")
+    copy_max_bytes: int = setting(
+        "VTSTREAM_CACHE_COPY_MAX_BYTES", 64 * 1024 * 1024, v.positive_int,
+        "Bytes the in-memory cache copy may hold (its entries' changelog bytes); whichever of this and "
+        "VTSTREAM_CACHE_COPY_ENTRIES is reached first evicts the least recently used.")
 
 
 @dataclass(frozen=True, repr=False)

@@ -125,11 +125,11 @@ def judge_fields(fields: dict[str, Any], ref: str, settings: Settings) -> Outcom
     return Accepted(indicator, origin, action, file_ref)
 
 
-#: Bytes each of intake's memo caches may hold. A SIEM repeats the same values all day;
-#: classification and the gate are pure, so a repeat costs a dictionary lookup instead of
-#: parsing addresses and IDNA names again. Bounded by bytes, not entries: a record's URL
-#: (8 KB) or labels (as long as it likes) must not let one feed fill the worker's memory.
-MEMO_BYTES = 16 * 1024 * 1024
+# A SIEM repeats the same values all day; classification and the gate are pure, so a repeat
+# costs a dictionary lookup instead of parsing addresses and IDNA names again. Bounded by
+# bytes, not only entries: a record's URL (8 KB) or labels (as long as it likes) must not let
+# one feed fill the worker's memory, so only calls with up to MEMO_CHARS of text are kept.
+MEMO_ENTRIES, MEMO_CHARS = 16384, 512
 
 
 def _classified_uncached(value: str, declared: str | None) -> Indicator | str:
@@ -141,7 +141,8 @@ def _classified_uncached(value: str, declared: str | None) -> Indicator | str:
         return str(exc)
 
 
-_classified: Memo[Indicator | str] = Memo(_classified_uncached, MEMO_BYTES)
+_classified: Memo[Indicator | str] = Memo(_classified_uncached, entries=MEMO_ENTRIES, entry_chars=MEMO_CHARS,
+                                          size=lambda value, declared: len(value) + len(declared or ""))
 
 
 def _classify(value: str, declared: str | None) -> Indicator:
@@ -156,7 +157,12 @@ def _judge_uncached(indicator: Indicator, labels: tuple[str, ...], tags: tuple[s
     return judge(indicator, read_labels(labels, tags, tlp), policy, privacy)
 
 
-_judged: Memo[Verdict] = Memo(_judge_uncached, MEMO_BYTES)
+def _judge_size(indicator: Indicator, labels: tuple[str, ...], tags: tuple[str, ...], tlp: tuple[str, ...],
+                *_: object) -> int:
+    return len(indicator.value) + sum(map(len, labels)) + sum(map(len, tags)) + sum(map(len, tlp))
+
+
+_judged: Memo[Verdict] = Memo(_judge_uncached, entries=MEMO_ENTRIES, entry_chars=MEMO_CHARS, size=_judge_size)
 
 
 def _decode(raw: bytes | None) -> dict[str, Any]:
@@ -271,8 +277,7 @@ def install(ctx: Context) -> None:
 
     @ctx.app.task
     async def start_intake() -> None:
-        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.kafka.partitions,
-                               settings.cache.copy_entries)
+        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.kafka.partitions)
         await ctx.app.add_runtime_dependency(replica)
         await ctx.app.add_runtime_dependency(DirectStage(
             settings, "intake", RAW, intake_group(settings.app_id), partial(handle, ctx, replica.copy),

@@ -48,6 +48,21 @@ def test_the_least_recently_used_entry_goes_first():
     assert copy.fresh(b"a", 1000.0) is not None and copy.fresh(b"c", 1000.0) is not None
 
 
+def test_the_copy_is_bounded_by_bytes_not_only_by_entries():
+    """One finished answer can be a megabyte (a file with many relations): a count alone bounds nothing."""
+    big = orjson.dumps({**orjson.loads(done()), "summary": {"positives": 1, "note": "x" * 100_000}})
+    copy = CacheCopy(1000, max_bytes=1024 * 1024)
+    for n in range(40):
+        copy.apply(f"file:{n}".encode(), big)
+    assert copy.size <= 1024 * 1024 and len(copy) == 10  # the ten most recent 100 KB answers
+    assert copy.fresh(b"file:39", 1000.0) is not None and copy.fresh(b"file:0", 1000.0) is None
+    copy.apply(b"file:huge", b'{"state": "done"' + b" " * (2 * 1024 * 1024) + b"}")  # larger than all of it
+    assert len(copy) == 10 and copy.size <= 1024 * 1024
+    for n in range(40):
+        copy.apply(f"file:{n}".encode(), None)
+    assert copy.size == 0 and len(copy) == 0
+
+
 @pytest.mark.parametrize("count", [1, 4, 7])
 def test_intake_partitions_keys_like_the_kafka_producers(count):
     """vt.lookups must stay co-partitioned with the cache table that faust's producer fills."""

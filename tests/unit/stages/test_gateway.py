@@ -8,6 +8,7 @@ pause of every call.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -210,7 +211,8 @@ def test_a_rejected_key_parks_the_record_when_the_partition_must_be_handed_over(
     assert gw.shared.key_rejected is True and gw.shared.governor.blocked_until is not None
 
 
-FILE = FileRef(sha256="a" * 64, size=3, name="x.bin", content_b64="YWJj")
+ABC = hashlib.sha256(b"abc").hexdigest()
+FILE = FileRef(sha256=ABC, size=3, name="x.bin", content_b64="YWJj")
 
 
 @pytest.mark.parametrize("labels, uploaded", [(["TLP: CLEAR"], True), (["tlp:clear"], True),
@@ -220,7 +222,7 @@ def test_an_unknown_file_is_uploaded_only_with_an_upload_label(labels, uploaded)
     settings = Settings.of(policy_upload_labels=("TLP:CLEAR",), retry_max_attempts=3)
     script = {"lookup": [NOT_FOUND], "submit_file": [Submission("f-1", {"data": {"id": "f-1"}})]}
     client = FakeClient(**script)
-    out = run(gateway(client, Clock(), settings), request(action="submit_file", value="a" * 64, labels=labels,
+    out = run(gateway(client, Clock(), settings), request(action="submit_file", value=ABC, labels=labels,
                                                           file=FILE))
     assert [name for name, _ in client.calls] == (["lookup", "submit_file"] if uploaded else ["lookup"])
     answer = out.one(RESPONSES)
@@ -228,6 +230,22 @@ def test_an_unknown_file_is_uploaded_only_with_an_upload_label(labels, uploaded)
         assert client.calls[1][1].content == b"abc" and answer.step == "scan"
     else:
         assert answer.status == "not_found" and NOT_UPLOADED in answer.notes
+
+
+@pytest.mark.parametrize("value, file, needle", [
+    (ABC, FileRef(ABC, 3, "x.bin", content_b64="eHl6"), "does not hash to the SHA-256 intake recorded"),
+    ("b" * 64, FILE, "not the one its indicator names"),
+    (ABC, None, "carries no file"),
+    (ABC, FileRef(ABC, 3, "x.bin", path="/proc/self/environ"), "no VTSTREAM_FILE_ROOT"),
+])
+def test_a_crafted_upload_request_uploads_nothing_and_says_why(value, file, needle):
+    settings = Settings.of(policy_upload_labels=("TLP:CLEAR",))
+    client = FakeClient(lookup=[NOT_FOUND], submit_file=[Submission("f-1", {"data": {"id": "f-1"}})])
+    out = run(gateway(client, Clock(), settings), request(action="submit_file", value=value, labels=["TLP:CLEAR"],
+                                                          file=file))
+    assert [name for name, _ in client.calls] == ["lookup"]
+    answer = out.one(RESPONSES)
+    assert answer.status == "not_found" and any(needle in note and "not uploaded" in note for note in answer.notes)
 
 
 @pytest.mark.parametrize("value", [b"not json", b'{"indicator": {"type": "ip", "value": "8.8.8.8"}}',

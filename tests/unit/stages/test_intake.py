@@ -135,8 +135,10 @@ def test_a_file_event_is_recognised_after_decoding_not_by_its_bytes():
 def test_the_memo_caches_are_bounded_by_bytes():
     from pipeline.stages import intake
 
-    for n in range(300):
-        parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 60000]}),
-              "indicators.raw/0/1", S)
-    assert intake._classified.size <= intake.MEMO_BYTES and intake._judged.size <= intake.MEMO_BYTES
-    assert len(intake._judged) < 300  # old entries went: 300 x 130 KB would not fit
+    before = len(intake._judged), len(intake._classified)
+    for n in range(50):  # long values and labels are judged, never remembered
+        outcome = parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 60000]}),
+                        "indicators.raw/0/1", S)
+        assert isinstance(outcome, Accepted)
+    assert (len(intake._judged), len(intake._classified)) == before
+    assert intake._judged.max_bytes <= 64 * 1024 * 1024 and intake._classified.max_bytes <= 64 * 1024 * 1024
