@@ -52,7 +52,7 @@ CACHE_STORE_OPTIONS = {"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_n
 #: key (the cache holds waiting sightings, with URLs as the SIEM sent them), /router/ maps the
 #: cluster, /graph, /performance and the statistics at / describe the worker's insides. The port
 #: serves /health, /ready and /metrics (pipeline.observe.probes) and nothing else of ours.
-WEB_VIEWS_OFF: dict[str, Any] = {"web_router_enabled": False, "web_tables_enabled": False, "web_stats_enabled": False,
+WEB_VIEWS_OFF: dict[str, bool] = {"web_router_enabled": False, "web_tables_enabled": False, "web_stats_enabled": False,
                  "web_graph_enabled": False, "web_metrics_enabled": False}
 
 
@@ -91,11 +91,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
         web_enabled=settings.web.port > 0,
         web_port=settings.web.port or 6066,
         autodiscover=False,
-        **WEB_VIEWS_OFF,
-        # faust reads its own settings from APP_* variables, over what is passed here: it reads
-        # none, so APP_WEB_TABLES_ENABLED=true cannot bring the table views back.
-        env={},
     )
+    # faust reads APP_WEB_*_ENABLED from the environment over what the App is given; set after
+    # it, these win, so no variable brings the views back.
+    for name, value in WEB_VIEWS_OFF.items():
+        setattr(app.conf, name, value)
     # use_partitioner: the changelog record goes where the key hashes, exactly like the
     # vt.lookups and vt.responses records of the same key (same key bytes, same count), so
     # the table stays co-partitioned while stages write it from batches (no "current event").
