@@ -79,8 +79,8 @@ def read_labels(labels: Iterable[object] | str | None, tags: Iterable[object] | 
     >>> [label.key for label in read_labels(["TLP:GREEN,TLP-RED"], ["ＰＡＰ:ＲＥＤ"], "amber")]
     ['tlp:green', 'tlp:red', 'pap:red', 'tlp:amber']
     """
-    found = [label for text in _strings(labels) + _strings(tags) for label in _read(text, tlp_field=False)]
-    found += [label for text in _strings(tlp) for label in _read(text, tlp_field=True)]
+    found = [label for text in strings(labels) + strings(tags) for label in _read(text, tlp_field=False)]
+    found += [label for text in strings(tlp) for label in _read(text, tlp_field=True)]
     return tuple(found)
 
 
@@ -121,7 +121,8 @@ def visible(text: str, limit: int = 80) -> str:
     return shown + ("..." if len(text) > limit else "")
 
 
-def _strings(items: Iterable[object] | str | None) -> list[str]:
+def strings(items: Iterable[object] | str | None) -> list[str]:
+    """Defensive: a bare string is one entry (not its characters); non-strings are skipped."""
     if items is None:
         return []
     if isinstance(items, str):

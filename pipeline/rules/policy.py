@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 
 from pipeline.contracts.indicator import Indicator
 from pipeline.rules.indicators import url_host
-from pipeline.rules.labels import MARKING_LEVELS, Label, Labels, as_labels, read_labels
+from pipeline.rules.labels import MARKING_LEVELS, Label, Labels, as_labels, read_labels, strings
 
 #: Names that only mean something inside one network; a lookup would leak
 #: internal naming and VirusTotal can say nothing useful about them. Each entry
@@ -146,15 +146,6 @@ def _levels(scheme: str) -> str:
     return ", ".join(f"{scheme.upper()}:{level.upper()}" for level in MARKING_LEVELS[scheme])
 
 
-def _strings(items: Iterable[object] | str | None) -> list[str]:
-    """Defensive: a bare string is one entry (not its characters); non-strings are skipped."""
-    if items is None:
-        return []
-    if isinstance(items, str):
-        return [items]
-    return [item for item in items if isinstance(item, str)]
-
-
 def carries_any_label(labels: Labels, wanted: Labels) -> bool:
     """Whether an event carrying ``labels`` carries one of ``wanted`` (both read the same way).
 
@@ -207,7 +198,7 @@ def _embedded_v4(address: ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _check_domain(name: str, internal_domains: Sequence[str], prefix: str) -> Decision:
-    for internal in _strings(internal_domains):
+    for internal in strings(internal_domains):
         suffix = internal.strip().lower().removeprefix("*").strip(".")
         if suffix and _is_under(name, suffix):
             return Decision(False, f"{prefix}{name} is under the internal domain {suffix}; "

@@ -4,12 +4,10 @@ produced straight to the gateway's topics (vt.requests, vt.replay) cannot get ro
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import replace
-from urllib.parse import unquote_plus
 
 import pytest
+from tests.support.emulator import received
 from tests.support.kafka import finals, produce, wait_finals
 
 from pipeline.contracts.indicator import Indicator
@@ -31,19 +29,6 @@ SAFE_LINK = ("https://eur03.safelinks.protection.outlook.com/?url=https%3A%2F%2F
              "%7Calice.recipient%40corp.example%7Cabc%7C0%7C0&sdata=c2Vj&reserved=0")
 PROOFPOINT = ("https://urldefense.proofpoint.com/v2/url?u=https-3A__phish.example.net_login&d=DwMFaQ&c=x"
               "&r=bob-recipient-hash&m=y&s=z&e=")
-
-
-def received(emulator) -> str:
-    """Every request target and body the emulator got, decoded, with base64url path segments (v3 URL ids)."""
-    seen = []
-    for entry in emulator.control("/_emulator/requests"):
-        seen += [unquote_plus(entry["target"]), unquote_plus(entry["body"])]
-        for segment in entry["target"].split("?")[0].split("/"):
-            try:
-                seen.append(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("utf-8", "replace"))
-            except (binascii.Error, ValueError):
-                continue
-    return "\n".join(seen)
 
 
 def test_every_label_spelling_blocks_and_is_answered_and_urls_go_as_browsers_read_them(

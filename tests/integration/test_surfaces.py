@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 import urllib.error
-import urllib.request
 
 import pytest
 from tests.support.kafka import produce
+from tests.support.web import get
 
 from pipeline.contracts.indicator import Indicator
 from pipeline.devtools.broker import free_port
@@ -16,14 +16,6 @@ from pipeline.devtools.broker import free_port
 pytestmark = pytest.mark.integration
 
 SECRET_URL = "https://portal.example.com/reset?token=Hunter2secret&lang=en"
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def ready(web: str) -> int | None:
