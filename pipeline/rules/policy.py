@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from pipeline.contracts.indicator import Indicator
 from pipeline.rules.indicators import url_host

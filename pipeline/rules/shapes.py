@@ -21,8 +21,8 @@ import re
 from typing import Callable
 from urllib.parse import unquote
 
-#: The shapes ``VTSTREAM_URL_REDACT_VALUES`` can name.
-VALUE_KINDS: tuple[str, ...] = ("jwt", "email")
+from pipeline.settings.groups import VALUE_KINDS
+
 MAX_DECODES = 3
 
 _LOCAL_CHAR = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]")
@@ -82,6 +82,7 @@ def has_jwt(text: str) -> bool:
 
 
 _CHECKS: dict[str, Callable[[str], bool]] = {"jwt": has_jwt, "email": has_email}
+assert set(_CHECKS) == set(VALUE_KINDS), "every kind the setting accepts has a check"
 
 
 def secret_kind(value: str, kinds: tuple[str, ...]) -> str | None:

@@ -15,7 +15,6 @@ from urllib.parse import unquote
 
 import re
 
-from pipeline.rules.shapes import VALUE_KINDS
 from pipeline.settings import values as v
 
 
@@ -76,6 +75,8 @@ DEFAULT_SECRET_PARAMS: tuple[str, ...] = (
     "X-Goog-Signature", "X-Goog-Credential", "GoogleAccessId",
     "skoid", "sktid",
 )
+#: The shapes of secret values VTSTREAM_URL_REDACT_VALUES can name (:mod:`pipeline.rules.shapes` finds them).
+VALUE_KINDS: tuple[str, ...] = ("jwt", "email")
 _NAME_SEPARATORS = re.compile(r"[-_.]")
 _ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
 
