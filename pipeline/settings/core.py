@@ -78,8 +78,6 @@ class Settings:
                 raise ConfigError(f"{f.metadata['env']}={raw!r} is invalid: {exc}") from None
         settings = cls.of(**{**values, **overrides})
         settings.check_kafka_security()
-        if "VTSTREAM_VT_API_KEY" in env and "VTSTREAM_VT_API_KEY_FILE" in env:
-            raise ConfigError("set exactly one of VTSTREAM_VT_API_KEY and VTSTREAM_VT_API_KEY_FILE")
         settings.check_virustotal()
         return settings
 
