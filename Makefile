@@ -1,10 +1,11 @@
-# vtstream: `make demo` runs everything on embedded defaults; `make test` runs the whole suite.
+# vtstream: `make demo` runs everything on embedded defaults; `make test` runs the whole suite
+# (it needs a JDK 17+ and Maven too: the integration tests run on Apache Kafka as well).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test unit integration clean
+.PHONY: demo test unit integration kafka-libs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +16,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## broker + VirusTotal emulator + worker, a sample in, events out, all stopped
 	$(BIN)/vtstream demo
 
-test: $(STAMP)  ## the whole suite: unit, integration (real broker + emulator), e2e, mypy
+kafka-libs: $(STAMP)  ## Apache Kafka's jars, fetched once with Maven (pipeline/devtools/apache/pom.xml)
+	$(BIN)/python -m pipeline.devtools.apache.fetch
+
+test: $(STAMP) kafka-libs  ## the whole suite: unit, integration (embedded and Apache Kafka + emulator), e2e, mypy
 	$(BIN)/mypy pipeline topics mappings
+	$(BIN)/ruff check --select F --no-cache pipeline tests topics mappings
 	$(BIN)/pytest -n 4 --dist worksteal
 
 unit: $(STAMP)
 	$(BIN)/pytest -m unit
 
-integration: $(STAMP)
+integration: $(STAMP) kafka-libs
 	$(BIN)/pytest -n 4 --dist worksteal -m 'integration or e2e'
 
 clean:

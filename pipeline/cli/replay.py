@@ -1,7 +1,7 @@
 """``vtstream replay``: retro-hunt a past range of a raw-indicator topic against today's VirusTotal verdicts.
 
 The command parses its options, shows progress and prints the report; the
-work is :mod:`pipeline.stages.replay`, the rules :mod:`pipeline.rules.replay`.
+work is :mod:`pipeline.replay.driver`, the rules :mod:`pipeline.rules.runs`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ import orjson
 
 from topics import RAW
 
-from pipeline.errors import ConfigError
-from pipeline.events import iso_utc
+from pipeline.cli.options import bootstrap_option, cli_settings
 from pipeline.cli.status import span
-from pipeline.rules.replay import BUDGET_SPENT, INTERRUPTED, RunState, default_run_name, duration_s, parse_time
-from pipeline.settings import Settings, parse_duration
+from pipeline.contracts.events import iso_utc
+from pipeline.contracts.run_state import BUDGET_SPENT, INTERRUPTED, RunState
+from pipeline.errors import ConfigError
+from pipeline.kafka.acls import check_access, required
+from pipeline.rules.runs import default_run_name, duration_s, parse_time
+from pipeline.settings import parse_duration
 
 
 def report(state: RunState) -> dict[str, Any]:
@@ -31,7 +34,7 @@ def report(state: RunState) -> dict[str, Any]:
             "state": state.state, "lookup": state.lookup, "position": dict(state.position),
             "records": state.records, "unique": state.unique, "cache_hits": state.cache_hits,
             "vt_requests": state.vt_requests, "skipped_by_policy": state.skipped, "dead_letters": state.dead,
-            "detected": state.detected}
+            "detected": [row.to_dict() for row in state.detected]}
 
 
 def render_report(doc: dict[str, Any]) -> str:
@@ -101,7 +104,7 @@ class _Bars:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report to this file as JSON.")
 @click.option("--no-wait", is_flag=True, help="Return right after feeding, without waiting for the answers.")
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 def replay_command(topic: str, since: str, until: str | None, run_name: str | None, dry_run: bool,
                    budget: int | None, max_age: str | None, detected_at: int, report_path: Path | None,
                    no_wait: bool, bootstrap: str | None) -> None:
@@ -122,10 +125,10 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
       vtstream replay --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z \\
           --run november --budget 400 --max-age 30d --report november.json
     """
-    from pipeline.stages.replay import ReplayOptions, describe_position, dry_run as count_range, run_replay
+    from pipeline.replay.driver import ReplayOptions, describe_position, dry_run as count_range, run_replay
 
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     try:
-        settings = Settings.from_env(None, **({"kafka_bootstrap": bootstrap} if bootstrap else {}))
         now = time.time()
         options = ReplayOptions(
             run=run_name or default_run_name(topic, since, until), topic=topic, since=parse_time(since, now),
@@ -135,20 +138,22 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
         raise click.UsageError(str(exc)) from None
     if options.until <= options.since:
         raise click.UsageError("--to must be later than --from")
+    _run(check_access(settings, "replay", required("replay", settings, topic=topic, run=options.run)))
     if dry_run:
         counts = _run(count_range(settings, options, now))
         requests = counts.requests
         click.echo(f"dry run {options.run}: {topic} [{iso_utc(options.since)}, {iso_utc(options.until)}) "
-                   f"(start found by {counts.lookup}); nothing was called")
+                   f"(start found by {counts.lookup}: {describe_position(sorted(counts.starts.items()))}); "
+                   "nothing was called")
         click.echo(f"records in range      {counts.records}\nvalid indicators      {counts.valid}\n"
                    f"unique indicators     {counts.unique}\nalready answered      {counts.answered}"
                    f"{' (within --max-age)' if max_age else ''}\nto look up            {counts.to_request}\n"
                    f"VirusTotal requests   {requests}\n"
-                   f"duration              {span(duration_s(requests, settings.vt_rate_per_minute, settings.vt_daily_quota))}"
-                   f" at {settings.vt_rate_per_minute}/min and {settings.vt_daily_quota}/day")
+                   f"duration              {span(duration_s(requests, settings.vt.rate_per_minute, settings.vt.daily_quota))}"
+                   f" at {settings.vt.rate_per_minute}/min and {settings.vt.daily_quota}/day")
         return
     bars = _Bars(sys.stderr.isatty())
-    from pipeline.stages.replay import Progress
+    from pipeline.replay.driver import Progress
 
     progress = Progress(reading=bars.reading, read=bars.read, waiting=bars.waiting, answered=bars.answered)
     try:

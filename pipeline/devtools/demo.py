@@ -24,11 +24,11 @@ import orjson
 
 from topics import DEAD, ENRICHED, RAW
 
+from pipeline.cli.render import format_event
 from pipeline.devtools.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
-from pipeline.events import format_event
-from pipeline.stages.intake import Rejected, parse
 from pipeline.kafka.admin import consume, ensure_topics, make_producer, topic_catalog
 from pipeline.settings import Settings
+from pipeline.stages.intake import Rejected, parse
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "demo-indicators.txt"
 

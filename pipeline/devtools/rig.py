@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
+
 from pipeline.devtools.broker import free_port, stop_process, wait_for_port
 from pipeline.kafka.admin import make_admin, make_producer
 from pipeline.settings import DEMO_API_KEY, Settings
@@ -132,7 +134,7 @@ class EmulatorProcess:
 
 def _kafka(kafka: str | Settings) -> Settings:
     """A plaintext bootstrap address (the tests' brokers) or full Settings (the bench, any security)."""
-    return Settings(kafka_bootstrap=kafka) if isinstance(kafka, str) else kafka
+    return Settings.of(kafka_bootstrap=kafka) if isinstance(kafka, str) else kafka
 
 
 async def produce(kafka: str | Settings, topic: str, values: Iterable[bytes], *, key: bytes | None = None,
@@ -167,6 +169,8 @@ async def group_members(kafka: str | Settings, group: str) -> int:
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])
+    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+        return 0  # Apache Kafka, before its __consumer_offsets topic is ready
     finally:
         await admin.close()
     for response in described:

@@ -13,25 +13,27 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from topics import TopicSpec, catalog
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, KafkaAccessDenied
 from pipeline.kafka.security import check_connection, client_options
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.kafka.admin")
 
 TOPIC_ALREADY_EXISTS = 36
+INVALID_REPLICATION_FACTOR = 38
+TOPIC_AUTHORIZATION_FAILED = 29
 #: Producer limit for one record; VirusTotal file reports with relationships run to a few MB.
 MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
 
 def topic_catalog(settings: Settings) -> list[TopicSpec]:
     """The catalog for these settings (partitions, app id, retry tiers)."""
-    return catalog(settings.partitions, settings.app_id, settings.retry_tiers)
+    return catalog(settings.kafka.partitions, settings.app_id, settings.retry.tiers)
 
 
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
@@ -48,9 +50,18 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout:
         missing = [s for s in specs if s.name not in existing]
         created: list[str] = []
         if missing:
+            replicas = settings.kafka.replication_factor or min(3, len((await admin.describe_cluster())["brokers"]))
             resp = await admin.create_topics([
-                NewTopic(s.name, s.partitions, 1, topic_configs=s.config()) for s in missing])
+                NewTopic(s.name, s.partitions, replicas, topic_configs=topic_config(s, replicas)) for s in missing])
             for name, code, message in resp.topic_errors:
+                if code == INVALID_REPLICATION_FACTOR:
+                    raise ConfigError(f"cannot create topic {name} with {replicas} replicas: {message or code}; "
+                                      "set VTSTREAM_KAFKA_REPLICATION_FACTOR to at most the broker count")
+                if code == TOPIC_AUTHORIZATION_FAILED:
+                    raise KafkaAccessDenied(
+                        f"topic {name} does not exist and Kafka at {settings.kafka.bootstrap} does not allow creating "
+                        f"it (Create on topic {name}); run 'vtstream topics create' as a principal that may "
+                        "(docs/kafka.md)")
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     raise ConfigError(f"cannot create topic {name}: {message or code}")
                 if code == 0:
@@ -75,6 +86,16 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout:
         await admin.close()
 
 
+def topic_config(spec: TopicSpec, replicas: int) -> dict[str, str]:
+    """The configuration a topic is created with: the catalog's, what a producer may send, in-sync replicas.
+
+    ``min.insync.replicas`` 2 (1 with a single replica): with the producers' acks=all, a
+    record is acknowledged only once two brokers have it, so losing one loses nothing.
+    """
+    return {**spec.config(), "max.message.bytes": str(MAX_REQUEST_SIZE),
+            "min.insync.replicas": str(min(2, replicas))}
+
+
 async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOKafkaConsumer, settings: Settings,
                            timeout: float = 30.0) -> None:
     """Start a client, waiting up to ``timeout`` for the broker to answer.
@@ -92,7 +113,7 @@ async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOK
                 return
             except Exception as exc:  # KafkaConnectionError and friends
                 if loop.time() > deadline:
-                    raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+                    raise ConfigError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from exc
                 await asyncio.sleep(0.5)
     except BaseException:
         await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())  # no "Unclosed" noise
@@ -116,6 +137,19 @@ def make_consumer(settings: Settings, *topics: str, **kwargs: Any) -> AIOKafkaCo
     options: dict[str, Any] = {"fetch_max_bytes": MAX_REQUEST_SIZE, "max_partition_fetch_bytes": MAX_REQUEST_SIZE}
     options.update(kwargs)
     return AIOKafkaConsumer(*topics, **client_options(settings), **options)
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition] | None:
+    """``topic``'s partitions from the cluster's full metadata; None when the topic does not exist.
+
+    Not ``consumer.partitions_for_topic``: that reads the client's own metadata,
+    which holds only the topics it asked about (Apache Kafka answers a metadata
+    request for no topics with none, the embedded broker with all), and asking
+    about one by name may auto-create it.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    partitions = cluster.partitions_for_topic(topic)
+    return None if partitions is None else [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
 async def cluster_id(settings: Settings, timeout: float = 30.0) -> str:

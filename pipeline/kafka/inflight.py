@@ -4,8 +4,14 @@ The gateway waits on VirusTotal: 150-800 ms per answer, while a paid key
 allows a call every 50 ms. :func:`run_in_flight` therefore keeps up to
 ``limit`` records in hand, each in its own task with its own outbox. A record
 is acknowledged only once what it caused is produced and every older record
-of its partition is acknowledged too (:class:`~pipeline.rules.inflight.InFlight`),
+of its partition is acknowledged too (:class:`~pipeline.rules.ack_order.AckOrder`),
 so the committed offset never passes unfinished work.
+
+A record delivered again after it was acknowledged, because its commit was
+lost (the broker died before the commit reached it, and the group's rejoin
+seeks back to the last commit), is acknowledged again without being worked
+on: its outputs are on Kafka, and a VirusTotal call for it would be paid
+twice. Only this process knows that; a restarted worker redoes such records.
 
 A stop or a rebalance waits for the records in hand: faust holds the
 partitions until every received record is acknowledged, a record whose call
@@ -19,9 +25,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from pipeline.kafka.runtime import Context, Handler, Outbox, record_ref, route_failure
-from pipeline.observe.logs import handling
-from pipeline.rules.inflight import InFlight
+from pipeline.kafka.runtime import Context, Handler, Outbox, handle_one, received
+from pipeline.rules.ack_order import AckOrder
 
 async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler, limit: int,
                         outbox: Callable[[], Outbox] | None = None) -> None:
@@ -31,7 +36,7 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler,
     records = ctx.metrics.records.labels(stage)
     manual = stream.noack()
     slots = asyncio.Semaphore(limit)
-    flight: InFlight[Any] = InFlight()
+    flight: AckOrder[Any] = AckOrder()
     tasks: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
 
@@ -39,13 +44,7 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler,
         message = event.message
         try:
             out = new_outbox()
-            key: bytes = event.key or b""
-            handling(stage, key)  # this task's log lines name the record it works on
-            try:
-                await handler(out, key, event.value, ctx.clock())
-            except Exception as exc:  # route, never crash the agent
-                await route_failure(out, stage, key, event.value, record_ref(event), exc,
-                                    ctx.settings.url_privacy)
+            await handle_one(stage, handler, out, received(event, ctx.clock()), ctx.settings.privacy)
             await out.flush()
         except BaseException as exc:  # outputs not produced: never ack; the agent stops below
             failures.append(exc)
@@ -57,11 +56,14 @@ async def run_in_flight(ctx: Context, stream: Any, stage: str, handler: Handler,
 
     try:
         async for event in manual.events():
+            message = event.message
+            if flight.released((message.topic, message.partition), message.offset):
+                await manual.ack(event)
+                continue
             await slots.acquire()
             if failures:
                 raise failures[0]
             records.inc()
-            message = event.message
             flight.start((message.topic, message.partition), message.offset, event)
             task = asyncio.ensure_future(work(event))
             tasks.add(task)

@@ -28,7 +28,7 @@ from faust.types.transports import ConsumerT
 
 from pipeline.rules.changelog import ahead_of_changelog
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.kafka.recovery")
 
 
 class HealingRecovery(Recovery):

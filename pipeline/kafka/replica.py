@@ -20,32 +20,45 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from pipeline.contracts.cache_entry import CachedResult, is_finished
 from pipeline.kafka.admin import make_consumer, start_with_retry
-from pipeline.records import CachedResult, is_finished
 from pipeline.rules.cache import decode, is_fresh
 from pipeline.settings import Settings
 
+#: What an entry of the copy costs besides its key and value bytes (the dict's links, the tuple).
+ENTRY_OVERHEAD = 200
+
 
 class CacheCopy:
-    """The finished entries: changelog bytes, built into a record on first use, oldest use evicted."""
+    """The finished entries: changelog bytes, built into a record on first use, oldest use evicted
+    once there are more than ``capacity`` or they take more than ``max_bytes`` (counted as their
+    changelog bytes: one answer of a file with many relations can be a megabyte, so a count alone
+    bounds nothing)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[bytes, bytes | CachedResult] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[bytes, tuple[int, bytes | CachedResult]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One changelog record: only finished entries are kept (in flight means "ask the owner")."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= old[0]
         if not is_finished(value):
-            self._entries.pop(key, None)
             return
         assert value is not None
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        if len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        cost = len(key) + len(value) + ENTRY_OVERHEAD
+        if cost > self.max_bytes:
+            return
+        self._entries[key] = (cost, value)
+        self.size += cost
+        while len(self._entries) > self.capacity or self.size > self.max_bytes:
+            self.size -= self._entries.popitem(last=False)[1][0]
 
     def fresh(self, key: bytes, now: float) -> CachedResult | None:
         """The finished entry for ``key`` if it is fresh at ``now`` (:func:`~pipeline.rules.cache.is_fresh`).
@@ -55,15 +68,18 @@ class CacheCopy:
         >>> copy.fresh(b"ip:1.1.1.1", 5).expires_at, copy.fresh(b"ip:1.1.1.1", 11)
         (10.0, None)
         """
-        stored = self._entries.get(key)
-        if stored is None:
+        found = self._entries.get(key)
+        if found is None:
             return None
+        cost, stored = found
         if isinstance(stored, bytes):
             entry = decode(stored)
             if not isinstance(entry, CachedResult):
                 del self._entries[key]
+                self.size -= cost
                 return None
-            self._entries[key] = stored = entry
+            self._entries[key] = (cost, entry)
+            stored = entry
         self._entries.move_to_end(key)
         return stored if is_fresh(stored, now) else None
 
@@ -71,11 +87,11 @@ class CacheCopy:
 class CacheReplica(Service):
     """Follows the cache changelog (``partitions`` partitions) from the beginning into a :class:`CacheCopy`."""
 
-    def __init__(self, settings: Settings, changelog: str, partitions: int, capacity: int, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, changelog: str, partitions: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.partitions = [TopicPartition(changelog, p) for p in range(partitions)]
-        self.copy = CacheCopy(capacity)
+        self.copy = CacheCopy(settings.cache.copy_entries, settings.cache.copy_max_bytes)
         self._consumer: AIOKafkaConsumer | None = None
         self._following: asyncio.Future[None] | None = None
 

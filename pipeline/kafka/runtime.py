@@ -1,8 +1,9 @@
 """What every stage shares at run time: the context, the outbox, the batch loop.
 
-Every faust stage handles a record through one signature, :data:`Handler`:
-``(outbox, key, value, now)``, its dependencies bound when the stage is
-installed (``functools.partial(handle, ctx)``); this module
+Every stage handles a record through one signature, :data:`Handler`:
+``(outbox, received)``, its dependencies bound when the stage is installed
+(``functools.partial(handle, ctx)``), and every loop takes the same step per
+record (:func:`handle_one`); this module
 owns the faust plumbing around them. The rule it enforces: forward first,
 then ack. A batch's outputs are all produced and acknowledged by the broker
 (:meth:`Outbox.flush`) before its events are acked, so a crash at any point
@@ -28,24 +29,35 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 
 from topics import DEAD
 
+from pipeline.contracts.wire import Outgoing, wire_value
 from pipeline.errors import RecordError
-from pipeline.events import dead_letter
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
-from pipeline.records import WireRecord, wire_value
+from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.privacy import UrlPrivacy, scrub
 from pipeline.settings import Settings
 
-log = logging.getLogger("vtstream")
+log = logging.getLogger("vtstream.kafka.runtime")
 
 #: Longest a batch holds the event loop before it lets other tasks run. A results batch of
 #: 800 answers (2 ms each) held it for 1.6 s: the gateway's calls in flight sat answered
 #: but unread, and new ones could not start (``vtstream bench misses``, bench-results.md).
 TURN_EVERY_S = 0.01
 
-#: Handles one record: (outbox, key, value, now), ``now`` the clock reading when it was taken.
-Handler = Callable[["Outbox", bytes, "bytes | None", float], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One input record as every stage sees it: its key and value, where it came from
+    (``ref``: topic/partition/offset) and the clock reading when it was taken (``now``)."""
+
+    key: bytes
+    value: bytes | None
+    ref: str
+    now: float
+
+
+#: The one stage contract: handle one record, sending what it causes through the outbox.
+Handler = Callable[["Outbox", Received], Awaitable[None]]
 
 
 @dataclass
@@ -82,15 +94,15 @@ def _ignore(topic: str, value: Any) -> None:
 Decoded = TypeVar("Decoded")
 
 
-async def decode_or_dead_letter(ctx: "Context", out: "Outbox", key: bytes, value: bytes | None,
+async def decode_or_dead_letter(ctx: "Context", out: "Outbox", record: "Received",
                                 decode: Callable[[bytes | None], Decoded], *, stage: str,
                                 what: str) -> Decoded | None:
     """The decoded record, or None once the malformed bytes are on vt.dead, naming the field at fault."""
     try:
-        return decode(value)
+        return decode(record.value)
     except RecordError as exc:
-        await out.send(DEAD, key, dead_letter(value, stage=stage, reason=f"malformed {what}",
-                                              error=str(exc), privacy=ctx.settings.url_privacy))
+        await out.send(DEAD, record.key, dead_letter(record.value, stage=stage, reason=f"malformed {what}",
+                                                     error=str(exc), privacy=ctx.settings.privacy))
         return None
 
 
@@ -109,7 +121,7 @@ class Outbox:
         return cls(lambda topic, key, value: app.producer.send(topic, key, value, None, None, None),
                    ctx.metrics.watcher(stage, ctx.clock))
 
-    async def send(self, topic: str, key: bytes | str | None, value: bytes | WireRecord | dict[str, Any]) -> None:
+    async def send(self, topic: str, key: bytes | str | None, value: Outgoing) -> None:
         """Start sending ``value``: a wire record, an output event (a dict) or bytes."""
         self._watch(topic, value)
         if isinstance(key, str):
@@ -135,16 +147,11 @@ async def run_batches(ctx: Context, stream: Any, stage: str, handler: Handler, o
             if time.perf_counter() >= turn_at:  # let the other stages' tasks run
                 await asyncio.sleep(0)
                 turn_at = time.perf_counter() + TURN_EVERY_S
-            key: bytes = event.key or b""
-            handling(stage, key)
             # Table writes read faust's "current event" (the RocksDB store picks its
             # partition database by it); a batch has none of its own. Only the context
             # variable is set: Stream.current_event belongs to noack_take's buffer task.
             _current_event.set(weakref.ref(event))
-            try:
-                await handler(out, key, event.value, now)
-            except Exception as exc:  # route, never crash the agent
-                await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
+            await handle_one(stage, handler, out, received(event, now), ctx.settings.privacy)
         _current_event.set(None)
         handling(stage, None)
         await out.flush()
@@ -159,13 +166,8 @@ async def run_each(ctx: Context, stream: Any, stage: str, handler: Handler) -> N
     records = ctx.metrics.records.labels(stage)
     manual = stream.noack()
     async for event in manual.events():
-        key: bytes = event.key or b""
         records.inc()
-        handling(stage, key)
-        try:
-            await handler(out, key, event.value, ctx.clock())
-        except Exception as exc:  # route, never crash the agent
-            await route_failure(out, stage, key, event.value, record_ref(event), exc, ctx.settings.url_privacy)
+        await handle_one(stage, handler, out, received(event, ctx.clock()), ctx.settings.privacy)
         handling(stage, None)
         await out.flush()
         await manual.ack(event)
@@ -183,7 +185,17 @@ async def route_failure(out: Outbox, stage: str, key: bytes, value: bytes | None
                                                   error=repr(exc), privacy=privacy))
 
 
-def record_ref(event: Any) -> str:
-    """topic/partition/offset of a faust event: a stable name for the input record."""
+def received(event: Any, now: float) -> Received:
+    """A faust event as the stage contract's :class:`Received` (``ref``: a stable name for the record)."""
     message = event.message
-    return f"{message.topic}/{message.partition}/{message.offset}"
+    return Received(event.key or b"", event.value, f"{message.topic}/{message.partition}/{message.offset}", now)
+
+
+async def handle_one(stage: str, handler: Handler, out: Outbox, record: Received, privacy: UrlPrivacy) -> None:
+    """The one step every stage loop takes per record: handle it, and route a failure to vt.dead
+    instead of letting it stop the loop. Log lines name the record while it is handled."""
+    handling(stage, record.key)
+    try:
+        await handler(out, record)
+    except Exception as exc:  # route, never crash the loop
+        await route_failure(out, stage, record.key, record.value, record.ref, exc, privacy)

@@ -31,7 +31,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from pipeline.errors import ConfigError, KafkaAccessDenied
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.kafka.security")
 
 #: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and _IP_ADDRESS_MISMATCH: a valid certificate for another host.
 X509_NAME_MISMATCH = (62, 64)
@@ -40,21 +40,21 @@ PROBE_TIMEOUT = 5.0
 
 
 def uses_tls(settings: Settings) -> bool:
-    return settings.kafka_security_protocol in ("SSL", "SASL_SSL")
+    return settings.kafka.security_protocol in ("SSL", "SASL_SSL")
 
 
 def uses_sasl(settings: Settings) -> bool:
-    return settings.kafka_security_protocol.startswith("SASL_")
+    return settings.kafka.security_protocol.startswith("SASL_")
 
 
 def sasl_password(settings: Settings) -> str:
     """The SASL password, from VTSTREAM_KAFKA_SASL_PASSWORD or read from its file at each start."""
-    if settings.kafka_sasl_password_file is not None:
+    if settings.kafka.sasl_password_file is not None:
         try:
-            return settings.kafka_sasl_password_file.read_text().removesuffix("\n")
+            return settings.kafka.sasl_password_file.read_text().removesuffix("\n")
         except OSError as exc:
             raise ConfigError(f"VTSTREAM_KAFKA_SASL_PASSWORD_FILE cannot be read: {exc.strerror}") from None
-    return settings.kafka_sasl_password
+    return settings.kafka.sasl_password
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -62,8 +62,8 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if not uses_tls(settings):
         return None
     try:
-        return create_ssl_context(cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile,
-                                  keyfile=settings.kafka_ssl_keyfile)
+        return create_ssl_context(cafile=settings.kafka.ssl_cafile, certfile=settings.kafka.ssl_certfile,
+                                  keyfile=settings.kafka.ssl_keyfile)
     except ssl.SSLError as exc:
         raise ConfigError("VTSTREAM_KAFKA_SSL_CAFILE / _CERTFILE / _KEYFILE cannot be loaded as PEM "
                           f"({exc.reason or exc}); a key must be unencrypted and match its certificate") from None
@@ -72,17 +72,17 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def client_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client: bootstrap servers and security.
 
-    >>> client_options(Settings(kafka_bootstrap="k1:9092"))
+    >>> client_options(Settings.of(kafka_bootstrap="k1:9092"))
     {'bootstrap_servers': 'k1:9092', 'security_protocol': 'PLAINTEXT'}
     """
-    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap,
-                               "security_protocol": settings.kafka_security_protocol}
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka.bootstrap,
+                               "security_protocol": settings.kafka.security_protocol}
     context = ssl_context(settings)
     if context is not None:
         options["ssl_context"] = context
     if uses_sasl(settings):
-        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
-                       sasl_plain_username=settings.kafka_sasl_username,
+        options.update(sasl_mechanism=settings.kafka.sasl_mechanism,
+                       sasl_plain_username=settings.kafka.sasl_username,
                        sasl_plain_password=sasl_password(settings))
     return options
 
@@ -91,8 +91,8 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
     """faust's ``broker_credentials`` for the same settings (faust passes them on to aiokafka)."""
     context = ssl_context(settings)
     if uses_sasl(settings):
-        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=sasl_password(settings),
-                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+        return faust.SASLCredentials(username=settings.kafka.sasl_username, password=sasl_password(settings),
+                                     mechanism=settings.kafka.sasl_mechanism, ssl_context=context)
     if context is not None:
         return faust.SSLCredentials(context)
     return None
@@ -100,7 +100,7 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
 
 def _hosts(settings: Settings) -> list[tuple[str, int]]:
     hosts = []
-    for part in settings.kafka_bootstrap.split(","):
+    for part in settings.kafka.bootstrap.split(","):
         host, _, port = part.strip().rpartition(":")
         hosts.append((host.strip("[]") or part.strip(), int(port) if port.isdigit() else 9092))
     return hosts
@@ -126,13 +126,26 @@ async def check_connection(settings: Settings, timeout: float = 30.0) -> None:
                 unreachable.append(f"{host}:{port} ({_reason(exc)})")
         if loop.time() >= deadline:
             waited = f" within {timeout:g}s" if timeout > 0 else ""
-            raise ConfigError(f"cannot reach Kafka at {settings.kafka_bootstrap}{waited}: "
+            raise ConfigError(f"cannot reach Kafka at {settings.kafka.bootstrap}{waited}: "
                               f"{'; '.join(unreachable)} (check VTSTREAM_KAFKA_BOOTSTRAP)")
         if not announced:
             log.warning("Kafka at %s does not answer yet (%s); retrying for up to %gs",
-                        settings.kafka_bootstrap, "; ".join(unreachable), timeout)
+                        settings.kafka.bootstrap, "; ".join(unreachable), timeout)
             announced = True
         await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
+
+
+async def reachable(settings: Settings) -> bool:
+    """True when a bootstrap server answers, even with a refusal (the worker's watchdog asks)."""
+    for host, port in _hosts(settings):
+        try:
+            await _probe(settings, host, port)
+            return True
+        except KafkaAccessDenied:
+            return True
+        except (OSError, asyncio.TimeoutError, KafkaConnectionError):
+            continue
+    return False
 
 
 async def _probe(settings: Settings, host: str, port: int) -> None:
@@ -165,8 +178,8 @@ def _refused(settings: Settings, where: str, exc: Exception) -> KafkaAccessDenie
             f"Kafka at {where} refused the client ({_reason(exc)}); it may require SASL: "
             "set VTSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL and the SASL settings")
     return KafkaAccessDenied(
-        f"Kafka at {where} rejected the SASL {settings.kafka_sasl_mechanism} login of user "
-        f"{settings.kafka_sasl_username!r} ({_reason(exc)}); check VTSTREAM_KAFKA_SASL_USERNAME, "
+        f"Kafka at {where} rejected the SASL {settings.kafka.sasl_mechanism} login of user "
+        f"{settings.kafka.sasl_username!r} ({_reason(exc)}); check VTSTREAM_KAFKA_SASL_USERNAME, "
         "VTSTREAM_KAFKA_SASL_PASSWORD (or _FILE) and VTSTREAM_KAFKA_SASL_MECHANISM")
 
 
@@ -211,7 +224,7 @@ async def _dropped(settings: Settings, host: str, port: int, exc: Exception) -> 
         if plaintext != "answered" and await _converse(host, port, _tls_without_verification()) == "answered":
             return KafkaAccessDenied(
                 f"Kafka at {where} speaks TLS, but VTSTREAM_KAFKA_SECURITY_PROTOCOL="
-                f"{settings.kafka_security_protocol}; set it to {'SASL_SSL' if uses_sasl(settings) else 'SSL'}")
+                f"{settings.kafka.security_protocol}; set it to {'SASL_SSL' if uses_sasl(settings) else 'SSL'}")
     elif plaintext == "answered":
         return _plaintext_listener(settings, where)
     try:
@@ -220,7 +233,7 @@ async def _dropped(settings: Settings, host: str, port: int, exc: Exception) -> 
         return await _tls_refused(settings, host, port, tls_error)
     if outcome == "answered":
         return _refused(settings, where, exc)  # the broker is there and dropped our login or our request
-    if outcome == "silent" and uses_tls(settings) and settings.kafka_ssl_certfile is None:
+    if outcome == "silent" and uses_tls(settings) and settings.kafka.ssl_certfile is None:
         return KafkaAccessDenied(
             f"Kafka at {where} closed the connection right after the TLS handshake; it probably requires "
             "mutual TLS: set VTSTREAM_KAFKA_SSL_CERTFILE and VTSTREAM_KAFKA_SSL_KEYFILE")

@@ -21,6 +21,13 @@ parked on ``vt.polls`` across a restart, and responses when a group member died.
 Records handled before a rebalance but not committed are handled again; the
 stages tolerate that (same ``event_id``, cache hits, a poll costs one more
 call). Changelog partitions are left alone: table recovery positions them.
+
+Its producer also learns the partitions of every table's changelog when it
+starts (:class:`_Producer`): faust partitions a table write by key from the
+producer's metadata, synchronously, and aiokafka's producer only knows the
+topics it has asked about. The embedded broker answers a metadata request for
+no topics with all of them; Apache Kafka with none, so there the first cache
+write raised ``TypeError`` and the lookup went to ``vt.dead``.
 """
 
 from __future__ import annotations
@@ -92,8 +99,17 @@ class _Consumer(faust_aiokafka.Consumer):
             super().resume_partitions(held)
 
 
+class _Producer(faust_aiokafka.Producer):
+    async def on_start(self) -> None:
+        await super().on_start()
+        producer = self._ensure_producer()
+        for table in self.app.tables.values():
+            await producer.partitions_for(table.changelog_topic.get_topic_name())  # waits for the metadata
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 class App(faust.App):

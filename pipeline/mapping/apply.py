@@ -12,7 +12,7 @@ odd input: an expression that fails yields nothing, lists are cut at
 ...               indicator={"type": "ip", "value": "8.8.8.8"}, options=AddOptions())
 >>> [e["attribute"] for e in out.events]
 [{'name': 'VirusTotal ASN', 'value': '15169'}]
->>> out.summary["found"], out.summary["asn"]
+>>> out.summary.found, out.summary.field("asn")
 (True, '15169')
 """
 
@@ -24,12 +24,13 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import make_event
 from pipeline.errors import ConfigError
-from pipeline.events import make_event
 from pipeline.mapping.functions import MappingFunctions, to_string, truthy
 from pipeline.mapping.loader import compile_dir
 from pipeline.mapping.model import (APIS, INDICATOR_TYPES, OMITTED_ATTRIBUTES, OMITTED_RELATIONS, STEPS,
-                                    SUMMARY_BASE, ActionMapping, AddOptions, Mapped, Step, walk_items)
+                                    ActionMapping, AddOptions, Mapped, Step, walk_items)
 from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
 
 
@@ -105,11 +106,10 @@ class MappingSet:
         return {"type": kind, "value": value}
 
     def not_found_summary(self, api: str, action: str, step: str = "report",
-                          error: str | None = None) -> dict[str, Any]:
+                          error: str | None = None) -> SummaryCard:
         """The card for an indicator VirusTotal does not know: found=false, every field empty."""
         st = self._step(api, action, step)
-        summary: dict[str, Any] = {key: None for key in SUMMARY_BASE}
-        summary["found"] = False
+        summary: dict[str, Any] = {}
         for key, _value, _conv in st.summary_fields:
             summary[key] = None
         for lst in st.summary_lists:
@@ -119,14 +119,16 @@ class MappingSet:
             summary["scan_finished"] = False
         if error:
             summary["error"] = error
-        return summary
+        return SummaryCard.mapped_from(False, summary)
 
     def apply(self, api: str, action: str, step: str, body: Any, *, indicator: dict[str, str],
-              options: AddOptions, enriched_at: str | None = None, found: bool | None = None) -> Mapped:
+              options: AddOptions, enriched_at: str | None = None, found: bool | None = None,
+              replay: str | None = None) -> Mapped:
         """Map one VirusTotal body. Never raises on the body's content.
 
         ``found`` lets the caller (which saw the HTTP status) override the mapping's own
         ``found`` test; a body that is not found yields no events and a found=false card.
+        ``replay``: the replay run that asked, which marks every event.
         """
         st = self._step(api, action, step)
         funcs = runner(str(indicator.get("value", "")))
@@ -138,7 +140,7 @@ class MappingSet:
         cap = max(0, int(options.relation_cap))
         ind = {"type": indicator["type"], "value": indicator["value"]}
         emit = functools.partial(make_event, indicator=ind, action=action, api=api,
-                                 enriched_at=enriched_at)
+                                 enriched_at=enriched_at, replay=replay)
         events: list[dict[str, Any]] = []
         omitted_notes: list[tuple[str, str]] = []
 
@@ -218,9 +220,8 @@ class MappingSet:
         return out
 
     @staticmethod
-    def _summary(st: Step, body: Any, funcs: MappingFunctions, cap: int) -> dict[str, Any]:
-        summary: dict[str, Any] = {key: None for key in SUMMARY_BASE}
-        summary["found"] = True
+    def _summary(st: Step, body: Any, funcs: MappingFunctions, cap: int) -> SummaryCard:
+        summary: dict[str, Any] = {}
         for key, value, conv in st.summary_fields:
             summary[key] = conv(value.eval(body, funcs))
         for lst in st.summary_lists:
@@ -232,7 +233,7 @@ class MappingSet:
                     rows.append(row)
             summary[lst.key] = rows
             summary[f"{lst.key}_omitted"] = omitted
-        return summary
+        return SummaryCard.mapped_from(True, summary)
 
     def map_saved(self, api: str, action: str, body: Any, options: AddOptions, *,
                   indicator: dict[str, str] | None = None, enriched_at: str | None = None,
@@ -251,8 +252,8 @@ class MappingSet:
             ind = indicator or self.indicator_from_body(api, action, one)
             mapped = self.apply(api, action, step, one, indicator=ind, options=options, enriched_at=enriched_at)
             out.extend(mapped.events)
-            summary = {**mapped.summary, "notes": list(notes)} if notes else mapped.summary
-            out.append(make_event("summary", summary, indicator=ind, action=action, api=api,
+            card = mapped.summary.with_fields(notes=tuple(notes)) if notes else mapped.summary
+            out.append(make_event("summary", card.to_dict(), indicator=ind, action=action, api=api,
                                   enriched_at=enriched_at))
         return out
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import orjson
 from jmespath import functions
 
-from pipeline.events import iso_utc
+from pipeline.contracts.events import iso_utc
 
 #: Walking a tree stops after this many nodes; bodies are untrusted.
 MAX_TREE_NODES = 100_000

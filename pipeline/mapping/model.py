@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from jmespath.exceptions import JMESPathError
 
+from pipeline.contracts.card import SummaryCard
 from pipeline.mapping.compiled import compile_expression
 from pipeline.mapping.functions import MappingFunctions, to_string, truthy
 
@@ -22,7 +23,6 @@ INDICATOR_TYPES = ("ip", "domain", "url", "md5", "sha1", "sha256")
 OMITTED_RELATIONS = "VirusTotal Omitted Related Indicators"
 OMITTED_ATTRIBUTES = "VirusTotal Omitted Attributes"
 #: Summary keys every card carries, whatever the indicator type (ThreatConnect's common fields).
-SUMMARY_BASE = ("found", "positives", "total", "scan_date")
 
 
 
@@ -41,7 +41,7 @@ class Mapped:
     """The events for one body, and the ThreatConnect card (a payload, not an event)."""
 
     events: list[dict[str, Any]]
-    summary: dict[str, Any]
+    summary: SummaryCard
 
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 
+from pipeline.errors import ConfigError
 from pipeline.mapping.functions import CONVERTERS
 
 _TEMPLATE_CONV = re.compile(r"^(.*?)\s*!\s*([a-z]+)\s*$", re.S)
 
 
-class TemplateError(ValueError):
+class TemplateError(ConfigError):
     """A template that cannot be split; the message says why (the loader names the file and rule)."""
 
 
@@ -60,12 +61,18 @@ def split_template(text: str) -> list[str | tuple[str, str | None]]:
 
 
 def closing_brace(text: str, start: int) -> int:
-    """Index of the brace closing ``text[start]``, skipping JMESPath quotes and nested braces."""
-    depth, quote = 0, ""
-    for i in range(start, len(text)):
+    """Index of the brace closing ``text[start]``, skipping JMESPath quotes (and the characters
+    escaped inside them) and nested braces.
+
+    >>> closing_brace(r"{join(', ', ['it\\'s}', x])} and more", 0)
+    26
+    """
+    depth, quote, i = 0, "", start
+    while i < len(text):
         ch = text[i]
         if quote:
             if ch == "\\":
+                i += 2  # the escaped character cannot close the quote
                 continue
             if ch == quote:
                 quote = ""
@@ -77,4 +84,5 @@ def closing_brace(text: str, start: int) -> int:
             depth -= 1
             if depth == 0:
                 return i
+        i += 1
     return -1

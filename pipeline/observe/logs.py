@@ -13,7 +13,7 @@ from contextvars import ContextVar
 
 import orjson
 
-from pipeline.events import iso_utc
+from pipeline.contracts.events import iso_utc
 
 _stage: ContextVar[str | None] = ContextVar("vtstream_stage", default=None)
 _key: ContextVar[str | None] = ContextVar("vtstream_key", default=None)

@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from topics import ENRICHED, RETRY_PREFIX
+from topics import RETRY_PREFIX
 
-from pipeline.records import DeadLetter
-from pipeline.vt.governor import Governor
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.wire import DeadLetter
 
 #: Metrics are served with this content type (Prometheus text format 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -85,19 +85,18 @@ class Metrics:
         if isinstance(value, DeadLetter):
             self.dead_letters.labels(value.stage or stage).inc()
             return
-        if not isinstance(value, dict):
+        if not isinstance(value, SummaryEvent):
             return
-        if topic == ENRICHED and value.get("kind") == "summary":
-            summary = value.get("summary") or {}
-            if summary.get("skipped"):
-                self.policy_skips.labels(str(summary.get("rule") or "policy")).inc()
-            elif summary.get("cached"):
-                self._hit_paths["one-hop" if stage == "intake" else "lookup"].inc()
-            elif summary.get("coalesced"):
-                self.coalesced.inc()
-            received = (value.get("origin") or {}).get("received_at")
-            if isinstance(received, (int, float)) and not summary.get("pending"):
-                self.enrich_seconds.observe(max(0.0, clock() - received))
+        card = value.card
+        if card.skipped:
+            self.policy_skips.labels(card.rule or "policy").inc()
+        elif card.cached:
+            self._hit_paths["one-hop" if stage == "intake" else "lookup"].inc()
+        elif card.coalesced:
+            self.coalesced.inc()
+        received = value.origin.received_at if value.origin is not None else None
+        if received is not None and not card.pending:
+            self.enrich_seconds.observe(max(0.0, clock() - received))
 
     def vt_request(self, method: str, path: str, status: int | None, seconds: float) -> None:
         """One VirusTotal HTTP request; ``status`` None when it got no answer."""
@@ -117,13 +116,6 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
         return generate_latest(self.registry)
-
-
-def quota_readings(governor: Governor) -> list[QuotaReading]:
-    """The governor's day and month windows (the month's remaining only when a monthly quota is set)."""
-    monthly = governor.monthly_quota
-    return [QuotaReading("day", governor.used_today, governor.remaining_today),
-            QuotaReading("month", governor.used_month, max(0, monthly - governor.used_month) if monthly else None)]
 
 
 _IDENTIFIER = re.compile(r"/(ip_addresses|domains|urls|files|analyses)/[^/]+")

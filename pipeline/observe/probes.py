@@ -86,7 +86,8 @@ def faust_offsets(app: faust.App, topics: Iterable[str]) -> OffsetReader:
     """A reader of (end, committed) for the partitions of ``topics`` the faust consumer holds.
 
     The end is the high water of the consumer's last fetch, which is right on
-    every broker (the embedded broker's ListOffsets is not, DESIGN.md).
+    every broker (the embedded broker's ListOffsets answers the last batch's base offset + 1,
+    not the end).
     """
     names = frozenset(topics)
 

@@ -7,30 +7,33 @@ with the highest TLP label of every sighting it answers.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from topics import DEAD, STIX
 
-from pipeline.events import dead_letter
+from pipeline.contracts.origin import Origin
 from pipeline.kafka.runtime import Outbox
 from pipeline.mapping import Mapped
 from pipeline.outputs.stix import StixOptions, build_bundle
+from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.labels import Label, origin_labels
 from pipeline.settings import Settings
 
 
 def stix_options(settings: Settings) -> StixOptions:
     """The bundle options the settings give (confidence and tags are ThreatConnect's 'add' settings)."""
-    return StixOptions(confidence=settings.add_confidence, labels=settings.add_tags,
-                       indicator_at=settings.stix_indicator_at, indicator_valid_s=settings.stix_indicator_valid_s)
+    return StixOptions(confidence=settings.outputs.add_confidence, labels=settings.outputs.add_tags,
+                       indicator_at=settings.outputs.stix_indicator_at, indicator_valid_s=settings.outputs.stix_indicator_valid_s)
 
 
-def sighting_labels(origins: Iterable[Mapping[str, Any] | None]) -> list[Any]:
-    """Every label of every sighting an answer serves: the bundle is marked with the highest TLP among them."""
-    return [label for origin in origins if origin for label in (origin.get("labels") or ())]
+def sighting_labels(origins: Iterable[Origin]) -> list[Label]:
+    """Every label of every sighting an answer serves (labels, tags and tlp, read as the policy gate
+    reads them): the bundle is marked with the highest TLP among them."""
+    return [label for origin in origins for label in origin_labels(origin)]
 
 
 async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator: Mapping[str, str], mapped: Mapped,
-                         origins: Iterable[Mapping[str, Any] | None], now: float) -> None:
+                         origins: Iterable[Origin], now: float) -> None:
     """Send the enrichment's bundle, keyed by indicator; an indicator STIX cannot carry goes to vt.dead.
 
     The observable is the indicator as sent to VirusTotal (a URL without its userinfo and
@@ -42,6 +45,6 @@ async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator:
     except ValueError as exc:
         await out.send(DEAD, key, dead_letter(dict(indicator), stage="results",
                                               reason="no STIX bundle for this indicator", error=str(exc),
-                                              privacy=settings.url_privacy))
+                                              privacy=settings.privacy))
         return
     await out.send(STIX, key, bundle)

@@ -13,7 +13,7 @@ indicator always yields the same ids and platforms merge repeats:
   ``modified``) of the same object.
 
 >>> b = build_bundle({"type": "domain", "value": "example.com"}, [],
-...                  {"found": True, "positives": 0, "total": 90, "scan_date": "2026-01-02T03:04:05Z"},
+...                  SummaryCard(found=True, positives=0, total=90, scan_date="2026-01-02T03:04:05Z"),
 ...                  labels=["TLP:GREEN"], options=StixOptions(), now=0.0)
 >>> sorted({o["type"] for o in b["objects"]})
 ['domain-name', 'identity', 'malware-analysis', 'marking-definition']
@@ -24,13 +24,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import orjson
 import stix2
 
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.indicator import HASH_TYPES, vt_url_id
 from pipeline.errors import InputError
-from pipeline.rules.indicators import classify, vt_url_id
+from pipeline.rules.indicators import classify
+from pipeline.rules.labels import MARKING_LEVELS, Labels, as_labels
 
 #: Namespace of vtstream's deterministic ids for non-observable objects.
 NAMESPACE = uuid.UUID("5f0f5a36-4e1d-5b3b-9a43-7c1f3a8e2d11")
@@ -43,8 +46,6 @@ TLP_MARKINGS: tuple[tuple[str, str], ...] = (
     ("amber+strict", "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003"),
     ("red", "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1"),
 )
-#: TLP 1.0 WHITE is TLP 2.0 CLEAR.
-_TLP_ALIASES = {"white": "clear"}
 _IDENTITY_CREATED = "2026-01-01T00:00:00.000Z"
 IDENTITY_ID = f"identity--{uuid.uuid5(NAMESPACE, 'vtstream')}"
 VT_GUI = "https://www.virustotal.com/gui"
@@ -64,24 +65,15 @@ class StixOptions:
     indicator_valid_s: float = 30 * 86400.0
 
 
-def tlp_level(labels: Iterable[Any]) -> str | None:
-    """The highest TLP level among ``labels`` (``TLP:GREEN``, ``tlp:amber+strict``, ``TLP:WHITE``...).
+def tlp_level(labels: Labels) -> str | None:
+    """The highest TLP level among ``labels`` (``TLP:GREEN``, ``tlp-amber+strict``, ``TLP:WHITE``...),
+    read as the policy gate reads them (:mod:`pipeline.rules.labels`).
 
     >>> tlp_level(["TLP:GREEN", "ops", "tlp : amber"]), tlp_level(["TLP:WHITE"]), tlp_level([])
     ('amber', 'clear', None)
     """
-    order = [name for name, _ in TLP_MARKINGS]
-    best = -1
-    for label in labels:
-        if not isinstance(label, str):
-            continue
-        text = "".join(label.split()).casefold()
-        if not text.startswith("tlp:"):
-            continue
-        name = _TLP_ALIASES.get(text[4:], text[4:])
-        if name in order:
-            best = max(best, order.index(name))
-    return order[best] if best >= 0 else None
+    ranks = [label.rank for label in as_labels(labels) if label.scheme == "tlp" and not label.unknown]
+    return MARKING_LEVELS["tlp"][max(ranks)] if ranks else None
 
 
 def marking_definition(level: str) -> stix2.v21.MarkingDefinition:
@@ -136,12 +128,18 @@ def _network_value(kind: str, value: str) -> str | None:
     """``value`` normalized as the pipeline's classifier does, or None when it is no valid ip / domain / url.
 
     VirusTotal lists hold the odd broken host name (``/site1.example.com``) and URLs
-    with spaces; spaces are percent-encoded, the rest are left out of the bundle.
+    with spaces; spaces are percent-encoded, the rest are left out of the bundle. A DNS
+    name with an underscore (``_dmarc.example.com``, ``shuixian_53.example.com``) is a
+    valid lookup but no host name, which STIX requires of a ``domain-name``: left out too.
+
+    >>> _network_value("domain", "shuixian_53.example.com"), _network_value("domain", "Example.COM")
+    (None, 'example.com')
     """
     try:
-        return classify("%20".join(value.split()) if kind == "url" else value, kind).value
+        normalized = classify("%20".join(value.split()) if kind == "url" else value, kind).value
     except InputError:
         return None
+    return None if kind == "domain" and "_" in normalized else normalized
 
 
 def _related(relation: Mapping[str, Any], own_hashes: set[str], marks: list[str]) -> Any | None:
@@ -160,13 +158,12 @@ def _related(relation: Mapping[str, Any], own_hashes: set[str], marks: list[str]
     return None
 
 
-def _verdict(summary: Mapping[str, Any]) -> str:
-    if not summary.get("found"):
+def _verdict(card: SummaryCard) -> str:
+    if not card.found:
         return "unknown"
-    positives, total = summary.get("positives"), summary.get("total")
-    if isinstance(positives, int) and positives > 0:
+    if card.positives:
         return "malicious"
-    return "benign" if isinstance(total, int) and total > 0 else "unknown"
+    return "benign" if card.total else "unknown"
 
 
 def _engine_detections(events: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -192,8 +189,8 @@ def _pattern(observable: Any) -> str:
     return f"[{observable.type}:value = {quoted(observable.value)}]"
 
 
-def build_bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
-                 *, labels: Iterable[Any], options: StixOptions, now: float) -> dict[str, Any]:
+def build_bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: SummaryCard,
+                 *, labels: Labels, options: StixOptions, now: float) -> dict[str, Any]:
     """The STIX 2.1 bundle of one enrichment, as a JSON-ready dict.
 
     Every object carries the highest TLP 2.0 marking among ``labels`` (none
@@ -207,12 +204,12 @@ def build_bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any
         raise ValueError(f"{indicator.get('type')} {indicator.get('value')!r}: not expressible in STIX: {exc}") from None
 
 
-def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
-                 *, labels: Iterable[Any], options: StixOptions, now: float) -> dict[str, Any]:
+def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: SummaryCard,
+                 *, labels: Labels, options: StixOptions, now: float) -> dict[str, Any]:
     level = tlp_level(labels)
     marks = [dict(TLP_MARKINGS)[level]] if level else []
     stamp = _stamp(now)
-    ended = summary.get("scan_date")
+    ended = summary.scan_date
     # An object keeps its id and its ``created`` across versions: both come from the analysis
     # (its date, or vtstream's fixed epoch when VirusTotal gave none); a repeat only moves ``modified``.
     created = f"{ended[:19]}.000Z" if isinstance(ended, str) and len(ended) >= 19 else _IDENTITY_CREATED
@@ -222,18 +219,17 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
     kind, value = indicator["type"], indicator["value"]
     if kind in ("ip", "domain", "url") and _network_value(kind, value) is None:
         raise ValueError(f"{kind} {value!r} is not a valid {kind}")
-    hashes = {_HASH_NAMES[h]: str(summary[h]).lower() for h in ("md5", "sha1", "sha256")
-              if kind in ("md5", "sha1", "sha256") and summary.get(h)}
+    hashes = {_HASH_NAMES[h]: v for h, v in summary.hashes.items()} if kind in HASH_TYPES else {}
     relations = [e["relation"] for e in events if e.get("kind") == "relation"]
     if kind in ("md5", "sha1", "sha256"):
         ssdeep = next((r["value"] for r in relations if r.get("type") == "Fuzzy Hash"), None)
-        if ssdeep and summary.get("found"):
+        if ssdeep and summary.found:
             hashes["SSDEEP"] = ssdeep
     observable = _observable(kind, value, hashes, marks)
     own = {v.lower() for v in observable.hashes.values()} if kind in ("md5", "sha1", "sha256") else set()
     reference = {"source_name": "VirusTotal", "url": gui_url(indicator)}
-    if summary.get("total"):
-        reference["description"] = f"{summary.get('positives') or 0} of {summary['total']} engines flagged it"
+    if summary.total:
+        reference["description"] = f"{summary.positives or 0} of {summary.total} engines flagged it"
     objects: list[Any] = [stix2.v21.Identity(
         id=IDENTITY_ID, name="vtstream", identity_class="system", created=_IDENTITY_CREATED,
         modified=max(_IDENTITY_CREATED, stamp), description="VirusTotal enrichment pipeline", object_marking_refs=marks),
@@ -271,14 +267,14 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
             id=_sid("malware-analysis", observable.id, engine, ended), product=engine, result="malicious",
             **({"result_name": detection} if detection else {}), **scope, **timing, **sdo))
 
-    positives = summary.get("positives")
-    if summary.get("found") and isinstance(positives, int) and positives >= options.indicator_at:
+    positives = summary.positives
+    if summary.found and positives is not None and positives >= options.indicator_at:
         pattern = _pattern(observable)
         indicator_id = _sid("indicator", pattern, ended)
         objects.append(stix2.v21.Indicator(
-            id=indicator_id, name=f"{value} (VirusTotal: {positives} of {summary.get('total')} engines)",
-            description=f"{positives} of {summary.get('total')} VirusTotal engines flagged {value} "
-                        f"(analysis {summary.get('scan_date') or 'date unknown'}).",
+            id=indicator_id, name=f"{value} (VirusTotal: {positives} of {summary.total} engines)",
+            description=f"{positives} of {summary.total} VirusTotal engines flagged {value} "
+                        f"(analysis {summary.scan_date or 'date unknown'}).",
             pattern=pattern, pattern_type="stix", indicator_types=["malicious-activity"], valid_from=stamp,
             valid_until=_stamp(now + options.indicator_valid_s), external_references=[reference], **sdo))
         objects.append(stix2.v21.Relationship(

@@ -1,7 +1,7 @@
 """Cache entries: what the cache table holds per indicator key, and the rules on them.
 
-An entry is a :class:`~pipeline.records.CachedResult` (VirusTotal answered)
-or an :class:`~pipeline.records.InFlight` (a request is out), stored as orjson
+An entry is a :class:`~pipeline.contracts.cache_entry.CachedResult` (VirusTotal answered)
+or an :class:`~pipeline.contracts.cache_entry.InFlight` (a request is out), stored as orjson
 bytes in a faust table whose changelog is co-partitioned with vt.lookups and
 vt.responses. The freshness rule (:func:`is_fresh`) is decided here only; the
 lookup stage and intake's cache copy both call it.
@@ -14,12 +14,13 @@ events were published when the indicator was enriched.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
+from pipeline.contracts.cache_entry import CacheEntry, CachedResult, InFlight, cache_entry_from_bytes
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.origin import Origin
 from pipeline.errors import RecordError
-from pipeline.records import (CacheEntry, CachedResult, InFlight, Origin, cache_entry_from_bytes, origin_ref,
-                              origin_replay)
-from pipeline.settings import Settings
+from pipeline.settings.groups import CacheSettings
 
 
 def decode(raw: bytes | None) -> CacheEntry | None:
@@ -35,7 +36,7 @@ def decode(raw: bytes | None) -> CacheEntry | None:
 def is_fresh(entry: CacheEntry | None, now: float) -> bool:
     """The freshness rule: a finished entry answers sightings until it expires.
 
-    >>> is_fresh(CachedResult({}, fetched_at=0.0, expires_at=10.0), 9.5), is_fresh(None, 0.0)
+    >>> is_fresh(CachedResult(SummaryCard(), fetched_at=0.0, expires_at=10.0), 9.5), is_fresh(None, 0.0)
     (True, False)
     """
     return isinstance(entry, CachedResult) and entry.expires_at > now
@@ -45,7 +46,7 @@ def answers(entry: CacheEntry | None, now: float, max_age_s: float | None = None
     """True when ``entry`` is a finished answer to serve at ``now``: fresh, or (a replay's
     ``--max-age``) fetched at most ``max_age_s`` seconds ago.
 
-    >>> answers(CachedResult({}, fetched_at=0.0, expires_at=10.0), 20.0, max_age_s=30.0)
+    >>> answers(CachedResult(SummaryCard(), fetched_at=0.0, expires_at=10.0), 20.0, max_age_s=30.0)
     True
     """
     if is_fresh(entry, now):
@@ -67,7 +68,7 @@ class Verdict:
     entry: CacheEntry
 
 
-def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Settings,
+def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: CacheSettings,
            max_age_s: float | None = None) -> Verdict:
     """The cache and coalescing rule for one sighting of an indicator.
 
@@ -78,11 +79,10 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Setti
     ``max_age_s`` (a replay's ``--max-age``) also accepts a finished entry
     fetched at most that long ago, past its TTL.
 
-    >>> from pipeline.settings import Settings
-    >>> decide(None, {"ref": "r/0/1"}, 0.0, Settings()).action
+    >>> decide(None, Origin(ref="r/0/1"), 0.0, CacheSettings()).action
     'request'
     """
-    ref = origin_ref(origin)
+    ref = origin.ref
     if entry is not None and answers(entry, now, max_age_s):
         return Verdict("hit", entry)
     if isinstance(entry, InFlight) and now - entry.since < settings.inflight_timeout_s:
@@ -91,20 +91,20 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Setti
             return Verdict("request", entry)
         # A live sighting does not wait behind a replay's request in the lower lane: it asks
         # in the live lane; whichever answer comes first completes the entry.
-        if entry.lane == "replay" and origin_replay(origin) is None:
+        if entry.lane == "replay" and origin.replay is None:
             return Verdict("request", replace(entry, lane="live"))
-        if ref is not None and any(origin_ref(w) == ref for w in entry.waiters):
+        if ref is not None and any(w.ref == ref for w in entry.waiters):
             return Verdict("wait", entry)
         if len(entry.waiters) >= settings.max_waiters:
             return Verdict("overflow", replace(entry, overflow=entry.overflow + 1))
         return Verdict("wait", replace(entry, waiters=(*entry.waiters, origin)))
     return Verdict("request", InFlight(since=now, requester=ref,
-                                       lane="replay" if origin_replay(origin) is not None else "live"))
+                                       lane="replay" if origin.replay is not None else "live"))
 
 
-def completed(summary: dict[str, Any], found: bool, now: float, settings: Settings) -> CachedResult:
+def completed(summary: SummaryCard, found: bool, now: float, settings: CacheSettings) -> CachedResult:
     """The entry after VirusTotal answered: fresh for the positive or negative TTL."""
-    ttl = settings.cache_ttl_s if found else settings.cache_negative_ttl_s
+    ttl = settings.ttl_s if found else settings.negative_ttl_s
     return CachedResult(summary=summary, fetched_at=now, expires_at=now + ttl)
 
 

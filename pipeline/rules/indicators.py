@@ -18,27 +18,35 @@ Decisions:
 * **IDN** goes through UTS #46 mapping and IDNA 2008; a label IDNA 2008 refuses
   (emoji domains such as ``💩.la``, registered under IDNA 2003 and still live)
   falls back to Python's IDNA 2003 codec. Only if both refuse is it an error.
+* **A URL's host is the one a browser would visit.** For the special schemes
+  (http, https, ftp, ws, wss) browsers follow the WHATWG URL standard, not RFC 3986:
+  they drop tabs and newlines anywhere, read ``\\`` as ``/`` before the query,
+  skip any run of slashes after ``scheme:``, percent-decode the host and read
+  ``0x7f.1`` or ``3627734734`` as IPv4 addresses. So
+  ``https://evil.xyz\\@bank.xyz/login`` is the host ``evil.xyz`` with the path
+  ``/@bank.xyz/login``, never ``bank.xyz``. The host is read by ``ada_url``, the
+  WHATWG parser Node.js uses, rather than by rules of our own that could drift
+  from browsers; path and query are kept as given.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import re
 import unicodedata
-from dataclasses import dataclass
 
+import ada_url
 import idna
 
+from pipeline.contracts.indicator import Indicator
 from pipeline.errors import InputError
 
-INDICATOR_TYPES = ("ip", "domain", "url", "md5", "sha1", "sha256")
 MAX_URL_LENGTH = 8192
 MAX_DOMAIN_LENGTH = 253
-URL_SCHEMES = ("http", "https", "ftp")
+URL_SCHEMES = ("http", "https", "ftp", "ws", "wss")
 
 _HASHES = {32: "md5", 40: "sha1", 64: "sha256"}
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 # Declared type, lower-cased without "-", "_" and spaces -> what is checked.
 # Includes STIX (ipv4-addr, domain-name) and MISP (ip-src, ip-dst) spellings.
 _DECLARED = {
@@ -57,6 +65,11 @@ _DEFANG_SCHEME = re.compile(r"(?<![a-z0-9])(?:h(?:xx|\*\*|tt)p(s?)|f[xt]p)(?=\[?
 _DEFANG_DOT = re.compile(r"[\[({]\s*(?:\.|dot)\s*[\])}]", re.I)
 _DEFANG_COLON = re.compile(r"\[(:|://)\]|\(:\)")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+#: A WHATWG special scheme and the run of ``/`` or ``\\`` after it, which browsers skip whatever its length.
+_SPECIAL = re.compile(r"(https?|ftp|wss?):[/\\]*", re.I)
+#: Browsers remove these anywhere in a URL before they parse it.
+_TAB_NEWLINE = re.compile(r"[\t\n\r]")
+_AUTHORITY_END = re.compile(r"[/\\?#]")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _IP_CHARS = re.compile(r"[0-9A-Fa-f:.%\[\]]+")
@@ -70,48 +83,6 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class _Mismatch(Exception):
     """The value is not of the type tried; ``str(exc)`` says why (may be empty)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Indicator:
-    """A classified, normalized indicator: the unit the whole pipeline keys on."""
-
-    type: str
-    value: str
-
-    def __post_init__(self) -> None:
-        if self.type not in INDICATOR_TYPES:
-            raise ValueError(f"indicator type {self.type!r} is not one of {INDICATOR_TYPES}")
-
-    @property
-    def key(self) -> str:
-        """Kafka key, so one indicator always lands on one partition and one cache entry.
-
-        >>> Indicator("sha1", "a" * 40).key == "file:" + "a" * 40
-        True
-        """
-        if self.type == "url":
-            return f"url:{vt_url_id(self.value)}"
-        prefix = "file" if self.type in _HASHES.values() else self.type
-        return f"{prefix}:{self.value}"
-
-    @property
-    def action(self) -> str:
-        """The ThreatQ action that enriches this type (names the mapping file)."""
-        return "submit_hash" if self.type in _HASHES.values() else f"submit_{self.type}"
-
-    def as_dict(self) -> dict[str, str]:
-        """The ``indicator`` object of events: ``{"type": ..., "value": ...}``."""
-        return {"type": self.type, "value": self.value}
-
-
-def vt_url_id(url: str) -> str:
-    """VirusTotal v3 URL id: unpadded URL-safe base64 of the URL string.
-
-    >>> vt_url_id("http://www.google.com")
-    'aHR0cDovL3d3dy5nb29nbGUuY29t'
-    """
-    return base64.urlsafe_b64encode(url.encode("utf-8")).decode("ascii").rstrip("=")
 
 
 def refang(text: str) -> str:
@@ -184,6 +155,8 @@ def _clean(value: object) -> str:
     if not isinstance(value, str):
         raise InputError(f"value must be a string, got {type(value).__name__}")
     text = value.strip().strip(_STRIP).strip()
+    if _SPECIAL.match(text) or _DEFANG_SCHEME.match(text):
+        text = _TAB_NEWLINE.sub("", text)  # as browsers do before they read a URL
     if not text:
         raise InputError("value is empty")
     if len(text) > MAX_URL_LENGTH:
@@ -333,29 +306,51 @@ def _split_port(hostport: str) -> tuple[str, str | None]:
 
 
 def _url(text: str) -> str:
-    """Normalize a URL; a value without a scheme is taken as http://."""
-    match = _SCHEME.match(text)
-    scheme = match[1].lower() if match else "http"
-    if scheme not in URL_SCHEMES:
-        raise _Mismatch(f"scheme {scheme[:20]!r} is not supported; use http, https or ftp")
-    authority, tail = _split_url(text[match.end():] if match else text)
+    """Normalize a URL; a value without a scheme is taken as http://.
+
+    The authority ends where a browser ends it (``/``, ``\\``, ``?`` or ``#``), a ``\\``
+    before the query is a ``/``, and the host is what a browser makes of it.
+    """
+    special = _SPECIAL.match(text)
+    if special:
+        scheme, rest = special[1].lower(), text[special.end():]
+    elif (other := _SCHEME.match(text)) is not None:
+        raise _Mismatch(f"scheme {other[1].lower()[:20]!r} is not supported; use http, https, ftp, ws or wss")
+    else:
+        scheme, rest = "http", text
+    rest = rest.partition("#")[0].rstrip(_STRIP)  # quoting left before the fragment
+    end = _AUTHORITY_END.search(rest)
+    authority, tail = (rest, "") if end is None else (rest[:end.start()], rest[end.start():])
+    path, question, query = tail.partition("?")
+    tail = path.replace("\\", "/") + question + query
     if any(c.isspace() for c in authority + tail):
         raise _Mismatch("it contains whitespace; percent-encode spaces as %20")
     userinfo, at, hostport = authority.rpartition("@")
-    if at and not match:
+    if at and not special:
         raise _Mismatch("it has no scheme; write it out with http:// or https://")
     host, port = _split_port(hostport)
     if not host:
         raise _Mismatch("it has no host")
-    try:
-        if host.startswith("[") or _DOTTED.fullmatch(host):
-            ip = _ip_indicator(_parse_ip(host)).value
-            host = f"[{ip}]" if ":" in ip else ip
-        else:
-            host = _domain(host)
-    except _Mismatch as exc:
-        raise _Mismatch(f"host {host[:80]!r}: {exc or 'not an IP address'}") from None
     if port and not (_PORT.fullmatch(port) and 0 < int(port) < 65536):
         raise _Mismatch(f"port {port[:20]!r} is not a number from 1 to 65535")
+    try:
+        host = _browser_host(scheme, hostport)
+    except _Mismatch as exc:
+        raise _Mismatch(f"host {host[:80]!r}: {exc or 'not an IP address'}") from None
     port_part = f":{int(port)}" if port and int(port) != _DEFAULT_PORTS[scheme] else ""
     return f"{scheme}://{userinfo}{at}{host}{port_part}{tail}"
+
+
+def _browser_host(scheme: str, hostport: str) -> str:
+    """The host of ``scheme://hostport/`` as a browser reads it (WHATWG host parsing), normalized."""
+    try:
+        parsed = ada_url.parse_url(f"{scheme}://{hostport}/")
+    except ValueError:
+        raise _Mismatch("browsers cannot read it as a host name or an address") from None
+    name, kind = str(parsed["hostname"]), int(parsed["host_type"])
+    if kind == ada_url.HostType.IPV4:
+        return name
+    if kind == ada_url.HostType.IPV6:
+        ip = _ip_indicator(_parse_ip(name)).value
+        return f"[{ip}]" if ":" in ip else ip
+    return _domain(name)

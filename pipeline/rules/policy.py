@@ -5,24 +5,31 @@ where other subscribers can see it. So before any request this decides, from
 the indicator and the event's security labels, whether it may leave. Rules, in
 order, first match wins:
 
-1. a label in ``block_labels`` (TLP:RED, TLP:AMBER+STRICT by default) -> never sent;
-2. if ``allow_labels`` is set, an event carrying none of them -> not sent;
-3. an IP (or a URL's IP host) that is not globally routable -> never sent;
-4. a domain (or a URL's host) at or under an internal domain, or a special-use
+1. a label in ``block_labels`` (TLP:RED, TLP:AMBER+STRICT and PAP:RED by default)
+   -> never sent; a blocked TLP or PAP level blocks every stricter level of it too
+   (blocking TLP:AMBER blocks TLP:AMBER+STRICT and TLP:RED);
+2. a label that names TLP or PAP but is no marking vtstream knows -> never sent
+   (it cannot tell what the label allows, so it fails closed);
+3. if ``allow_labels`` is set, an event carrying none of them -> not sent;
+4. an IP (or a URL's IP host) that is not globally routable -> never sent;
+5. a domain (or a URL's host) at or under an internal domain, or a special-use
    name (:data:`SPECIAL_USE_DOMAINS`) -> never sent.
 
-Hashes have no network rule. Labels are compared case-insensitively with all
-whitespace removed (``"tlp: red"`` blocks like ``TLP:RED``): a near-miss on a
-block label must fail closed, not leak.
+Hashes have no network rule. Labels are read from the event's ``labels``,
+``tags`` and ``tlp`` alike and compared as :mod:`pipeline.rules.labels` reads them
+(Unicode-normalized, case-folded, split on ``,`` and ``;``, any separator between
+TLP and its level): a near-miss on a block label must fail closed, not leak.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from pipeline.rules.indicators import Indicator, url_host
+from pipeline.contracts.indicator import Indicator
+from pipeline.rules.indicators import url_host
+from pipeline.rules.labels import MARKING_LEVELS, Label, Labels, as_labels, read_labels, strings
 
 #: Names that only mean something inside one network; a lookup would leak
 #: internal naming and VirusTotal can say nothing useful about them. Each entry
@@ -90,26 +97,20 @@ class Decision:
 ALLOWED = Decision(True)
 
 
-def check(indicator: Indicator, labels: Sequence[str], *, block_labels: Sequence[str],
-          allow_labels: Sequence[str], internal_domains: Sequence[str]) -> Decision:
-    """Decide whether ``indicator``, seen on an event carrying ``labels``, may go to VirusTotal.
+def check(indicator: Indicator, labels: Labels, *, block_labels: Labels, allow_labels: Labels,
+          internal_domains: Sequence[str], tags: Labels = (), tlp: Labels = ()) -> Decision:
+    """Decide whether ``indicator``, seen on an event carrying ``labels`` (and ``tags``, ``tlp``),
+    may go to VirusTotal. ``labels`` may hold :class:`~pipeline.rules.labels.Label` values
+    already read, or strings.
 
     >>> check(Indicator("ip", "10.0.0.1"), [], block_labels=["TLP:RED"], allow_labels=[],
     ...       internal_domains=[]).reason
     '10.0.0.1 is a private address (RFC 1918); never sent to VirusTotal'
     """
-    event_labels = {normalise_label(label): label.strip() for label in _strings(labels)}
-    event_labels.pop("", None)
-    for label in _strings(block_labels):
-        if normalise_label(label) in event_labels:
-            shown = event_labels[normalise_label(label)]
-            return Decision(False, f"the event is labelled {shown}; events with that label are "
-                            "never sent to VirusTotal", "blocked_label")
-    allowed = [label.strip() for label in _strings(allow_labels) if normalise_label(label)]
-    if allowed and not carries_any_label(labels, allowed):
-        carried = ", ".join(event_labels.values()) or "no label"
-        return Decision(False, f"the event carries {carried}; only events labelled "
-                        f"{' or '.join(allowed)} are sent to VirusTotal", "not_in_allow_list")
+    carried = as_labels(labels) + read_labels((), tags, tlp)
+    refused = _check_labels(carried, as_labels(block_labels), as_labels(allow_labels))
+    if refused is not None:
+        return refused
     if indicator.type in ("ip", "domain"):
         return _check_host(indicator.value, internal_domains, "")
     if indicator.type == "url":
@@ -117,33 +118,42 @@ def check(indicator: Indicator, labels: Sequence[str], *, block_labels: Sequence
     return ALLOWED
 
 
-def _strings(items: Iterable[object] | str | None) -> list[str]:
-    """Defensive: a bare string is one label (not its characters); non-strings are skipped."""
-    if items is None:
-        return []
-    if isinstance(items, str):
-        return [items]
-    return [item for item in items if isinstance(item, str)]
+def _check_labels(carried: tuple[Label, ...], blocked: tuple[Label, ...], allowed: tuple[Label, ...]) -> Decision | None:
+    """Rules 1 to 3."""
+    for label in carried:
+        for block in blocked:
+            if label.key == block.key:
+                return Decision(False, f"the event is labelled {label.shown}; events with that label are "
+                                "never sent to VirusTotal", "blocked_label")
+            if label.at_least(block):
+                return Decision(False, f"the event is labelled {label.shown}, as strict as or stricter than "
+                                f"the blocked {block.shown}; such events are never sent to VirusTotal",
+                                "blocked_label")
+    for label in carried:
+        if label.unknown and label.scheme is not None:
+            scheme = label.scheme.upper()
+            return Decision(False, f"the event carries the label {label.shown}, which names {scheme} but is no "
+                            f"{scheme} level vtstream knows ({_levels(label.scheme)}); a marking that cannot be "
+                            "read is never sent to VirusTotal", "unknown_label")
+    if allowed and not carries_any_label(carried, allowed):
+        shown = ", ".join(label.shown for label in carried) or "no label"
+        return Decision(False, f"the event carries {shown}; only events labelled "
+                        f"{' or '.join(label.shown for label in allowed)} are sent to VirusTotal", "not_in_allow_list")
+    return None
 
 
-def normalise_label(label: str) -> str:
-    """The form labels are compared in: no whitespace anywhere, case folded.
-
-    >>> normalise_label(" TLP: Clear "), normalise_label("tlp:amber+strict")
-    ('tlp:clear', 'tlp:amber+strict')
-    """
-    return "".join(label.split()).casefold()
+def _levels(scheme: str) -> str:
+    return ", ".join(f"{scheme.upper()}:{level.upper()}" for level in MARKING_LEVELS[scheme])
 
 
-def carries_any_label(labels: Iterable[object] | str | None, wanted: Iterable[object] | str | None) -> bool:
-    """Whether an event carrying ``labels`` carries one of ``wanted`` (normalised, see above).
+def carries_any_label(labels: Labels, wanted: Labels) -> bool:
+    """Whether an event carrying ``labels`` carries one of ``wanted`` (both read the same way).
 
     >>> carries_any_label(["TLP: CLEAR"], ["TLP:CLEAR"]), carries_any_label([], ["TLP:CLEAR"])
     (True, False)
     """
-    carried = {normalise_label(label) for label in _strings(labels)}
-    carried.discard("")
-    return any(normalise_label(label) in carried for label in _strings(wanted))
+    carried = {label.key for label in as_labels(labels)}
+    return any(label.key in carried for label in as_labels(wanted))
 
 
 def _check_host(host: str, internal_domains: Sequence[str], prefix: str) -> Decision:
@@ -188,7 +198,7 @@ def _embedded_v4(address: ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _check_domain(name: str, internal_domains: Sequence[str], prefix: str) -> Decision:
-    for internal in _strings(internal_domains):
+    for internal in strings(internal_domains):
         suffix = internal.strip().lower().removeprefix("*").strip(".")
         if suffix and _is_under(name, suffix):
             return Decision(False, f"{prefix}{name} is under the internal domain {suffix}; "

@@ -4,16 +4,23 @@ VirusTotal keeps every URL it is asked about and shows it to its other
 subscribers, so a password in the userinfo (``https://user:pw@host/``) or a
 session token in the query (``?token=...``, ``&X-Amz-Signature=...``) would be
 published. Intake passes every URL through :func:`redact` before it becomes a
-cache key, a lookup, a submission or a poll:
+cache key, a lookup, a submission or a poll (and the gateway again, at its edge):
 
+* **link wrappers** of mail gateways (Safe Links, URL Defense...) carry the
+  recipient: the wrapper is replaced by the link it wraps
+  (:mod:`pipeline.rules.wrappers`), which is then redacted like any URL;
 * **userinfo** (``user:pw@``, or ``user@``): ``strip`` (default) removes it,
   ``skip`` keeps the URL away from VirusTotal, ``send`` leaves it in;
-* **secret parameters**, compared by name percent-decoded and case-folded (a
-  PHP-style ``name[]`` counts as ``name``), in the query, as ``;name=value`` path
-  parameters (``;jsessionid=``), as ``name=value`` pairs in a fragment (an
-  OAuth ``#access_token=``) and inside a URL nested, percent-encoded, in a
-  parameter value (a mail gateway's safe link): ``drop`` (default) removes
-  each, repeats included, ``skip`` keeps the URL away.
+* **secret parameters**, compared by name percent-decoded, case-folded and without
+  ``-``, ``_`` or ``.`` (``accessToken``, ``access-token`` and ``ACCESS_TOKEN`` are
+  one name; a PHP-style ``name[]`` counts as ``name``), in the query, as
+  ``;name=value`` path parameters (``;jsessionid=``), as ``name=value`` pairs in a
+  fragment (an OAuth ``#access_token=``) and inside a URL nested, percent-encoded,
+  in a parameter value: ``drop`` (default) removes each, repeats included, ``skip``
+  keeps the URL away;
+* **secret values**: a query, path-parameter or fragment value shaped like a JWT or
+  an e-mail address (``VTSTREAM_URL_REDACT_VALUES``, :mod:`pipeline.rules.shapes`)
+  goes whatever its name, under the same ``drop`` / ``skip`` mode.
 
 Everything else is kept byte for byte, not re-encoded, so a URL with nothing to
 redact keeps its VirusTotal id. Events keep the URL as the SIEM sent it; the
@@ -28,66 +35,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Literal, Mapping
+from typing import Any
 from urllib.parse import quote, unquote
 
-UserinfoMode = Literal["strip", "skip", "send"]
-RedactMode = Literal["drop", "skip"]
-USERINFO_MODES: tuple[str, ...] = ("strip", "skip", "send")
-REDACT_MODES: tuple[str, ...] = ("drop", "skip")
+from pipeline.errors import InputError
+from pipeline.rules.indicators import classify
+from pipeline.rules.shapes import secret_kind
+from pipeline.rules.wrappers import unwrap
+from pipeline.settings.groups import UrlPrivacy
 
 #: What replaces a secret in dead letters and logs.
 MASK = "REDACTED"
 
-#: Parameters removed by default. Credentials and session or one-time tokens of
-#: login, password-reset and OAuth links, then signed-URL parameters:
-#: AWS SigV4 (X-Amz-*) and SigV2 (AWSAccessKeyId, Signature), GCS V4 (X-Goog-*)
-#: and V2 (GoogleAccessId, Signature), Azure SAS (``sig``). Of Azure's SAS
-#: parameters only ``sig`` is a secret: it is the HMAC that grants access, and a
-#: SAS without it grants nothing; ``sv``, ``se``, ``st``, ``sp``, ``sr``, ``ss``,
-#: ``srt``, ``spr``, ``sip`` describe the grant (version, expiry, start,
-#: permissions, resource, protocol, address range) and stay, as they show the link
-#: was a SAS. ``skoid`` and ``sktid`` (user delegation SAS) name the Entra ID user
-#: and tenant that signed, so they go too. Servlet and PHP session ids
-#: (``jsessionid``, ``phpsessid``) are sessions under other names.
-DEFAULT_SECRET_PARAMS: tuple[str, ...] = (
-    "token", "access_token", "id_token", "refresh_token", "code", "session", "sessionid", "sid",
-    "jsessionid", "phpsessid", "password", "passwd", "pwd", "key", "apikey", "api_key", "secret",
-    "sig", "signature", "auth", "jwt",
-    "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId",
-    "X-Goog-Signature", "X-Goog-Credential", "GoogleAccessId",
-    "skoid", "sktid",
-)
-
 _PAIR_SEP = re.compile(r"([&;])")
-_ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
+
 # Free text: userinfo right after "//" (any scheme, defanged ones too), or a bare "user:pw@".
 _TEXT_USERINFO = re.compile(r"(?<=//)[^\s/?#@\"'<>\\]+(?=@)|(?<![\w.%+-])[\w.%+-]+:[^\s/?#@\"'<>\\]*(?=@)")
 _TEXT_PAIR = re.compile(r"(?<=[?&;#])([^\s=&;#?\"'<>\\]+)=([^\s&;#\"'<>\\]*)")
-
-
-@dataclass(frozen=True, slots=True)
-class UrlPrivacy:
-    """The three settings: ``VTSTREAM_URL_USERINFO``, ``VTSTREAM_URL_REDACT_PARAMS``, ``VTSTREAM_URL_REDACT_MODE``."""
-
-    userinfo: str = "strip"
-    params: frozenset[str] = frozenset(name.casefold() for name in DEFAULT_SECRET_PARAMS)
-    mode: str = "drop"
-
-    @classmethod
-    def of(cls, userinfo: str, params: tuple[str, ...], mode: str) -> "UrlPrivacy":
-        """From the settings' values; names are compared case-folded."""
-        return cls(userinfo, frozenset(name.strip().casefold() for name in params if name.strip()), mode)
-
-    def is_secret(self, raw_name: str) -> bool:
-        """Whether a parameter name, as written in a URL, names a secret.
-
-        >>> UrlPrivacy().is_secret("%54oken[]")
-        True
-        """
-        name = unquote(raw_name.replace("+", " ")).strip()
-        return _ARRAY_SUFFIX.sub("", name).casefold() in self.params
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,22 +66,25 @@ class Redaction:
 
 
 #: How deep :func:`redact` looks into URLs nested in parameter values (a mail gateway's
-#: safe link wrapping a reset link is one level).
+#: safe link wrapping a reset link is one level), and how many wrappers it takes off.
 MAX_NESTING = 3
 
 
-@lru_cache(maxsize=65536)
 def redact(url: str, rules: UrlPrivacy) -> Redaction:
     """The form of ``url`` that may go to VirusTotal (``url`` is normalized: scheme://authority...).
 
-    A parameter value that is itself a URL, percent-encoded (``?url=https%3A%2F%2F...``,
-    as mail gateways wrap links), gets the same treatment, re-encoded only if it changed.
+    A parameter value that is itself a URL, percent-encoded (``?url=https%3A%2F%2F...``),
+    gets the same treatment, re-encoded only if it changed.
 
     >>> redact("https://alice:pw@bank.example/reset?token=abc&lang=en", UrlPrivacy())
     Redaction(url='https://bank.example/reset?lang=en', redacted=('userinfo', 'token'), reason=None, rule=None)
     """
+    unwrapped, wrappers = _unwrapped(url)
+    if unwrapped is None:
+        return Redaction(None, reason=f"the URL is a {wrappers[-1]} link whose target cannot be read; the link "
+                         "carries its recipient, so it is not sent to VirusTotal", rule="url_wrapper")
     walk = _Walk(rules)
-    cleaned = walk.url(url, 0)
+    cleaned = walk.url(unwrapped, 0)
     if rules.userinfo == "skip" and "userinfo" in walk.found:
         return Redaction(None, reason="the URL carries a user name or password; "
                          "VTSTREAM_URL_USERINFO=skip keeps such URLs away from VirusTotal", rule="url_userinfo")
@@ -126,7 +93,23 @@ def redact(url: str, rules: UrlPrivacy) -> Redaction:
         return Redaction(None, reason=f"the URL carries the secret parameter {', '.join(names)}; "
                          "VTSTREAM_URL_REDACT_MODE=skip keeps such URLs away from VirusTotal",
                          rule="url_secret_param")
-    return Redaction(cleaned, tuple(dict.fromkeys(walk.found)))
+    return Redaction(cleaned, tuple(dict.fromkeys([*wrappers, *walk.found])))
+
+
+def _unwrapped(url: str) -> tuple[str | None, list[str]]:
+    """``url`` with known link wrappers taken off (normalized like any sighting), and their names;
+    None when a wrapper's target cannot be read as a URL."""
+    names: list[str] = []
+    for _ in range(MAX_NESTING):
+        found = unwrap(url)
+        if found is None:
+            return url, names
+        names.append(found.wrapper)
+        try:
+            url = classify(found.target or "", "url").value
+        except InputError:
+            return None, names
+    return (None, names) if unwrap(url) is not None else (url, names)
 
 
 class _Walk:
@@ -160,8 +143,6 @@ class _Walk:
 
     def pairs(self, text: str, depth: int) -> str:
         """``a=1&token=x;b=2`` -> ``a=1;b=2``: secret pairs out, the rest and its separators as written."""
-        if "=" not in text:
-            return text
         parts = _PAIR_SEP.split(text)
         kept: list[str] = []
         for index in range(0, len(parts), 2):
@@ -170,8 +151,12 @@ class _Walk:
                 self.found.append(unquote(name))
                 continue
             if equals and depth < MAX_NESTING:
-                parts[index] = f"{name}={self.nested(value, depth + 1)}"
-            kept.extend((parts[index - 1] if kept else "", parts[index]))
+                value = self.nested(value, depth + 1)
+            kind = secret_kind(value if equals else name, self.rules.redact_values)
+            if kind is not None:
+                self.found.append(unquote(name) if equals else kind)
+                continue
+            kept.extend((parts[index - 1] if kept else "", f"{name}={value}" if equals else name))
         return "".join(kept)
 
     def nested(self, value: str, depth: int) -> str:
@@ -234,62 +219,3 @@ def scrub_all(value: Any, rules: UrlPrivacy) -> Any:
     if isinstance(value, list):
         return [scrub_all(item, rules) for item in value]
     return value
-
-
-#: The origin field in which intake keeps, for its own sighting, the URL as the SIEM
-#: sent it and what was redacted (only when something was). Never published.
-AS_SEEN = "as_seen"
-
-
-def note(url: str, redaction: Redaction) -> dict[str, Any]:
-    """The origin's :data:`AS_SEEN` note for a redacted sighting."""
-    return {"value": url, "redacted": list(redaction.redacted)}
-
-
-def at_edge(request: dict[str, Any], rules: UrlPrivacy) -> tuple[dict[str, Any], str | None]:
-    """The last check before VirusTotal, for a request that did not come through intake's
-    (a replayed record, one parked before the rules changed): its URL is redacted here
-    (the origin gets the note), or the request is refused with the reason (second item).
-
-    >>> at_edge({"indicator": {"type": "url", "value": "http://h/?sid=1"}}, UrlPrivacy())[0]["indicator"]
-    {'type': 'url', 'value': 'http://h/'}
-    """
-    indicator = request.get("indicator") or {}
-    if indicator.get("type") != "url" or not isinstance(indicator.get("value"), str):
-        return request, None
-    redaction = redact(indicator["value"], rules)
-    if redaction.url == indicator["value"]:
-        return request, None
-    origin = dict(request.get("origin") or {})
-    if redaction.url is None:
-        origin[AS_SEEN] = {"value": indicator["value"], "redacted": [], "sent": False}
-        return {**request, "origin": origin}, redaction.reason
-    origin.setdefault(AS_SEEN, note(indicator["value"], redaction))
-    return {**request, "indicator": {"type": "url", "value": redaction.url}, "origin": origin}, None
-
-
-def seen_indicator(indicator: Mapping[str, str], origin: Mapping[str, Any] | None) -> dict[str, str]:
-    """The indicator as the sighting's SIEM sent it (``indicator`` is what was sent)."""
-    seen = (origin or {}).get(AS_SEEN)
-    value = seen.get("value") if isinstance(seen, dict) else None
-    return {"type": indicator["type"], "value": value if isinstance(value, str) else indicator["value"]}
-
-
-def for_summary(indicator: Mapping[str, str], origin: Mapping[str, Any] | None
-                ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any]]:
-    """For one sighting's summary: its indicator as seen, the origin to publish (without
-    the note) and, for a URL that was sent, ``sent_as`` and ``redacted``.
-
-    >>> for_summary({"type": "url", "value": "https://h/"},
-    ...             {"ref": "r/0/1", "as_seen": {"value": "https://u@h/", "redacted": ["userinfo"]}})
-    ({'type': 'url', 'value': 'https://u@h/'}, {'ref': 'r/0/1'}, {'sent_as': 'https://h/', 'redacted': ['userinfo']})
-    """
-    shown = None if origin is None else {k: v for k, v in origin.items() if k != AS_SEEN}
-    if indicator["type"] != "url":
-        return dict(indicator), shown, {}
-    seen = (origin or {}).get(AS_SEEN)
-    if isinstance(seen, dict) and seen.get("sent") is False:
-        return seen_indicator(indicator, origin), shown, {}
-    redacted = seen.get("redacted") if isinstance(seen, dict) else None
-    return (seen_indicator(indicator, origin), shown,
-            {"sent_as": indicator["value"], "redacted": list(redacted) if isinstance(redacted, list) else []})

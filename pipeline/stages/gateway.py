@@ -11,7 +11,11 @@ One request record is one piece of work (``op``):
 - ``lookup``: the report for an IP, domain, hash, URL or file hash. A URL
   VirusTotal does not know, or knows only from a report older than
   ``VTSTREAM_URL_MAX_AGE``, is submitted for scanning; so is an unknown file
-  whose event carries an upload label (``VTSTREAM_UPLOAD_LABELS``).
+  whose event carries an upload label (``VTSTREAM_UPLOAD_LABELS``), if its bytes
+  still are what intake approved (:func:`pipeline.inputs.files.approved_upload`).
+
+Before any call the request passes the privacy gate again (:func:`pipeline.rules.gate.at_edge`):
+a record produced straight to vt.requests or vt.replay gets no further than intake would let it.
 - ``poll``: a submitted scan. Queued: park it one tier further. Done: fetch
   and answer with the report.
 
@@ -36,27 +40,28 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-
-import orjson
 
 from topics import DEAD, RESPONSES
 
-from pipeline.errors import DailyQuotaExhausted, RecordError
-from pipeline.events import dead_letter
+from pipeline.contracts.quota import GOVERNOR_KEY, QuotaState
+from pipeline.contracts.wire import Status, VtRequest
+from pipeline.errors import DailyQuotaExhausted, InputError, RecordError
+from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
-from pipeline.kafka.runtime import Context, Outbox
-from pipeline.observe.metrics import quota_readings
-from pipeline.records import Status, VtRequest, origin_labels, origin_source
-from pipeline.rules import files, privacy
+from pipeline.kafka.runtime import Context, Outbox, Received
+from pipeline.rules import gate
+from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.labels import origin_labels
 from pipeline.rules.policy import carries_any_label
 from pipeline.stages import retry
-from pipeline.vt.client import LookupResult, Pace, Submission, Upload, VirusTotalClient, report_age
-from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
+from pipeline.vt.client import LookupResult, WaitTurn, Submission, Upload, VirusTotalClient, report_age
 from pipeline.vt.discovery import AllowanceWatch
+from pipeline.vt.errors import QuotaExceeded, VirusTotalError, WrongCredentials
 from pipeline.vt.governor import Governor, Yielded
 
-log = logging.getLogger("vtstream.gateway")
+log = logging.getLogger("vtstream.stages.gateway")
 
 QUOTA_BACKOFF_START, QUOTA_BACKOFF_CAP = 60.0, 900.0
 #: The lanes in the governor's order: live lookups, replay lookups, then polls and retries.
@@ -84,19 +89,18 @@ class Gateway:
         self.ctx, self.client, self.shared, self.priority = ctx, client, shared, priority
         self.settings = ctx.settings
 
-    async def handle(self, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+    async def handle(self, out: Outbox, record: Received) -> None:
         """Process one vt.requests / vt.polls record."""
         with self.shared.governor.serving(self.priority):
-            await self._handle(out, key, value)
+            await self._handle(out, record.key, record.value)
 
     async def _handle(self, out: Outbox, key: bytes, value: bytes | None) -> None:
         try:
-            request = VtRequest.from_bytes(value)
-            at_edge, refused = privacy.at_edge(request.to_dict(), self.settings.url_privacy)
-            request = VtRequest.from_dict(at_edge)
+            request, refused = gate.at_edge(VtRequest.from_bytes(value), self.settings.policy,
+                                            self.settings.privacy)
         except RecordError as exc:
             await out.send(DEAD, key, dead_letter(value, stage="gateway", reason="malformed request record",
-                                                  error=str(exc), privacy=self.settings.url_privacy))
+                                                  error=str(exc), privacy=self.settings.privacy))
             return
         if refused is not None:
             await self._respond(out, key, request, "error", reason=f"not checked: {refused}")
@@ -156,37 +160,51 @@ class Gateway:
             return
         result = await self.client.lookup(indicator, self._pace(request), api=api, relationships=relationships)
         submission = await self._submit_if_needed(request, result)
-        if submission is None:
-            await self._answer(out, key, request, result)
+        if not isinstance(submission, Submission):
+            await self._answer(out, key, request, result, not_uploaded=submission)
             return
         await self._respond(out, key, request, "pending", body=submission.body, step="scan",
                             reason="scan submitted; the report follows when VirusTotal finishes")
         await self._park(out, key, request.poll(submission.analysis_id),
-                         retry.backoff(1, self.settings.retry_tiers), "scan queued")
+                         retry.backoff(1, self.settings.retry.tiers), "scan queued")
 
-    async def _submit_if_needed(self, request: VtRequest, result: LookupResult) -> Submission | None:
+    async def _submit_if_needed(self, request: VtRequest, result: LookupResult) -> Submission | str | None:
+        """The scan submitted, or None, or (a file that may not be uploaded after all) why not."""
         api, action = request.api, request.action
         if action == "submit_url":
             age = report_age(result.body, api, self.ctx.clock()) if result.status == "found" else None
-            if result.status == "found" and (age is None or age <= self.settings.url_max_age_s):
+            if result.status == "found" and (age is None or age <= self.settings.vt.url_max_age_s):
                 return None
             return await self.client.submit_url(request.indicator.value, self._pace(request), api=api)
         if action == "submit_file" and result.status == "not_found" and self._may_upload(request):
-            return await self.client.submit_file(_upload(request.file), self._pace(request), api=api)
+            try:
+                upload = await asyncio.to_thread(_approved_upload, request, self.settings.policy.file_root)
+            except InputError as exc:
+                log.warning("file upload refused for %s: %s", request.indicator.value, exc)
+                return f"not uploaded: {exc}"
+            try:
+                return await self.client.submit_file(upload, self._pace(request), api=api)
+            except InputError as exc:  # the bytes changed while they streamed: the upload was cut short
+                return f"not uploaded: {exc}"
+            finally:
+                upload.close()
         return None
 
     def _may_upload(self, request: VtRequest) -> bool:
-        return carries_any_label(origin_labels(request.origin), self.settings.upload_labels)
+        return carries_any_label(origin_labels(request.origin), self.settings.policy.upload_labels)
 
-    def _pace(self, request: VtRequest) -> Pace:
-        source = origin_source(request.origin)
+    def _pace(self, request: VtRequest) -> WaitTurn:
+        source = request.origin.source
 
         async def pace() -> None:
             shared = self.shared
             if not shared.loaded:
-                stored = self.ctx.quota.get(b"governor")
+                stored = self.ctx.quota.get(GOVERNOR_KEY)
                 if stored:
-                    shared.governor.load(orjson.loads(stored))
+                    try:
+                        shared.governor.load(QuotaState.from_bytes(stored))
+                    except RecordError as exc:
+                        log.warning("the governor's stored state is unreadable, starting afresh: %s", exc)
                 shared.loaded = True
             await shared.governor.acquire(source, self.priority, should_yield=self.ctx.must_yield)
             self._store_governor()
@@ -196,40 +214,43 @@ class Gateway:
     def _store_governor(self) -> None:
         """Write the governor's state to vt.quota: after each call, and when a pause starts,
         so `vtstream status` shows the pause."""
-        self.ctx.quota[b"governor"] = orjson.dumps(self.shared.governor.state())
+        self.ctx.quota[GOVERNOR_KEY] = self.shared.governor.state().to_bytes()
 
-    async def _answer(self, out: Outbox, key: bytes, request: VtRequest, result: LookupResult) -> None:
+    async def _answer(self, out: Outbox, key: bytes, request: VtRequest, result: LookupResult,
+                      not_uploaded: str | None = None) -> None:
         if self.shared.key_rejected:
             log.info("VirusTotal accepts the API key again; calls resume")
             self.shared.key_rejected = False
         notes = list(result.notes)
-        if request.action == "submit_file" and result.status == "not_found" and not self._may_upload(request):
+        if not_uploaded is not None:
+            notes.append(not_uploaded)
+        elif request.action == "submit_file" and result.status == "not_found" and not self._may_upload(request):
             notes.append(NOT_UPLOADED)
         await self._respond(out, key, request, result.status, body=result.body, notes=tuple(notes),
                             requests=result.requests)
 
     async def _still_queued(self, out: Outbox, key: bytes, request: VtRequest) -> None:
         polled = request.retried()
-        if polled.attempt >= self.settings.retry_max_attempts:
+        if polled.attempt >= self.settings.retry.max_attempts:
             reason = f"not checked: VirusTotal did not finish the scan after {polled.attempt} polls"
             await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=polled.attempt,
-                                                  privacy=self.settings.url_privacy))
+                                                  privacy=self.settings.privacy))
             await self._respond(out, key, request, "error", reason=reason)
             return
-        await self._park(out, key, polled, retry.backoff(polled.attempt + 1, self.settings.retry_tiers),
+        await self._park(out, key, polled, retry.backoff(polled.attempt + 1, self.settings.retry.tiers),
                          "scan still queued")
 
     async def _failed(self, out: Outbox, key: bytes, request: VtRequest, exc: VirusTotalError) -> None:
         failed = request.retried()
-        if exc.retryable and failed.attempt < self.settings.retry_max_attempts:
+        if exc.retryable and failed.attempt < self.settings.retry.max_attempts:
             log.warning("%s for %s (attempt %d of %d), parked: %s", type(exc).__name__, key.decode(errors="replace"),
-                        failed.attempt, self.settings.retry_max_attempts, exc)
-            await self._park(out, key, failed, retry.backoff(failed.attempt, self.settings.retry_tiers),
+                        failed.attempt, self.settings.retry.max_attempts, exc)
+            await self._park(out, key, failed, retry.backoff(failed.attempt, self.settings.retry.tiers),
                              f"{type(exc).__name__}: {exc}")
             return
         reason = f"not checked: {type(exc).__name__} from VirusTotal"
         await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, error=str(exc),
-                                              attempts=failed.attempt, privacy=self.settings.url_privacy))
+                                              attempts=failed.attempt, privacy=self.settings.privacy))
         await self._respond(out, key, request, "error", reason=reason)
 
     async def _hold_for_key(self, out: Outbox, key: bytes, request: VtRequest, exc: WrongCredentials) -> bool:
@@ -237,7 +258,7 @@ class Gateway:
 
         Tries again every first-tier delay (30 s by default): one call per interval, no more.
         """
-        hold = retry.backoff(1, self.settings.retry_tiers)
+        hold = retry.backoff(1, self.settings.retry.tiers)
         if not self.shared.key_rejected:
             log.error("VirusTotal rejected the API key (HTTP %s). Calls stop; records are held, not dropped. "
                       "Fix VTSTREAM_VT_API_KEY and restart the workers; until then the gateway tries again "
@@ -250,12 +271,12 @@ class Gateway:
             if self.ctx.must_yield():
                 await self._park(out, key, request, deadline - now, "API key rejected")
                 return False
-            await asyncio.sleep(min(deadline - now, self.settings.retry_slice_s))
+            await asyncio.sleep(min(deadline - now, self.settings.retry.slice_s))
         return True
 
     async def _park(self, out: Outbox, key: bytes, request: VtRequest, wait_s: float, reason: str) -> None:
         topic, record = retry.parked(request, wait_s=wait_s, reason=reason, now=self.ctx.clock(),
-                                     tiers=self.settings.retry_tiers)
+                                     tiers=self.settings.retry.tiers)
         await out.send(topic, key, record)
 
     async def _respond(self, out: Outbox, key: bytes, request: VtRequest, status: Status, *,
@@ -265,19 +286,28 @@ class Gateway:
                                                        requests=requests))
 
 
-def _upload(ref: files.FileRef | None) -> Upload:
+def _approved_upload(request: VtRequest, file_root: Path | None) -> Upload:
+    """What may be uploaded for a submit_file request: only bytes that hash to the indicator looked up
+    (:func:`pipeline.inputs.files.approved_upload`); InputError says why nothing may."""
+    ref = request.file
     if ref is None:
-        return Upload(name="sample", size=0)
-    return Upload(name=ref.name or "sample", size=ref.size, content=files.content(ref), path=ref.path)
+        raise InputError("the request carries no file")
+    if ref.sha256 != request.indicator.value:
+        raise InputError("the request's file is not the one its indicator names")
+    approved = files.approved_upload(ref, file_root)
+    name = ref.name or "sample"
+    if isinstance(approved, bytes):
+        return Upload(name=name, size=len(approved), content=approved)
+    return Upload(name=name, size=approved.size, stream=approved.chunks, closing=approved.close)
 
 
 def install(ctx: Context) -> None:
     """Register one gateway agent per lane (live lookups, replay lookups, due work) on ctx.app."""
     s = ctx.settings
-    governor = Governor(s.vt_rate_per_minute, s.vt_daily_quota, monthly_quota=s.vt_monthly_quota,
-                        source_caps=dict(s.source_daily_caps), clock=ctx.clock)
-    shared = Shared(governor, AllowanceWatch(governor, s.vt_api_version))
-    ctx.metrics.read_quota(lambda: quota_readings(shared.governor) if shared.loaded else [])
+    governor = Governor(s.vt.rate_per_minute, s.vt.daily_quota, monthly_quota=s.vt.monthly_quota,
+                        source_caps=dict(s.vt.source_daily_caps), clock=ctx.clock)
+    shared = Shared(governor, AllowanceWatch(governor, s.vt.api_version))
+    ctx.metrics.read_quota(lambda: shared.governor.readings() if shared.loaded else [])
     for priority, (topic, name) in enumerate(LANES):
         _install_one(ctx, shared, topic, name, priority)
 
@@ -289,7 +319,7 @@ def _install_one(ctx: Context, shared: Shared, topic: str, name: str, priority: 
             gateway = Gateway(ctx, client, shared, priority)
             watching = await shared.watch.start(client)
             try:
-                await run_in_flight(ctx, stream, name, gateway.handle, ctx.settings.vt_max_in_flight)
+                await run_in_flight(ctx, stream, name, gateway.handle, ctx.settings.vt.max_in_flight)
             finally:
                 if watching is not None:
                     watching.cancel()

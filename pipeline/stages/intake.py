@@ -1,7 +1,7 @@
 """Stage 1, intake: indicators.raw -> a cached summary, vt.lookups, a skip summary, or vt.dead.
 
 A raw record is a JSON object (``value`` plus optional ``type``, ``id``,
-``source``, ``observed_at``, ``labels``, ``tags``) or a bare text line such as
+``source``, ``observed_at``, ``labels``, ``tags``, ``tlp``) or a bare text line such as
 ``8.8.8.8``. Intake decodes it, classifies and normalizes the indicator, and
 runs the policy gate *before* anything can reach VirusTotal. Every outcome is a
 plain value (:class:`Accepted`, :class:`Skipped`, :class:`Rejected`): no input,
@@ -16,31 +16,34 @@ else goes on to the lookup stage, which owns the cache.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from functools import lru_cache, partial
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Union
 
 import orjson
 
 from topics import DEAD, ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
 
-from pipeline.kafka.direct import DirectStage
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.indicator import FileRef
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import LIST_FIELDS, TEXT_FIELDS, Origin, SeenAs
+from pipeline.contracts.wire import LookupRequest
 from pipeline.errors import InputError
-from pipeline.events import cache_hit, dead_letter, skipped_event, summary_event
-from pipeline.records import LookupRequest
-from pipeline.rules.files import FileRef
-from pipeline.rules.files import prepare as prepare_file
-from pipeline.rules.indicators import Indicator, classify
-from pipeline.rules import privacy
-from pipeline.rules.policy import Decision, check
+from pipeline.inputs.files import prepare as prepare_file
+from pipeline.kafka.direct import DirectStage
 from pipeline.kafka.replica import CacheCopy, CacheReplica
-from pipeline.kafka.runtime import Context, Outbox
-from pipeline.settings import Settings
+from pipeline.kafka.runtime import Context, Outbox, Received
+from pipeline.rules.deadletter import dead_letter
+from pipeline.rules.gate import Verdict, judge
+from pipeline.rules.indicators import classify
+from pipeline.rules.labels import read_labels
+from pipeline.rules.memo import Memo
+from pipeline.settings import PolicySettings, Settings, UrlPrivacy
 
 #: Longest accepted record; larger ones are dead-lettered unread (a SIEM bug, not an indicator).
 MAX_RECORD_BYTES = 2 * 1024 * 1024
-_TEXT_FIELDS = ("id", "source", "observed_at")
-_LIST_FIELDS = ("labels", "tags")
 _MAX_LIST = 256
 
 
@@ -49,7 +52,7 @@ class Accepted:
     """A valid indicator that policy allows to send (``file`` set for submit_file events)."""
 
     indicator: Indicator
-    origin: dict[str, Any]
+    origin: Origin
     action: str
     file: FileRef | None = None
 
@@ -59,7 +62,7 @@ class Skipped:
     """A valid indicator that policy keeps away from VirusTotal."""
 
     indicator: Indicator
-    origin: dict[str, Any]
+    origin: Origin
     action: str
     reason: str
     rule: str
@@ -82,46 +85,64 @@ def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
     >>> parse(b"hxxp://evil[.]example.com/x", "indicators.raw/0/7", Settings()).indicator.value
     'http://evil.example.com/x'
     """
+    fields = decode(raw)
+    return fields if isinstance(fields, Rejected) else judge_fields(fields, ref, settings)
+
+
+def decode(raw: bytes | None) -> dict[str, Any] | Rejected:
+    """The record's fields, or why it is not an indicator record (cheap: no file is read)."""
+    try:
+        return _decode(raw)
+    except InputError as exc:
+        return Rejected(str(exc))
+
+
+def is_file_event(fields: dict[str, Any] | Rejected) -> bool:
+    """Whether decoded ``fields`` describe a file (hashing it may take seconds: off the event loop).
+    Decided on the decoded record, so ``{"\\u0066ile": ...}`` is a file event too."""
+    return isinstance(fields, dict) and "file" in fields
+
+
+def judge_fields(fields: dict[str, Any], ref: str, settings: Settings) -> Outcome:
+    """Classify, hash a file, and run the privacy gate on decoded fields."""
     file_ref: FileRef | None = None
     try:
-        fields = _decode(raw)
         if "file" in fields:
-            file_ref = prepare_file(fields["file"], settings.file_root)
+            file_ref = prepare_file(fields["file"], settings.policy.file_root)
             indicator = Indicator("sha256", file_ref.sha256)
         else:
             indicator = _classify(fields["value"], fields.get("type"))
     except InputError as exc:
         return Rejected(str(exc))
-    origin = {k: fields[k] for k in (*_TEXT_FIELDS, *_LIST_FIELDS) if k in fields}
-    origin["ref"] = ref
-    action = indicator.action
-    if file_ref is not None:
-        origin["file_name"] = file_ref.name
-        action = "submit_file"
-    decision = _check(indicator, tuple(fields.get("labels", ())), settings.block_labels, settings.allow_labels,
-                      settings.internal_domains)
-    if not decision.allowed:
-        return Skipped(indicator, origin, action, decision.reason or "policy", decision.rule or "policy")
-    if indicator.type == "url":  # what is sent, looked up and cached is the redacted form
-        redaction = privacy.redact(indicator.value, settings.url_privacy)
-        if redaction.url is None:
-            return Skipped(indicator, origin, action, redaction.reason or "privacy", redaction.rule or "privacy")
-        if redaction.redacted:
-            origin[privacy.AS_SEEN] = privacy.note(indicator.value, redaction)
-            indicator = Indicator("url", redaction.url)
+    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None)
+    action = indicator.action if file_ref is None else "submit_file"
+    verdict = _judged(indicator, origin.labels, origin.tags, origin.tlp, settings.policy, settings.privacy)
+    if not verdict.allowed:
+        return Skipped(indicator, origin, action, verdict.reason or "policy", verdict.rule or "policy")
+    if verdict.indicator != indicator:  # what is sent, looked up and cached is the redacted form
+        origin = origin.noting(SeenAs(indicator.value, verdict.redacted))
+        indicator = verdict.indicator
     return Accepted(indicator, origin, action, file_ref)
 
 
-# A SIEM repeats the same values all day; classification and policy are pure, so a
-# repeat costs a dictionary lookup instead of parsing addresses and IDNA names again.
-@lru_cache(maxsize=65536)
-def _classified(value: str, declared: str | None) -> Indicator | str:
+# A SIEM repeats the same values all day; classification and the gate are pure, so a repeat
+# costs a dictionary lookup instead of parsing addresses and IDNA names again. Bounded by
+# bytes, not only entries: a record's URL (8 KB) or labels (as long as it likes) must not let
+# one feed fill the worker's memory, so only calls with up to MEMO_CHARS of text are kept.
+MEMO_ENTRIES, MEMO_CHARS = 16384, 512
+
+
+def _classified_uncached(value: str, declared: str | None) -> Indicator | str:
     """The indicator, or the reason it is not one (a string: a cached exception would
     collect a traceback, and the frames it holds, each time it is raised again)."""
     try:
         return classify(value, declared)
     except InputError as exc:
         return str(exc)
+
+
+_classified: Memo[Indicator | str] = Memo(_classified_uncached, entries=MEMO_ENTRIES, entry_chars=MEMO_CHARS,
+                                          size=lambda value, declared: len(value) + len(declared or ""))
 
 
 def _classify(value: str, declared: str | None) -> Indicator:
@@ -131,11 +152,17 @@ def _classify(value: str, declared: str | None) -> Indicator:
     return found
 
 
-@lru_cache(maxsize=65536)
-def _check(indicator: Indicator, labels: tuple[str, ...], block_labels: tuple[str, ...],
-           allow_labels: tuple[str, ...], internal_domains: tuple[str, ...]) -> Decision:
-    return check(indicator, labels, block_labels=block_labels, allow_labels=allow_labels,
-                 internal_domains=internal_domains)
+def _judge_uncached(indicator: Indicator, labels: tuple[str, ...], tags: tuple[str, ...], tlp: tuple[str, ...],
+                    policy: PolicySettings, privacy: UrlPrivacy) -> Verdict:
+    return judge(indicator, read_labels(labels, tags, tlp), policy, privacy)
+
+
+def _judge_size(indicator: Indicator, labels: tuple[str, ...], tags: tuple[str, ...], tlp: tuple[str, ...],
+                *_: object) -> int:
+    return len(indicator.value) + sum(map(len, labels)) + sum(map(len, tags)) + sum(map(len, tlp))
+
+
+_judged: Memo[Verdict] = Memo(_judge_uncached, entries=MEMO_ENTRIES, entry_chars=MEMO_CHARS, size=_judge_size)
 
 
 def _decode(raw: bytes | None) -> dict[str, Any]:
@@ -177,14 +204,14 @@ def _decode_json(text: str) -> dict[str, Any]:
         if not isinstance(declared, str):
             raise InputError(f"'type' must be a string, got {type(declared).__name__}")
         fields["type"] = declared
-    for name in _TEXT_FIELDS:
+    for name in TEXT_FIELDS:
         item = doc.get(name)
         if item is None:
             continue
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise InputError(f"'{name}' must be a string, got {type(item).__name__}")
         fields[name] = str(item)[:1024]
-    for name in _LIST_FIELDS:
+    for name in LIST_FIELDS:
         if doc.get(name) is not None:
             fields[name] = _string_list(name, doc[name])
     return fields
@@ -201,35 +228,40 @@ def _string_list(name: str, item: Any) -> list[str]:
     return [x.strip() for x in item if x.strip()]
 
 
-async def handle(ctx: Context, copy: CacheCopy, out: Outbox, key: bytes, value: bytes | None, ref: str) -> None:
+async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -> None:
     """Route one raw record: a cached summary, vt.lookups, a skip summary, or vt.dead."""
-    if value and b'"file"' in value:  # may hash a file of up to 650 MB: off the event loop
-        outcome = await asyncio.to_thread(parse, value, ref, ctx.settings)
+    key, value, ref = record.key, record.value, record.ref
+    fields = decode(value)
+    if isinstance(fields, Rejected):
+        outcome: Outcome = fields
+    elif is_file_event(fields):  # may hash a file of up to 650 MB: off the event loop
+        outcome = await asyncio.to_thread(judge_fields, fields, ref, ctx.settings)
     else:
-        outcome = parse(value, ref, ctx.settings)
+        outcome = judge_fields(fields, ref, ctx.settings)
     if isinstance(outcome, Rejected):
         await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason,
-                                                      privacy=ctx.settings.url_privacy))
+                                                      privacy=ctx.settings.privacy))
         return
-    outcome.origin["received_at"] = round(ctx.clock(), 3)  # enrich latency: read here, summarized later
+    # enrich latency: read here, summarized later
+    outcome = replace(outcome, origin=replace(outcome.origin, received_at=round(ctx.clock(), 3)))
     indicator = outcome.indicator
-    api = ctx.settings.vt_api_version
+    api = ctx.settings.vt.api_version
     if isinstance(outcome, Skipped):
         await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
         return
     key_text = indicator.key
     entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
     if entry is not None:
-        await out.send(ENRICHED, key_text, summary_event(
-            cache_hit(entry), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
+        await out.send(ENRICHED, key_text, SummaryEvent.of(
+            entry.hit_card(), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
         return
     await out.send(LOOKUPS, key_text, lookup_record(outcome))
 
 
-def skip_summary(outcome: Skipped, api: str) -> dict[str, Any]:
-    """The summary that says why policy kept an indicator away from VirusTotal."""
-    return skipped_event(outcome.reason, outcome.rule, indicator=outcome.indicator, action=outcome.action, api=api,
-                         origin=outcome.origin)
+def skip_summary(outcome: Skipped, api: str) -> SummaryEvent:
+    """The summary that says why policy kept an indicator away from VirusTotal (nothing was sent)."""
+    return SummaryEvent(outcome.indicator, outcome.action, api,
+                        SummaryCard.not_checked(outcome.reason, skipped_by=outcome.rule), outcome.origin)
 
 
 def lookup_record(outcome: Accepted, max_age_s: float | None = None) -> LookupRequest:
@@ -245,8 +277,7 @@ def install(ctx: Context) -> None:
 
     @ctx.app.task
     async def start_intake() -> None:
-        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.partitions,
-                               settings.cache_copy_entries)
+        replica = CacheReplica(settings, changelog_name(settings.app_id), settings.kafka.partitions)
         await ctx.app.add_runtime_dependency(replica)
         await ctx.app.add_runtime_dependency(DirectStage(
             settings, "intake", RAW, intake_group(settings.app_id), partial(handle, ctx, replica.copy),

@@ -15,35 +15,38 @@ from typing import Any
 
 from topics import ENRICHED, REPLAY, REQUESTS
 
-from pipeline.events import cache_hit, not_checked, summary_event
-from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_batches
-from pipeline.records import CachedResult, LookupRequest, VtRequest, origin_replay
+from pipeline.contracts.cache_entry import CachedResult
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.wire import LookupRequest, VtRequest
+from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_batches
 from pipeline.rules import cache
 
 OVERFLOW_REASON = "lookup in flight; too many duplicates waiting to list this one"
 
 
-async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     """Process one vt.lookups record."""
-    sighting = await decode_or_dead_letter(ctx, out, key, value, LookupRequest.from_bytes,
+    key, now = record.key, record.now
+    sighting = await decode_or_dead_letter(ctx, out, record, LookupRequest.from_bytes,
                                            stage="lookup", what="vt.lookups record")
     if sighting is None:
         return
-    api = ctx.settings.vt_api_version
-    verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings, sighting.max_age_s)
+    api = ctx.settings.vt.api_version
+    verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings.cache, sighting.max_age_s)
     if verdict.action == "hit" and isinstance(verdict.entry, CachedResult):
-        await out.send(ENRICHED, key, summary_event(cache_hit(verdict.entry), indicator=sighting.indicator,
-                                                    action=sighting.action, api=api, origin=sighting.origin))
+        await out.send(ENRICHED, key, SummaryEvent.of(verdict.entry.hit_card(), indicator=sighting.indicator,
+                                                      action=sighting.action, api=api, origin=sighting.origin))
         return
     ctx.cache[key] = verdict.entry.to_bytes()
     if verdict.action == "request":
-        lane = REPLAY if origin_replay(sighting.origin) is not None else REQUESTS  # the replay lane
+        lane = REPLAY if sighting.origin.replay is not None else REQUESTS  # the replay lane
         await out.send(lane, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
                                                 origin=sighting.origin, file=sighting.file))
     elif verdict.action == "overflow":
-        await out.send(ENRICHED, key, summary_event(not_checked(OVERFLOW_REASON, pending=True),
-                                                    indicator=sighting.indicator, action=sighting.action,
-                                                    api=api, origin=sighting.origin))
+        await out.send(ENRICHED, key, SummaryEvent.of(SummaryCard.not_checked(OVERFLOW_REASON, pending=True),
+                                                      indicator=sighting.indicator, action=sighting.action,
+                                                      api=api, origin=sighting.origin))
 
 
 def install(ctx: Context) -> None:

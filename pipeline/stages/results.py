@@ -19,46 +19,48 @@ from typing import Any
 
 from topics import ENRICHED
 
-from pipeline.events import not_checked, replay_marked, summary_event
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.wire import VtResponse
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
-from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_batches
+from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_batches
 from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
-from pipeline.records import Origin, VtResponse, origin_replay
-from pipeline.rules import cache, privacy
+from pipeline.rules import cache
 
 
 def options(ctx: Context) -> AddOptions:
     s = ctx.settings
-    return AddOptions(tags=s.add_tags, confidence=s.add_confidence, rating=s.add_rating,
-                      relation_cap=s.relation_cap)
+    return AddOptions(tags=s.outputs.add_tags, confidence=s.outputs.add_confidence, rating=s.outputs.add_rating,
+                      relation_cap=s.outputs.relation_cap)
 
 
-async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now: float) -> None:
+async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     """Process one vt.responses record."""
-    answer = await decode_or_dead_letter(ctx, out, key, value, VtResponse.from_bytes,
+    key, now = record.key, record.now
+    answer = await decode_or_dead_letter(ctx, out, record, VtResponse.from_bytes,
                                          stage="results", what="vt.responses record")
     if answer is None:
         return
-    status, api, action = answer.status, answer.api, answer.action
-    indicator = privacy.seen_indicator(answer.indicator.as_dict(), answer.origin)  # events: the URL as the SIEM sent it
+    status, api, action, origin = answer.status, answer.api, answer.action, answer.origin
+    # events show the URL as the SIEM sent it
+    indicator = {"type": answer.indicator.type, "value": origin.seen_value(answer.indicator.value)}
+    publish = "events" in ctx.settings.outputs.publish
     if status in ("error", "pending"):
-        summary = not_checked(answer.reason or f"not checked: {status}", pending=status == "pending")
+        card = SummaryCard.not_checked(answer.reason or f"not checked: {status}", pending=status == "pending")
         if answer.body is not None:  # a submitted scan: the scan step's events now
             mapped = ctx.mappings.apply(api, action, answer.step or "scan", answer.body,
-                                        indicator=indicator, options=options(ctx), found=True)
-            for event in mapped.events if "events" in ctx.settings.outputs else ():
-                await out.send(ENRICHED, key, _marked(event, answer.origin))
-            summary = {**mapped.summary, **summary}
+                                        indicator=indicator, options=options(ctx), found=True, replay=origin.replay)
+            for event in mapped.events if publish else ():
+                await out.send(ENRICHED, key, event)
+            card = mapped.summary.pending_on(card)
     else:
-        mapped = ctx.mappings.apply(api, action, answer.step or "report", answer.body,
-                                    indicator=indicator, options=options(ctx), found=status == "found")
-        for event in mapped.events if "events" in ctx.settings.outputs else ():
-            await out.send(ENRICHED, key, _marked(event, answer.origin))
-        summary = {**mapped.summary, "checked": True}
-        if answer.notes:
-            summary["notes"] = list(answer.notes)
+        mapped = ctx.mappings.apply(api, action, answer.step or "report", answer.body, indicator=indicator,
+                                    options=options(ctx), found=status == "found", replay=origin.replay)
+        for event in mapped.events if publish else ():
+            await out.send(ENRICHED, key, event)
+        card = mapped.summary.checked_now(answer.notes)
     # Read the entry only now and change it before the next await: the lookup agent runs
     # at every await above and may have added a waiter, which an older copy would drop.
     entry = cache.decode(ctx.cache.get(key))
@@ -66,23 +68,17 @@ async def handle(ctx: Context, out: Outbox, key: bytes, value: bytes | None, now
         if entry is not None:
             del ctx.cache[key]
     elif status != "pending":
-        ctx.cache[key] = cache.completed(summary, status == "found", now, ctx.settings).to_bytes()
+        ctx.cache[key] = cache.completed(card, status == "found", now, ctx.settings.cache).to_bytes()
     waiting = cache.waiters(entry)
-    if status not in ("error", "pending") and "stix" in ctx.settings.outputs:
-        await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped,
-                             [answer.origin, *waiting], now)
-    await out.send(ENRICHED, key, summary_event({**summary, "cached": False}, indicator=answer.indicator,
-                                                action=action, api=api, origin=answer.origin))
-    for origin in waiting:
-        await out.send(ENRICHED, key, summary_event({**summary, "cached": False, "coalesced": True},
-                                                    indicator=answer.indicator, action=action, api=api,
-                                                    origin=origin))
-
-
-def _marked(event: dict[str, Any], origin: Origin) -> dict[str, Any]:
-    """A mapped event as caused by the request's sighting: marked when a replay run asked."""
-    run = origin_replay(origin)
-    return replay_marked(event, run) if run else event
+    if status not in ("error", "pending") and "stix" in ctx.settings.outputs.publish:
+        await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped, [origin, *waiting], now)
+    fresh = card.with_fields(cached=False)
+    await out.send(ENRICHED, key, SummaryEvent.of(fresh, indicator=answer.indicator, action=action, api=api,
+                                                  origin=origin))
+    joined = fresh.with_fields(coalesced=True)
+    for sighting in waiting:
+        await out.send(ENRICHED, key, SummaryEvent.of(joined, indicator=answer.indicator, action=action, api=api,
+                                                      origin=sighting))
 
 
 def install(ctx: Context) -> None:

@@ -1,7 +1,7 @@
 """Delayed retry: parked work waits on vt.retry.<delay> topics, not in memory.
 
 Pending scans and retryable failures are *parked*: written to the tier whose
-delay fits as a :class:`~pipeline.records.ParkedRecord`, the request (with its
+delay fits as a :class:`~pipeline.contracts.wire.ParkedRecord`, the request (with its
 ``attempt`` and ``analysis_id``) wrapped with ``not_before`` (epoch ms),
 ``parked_at`` and ``reason``. A tier has one
 partition and one fixed delay, so append order is due order: its agent only
@@ -24,8 +24,8 @@ from typing import Any
 
 from topics import POLLS, retry_topic
 
-from pipeline.kafka.runtime import Context, Outbox, decode_or_dead_letter, run_each
-from pipeline.records import ParkedRecord, VtRequest
+from pipeline.contracts.wire import ParkedRecord, VtRequest
+from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_each
 from pipeline.settings import parse_duration
 
 
@@ -61,10 +61,10 @@ def parked(request: VtRequest, *, wait_s: float, reason: str, now: float,
     return retry_topic(tier_for(wait_s, tiers)), record
 
 
-async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes, value: bytes | None,
-               now: float) -> None:
+async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, received: Received) -> None:
     """Wait for one head record to come due, then forward or re-park it."""
-    record = await decode_or_dead_letter(ctx, out, key, value, ParkedRecord.from_bytes,
+    key = received.key
+    record = await decode_or_dead_letter(ctx, out, received, ParkedRecord.from_bytes,
                                          stage=f"retry.{tier}", what="parked record")
     if record is None:
         return
@@ -73,9 +73,9 @@ async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes,
         if ctx.must_yield():  # hand the partition over now; the record waits on the tier again
             await out.send(retry_topic(tier), key, record)
             return
-        await asyncio.sleep(min(due - now, ctx.settings.retry_slice_s))
+        await asyncio.sleep(min(due - now, ctx.settings.retry.slice_s))
     if now < record.not_before:  # the tier's delay is over, the record's own wait is not: park it again
-        topic = retry_topic(tier_for(record.not_before - now, ctx.settings.retry_tiers))
+        topic = retry_topic(tier_for(record.not_before - now, ctx.settings.retry.tiers))
         await out.send(topic, key, replace(record, parked_at_ms=int(now * 1000)))
         return
     await out.send(POLLS, key, record.request)
@@ -83,7 +83,7 @@ async def hold(ctx: Context, tier: str, delay_s: float, out: Outbox, key: bytes,
 
 def install(ctx: Context) -> None:
     """One agent per tier topic."""
-    for name, delay in tier_delays(ctx.settings.retry_tiers):
+    for name, delay in tier_delays(ctx.settings.retry.tiers):
         _install_tier(ctx, name, delay)
 
 

@@ -9,7 +9,11 @@ governor, so the client itself never decides when to call.
 
 The API key travels in the ``x-apikey`` header (v3) or the ``apikey`` parameter
 (v2), and in the path of :meth:`VirusTotalClient.overall_quotas`; it is scrubbed
-from every error message this module produces.
+from every error message this module produces. It goes to ``VTSTREAM_VT_BASE_URL``
+only: redirects are not followed (a 3xx is an error naming where it pointed), and an
+upload URL VirusTotal hands out must be on the same origin. Every response body is read
+with a cap (``VTSTREAM_VT_MAX_RESPONSE_BYTES``, counted after decompression), so no
+answer can exhaust the worker's memory.
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from pipeline.contracts.indicator import Indicator, vt_url_id
 from pipeline.observe.metrics import Metrics
 from pipeline.rules.allowances import ReportedAllowances, reported_allowances
-from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
-from pipeline.vt.errors import MalformedResponse, TransportError, VirusTotalError, error_for
-from pipeline.rules.indicators import Indicator, vt_url_id
 from pipeline.settings import Settings
+from pipeline.vt.behaviour import NO_SANDBOX_REPORT, merge_behaviour_summary
+from pipeline.errors import ConfigError
+from pipeline.vt.errors import (MalformedResponse, Redirected, ResponseTooLarge, TransportError,
+                                  VirusTotalError, error_for)
 
-Pace = Callable[[], Awaitable[None]]
+WaitTurn = Callable[[], Awaitable[None]]
 
 #: v3 collection per indicator type; v2 endpoint and query parameter per type.
 _V3_COLLECTION = {"ip": "ip_addresses", "domain": "domains", "url": "urls",
@@ -60,16 +66,16 @@ class VirusTotalClient:
                  metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._key = settings.vt_api_key
-        self._base = settings.vt_base_url
+        self._key = api_key(settings)
+        self._base = settings.vt.base_url
         self._session = session
         self._owns_session = session is None
 
     async def __aenter__(self) -> "VirusTotalClient":
         if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.vt_connect_timeout_s,
-                                            connect=self._settings.vt_connect_timeout_s,
-                                            sock_read=self._settings.vt_read_timeout_s)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.vt.connect_timeout_s,
+                                            connect=self._settings.vt.connect_timeout_s,
+                                            sock_read=self._settings.vt.read_timeout_s)
             self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False,
                                                   headers={"user-agent": "vtstream"})
         return self
@@ -79,14 +85,14 @@ class VirusTotalClient:
             await self._session.close()
             self._session = None
 
-    async def lookup(self, indicator: Indicator, pace: Pace, *, api: str,
+    async def lookup(self, indicator: Indicator, pace: WaitTurn, *, api: str,
                      relationships: Sequence[str] = ()) -> LookupResult:
         """Fetch the report for ``indicator`` in API ``api`` (v3 or v2)."""
         if api == "v2":
             return await self._lookup_v2(indicator, pace)
         return await self._lookup_v3(indicator, pace, relationships)
 
-    async def _lookup_v3(self, indicator: Indicator, pace: Pace, relationships: Sequence[str]) -> LookupResult:
+    async def _lookup_v3(self, indicator: Indicator, pace: WaitTurn, relationships: Sequence[str]) -> LookupResult:
         collection = _V3_COLLECTION[indicator.type]
         object_id = vt_url_id(indicator.value) if indicator.type == "url" else indicator.value
         path = f"/api/v3/{collection}/{quote(object_id, safe='')}"
@@ -94,24 +100,24 @@ class VirusTotalClient:
         status, body = await self._get_v3(path, params, pace)
         if status == 404:
             return LookupResult("not_found", body, requests=1)
-        full = [name for name in self._settings.vt_relationships if name in relationships]
+        full = [name for name in self._settings.vt.relationships if name in relationships]
         notes: list[str] = []
         for name in full:
             rel_status, rel_body = await self._get_v3(
-                f"{path}/{name}", {"limit": str(self._settings.vt_relationship_limit)}, pace)
+                f"{path}/{name}", {"limit": str(self._settings.vt.relationship_limit)}, pace)
             if rel_status == 404 or not isinstance(rel_body, dict) or not isinstance(rel_body.get("data"),
                                                                                      (list, dict)):
                 notes.append(f"relationship {name}: not available")
                 continue
             _merge_relationship(body, name, rel_body)
         requests = 1 + len(full)
-        if self._settings.vt_behaviour and collection == "files":
+        if self._settings.vt.behaviour and collection == "files":
             requests += 1
             if not await self._merge_behaviour_summary(body, path, pace):
                 notes.append(NO_SANDBOX_REPORT)
         return LookupResult("found", body, requests=requests, relationship_requests=len(full), notes=notes)
 
-    async def _merge_behaviour_summary(self, body: Any, path: str, pace: Pace) -> bool:
+    async def _merge_behaviour_summary(self, body: Any, path: str, pace: WaitTurn) -> bool:
         """Fetch the file's sandbox behaviour summary into ``body``; False when there is none.
 
         VirusTotal says "none" with a 404 NotFoundError (its body has no ``data``) or an empty ``data``.
@@ -119,7 +125,7 @@ class VirusTotalClient:
         _status, summary = await self._get_v3(f"{path}/behaviour_summary", None, pace)
         return merge_behaviour_summary(body, summary)
 
-    async def _lookup_v2(self, indicator: Indicator, pace: Pace) -> LookupResult:
+    async def _lookup_v2(self, indicator: Indicator, pace: WaitTurn) -> LookupResult:
         endpoint, param = _V2_REPORT[indicator.type]
         params = {param: indicator.value, "apikey": self._key}
         if endpoint in ("file/report", "url/report"):
@@ -134,7 +140,7 @@ class VirusTotalClient:
 
     # ------------------------------------------------------------------ scans
 
-    async def submit_url(self, url: str, pace: Pace, *, api: str) -> Submission:
+    async def submit_url(self, url: str, pace: WaitTurn, *, api: str) -> Submission:
         """Ask VirusTotal to scan ``url``; one request."""
         if api == "v2":
             body = await self._get_v2("/vtapi/v2/url/scan", {}, pace, method="POST",
@@ -143,7 +149,7 @@ class VirusTotalClient:
         _status, body = await self._get_v3("/api/v3/urls", None, pace, method="POST", data={"url": url})
         return Submission(_v3_id(body), body)
 
-    async def submit_file(self, upload: Upload, pace: Pace, *, api: str) -> Submission:
+    async def submit_file(self, upload: Upload, pace: WaitTurn, *, api: str) -> Submission:
         """Upload a file for scanning: one request, two for v3 files over 32 MB (upload URL)."""
         if api == "v2":
             form = upload.form(extra={"apikey": self._key})
@@ -155,11 +161,14 @@ class VirusTotalClient:
             upload_url = answer.get("data") if isinstance(answer, dict) else None
             if not isinstance(upload_url, str) or not upload_url.startswith(("http://", "https://")):
                 raise MalformedResponse("upload_url answer has no URL in 'data'")
+            if _origin(upload_url) != _origin(self._base):
+                raise MalformedResponse(f"upload_url answer points to {_origin(upload_url)!r}, not to "
+                                        "VTSTREAM_VT_BASE_URL; the API key is not sent there")
             target, requests = upload_url, 2
         _status, body = await self._get_v3(target, None, pace, method="POST", data=upload.form())
         return Submission(_v3_id(body), body, requests=requests)
 
-    async def poll(self, analysis_id: str, indicator: Indicator, pace: Pace, *, api: str,
+    async def poll(self, analysis_id: str, indicator: Indicator, pace: WaitTurn, *, api: str,
                    relationships: Sequence[str] = ()) -> LookupResult | None:
         """The report once the analysis is done, else None (still queued). One request while
         queued; in v3 a finished analysis costs one more to fetch the object report."""
@@ -189,7 +198,7 @@ class VirusTotalClient:
                                           _unpaced)
         return reported_allowances(body) if status == 200 else None
 
-    async def _get_v3(self, path: str, params: dict[str, str] | None, pace: Pace,
+    async def _get_v3(self, path: str, params: dict[str, str] | None, pace: WaitTurn,
                       method: str = "GET", data: Any = None) -> tuple[int, Any]:
         """Call a v3 path; returns (status, parsed body) for 200 and 404, raises otherwise."""
         status, headers, raw = await self._request(method, path, params, {"x-apikey": self._key}, pace, data)
@@ -207,7 +216,7 @@ class VirusTotalClient:
             f"VirusTotal answered {status} {code or ''}: {message or 'no message'}".replace("  ", " "),
             status=status, code=code, retry_after=_retry_after(headers))
 
-    async def _get_v2(self, path: str, params: dict[str, str], pace: Pace,
+    async def _get_v2(self, path: str, params: dict[str, str], pace: WaitTurn,
                       method: str = "GET", data: Any = None) -> Any:
         status, headers, raw = await self._request(method, path, params, {}, pace, data)
         if status == 200:
@@ -221,16 +230,20 @@ class VirusTotalClient:
                                 retry_after=_retry_after(headers))
 
     async def _request(self, method: str, path: str, params: dict[str, str] | None,
-                       headers: dict[str, str], pace: Pace, data: Any = None) -> tuple[int, dict[str, str], bytes]:
+                       headers: dict[str, str], pace: WaitTurn, data: Any = None) -> tuple[int, dict[str, str], bytes]:
         assert self._session is not None, "use VirusTotalClient as an async context manager"
         await pace()
         url = path if path.startswith(("http://", "https://")) else self._base + path
         started, status = time.monotonic(), None
         try:
-            async with self._session.request(method, url, params=params, headers=headers,
-                                             data=data) as resp:
+            async with self._session.request(method, url, params=params, headers=headers, data=data,
+                                             allow_redirects=False) as resp:
                 status = resp.status
-                raw = await resp.read()
+                if 300 <= status < 400:
+                    raise Redirected(f"{method} {self._shown(path)}: VirusTotal answered {status}, a redirect to "
+                                     f"{_origin(resp.headers.get('Location', '') or '?')!r}; redirects are not "
+                                     "followed with the API key (check VTSTREAM_VT_BASE_URL)", status=status)
+                raw = await self._read_capped(resp, method, path)
                 return resp.status, dict(resp.headers), raw
         except asyncio.TimeoutError:
             raise TransportError(f"{method} {self._shown(path)}: timed out") from None
@@ -242,6 +255,22 @@ class VirusTotalClient:
             if self._metrics is not None:
                 self._metrics.vt_request(method, self._shown(path), status, time.monotonic() - started)
 
+    async def _read_capped(self, resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+        """The body, or ResponseTooLarge once it passes VTSTREAM_VT_MAX_RESPONSE_BYTES (decompressed)."""
+        cap = self._settings.vt.max_response_bytes
+        if resp.content_length is not None and resp.content_length > cap:
+            raise self._too_large(method, path, resp.content_length)
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > cap:
+                raise self._too_large(method, path, len(body))
+        return bytes(body)
+
+    def _too_large(self, method: str, path: str, size: int) -> ResponseTooLarge:
+        return ResponseTooLarge(f"{method} {self._shown(path)}: the answer is over {size:,} bytes; "
+                                f"VTSTREAM_VT_MAX_RESPONSE_BYTES allows {self._settings.vt.max_response_bytes:,}")
+
     def _scrub(self, exc: BaseException) -> str:
         return self._shown(str(exc))
 
@@ -250,6 +279,22 @@ class VirusTotalClient:
         if not self._key:
             return text
         return text.replace(self._key, "***").replace(quote(self._key, safe=""), "***")
+
+
+def api_key(settings: Settings) -> str:
+    """The API key: VTSTREAM_VT_API_KEY, or read from VTSTREAM_VT_API_KEY_FILE at each start."""
+    if settings.vt.api_key_file is None:
+        return settings.vt.api_key
+    try:
+        return settings.vt.api_key_file.read_text().removesuffix("\n").strip()
+    except OSError as exc:
+        raise ConfigError(f"VTSTREAM_VT_API_KEY_FILE cannot be read: {exc.strerror}") from None
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower-cased (where a request, and the key, would go)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.lower()}://{rest.split('/', 1)[0].split('?', 1)[0].lower()}"
 
 
 async def _unpaced() -> None:
@@ -271,27 +316,26 @@ class Submission:
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """A file to upload: its name, size, and either bytes or a path to stream from."""
+    """A file to upload: its name, size, and either its bytes or a stream of them (a 650 MB upload
+    never sits in memory); ``closing`` releases what the stream reads from."""
 
     name: str
     size: int
     content: bytes | None = None
-    path: str | None = None
+    stream: Callable[[], AsyncIterator[bytes]] | None = None
+    closing: Callable[[], None] | None = None
 
     def form(self, extra: dict[str, str] | None = None) -> aiohttp.FormData:
         form = aiohttp.FormData()
         for key, value in (extra or {}).items():
             form.add_field(key, value)
-        payload: Any = self.content if self.content is not None else _chunks(self.path or "")
-        form.add_field("file", payload, filename=self.name or "sample", content_type="application/octet-stream")
+        payload: Any = self.content if self.content is not None or self.stream is None else self.stream()
+        form.add_field("file", payload or b"", filename=self.name or "sample", content_type="application/octet-stream")
         return form
 
-
-async def _chunks(path: str, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-    """Stream a file from disk in 1 MB pieces: a 650 MB upload never sits in memory."""
-    with open(path, "rb") as handle:
-        while chunk := handle.read(size):
-            yield chunk
+    def close(self) -> None:
+        if self.closing is not None:
+            self.closing()
 
 
 def _v3_id(body: Any) -> str:

@@ -19,7 +19,7 @@ from pipeline.vt.client import VirusTotalClient
 from pipeline.vt.errors import VirusTotalError
 from pipeline.vt.governor import Governor
 
-log = logging.getLogger("vtstream.gateway")
+log = logging.getLogger("vtstream.vt.discovery")
 
 #: How often VirusTotal is asked again.
 REFRESH_S = 3600.0

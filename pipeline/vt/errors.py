@@ -20,8 +20,6 @@ class VirusTotalError(VtStreamError):
 class WrongCredentials(VirusTotalError):
     """401: the API key is wrong or revoked."""
 
-    fatal = True
-
 
 class Forbidden(VirusTotalError):
     """403: the key is valid but may not use this endpoint."""
@@ -35,6 +33,14 @@ class QuotaExceeded(VirusTotalError):
     """429 in v3, 204 with an empty body in v2."""
 
     retryable = True
+
+
+class Redirected(VirusTotalError):
+    """3xx: not followed, since the key would go along to wherever it points."""
+
+
+class ResponseTooLarge(VirusTotalError):
+    """The body passed VTSTREAM_VT_MAX_RESPONSE_BYTES; the same request would again."""
 
 
 class ServerError(VirusTotalError):

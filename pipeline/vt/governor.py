@@ -16,7 +16,7 @@
   lane ahead of its own has been idle for ``LIVE_GRACE`` seconds, so a replay
   cannot delay live traffic and a backlog of scans delays neither.
 
-State is a small dict (``state()``/``load()``) that the gateway stores in a
+State is a :class:`~pipeline.contracts.quota.QuotaState` (``state()``/``load()``) that the gateway stores in a
 changelogged table on the compacted ``vt.quota`` topic after every call.
 
 Time comes from the injected ``clock`` (wall time: days, months, pauses, the
@@ -38,7 +38,9 @@ from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 from aiolimiter import AsyncLimiter
 
-from pipeline.errors import DailyQuotaExhausted
+from pipeline.contracts.quota import QuotaState, utc_day, utc_month
+from pipeline.errors import DailyQuotaExhausted, VtStreamError
+from pipeline.observe.metrics import QuotaReading
 from pipeline.rules.allowances import Allowances, ReportedAllowances, effective
 
 #: Longest single sleep while paused, so callers can notice a rebalance.
@@ -50,14 +52,6 @@ LIVE_GRACE = 0.2
 PACE_HEADROOM = 0.01
 #: How often a caller queued for its start checks whether it must yield.
 YIELD_CHECK_S = 0.5
-
-
-def utc_day(now: float) -> str:
-    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
-
-
-def utc_month(now: float) -> str:
-    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m")
 
 
 def seconds_to_midnight_utc(now: float) -> float:
@@ -176,33 +170,28 @@ class Governor:
 
     # ----------------------------------------------------------------- state
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> QuotaState:
         """What survives a restart (the ``governor`` record on vt.quota)."""
         self._roll()
-        return {"day": self.day, "used_today": self.used_today, "daily_quota": self.daily_quota,
-                "month": self.month, "used_month": self.used_month, "monthly_quota": self.monthly_quota,
-                "rate_per_minute": self.rate_per_minute, "last_call_at": self.last_call_at,
-                "blocked_until": self.blocked_until, "blocked_reason": self.blocked_reason,
-                "by_source": dict(self.by_source), "updated_at": self._clock(),
-                "configured": asdict(self.configured),
-                "virustotal": self.reported.as_dict() if self.reported else None,
-                "virustotal_note": self.reported_note}
+        return QuotaState(day=self.day, month=self.month, used_today=self.used_today, used_month=self.used_month,
+                          daily_quota=self.daily_quota, monthly_quota=self.monthly_quota,
+                          rate_per_minute=self.rate_per_minute, last_call_at=self.last_call_at,
+                          blocked_until=self.blocked_until, blocked_reason=self.blocked_reason,
+                          by_source=dict(self.by_source), updated_at=self._clock(),
+                          configured=asdict(self.configured),
+                          virustotal=self.reported.as_dict() if self.reported else None,
+                          virustotal_note=self.reported_note)
 
-    def load(self, state: Mapping[str, Any]) -> None:
+    def load(self, stored: QuotaState) -> None:
         """Resume from a stored state; counts of a past day or month are dropped."""
-        self.day = str(state.get("day", self.day))
-        self.month = str(state.get("month", self.month))
-        self.used_today = int(state.get("used_today") or 0)
-        self.used_month = int(state.get("used_month") or 0)
-        self.by_source = {str(k): int(v) for k, v in (state.get("by_source") or {}).items()}
-        last = state.get("last_call_at")
-        self.last_call_at = float(last) if last is not None else None
+        state = stored.rolled(self._clock())
+        self.day, self.month = state.day, state.month
+        self.used_today, self.used_month = state.used_today, state.used_month
+        self.by_source = dict(state.by_source)
+        self.last_call_at = state.last_call_at
         if self.last_call_at is not None:
             self._resume_after = self.last_call_at + self.interval
-        blocked = state.get("blocked_until")
-        self.blocked_until = float(blocked) if blocked is not None else None
-        self.blocked_reason = state.get("blocked_reason")
-        self._roll()
+        self.blocked_until, self.blocked_reason = state.blocked_until, state.blocked_reason
 
     def _roll(self) -> None:
         now = self._clock()
@@ -230,6 +219,12 @@ class Governor:
     def paused(self) -> bool:
         """True while a pause (429, wrong key) holds every caller."""
         return self.blocked_until is not None and self.blocked_until > self._clock()
+
+    def readings(self) -> list[QuotaReading]:
+        """The day and month windows for /metrics (the month's remaining only when a monthly quota is set)."""
+        monthly = self.monthly_quota
+        return [QuotaReading("day", self.used_today, self.remaining_today),
+                QuotaReading("month", self.used_month, max(0, monthly - self.used_month) if monthly else None)]
 
     @property
     def remaining_today(self) -> int:
@@ -321,8 +316,9 @@ class Governor:
         self.blocked_reason = reason
 
 
-class Yielded(Exception):
-    """The governor gave up waiting because the caller must yield (rebalance, shutdown)."""
+class Yielded(VtStreamError):
+    """The governor gave up waiting because the caller must yield (rebalance, shutdown): not a
+    failure; the caller re-parks its record."""
 
     def __init__(self, until: float) -> None:
         super().__init__(f"paused until {until}")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
+from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.e2e
 

@@ -1,8 +1,8 @@
-"""The installed package finds its data: the wheel ships the demo's sample and every mapping file.
+"""The wheel: every mapping file in it, no development tool.
 
-``vtstream demo`` and the worker read them from inside the package (the demo's
-``SAMPLE``, ``mappings.MAPPINGS_DIR``), so a file left out of the wheel breaks an
-installed copy while the checkout keeps working. The wheel is built from a copy of
+The worker reads the mapping files from inside the package (``mappings.MAPPINGS_DIR``),
+so a file left out of the wheel breaks an installed copy while the checkout keeps
+working; the development tools run from a clone only. The wheel is built from a copy of
 what the build reads, without build isolation (setuptools comes with the test extra),
 so nothing is downloaded and the checkout is not written to.
 """
@@ -48,9 +48,11 @@ def in_wheel(path: Path) -> str:
     return path.resolve().relative_to(PACKAGE_ROOT).as_posix()
 
 
-def test_the_wheel_ships_the_demo_sample(wheel_files: set[str]) -> None:
-    assert in_wheel(SAMPLE) == "pipeline/devtools/samples/demo-indicators.txt"
-    assert in_wheel(SAMPLE) in wheel_files
+def test_the_wheel_carries_no_development_tool(wheel_files: set[str]) -> None:
+    """The worker image is this wheel: no emulator, benchmarks, demo or broker launcher in it."""
+    assert in_wheel(SAMPLE) == "pipeline/devtools/samples/demo-indicators.txt"  # the sample is where we look
+    assert not [name for name in wheel_files if name.startswith("pipeline/devtools/")]
+    assert "pipeline/cli/main.py" in wheel_files
 
 
 def test_the_wheel_ships_every_mapping_file(wheel_files: set[str]) -> None:

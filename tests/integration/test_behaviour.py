@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kafka_helpers import collect, produce, summaries
-from test_vtclient import run
+from tests.support.kafka import collect, produce, summaries
+from tests.integration.test_vtclient import run
 
 from pipeline.rules.indicators import classify
 from pipeline.vt.behaviour import NO_SANDBOX_REPORT

@@ -11,7 +11,7 @@ import random
 
 import orjson
 import pytest
-from kafka_helpers import collect, produce, summaries
+from tests.support.kafka import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
 
 from topics import intake_group
 
@@ -22,28 +22,6 @@ pytestmark = pytest.mark.integration
 RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
 SCALE = int(os.environ.get("VTSTREAM_CRASH_SCALE", "1"))
 GROUPS = ("vtstream", intake_group("vtstream"))
-
-
-def stream_of(unique: int, repeats: int, seed: int = 1) -> list[bytes]:
-    """Inputs over ``unique`` routable IPs and domains, each seen ``repeats`` times, shuffled."""
-    values = [f"23.{i // 60000}.{(i // 250) % 240}.{i % 250 + 1}" if i % 2 else f"host-{i}.example.net"
-              for i in range(unique)]
-    records = [orjson.dumps({"value": v, "id": f"{v}#{n}"}) for v in values for n in range(repeats)]
-    random.Random(seed).shuffle(records)
-    return records
-
-
-def assert_every_input_answered_once_per_id(events: list[dict], inputs: int) -> None:
-    answered = {e["origin"]["id"] for e in summaries(events)}
-    assert len(answered) == inputs, f"{inputs - len(answered)} inputs have no summary"
-    seen: dict[str, dict] = {}
-    for event in events:  # a duplicate from a replay is the same event
-        body = {k: v for k, v in event.items() if k != "enriched_at"}
-        assert seen.setdefault(event["event_id"], body) == body
-
-
-def ids_answered(events: list[dict]) -> int:
-    return len({e["origin"]["id"] for e in summaries(events)})
 
 
 def test_kill_9_mid_stream_then_restart_loses_nothing(kafka, emulator, worker_factory):
@@ -58,6 +36,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(kafka, emulator, worker_fa
     assert_every_input_answered_once_per_id(events, len(records))
 
 
+@pytest.mark.both_brokers
 def test_a_dying_group_member_hands_its_partitions_over(kafka, emulator, worker_factory):
     records = stream_of(400 * SCALE, 3, seed=2)
     doomed = worker_factory(kafka, emulator.url)

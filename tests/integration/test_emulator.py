@@ -154,11 +154,11 @@ def test_v2_wrong_or_missing_key_is_403_with_empty_body(url: str) -> None:
 
 
 def test_v3_ip_address_shape(url: str) -> None:
-    status, body = get(f"{url}/api/v3/ip_addresses/8.8.8.8")
+    status, body = get(f"{url}/api/v3/ip_addresses/151.101.0.1")
     assert status == 200
     data = body["data"]
-    assert (data["type"], data["id"]) == ("ip_address", "8.8.8.8")
-    assert data["links"]["self"] == f"{url}/api/v3/ip_addresses/8.8.8.8"
+    assert (data["type"], data["id"]) == ("ip_address", "151.101.0.1")
+    assert data["links"]["self"] == f"{url}/api/v3/ip_addresses/151.101.0.1"
     attrs = data["attributes"]
     for key in ("as_owner", "asn", "country", "network", "whois", "whois_date", "last_analysis_stats",
                 "last_analysis_results", "reputation", "total_votes", "tags", "continent",
@@ -301,7 +301,7 @@ def test_unknown_indicators(url: str) -> None:
 
 
 def test_v2_ip_report_shape(url: str) -> None:
-    status, body = get(f"{url}/vtapi/v2/ip-address/report", headers=None, ip="45.83.140.140", apikey=KEY)
+    status, body = get(f"{url}/vtapi/v2/ip-address/report", headers=None, ip="151.101.0.1", apikey=KEY)
     assert status == 200 and body["response_code"] == 1 and body["verbose_msg"] == "IP address in dataset"
     for key in ("as_owner", "asn", "country", "whois", "resolutions", "detected_urls",
                 "detected_downloaded_samples", "undetected_downloaded_samples", "detected_referrer_samples",
@@ -312,7 +312,7 @@ def test_v2_ip_report_shape(url: str) -> None:
     for s in body["detected_communicating_samples"] + body["undetected_downloaded_samples"]:
         assert set(s) == {"date", "positives", "total", "sha256"}
     # v2 and v3 tell the same story
-    v3 = get(f"{url}/api/v3/ip_addresses/45.83.140.140")[1]["data"]["attributes"]
+    v3 = get(f"{url}/api/v3/ip_addresses/151.101.0.1")[1]["data"]["attributes"]
     assert (v3["asn"], v3["as_owner"], v3["country"]) == (body["asn"], body["as_owner"], body["country"])
 
 
@@ -620,3 +620,14 @@ def test_serve_prints_ready_line_with_real_port() -> None:
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_recorded_answers_are_served_as_recorded_and_the_rest_is_plainly_synthetic(url: str) -> None:
+    """The demo's 8.8.8.8 is Google's, as VirusTotal recorded it; an unrecorded address says it is made up."""
+    real = get(f"{url}/api/v3/ip_addresses/8.8.8.8")[1]["data"]["attributes"]
+    assert (real["asn"], real["as_owner"]) == (15169, "Google LLC")
+    assert get(f"{url}/vtapi/v2/ip-address/report", headers=None, ip="8.8.8.8", apikey=KEY)[1]["response_code"] == 1
+    drawn = get(f"{url}/api/v3/ip_addresses/2001:4860:4860::8888")[1]["data"]["attributes"]
+    assert "EMULATOR" in drawn["as_owner"] and 64496 <= drawn["asn"] <= 65551
+    related = get(f"{url}/api/v3/ip_addresses/8.8.8.8", relationships="resolutions")[1]["data"]
+    assert related["attributes"]["as_owner"] == "Google LLC" and "resolutions" in related["relationships"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from kafka_helpers import collect, finals, produce, summaries, wait_finals
+from tests.support.kafka import collect, finals, produce, summaries, wait_finals
 
 from pipeline.devtools.rig import wait_until
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from kafka_helpers import collect, finals, produce, wait_finals
+from tests.support.kafka import collect, finals, produce, wait_finals
 
 from pipeline.cli.status import gather_status, summarize
 from pipeline.devtools.rig import group_members, wait_until
@@ -73,7 +73,7 @@ def test_a_stop_with_calls_in_flight_loses_nothing(kafka, emulator_factory, work
 
 
 def _status(kafka: str) -> dict:
-    return summarize(asyncio.run(gather_status(Settings(kafka_bootstrap=kafka))))
+    return summarize(asyncio.run(gather_status(Settings.of(kafka_bootstrap=kafka))))
 
 
 def test_the_allowances_vt_reports_bind_when_smaller(kafka, emulator_factory, worker_factory):

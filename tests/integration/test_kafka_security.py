@@ -1,6 +1,6 @@
 """Kafka security: TLS, mutual TLS and SASL on every client, and failing fast when Kafka refuses us.
 
-The TLS endpoint is a TLS terminator (tests/tls_helpers.py) in front of the
+The TLS endpoint is a TLS terminator (tests/support/tls.py) in front of the
 embedded broker, which advertises the terminator's port; the SASL broker is
 the embedded broker with ``--authentication`` (SCRAM). Results are read with
 confluent-kafka (librdkafka), an off-the-shelf client, through the same TLS
@@ -10,24 +10,20 @@ endpoint the worker used.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tls_helpers import Authority, Pem, TlsProxy
+from tests.support.security import ENRICHED, FAIL_FAST_S, cli_env, fails_fast, read_summaries, run, vtstream
+from tests.support.tls import TlsProxy
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
+from pipeline.devtools.certs import Authority, Pem
 
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED = "indicators.raw", "indicators.enriched"
-#: The item-2 bound: refusals end the process, with the setting named, within this many seconds.
-FAIL_FAST_S = 60
 
 
 @dataclass
@@ -64,24 +60,6 @@ def mtls_kafka(tmp_path: Path) -> Iterator[TlsKafka]:
     yield from _tls_kafka(tmp_path, mutual=True)
 
 
-def _env(bootstrap: str, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    env.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_WEB_PORT": "0",
-                "VTSTREAM_KAFKA_SESSION_TIMEOUT": "3", "VTSTREAM_STORE": "memory://"})
-    env.update({f"VTSTREAM_{k.upper()}": v for k, v in settings.items()})
-    return env
-
-
-def _vtstream(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, text=True, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=FAIL_FAST_S)
-
-
 def _confluent_tls(kafka: TlsKafka, mutual: bool) -> dict[str, str]:
     config = {"bootstrap.servers": kafka.bootstrap, "security.protocol": "SSL",
               "ssl.ca.location": str(kafka.ca.pem.cert), "ssl.endpoint.identification.algorithm": "https"}
@@ -90,99 +68,54 @@ def _confluent_tls(kafka: TlsKafka, mutual: bool) -> dict[str, str]:
     return config
 
 
-def _read_summaries(config: dict[str, str], want: set[str], timeout: float = 90.0) -> set[str]:
-    """Indicator values with a final summary on indicators.enriched, read with librdkafka."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer({**config, "group.id": "soc-reader", "enable.auto.commit": False})
-    partitions = consumer.list_topics(ENRICHED, timeout=30).topics[ENRICHED].partitions
-    consumer.assign([TopicPartition(ENRICHED, p, OFFSET_BEGINNING) for p in partitions])  # no group join
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    try:
-        while not want <= seen and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            event = json.loads(message.value())
-            if event["kind"] == "summary" and not event["summary"].get("pending"):
-                seen.add(event["indicator"]["value"])
-    finally:
-        consumer.close()
-    return seen
-
-
 def test_a_worker_enriches_through_mutual_tls_and_a_soc_client_reads_the_results(mtls_kafka, emulator,
                                                                                    worker_factory) -> None:
     tls = {"kafka_security_protocol": "SSL", "kafka_ssl_cafile": str(mtls_kafka.ca.pem.cert),
            "kafka_ssl_certfile": str(mtls_kafka.client.cert), "kafka_ssl_keyfile": str(mtls_kafka.client.key)}
     worker_factory(mtls_kafka.bootstrap, emulator.url, **tls)  # `topics create` runs through TLS first
-    produced = _run(_env(mtls_kafka.bootstrap, **tls), "produce", "8.8.8.8", "example.com")
+    produced = run(cli_env(mtls_kafka.bootstrap, **tls), "produce", "8.8.8.8", "example.com")
     assert produced.returncode == 0, produced.stdout
-    assert _read_summaries(_confluent_tls(mtls_kafka, mutual=True), {"8.8.8.8", "example.com"}) == {
+    assert read_summaries(_confluent_tls(mtls_kafka, mutual=True), {"8.8.8.8", "example.com"}) == {
         "8.8.8.8", "example.com"}
 
 
 def test_produce_and_tail_over_tls_with_the_ca_as_the_only_trust(tls_kafka) -> None:
     tls = {"kafka_security_protocol": "SSL", "kafka_ssl_cafile": str(tls_kafka.ca.pem.cert)}
-    env = _env(tls_kafka.bootstrap, **tls)
-    assert _run(env, "topics", "create").returncode == 0
+    env = cli_env(tls_kafka.bootstrap, **tls)
+    assert run(env, "topics", "create").returncode == 0
     event = {"kind": "summary", "indicator": {"type": "ip", "value": "9.9.9.9"}, "summary": {"found": True}}
-    assert _run(env, "produce", "--topic", ENRICHED, json.dumps(event)).returncode == 0
-    tail = _run(env, "tail", "--from-beginning", "--json", "--idle-exit", "2")
+    assert run(env, "produce", "--topic", ENRICHED, json.dumps(event)).returncode == 0
+    tail = run(env, "tail", "--from-beginning", "--json", "--idle-exit", "2")
     assert tail.returncode == 0 and "9.9.9.9" in tail.stdout, tail.stdout
-    status = _run(env, "status", "--json")
+    status = run(env, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["bootstrap"] == tls_kafka.bootstrap, status.stdout
-    assert _read_summaries(_confluent_tls(tls_kafka, mutual=False), {"9.9.9.9"}, timeout=30) == {"9.9.9.9"}
+    assert read_summaries(_confluent_tls(tls_kafka, mutual=False), {"9.9.9.9"}, timeout=30) == {"9.9.9.9"}
 
 
-def _fails_fast(env: dict[str, str], setting: str, needle: str) -> str:
-    """`vtstream worker`, `produce` and `status` exit non-zero in time with one error line naming ``setting``.
-
-    Returns both outputs.
-    """
-    started = time.monotonic()
-    outputs = []
-    procs = {"worker": _vtstream(env, "worker"), "produce": _vtstream(env, "produce", "8.8.8.8"),
-             "status": _vtstream(env, "status")}
-    for name, proc in procs.items():
-        try:
-            out, _ = proc.communicate(timeout=FAIL_FAST_S - (time.monotonic() - started))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"{name} still running after {FAIL_FAST_S}s: {proc.communicate()[0][-2000:]}")
-        errors = [line for line in out.splitlines() if line.startswith("Error:")]
-        assert proc.returncode != 0, (name, out[-2000:])
-        assert len(errors) == 1 and setting in errors[0] and needle in errors[0], (name, out[-2000:])
-        assert [line for line in out.splitlines() if line.strip()] == errors, (name, out[-2000:])  # nothing else
-        outputs.append(out)
-    return "\n".join(outputs)
-
-
-def test_an_untrusted_certificate_authority_fails_fast(tls_kafka, tmp_path: Path) -> None:
+def test_an_untrusted_certificate_authorityfails_fast(tls_kafka, tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     stranger = Authority(tmp_path / "other", "someone else's CA")
-    _fails_fast(_env(tls_kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(stranger.pem.cert)),
+    fails_fast(cli_env(tls_kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(stranger.pem.cert)),
                 "VTSTREAM_KAFKA_SSL_CAFILE", "not trusted")
 
 
-def test_a_certificate_for_another_host_fails_fast(tmp_path: Path) -> None:
+def test_a_certificate_for_another_hostfails_fast(tmp_path: Path) -> None:
     for kafka in _tls_kafka(tmp_path, mutual=False, names=("kafka.example",)):  # the client dials 127.0.0.1
-        _fails_fast(_env(kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(kafka.ca.pem.cert)),
+        fails_fast(cli_env(kafka.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=str(kafka.ca.pem.cert)),
                     "VTSTREAM_KAFKA_BOOTSTRAP", "not for '127.0.0.1'")
 
 
-def test_a_plaintext_client_on_the_tls_port_fails_fast(tls_kafka) -> None:
-    _fails_fast(_env(tls_kafka.bootstrap), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "speaks TLS")
+def test_a_plaintext_client_on_the_tls_portfails_fast(tls_kafka) -> None:
+    fails_fast(cli_env(tls_kafka.bootstrap), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "speaks TLS")
 
 
-def test_a_tls_client_on_the_plaintext_port_fails_fast(tls_kafka) -> None:
-    _fails_fast(_env(tls_kafka.plaintext, kafka_security_protocol="SSL", kafka_ssl_cafile=str(tls_kafka.ca.pem.cert)),
+def test_a_tls_client_on_the_plaintext_portfails_fast(tls_kafka) -> None:
+    fails_fast(cli_env(tls_kafka.plaintext, kafka_security_protocol="SSL", kafka_ssl_cafile=str(tls_kafka.ca.pem.cert)),
                 "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "speaks plaintext")
 
 
-def test_mutual_tls_without_a_client_certificate_fails_fast(mtls_kafka) -> None:
-    _fails_fast(_env(mtls_kafka.bootstrap, kafka_security_protocol="SSL",
+def test_mutual_tls_without_a_client_certificatefails_fast(mtls_kafka) -> None:
+    fails_fast(cli_env(mtls_kafka.bootstrap, kafka_security_protocol="SSL",
                      kafka_ssl_cafile=str(mtls_kafka.ca.pem.cert)),
                 "VTSTREAM_KAFKA_SSL_CERTFILE", "mutual TLS")
 
@@ -200,19 +133,19 @@ def test_wrong_sasl_credentials_fail_fast_without_showing_the_password(sasl_kafk
                                                                         tmp_path: Path) -> None:
     secret = tmp_path / "password"
     secret.write_text("hunter2-not-this-one\n")
-    env = _env(sasl_kafka, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism=mechanism,
+    env = cli_env(sasl_kafka, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism=mechanism,
                kafka_sasl_username="alice", kafka_sasl_password_file=str(secret))
-    assert "hunter2" not in _fails_fast(env, "VTSTREAM_KAFKA_SASL_PASSWORD", "rejected the SASL")
+    assert "hunter2" not in fails_fast(env, "VTSTREAM_KAFKA_SASL_PASSWORD", "rejected the SASL")
 
 
-def test_a_client_without_sasl_on_a_sasl_broker_fails_fast(sasl_kafka) -> None:
-    _fails_fast(_env(sasl_kafka), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "require SASL")
+def test_a_client_without_sasl_on_a_sasl_brokerfails_fast(sasl_kafka) -> None:
+    fails_fast(cli_env(sasl_kafka), "VTSTREAM_KAFKA_SECURITY_PROTOCOL", "require SASL")
 
 
 def test_a_broker_that_comes_up_late_is_waited_for_and_the_wait_is_logged() -> None:
     port = free_port()
-    env = _env(f"127.0.0.1:{port}")
-    create = _vtstream(env, "topics", "create", "--wait", "40")
+    env = cli_env(f"127.0.0.1:{port}")
+    create = vtstream(env, "topics", "create", "--wait", "40")
     time.sleep(2)  # nothing listens yet: the command must keep trying, not give up
     assert create.poll() is None
     with EmbeddedBroker(port=port):

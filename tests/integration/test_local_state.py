@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kafka_helpers import produce, wait_finals
+from tests.support.kafka import produce, wait_finals
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
-import urllib.request
 from typing import Any, Callable
 
 import orjson
 import pytest
 from click.testing import CliRunner
-from kafka_helpers import produce, wait_finals
+from tests.support.kafka import produce, wait_finals
+from tests.support.web import get as _get
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli.status import status_command
@@ -22,14 +22,6 @@ pytestmark = pytest.mark.integration
 
 RAW = "indicators.raw"
 FAULTY, FOUND, INTERNAL = "151.101.0.1", "wikipedia.org", "build.corp.acme-test.net"
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def _wait(what: str, probe: Callable[[], Any], timeout: float = 90.0) -> Any:

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from aiokafka.partitioner import murmur2
-from kafka_helpers import collect, produce, summaries
+from tests.support.kafka import collect, produce, summaries
 
 from pipeline.devtools.rig import wait_until
 
@@ -49,6 +49,7 @@ def test_each_lookup_action_is_enriched(kafka, emulator, worker_factory, api):
     assert len({e["event_id"] for e in events}) == len(events)
 
 
+@pytest.mark.both_brokers
 def test_cache_hits_and_coalescing_cost_one_call_per_indicator(kafka, emulator_factory, worker_factory):
     emulator = emulator_factory("--latency-ms", "400")
     worker_factory(kafka, emulator.url)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from kafka_helpers import collect, finals, produce
+from tests.support.kafka import collect, finals, produce
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +83,7 @@ def status_of(bootstrap: str, run: str) -> dict[str, Any]:
     return found  # type: ignore[no-any-return]
 
 
+@pytest.mark.both_brokers
 def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_factory, tmp_path: Path):
     worker_factory(kafka, emulator.url)
     produce(kafka, RAW, ["9.9.9.9"])  # answered live before the replay: cached, costs the replay nothing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from kafka_helpers import collect, finals, produce, summaries, wait_finals
+from tests.support.kafka import collect, finals, produce, summaries, wait_finals
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +126,7 @@ def test_pending_scans_do_not_delay_fresh_lookups(kafka, emulator_factory, worke
     assert max(ip_done) <= min(reports), "a scan report was fetched before a fresh lookup was answered"
 
 
+@pytest.mark.both_brokers
 def test_parked_scans_survive_a_worker_restart(kafka, emulator_factory, worker_factory):
     emulator = emulator_factory("--scan-seconds", "6", "--not-found-ratio", "1.0")
     first = worker_factory(kafka, emulator.url, **FAST_TIERS)

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 import stix2
-from kafka_helpers import collect, produce
+from tests.support.kafka import collect, produce
 from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Server, as_pages
 
 from pipeline.devtools.broker import free_port
 from pipeline.kafka.admin import ensure_topics, topic_catalog
+from pipeline.contracts.card import SummaryCard
 from pipeline.outputs.stix import StixOptions, build_bundle
 from pipeline.settings import Settings
 
@@ -150,7 +151,7 @@ def publish_golden_bundles(kafka):
     for name in GOLDEN_ANSWERS:
         events = json.loads((GOLDEN / f"{name}.json").read_text())
         summary = events[-1]
-        bundles.append(build_bundle(summary["indicator"], events[:-1], summary["summary"], labels=["TLP:GREEN"],
+        bundles.append(build_bundle(summary["indicator"], events[:-1], SummaryCard.from_dict(summary["summary"]), labels=["TLP:GREEN"],
                                     options=StixOptions(indicator_at=1), now=time.time()))
     for bundle in bundles:  # one by one, so the records carry increasing timestamps across partitions
         key = next(o for o in bundle["objects"] if o["type"] in ("ipv4-addr", "domain-name", "url", "file"))["id"]
@@ -158,6 +159,7 @@ def publish_golden_bundles(kafka):
     return bundles
 
 
+@pytest.mark.both_brokers
 def test_taxii2_client_discovers_lists_and_pages_the_published_objects(kafka, tmp_path, monkeypatch):
     bundles = publish_golden_bundles(kafka)
     published = sorted((o["id"], o.get("modified", "")) for b in bundles for o in b["objects"])

@@ -20,9 +20,10 @@ from typing import Any
 import orjson
 import pytest
 from taxii2client.v21 import Server, as_pages
-from test_stix_taxii import GOLDEN, GOLDEN_ANSWERS, PASSWORD, USER, Taxii, enrich
+from tests.integration.test_stix_taxii import GOLDEN, GOLDEN_ANSWERS, PASSWORD, USER, Taxii, enrich
 
 from pipeline.kafka.admin import ensure_topics, make_producer, topic_catalog
+from pipeline.contracts.card import SummaryCard
 from pipeline.outputs.stix import StixOptions, build_bundle
 from pipeline.settings import Settings
 
@@ -94,10 +95,11 @@ def golden_bundles(now: float) -> list[dict[str, Any]]:
     bundles = []
     for name in GOLDEN_ANSWERS:
         events = json.loads((GOLDEN / f"{name}.json").read_text())
-        bundles.append(build_bundle(events[-1]["indicator"], events[:-1], events[-1]["summary"], labels=[],
+        bundles.append(build_bundle(events[-1]["indicator"], events[:-1], SummaryCard.from_dict(events[-1]["summary"]),
+                                    labels=[],
                                     options=StixOptions(indicator_at=1), now=now))
     bundles.append(build_bundle({"type": "domain", "value": "unknown-notfound.example.org"}, [],
-                                {"found": False}, labels=[], options=StixOptions(), now=now))
+                                SummaryCard(found=False), labels=[], options=StixOptions(), now=now))
     return bundles
 
 

@@ -15,8 +15,8 @@ from typing import Iterator
 
 import pytest
 import requests
-from test_stix_taxii import PASSWORD, USER, Taxii, publish_golden_bundles
-from test_taxii2_client_paging import collection_of
+from tests.integration.test_stix_taxii import PASSWORD, USER, Taxii, publish_golden_bundles
+from tests.integration.test_taxii2_client_paging import collection_of
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port, wait_for_port
 

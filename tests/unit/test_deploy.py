@@ -36,7 +36,7 @@ def _kind(kind: str) -> list[dict[str, Any]]:
 
 def test_every_manifest_is_valid_against_the_kubernetes_schema() -> None:
     docs = _manifests()
-    assert {doc["kind"] for doc in docs} >= {"StatefulSet", "Service", "PodDisruptionBudget", "Secret"}
+    assert {doc["kind"] for doc in docs} >= {"StatefulSet", "Service", "PodDisruptionBudget", "Secret", "NetworkPolicy"}
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -53,43 +53,126 @@ def test_workers_have_probes_secrets_requests_and_scrape_annotations() -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
     env = {e["name"]: e for e in worker["env"]}
     assert env["VTSTREAM_WEB_PORT"]["value"] == str(port)
-    assert "value" not in env["VTSTREAM_VT_API_KEY"] and env["VTSTREAM_VT_API_KEY"]["valueFrom"]["secretKeyRef"]
-    assert KAFKA_CLIENT_SETTINGS <= set(env) and "VTSTREAM_KAFKA_SASL_PASSWORD" not in env
-    password_dir = str(Path(env["VTSTREAM_KAFKA_SASL_PASSWORD_FILE"]["value"]).parent)
-    (mount,) = [m for m in worker["volumeMounts"] if m["mountPath"] == password_dir]
-    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
-    secret_names = {s["metadata"]["name"] for s in _kind("Secret")}
-    assert volume["secret"]["secretName"] in secret_names
-    assert env["VTSTREAM_VT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] in secret_names
-    for container in pod["spec"]["containers"] + pod["spec"].get("initContainers", []):
-        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), container["name"]
+    assert KAFKA_CLIENT_SETTINGS <= set(env)
     (budget,) = _kind("PodDisruptionBudget")
     assert budget["spec"]["selector"] == workers["spec"]["selector"]
+    for container in pod["spec"]["containers"] + pod["spec"].get("initContainers", []):
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), container["name"]
+
+
+def _worker_pod() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    (workers,) = _kind("StatefulSet")
+    spec = workers["spec"]["template"]["spec"]
+    return workers, spec, spec["containers"] + spec.get("initContainers", [])
+
+
+def test_the_key_and_the_kafka_password_are_mounted_files_never_environment_values():
+    _, spec, containers = _worker_pod()
+    secret_names = {s["metadata"]["name"] for s in _kind("Secret")}
+    for container in containers:
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert "VTSTREAM_VT_API_KEY" not in env and "VTSTREAM_KAFKA_SASL_PASSWORD" not in env, container["name"]
+        assert not any("valueFrom" in e for e in env.values()), container["name"]  # no secret as a variable
+        for variable in ("VTSTREAM_VT_API_KEY_FILE", "VTSTREAM_KAFKA_SASL_PASSWORD_FILE"):
+            if variable not in env:
+                continue
+            path = Path(env[variable]["value"])
+            (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+            (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+            assert mount.get("readOnly") is True and volume["secret"]["secretName"] in secret_names
+            assert path.name in {item["path"] for item in volume["secret"]["items"]}
+    worker = next(c for c in containers if c["name"] == "worker")
+    assert {"VTSTREAM_VT_API_KEY_FILE", "VTSTREAM_KAFKA_SASL_PASSWORD_FILE"} <= {e["name"] for e in worker["env"]}
+
+
+def test_every_container_runs_hardened():
+    """Non-root with a numeric UID (the image's), read-only root filesystem, no capability, the runtime's
+    seccomp profile, no privilege escalation, no service account token."""
+    _, spec, containers = _worker_pod()
+    pod = spec["securityContext"]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    uid = int(re.search(r"^USER (\d+)", dockerfile, re.M)[1])  # type: ignore[index]
+    assert f"--uid {uid}" in dockerfile
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == uid and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    for container in containers:
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True and isinstance(context["runAsUser"], int) and context["runAsUser"] != 0
+        assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]} and context["seccompProfile"]["type"] == "RuntimeDefault"
+        assert not context.get("privileged")
+
+
+def test_the_only_writable_volume_is_the_data_dir():
+    workers, _, containers = _worker_pod()
+    claims = {claim["metadata"]["name"] for claim in workers["spec"].get("volumeClaimTemplates", [])}
+    for container in containers:
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        writable = [m for m in container.get("volumeMounts", []) if not m.get("readOnly")]
+        if container["name"] == "worker":
+            assert [m["mountPath"] for m in writable] == [env["VTSTREAM_DATA_DIR"]]
+            assert writable[0]["name"] in claims
+        else:
+            assert writable == [], container["name"]
+
+
+def test_images_are_pinned_releases_never_latest():
+    _, _, containers = _worker_pod()
+    version = re.search(r'^version = "([^"]+)"', (DEPLOY.parent / "pyproject.toml").read_text(), re.M)[1]  # type: ignore[index]
+    for container in containers:
+        image = container["image"]
+        name, _, tag = image.rpartition(":")
+        assert name and tag and tag != "latest" and "/" not in tag, image
+        assert tag == version or "@sha256:" in image, (image, version)
+
+
+def test_a_network_policy_limits_who_reaches_the_workers_and_what_they_reach():
+    workers, spec, _ = _worker_pod()
+    (policy,) = _kind("NetworkPolicy")
+    body = policy["spec"]
+    assert body["podSelector"] == workers["spec"]["selector"] and sorted(body["policyTypes"]) == ["Egress", "Ingress"]
+    worker = next(c for c in spec["containers"] if c["name"] == "worker")
+    web = {p["name"]: p["containerPort"] for p in worker["ports"]}["web"]
+    (ingress,) = body["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": web}]
+    (source,) = ingress["from"]
+    assert source == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    egress_ports = {(p["protocol"], p["port"]) for rule in body["egress"] for p in rule["ports"]}
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    kafka_port = int(env["VTSTREAM_KAFKA_BOOTSTRAP"].rsplit(":", 1)[1])
+    assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", kafka_port), ("TCP", 443)}
+    assert env["VTSTREAM_VT_BASE_URL"].startswith("https://")
+    (https,) = [rule for rule in body["egress"] if rule["ports"] == [{"protocol": "TCP", "port": 443}]]
+    (block,) = [peer["ipBlock"] for peer in https["to"]]
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(block["except"])
 
 
 def test_compose_runs_kraft_kafka_with_sasl_ssl_workers_ready_checks_and_prometheus() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
-    kafka = services["kafka"]["environment"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert "controller" in kafka["KAFKA_PROCESS_ROLES"] and "KAFKA_ZOOKEEPER_CONNECT" not in kafka
-    protocols = dict(pair.split(":") for pair in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
-    client_listener = kafka["KAFKA_ADVERTISED_LISTENERS"].split(":")[0]
-    assert protocols[client_listener] == "SASL_SSL"
-    port = kafka["KAFKA_ADVERTISED_LISTENERS"].rsplit(":", 1)[1]
+    kafka = dict(line.split("=", 1) for line in (DEPLOY / "kafka" / "server.properties").read_text().splitlines()
+                 if line and not line.startswith("#"))  # the properties file the kafka service runs
+    assert "controller" in kafka["process.roles"] and "zookeeper.connect" not in kafka
+    protocols = dict(pair.split(":") for pair in kafka["listener.security.protocol.map"].split(","))
+    (client,) = [a for a in kafka["advertised.listeners"].split(",") if a.startswith("CLIENT://")]
+    assert protocols["CLIENT"] == "SASL_SSL"
+    port = client.rsplit(":", 1)[1]
 
     worker = services["worker"]
     env = worker["environment"]
     assert KAFKA_CLIENT_SETTINGS <= set(env)
     assert env["VTSTREAM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert env["VTSTREAM_KAFKA_BOOTSTRAP"] == f"kafka:{port}"
-    assert env["VTSTREAM_KAFKA_SASL_MECHANISM"] in kafka["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
+    assert env["VTSTREAM_KAFKA_SASL_MECHANISM"] in kafka["listener.name.client.sasl.enabled.mechanisms"].split(",")
     secret = Path(env["VTSTREAM_KAFKA_SASL_PASSWORD_FILE"]).name
     assert secret in worker["secrets"] and secret in compose["secrets"]
     assert "/ready" in " ".join(worker["healthcheck"]["test"])
     assert env["VTSTREAM_WEB_PORT"] in " ".join(worker["healthcheck"]["test"])
 
     assert "prometheus" in services and "grafana" in services
+    for name in ("prometheus", "grafana"):  # on this machine only: Grafana lets anyone in as a viewer
+        assert services[name]["ports"] and all(str(p).startswith("127.0.0.1:") for p in services[name]["ports"])
     scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
     (job,) = scrape
     assert job["metrics_path"] == "/metrics"
@@ -132,3 +215,24 @@ def test_every_vtstream_variable_the_deployments_set_is_a_setting() -> None:
         names |= {e["name"] for c in spec["containers"] + spec.get("initContainers", []) for e in c.get("env", [])}
     assert KAFKA_CLIENT_SETTINGS <= names
     assert names <= known, names - known
+
+
+def test_compose_vtstream_containers_mount_only_the_ca_and_run_without_privileges():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    certs = services["certs"]
+    script = " ".join(certs["command"])
+    key_volume = next(v.split(":")[0] for v in certs["volumes"] if v.split(":")[1] == "/certs")
+    ca_volume = next(v.split(":")[0] for v in certs["volumes"] if v.split(":")[1] != "/certs")
+    ca_dir = next(v.split(":")[1] for v in certs["volumes"] if v.split(":")[0] == ca_volume)
+    assert f"cp ca.crt {ca_dir}/ca.crt" in script and "key" not in script.split(f"cp ca.crt {ca_dir}")[1].split("\n")[0]
+    for name in ("worker", "topics"):
+        service = services[name]
+        sources = [v.split(":")[0] for v in service.get("volumes", [])]
+        assert key_volume not in sources and sources == [ca_volume], (name, sources)
+        cafile = service["environment"]["VTSTREAM_KAFKA_SSL_CAFILE"]
+        assert any(cafile.startswith(v.split(":")[1] + "/") and v.endswith(":ro") for v in service["volumes"])
+    worker = services["worker"]
+    assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in worker["security_opt"]
+    assert any(t.startswith("/var/lib/vtstream") for t in worker["tmpfs"])  # the image's VTSTREAM_DATA_DIR

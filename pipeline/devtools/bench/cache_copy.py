@@ -13,9 +13,10 @@ import time
 
 import click
 
-from pipeline.devtools.bench.harness import Report
+from pipeline.contracts.cache_entry import CachedResult, InFlight
+from pipeline.contracts.card import SummaryCard
+from pipeline.devtools.bench.harness import BenchReport
 from pipeline.kafka.replica import CacheCopy
-from pipeline.records import CachedResult, InFlight
 
 #: A summary card of the usual size (an IP with a few detections).
 SUMMARY = {"found": True, "positives": 3, "total": 70, "asn": "15169", "as_owner": "GOOGLE", "country": "US",
@@ -31,7 +32,7 @@ def cache_copy(entries: int, repeat: int) -> None:
     keys = [f"ip:10.{i >> 16}.{(i >> 8) & 255}.{i & 255}".encode() for i in range(entries)]
     changelog = [(key, record.to_bytes()) for i, key in enumerate(keys)
                  for record in (InFlight(since=1000.0, requester=f"indicators.raw/0/{i}"),
-                                CachedResult(SUMMARY, fetched_at=1000.0 + i, expires_at=90000.0 + i))]
+                                CachedResult(SummaryCard.from_dict(SUMMARY), fetched_at=1000.0 + i, expires_at=90000.0 + i))]
     best_apply = best_read = float("inf")
     for _ in range(repeat):
         copy = CacheCopy(entries)
@@ -44,7 +45,7 @@ def cache_copy(entries: int, repeat: int) -> None:
             for key in keys:
                 copy.fresh(key, 5000.0)
         best_read = min(best_read, time.perf_counter() - started)
-    report = Report(f"cache-copy: {len(changelog):,} changelog records into one worker's cache copy, best of {repeat}")
+    report = BenchReport(f"cache-copy: {len(changelog):,} changelog records into one worker's cache copy, best of {repeat}")
     report.add("apply, ns per changelog record", round(best_apply * 1e9 / len(changelog)))
     report.add("fresh, reads/s (each entry read twice)", round(2 * entries / best_read))
     report.emit("applied_per_s", str(round(len(changelog) / best_apply)))

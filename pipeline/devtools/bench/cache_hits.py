@@ -29,8 +29,8 @@ from aiokafka import TopicPartition
 
 from topics import RAW
 
+from pipeline.devtools.bench.harness import PARTITIONS, BenchReport, Rig, Tap, create_topic, produce, progress, raw_record, rig_options
 from pipeline.devtools.bench.passthrough import clients, forward_batch
-from pipeline.devtools.bench.harness import PARTITIONS, Report, Rig, Tap, create_topic, produce, progress, raw_record, rig_options
 from pipeline.devtools.bench.profiling import Profiler, shares
 from pipeline.settings import Settings
 
@@ -77,7 +77,7 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
       vtstream bench cache-hits                       # 200,000 events over 1,000 indicators
       vtstream bench cache-hits --events 20000 --profile /tmp/hits.txt
     """
-    report = Report(f"cache-hits: {events:,} events over {unique:,} unique indicators, 1 worker, {store}")
+    report = BenchReport(f"cache-hits: {events:,} events over {unique:,} unique indicators, 1 worker, {store}")
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:
         # The worker must stay in its group while paused for the pre-produce (~50,000 records/s).
         session = 6 + events // 20_000

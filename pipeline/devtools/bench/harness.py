@@ -3,7 +3,7 @@
 A scenario opens a :class:`Rig` (an ExitStack: whatever it starts is stopped
 when the scenario ends, also on error or Ctrl-C), produces inputs with
 :func:`produce`, watches ``indicators.enriched`` through a :class:`Tap`, and
-prints a :class:`Report`: a table, then the one line the scenario is judged
+prints a :class:`BenchReport`: a table, then the one line the scenario is judged
 on, last. Workers are real ``python -m pipeline worker`` child processes, as
 an operator runs them, so the figures include everything a deployment pays.
 The processes, their environment and the producer are the test suite's too
@@ -53,9 +53,28 @@ _INTERIM = b'"pending":true'
 
 # --------------------------------------------------------------------------- click options
 
+BROKERS = ("embedded", "apache")
+_BROKER_KEY = "vtstream.bench.broker"
+
+
+def _remember_broker(ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    ctx.meta[_BROKER_KEY] = value
+    return value
+
+
+def chosen_broker() -> str:
+    """The ``--broker`` of the running scenario (kept in click's context, so scenarios need no parameter)."""
+    ctx = click.get_current_context(silent=True)
+    return str(ctx.meta.get(_BROKER_KEY, "embedded")) if ctx is not None else "embedded"
+
+
 def rig_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--bootstrap / --vt-url / --keep: use existing services, keep the work folder."""
+    """--broker / --bootstrap / --vt-url / --keep: which broker to start, or existing services; keep the work folder."""
     func = click.option("--keep", is_flag=True, help="Keep the work folder (worker logs, table state).")(func)
+    func = click.option("--broker", type=click.Choice(BROKERS), default="embedded", show_default=True,
+                        expose_value=False, is_eager=True, callback=_remember_broker,
+                        help="The broker to start: the embedded one (tansu) or Apache Kafka 4.1 (a JDK 17+ and "
+                             "Maven; one node, its plaintext listener). Ignored with --bootstrap.")(func)
     func = click.option("--vt-url", help="Use this VirusTotal emulator (http://host:port) instead of "
                                          "starting one; its config and counters are reset.")(func)
     func = click.option("--bootstrap", help="Use this Kafka broker instead of starting the embedded "
@@ -141,7 +160,11 @@ class Rig:
 
     def _start(self) -> None:
         given_bootstrap, given_vt = self._given
-        if not given_bootstrap:
+        if not given_bootstrap and chosen_broker() == "apache":
+            from pipeline.devtools.apache.launcher import ApacheKafka
+
+            self.bootstrap = self._stack.enter_context(ApacheKafka(self.workdir / "apache")).bootstrap
+        elif not given_bootstrap:
             broker = self._stack.enter_context(EmbeddedBroker())
             self.bootstrap = broker.bootstrap
         if not given_vt:
@@ -383,7 +406,7 @@ class RssSampler:
 # --------------------------------------------------------------------------- reporting
 
 @dataclass
-class Report:
+class BenchReport:
     """The table a scenario prints, then its judged line, last."""
 
     title: str

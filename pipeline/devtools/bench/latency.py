@@ -29,11 +29,11 @@ import orjson
 
 from topics import RAW
 
-from pipeline.kafka.admin import make_producer
 from pipeline.devtools.bench import passthrough
-from pipeline.devtools.bench.harness import (PARTITIONS, Report, Rig, Tap, create_topic, produce, progress,
-                                            raw_record, rig_options)
+from pipeline.devtools.bench.harness import (PARTITIONS, BenchReport, Rig, Tap, create_topic, produce, progress,
+                                             raw_record, rig_options)
 from pipeline.devtools.bench.profiling import Profiler, shares
+from pipeline.kafka.admin import make_producer
 from pipeline.settings import Settings
 
 _MARK = "t:"
@@ -164,7 +164,7 @@ def latency(rate: int, duration: float, unique: int, store: str, drain: float, p
       vtstream bench latency                          # 10,000 events/s for 20 s, each
       vtstream bench latency --rate 2000 --duration 5
     """
-    report = Report(f"latency: cache hits at {rate:,}/s for {duration:.0f}s, 1 worker, {store}, "
+    report = BenchReport(f"latency: cache hits at {rate:,}/s for {duration:.0f}s, 1 worker, {store}, "
                     f"against a raw aiokafka passthrough")
     pipe = Latencies()
 

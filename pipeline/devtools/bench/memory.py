@@ -32,7 +32,7 @@ from aiokafka import TopicPartition
 
 from topics import RAW, changelog_name
 
-from pipeline.devtools.bench.harness import (APP_ID, PARTITIONS, TYPES, Report, Rig, RssSampler, Tap, new_salt,
+from pipeline.devtools.bench.harness import (APP_ID, PARTITIONS, TYPES, BenchReport, Rig, RssSampler, Tap, new_salt,
                                             progress, produce, raw_record, rig_options, wait_for_group)
 from pipeline.kafka.admin import make_consumer, make_producer
 from pipeline.kafka.direct import BatchOutbox
@@ -40,7 +40,7 @@ from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, parse
 
 
-#: A cache entry in its changelog JSON form (pipeline.records.CachedResult on the wire).
+#: A cache entry in its changelog JSON form (pipeline.contracts.cache_entry.CachedResult on the wire).
 Entry = dict[str, Any]
 
 
@@ -85,7 +85,7 @@ async def seed(kafka: Settings, changelog: str, count: int, salt: str, templates
             for i in range(count):
                 examples = templates[TYPES[i % len(TYPES)]]
                 entry = {**examples[i % len(examples)], "fetched_at": now,
-                         "expires_at": now + settings.cache_ttl_s}
+                         "expires_at": now + settings.cache.ttl_s}
                 await out.send(changelog, cache_key(i, salt, settings), orjson.dumps(entry))
                 if i % 20_000 == 19_999:
                     await out.flush()
@@ -115,7 +115,7 @@ def memory(cached: int, through: int, probes: int, store: str, timeout: float, b
       vtstream bench memory --cached 1000000          # seeds 1M entries, restarts a worker on them
       vtstream bench memory --cached 20000 --through 120 --probes 60
     """
-    report = Report(f"memory: a worker restored cold from {cached:,} seeded + {through:,} enriched cache "
+    report = BenchReport(f"memory: a worker restored cold from {cached:,} seeded + {through:,} enriched cache "
                     f"entries, {store}")
     through_salt, seed_salt, new_salt_ = new_salt(), new_salt(), new_salt()
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:

@@ -19,7 +19,7 @@ import click
 
 from topics import RAW
 
-from pipeline.devtools.bench.harness import (Report, Rig, Tap, new_salt, produce, raw_record, rig_options,
+from pipeline.devtools.bench.harness import (BenchReport, Rig, Tap, new_salt, produce, raw_record, rig_options,
                                             wait_for_group)
 from pipeline.devtools.bench.profiling import Profiler, shares
 
@@ -40,7 +40,7 @@ def misses(unique: int, latency_ms: float, timeout: float, profile: Path | None,
       vtstream bench misses --latency-ms 50           # 3,000 new indicators per phase
       vtstream bench misses --latency-ms 0 --unique 600
     """
-    report = Report(f"misses: {unique:,} new indicators per phase, emulator unlimited, "
+    report = BenchReport(f"misses: {unique:,} new indicators per phase, emulator unlimited, "
                     f"{latency_ms:g} ms per answer, v3")
     rates: dict[int, float] = {}
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:

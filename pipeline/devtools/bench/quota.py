@@ -23,7 +23,7 @@ import click
 
 from topics import RAW
 
-from pipeline.devtools.bench.harness import Report, Rig, Tap, produce, progress, raw_record, rig_options, wait_for_group
+from pipeline.devtools.bench.harness import BenchReport, Rig, Tap, produce, progress, raw_record, rig_options, wait_for_group
 
 
 @click.command("quota")
@@ -53,7 +53,7 @@ def quota(rate: int, unique: int | None, duration: float | None, latency_ms: flo
     allowed = rate * duration / 60.0
     if unique < allowed:
         click.echo(f"note: {unique} indicators cannot keep {rate}/min busy for {duration:.0f}s", err=True)
-    report = Report(f"quota: {rate}/min strict, {latency_ms:g} ms per answer, {unique:,} unique indicators, "
+    report = BenchReport(f"quota: {rate}/min strict, {latency_ms:g} ms per answer, {unique:,} unique indicators, "
                     f"{workers} workers, {duration:.0f}s measured after {warmup:g}s")
     with Rig(bootstrap, vt_url, rate_per_minute=rate, keep=keep) as rig:
         rig.emulator("/_emulator/config", {"latency_ms": latency_ms})

@@ -20,7 +20,7 @@ import orjson
 
 from topics import RAW
 
-from pipeline.devtools.bench.harness import Report, Rig, Tap, produce, raw_record, rig_options, wait_for_group
+from pipeline.devtools.bench.harness import BenchReport, Rig, Tap, produce, raw_record, rig_options, wait_for_group
 
 
 @click.command("unique-calls")
@@ -45,7 +45,7 @@ def unique_calls(events: int, unique: int, workers: int, seed: int, url_max_age:
     """
     if events < unique:
         raise click.UsageError("--events must be at least --unique")
-    report = Report(f"unique-calls: {events:,} events over {unique:,} unique indicators, {workers} workers")
+    report = BenchReport(f"unique-calls: {events:,} events over {unique:,} unique indicators, {workers} workers")
     order = [i % unique for i in range(events)]
     random.Random(seed).shuffle(order)
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:

@@ -24,21 +24,36 @@ _DAY = 86_400
 
 # --------------------------------------------------------------------------- networks
 
-#: (asn, owner, country, continent, rir)
+#: (asn, owner, country, continent, rir). Synthetic on purpose: documentation ASNs (RFC 5398)
+#: and owners that say EMULATOR, so no drawn fact reads as a wrong real-world one. Indicators
+#: with a recorded VirusTotal answer get that instead (:mod:`pipeline.devtools.emulator.recorded`).
 NETWORKS: tuple[tuple[int, str, str, str, str], ...] = (
-    (15169, "GOOGLE", "US", "NA", "ARIN"), (13335, "CLOUDFLARENET", "US", "NA", "ARIN"),
-    (16509, "AMAZON-02", "US", "NA", "ARIN"), (8075, "MICROSOFT-CORP-MSN-AS-BLOCK", "US", "NA", "ARIN"),
-    (14061, "DIGITALOCEAN-ASN", "US", "NA", "ARIN"), (20473, "AS-CHOOPA", "US", "NA", "ARIN"),
-    (63949, "Akamai Connected Cloud", "US", "NA", "ARIN"), (7922, "COMCAST-7922", "US", "NA", "ARIN"),
-    (16276, "OVH SAS", "FR", "EU", "RIPE NCC"), (24940, "Hetzner Online GmbH", "DE", "EU", "RIPE NCC"),
-    (51167, "Contabo GmbH", "DE", "EU", "RIPE NCC"), (3320, "Deutsche Telekom AG", "DE", "EU", "RIPE NCC"),
-    (60781, "LeaseWeb Netherlands B.V.", "NL", "EU", "RIPE NCC"), (9009, "M247 Europe SRL", "RO", "EU", "RIPE NCC"),
-    (49505, "JSC Selectel", "RU", "EU", "RIPE NCC"), (12389, "PJSC Rostelecom", "RU", "EU", "RIPE NCC"),
-    (44477, "PQ Hosting Plus S.R.L.", "MD", "EU", "RIPE NCC"), (3352, "TELEFONICA DE ESPANA", "ES", "EU", "RIPE NCC"),
-    (4134, "Chinanet", "CN", "AS", "APNIC"), (45102, "Alibaba US Technology Co., Ltd.", "CN", "AS", "APNIC"),
-    (132203, "Tencent Building, Kejizhongyi Avenue", "CN", "AS", "APNIC"), (4766, "Korea Telecom", "KR", "AS", "APNIC"),
-    (2914, "NTT-COMMUNICATIONS-2914", "JP", "AS", "APNIC"), (45899, "VNPT Corp", "VN", "AS", "APNIC"),
-    (28573, "Claro NXT Telecomunicacoes Ltda", "BR", "SA", "LACNIC"), (8452, "TE-AS", "EG", "AF", "AFRINIC"),
+    (64496, "EMULATOR-NET-01 (synthetic)", "US", "NA", "ARIN"),
+    (64497, "EMULATOR-NET-02 (synthetic)", "US", "NA", "ARIN"),
+    (64498, "EMULATOR-NET-03 (synthetic)", "US", "NA", "ARIN"),
+    (64499, "EMULATOR-NET-04 (synthetic)", "US", "NA", "ARIN"),
+    (64500, "EMULATOR-NET-05 (synthetic)", "US", "NA", "ARIN"),
+    (64501, "EMULATOR-NET-06 (synthetic)", "US", "NA", "ARIN"),
+    (64502, "EMULATOR-NET-07 (synthetic)", "US", "NA", "ARIN"),
+    (64503, "EMULATOR-NET-08 (synthetic)", "US", "NA", "ARIN"),
+    (64504, "EMULATOR-NET-09 (synthetic)", "FR", "EU", "RIPE NCC"),
+    (64505, "EMULATOR-NET-10 (synthetic)", "DE", "EU", "RIPE NCC"),
+    (64506, "EMULATOR-NET-11 (synthetic)", "DE", "EU", "RIPE NCC"),
+    (64507, "EMULATOR-NET-12 (synthetic)", "DE", "EU", "RIPE NCC"),
+    (64508, "EMULATOR-NET-13 (synthetic)", "NL", "EU", "RIPE NCC"),
+    (64509, "EMULATOR-NET-14 (synthetic)", "RO", "EU", "RIPE NCC"),
+    (64510, "EMULATOR-NET-15 (synthetic)", "RU", "EU", "RIPE NCC"),
+    (64511, "EMULATOR-NET-16 (synthetic)", "RU", "EU", "RIPE NCC"),
+    (65536, "EMULATOR-NET-17 (synthetic)", "MD", "EU", "RIPE NCC"),
+    (65537, "EMULATOR-NET-18 (synthetic)", "ES", "EU", "RIPE NCC"),
+    (65538, "EMULATOR-NET-19 (synthetic)", "CN", "AS", "APNIC"),
+    (65539, "EMULATOR-NET-20 (synthetic)", "CN", "AS", "APNIC"),
+    (65540, "EMULATOR-NET-21 (synthetic)", "CN", "AS", "APNIC"),
+    (65541, "EMULATOR-NET-22 (synthetic)", "KR", "AS", "APNIC"),
+    (65542, "EMULATOR-NET-23 (synthetic)", "JP", "AS", "APNIC"),
+    (65543, "EMULATOR-NET-24 (synthetic)", "VN", "AS", "APNIC"),
+    (65544, "EMULATOR-NET-25 (synthetic)", "BR", "SA", "LACNIC"),
+    (65545, "EMULATOR-NET-26 (synthetic)", "EG", "AF", "AFRINIC"),
 )
 
 

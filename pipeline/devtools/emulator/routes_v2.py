@@ -19,6 +19,7 @@ from aiohttp import web
 from pipeline.devtools.emulator import v2
 from pipeline.devtools.emulator.data import canonical_url, sha256_of, valid_domain, valid_hash, valid_ip
 from pipeline.devtools.emulator.routes_v3 import MAX_DIRECT_UPLOAD, read_upload, submit_file_scan, submit_url_scan
+from pipeline.devtools.emulator.recorded import recorded
 from pipeline.devtools.emulator.scans import FileInfo
 from pipeline.devtools.emulator.state import EMULATOR_KEY, Emulator, json_response
 
@@ -66,6 +67,8 @@ async def ip_report(request: web.Request) -> web.Response:
     ip = p.get("ip", "").strip()
     if not valid_ip(ip):
         return json_response({"response_code": -1, "verbose_msg": "Invalid IP address"})
+    if (real := recorded("v2", "ip_address", ip)) is not None:
+        return json_response(real)
     facts = emu.ip(ip)
     if facts is None:
         return json_response(v2.not_found("ip", ip))
@@ -79,6 +82,8 @@ async def domain_report(request: web.Request) -> web.Response:
     domain = p.get("domain", "").strip().lower().rstrip(".")
     if not valid_domain(domain):
         return json_response({"response_code": -1, "verbose_msg": "Invalid domain"})
+    if (real := recorded("v2", "domain", domain)) is not None:
+        return json_response(real)
     facts = emu.domain(domain)
     if facts is None:
         return json_response(v2.not_found("domain", domain))

@@ -13,6 +13,7 @@ from aiohttp import BodyPartReader, web
 from pipeline.devtools.emulator import v3
 from pipeline.devtools.emulator.data import canonical_url, sha256_of, valid_domain, valid_hash, valid_ip
 from pipeline.devtools.emulator.netdata import url_facts
+from pipeline.devtools.emulator.recorded import recorded
 from pipeline.devtools.emulator.filedata import file_analysis_id, file_facts
 from pipeline.devtools.emulator.scans import FileInfo, Scan
 from pipeline.devtools.emulator.state import EMULATOR_KEY, Emulator, json_response
@@ -98,7 +99,11 @@ async def get_object(request: web.Request) -> web.Response:
         return json_response(cached)
     kind = _KIND[collection]
     render: dict[str, Callable[[Any, str], dict[str, Any]]] = {"ip_address": v3.ip_object, "domain": v3.domain_object, "file": v3.file_object, "url": v3.url_object}
-    obj = render[kind](facts, base)
+    real = recorded("v3", kind, oid) if kind in ("ip_address", "domain") else None
+    if real is not None:  # VirusTotal's own answer; its links point here, as VirusTotal's point at itself
+        obj = {**orjson.loads(real)["data"], "links": {"self": f"{base}/{collection}/{oid}"}}
+    else:
+        obj = render[kind](facts, base)
     if rels:
         table = v3.relationships(kind, facts)
         unknown = [r for r in rels if r not in table]

@@ -21,16 +21,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.errors import ConfigError, KafkaAccessDenied, VtStreamError
-from pipeline.kafka.admin import make_consumer, start_with_retry
+from pipeline.kafka.admin import make_consumer, start_with_retry, topic_partitions
 from pipeline.outputs.taxii.paging import Page, Position, Query, Record, read_page, resume_points
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.outputs.taxii.feed")
 T = TypeVar("T")
 
 #: Records one fetch hands over at most (the budget bounds the page; this bounds one step of it).
@@ -53,18 +54,18 @@ class FeedBusy(VtStreamError):
 
 def feed_settings(settings: Settings) -> Settings:
     """The Kafka settings the feed connects with: its own SASL login when one is set, else the worker's."""
-    user, password, password_file = (settings.taxii_kafka_sasl_username, settings.taxii_kafka_sasl_password,
-                                     settings.taxii_kafka_sasl_password_file)
+    user, password, password_file = (settings.taxii.kafka_sasl_username, settings.taxii.kafka_sasl_password,
+                                     settings.taxii.kafka_sasl_password_file)
     if not (user or password or password_file):
         return settings
     if not user or bool(password) == bool(password_file):
         raise ConfigError("the TAXII server's own Kafka login needs VTSTREAM_TAXII_KAFKA_SASL_USERNAME and exactly "
                          "one of VTSTREAM_TAXII_KAFKA_SASL_PASSWORD and VTSTREAM_TAXII_KAFKA_SASL_PASSWORD_FILE")
-    if not settings.kafka_security_protocol.startswith("SASL_"):
+    if not settings.kafka.uses_sasl:
         raise ConfigError("VTSTREAM_TAXII_KAFKA_SASL_* are set but VTSTREAM_KAFKA_SECURITY_PROTOCOL="
-                         f"{settings.kafka_security_protocol} does not use SASL: set it to SASL_PLAINTEXT or SASL_SSL")
-    return settings.with_(kafka_sasl_username=user, kafka_sasl_password=password,
-                          kafka_sasl_password_file=password_file)
+                         f"{settings.kafka.security_protocol} does not use SASL: set it to SASL_PLAINTEXT or SASL_SSL")
+    kafka = replace(settings.kafka, sasl_username=user, sasl_password=password, sasl_password_file=password_file)
+    return replace(settings, kafka=kafka)
 
 
 class Turns:
@@ -146,7 +147,7 @@ class Feed:
 
     def __init__(self, settings: Settings, topic: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings, self.topic, self.clock = feed_settings(settings), topic, clock
-        self.budget = settings.taxii_scan_budget
+        self.budget = settings.taxii.scan_budget
         self._consumer = make_consumer(self.settings, group_id=None, enable_auto_commit=False,
                                        auto_offset_reset="earliest", fetch_max_wait_ms=20,
                                        max_partition_fetch_bytes=FETCH_PARTITION_BYTES, fetch_max_bytes=FETCH_BYTES)
@@ -157,7 +158,7 @@ class Feed:
         try:
             await start_with_retry(self._consumer, self.settings)
         except KafkaAccessDenied as exc:
-            if self.settings.taxii_kafka_sasl_username:
+            if self.settings.taxii.kafka_sasl_username:
                 raise KafkaAccessDenied(f"{exc} (vtstream taxii logs in to Kafka with its own "
                                         "VTSTREAM_TAXII_KAFKA_SASL_USERNAME / _PASSWORD / _PASSWORD_FILE)") from None
             raise
@@ -176,11 +177,8 @@ class Feed:
         return await read_page(self._source, starts, query, budget=self.budget, deadline=deadline, clock=self.clock)
 
     async def _partitions(self) -> list[int]:
-        parts = self._consumer.partitions_for_topic(self.topic)
-        if not parts:  # not in the metadata yet (or no bundle published yet): ask the broker
-            await self._consumer.topics()
-            parts = self._consumer.partitions_for_topic(self.topic) or set()
-        return sorted(parts)
+        """The topic's partitions from the cluster's metadata (none before the topic exists)."""
+        return [tp.partition for tp in await topic_partitions(self._consumer, self.topic) or ()]
 
     async def _first_positions(self, partitions: list[int], query: Query) -> dict[int, Position]:
         """Where a first page starts: the log start, or the first record the broker dates after ``added_after``.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 import uuid
 from typing import Any, Awaitable, Callable, Protocol
@@ -27,13 +26,16 @@ from multidict import MultiMapping
 
 from topics import STIX
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.outputs.taxii.access import check_listening, credentials_match
-from pipeline.outputs.taxii.feed import Feed, FeedBusy
+from pipeline.errors import InputError
+from pipeline.outputs import access
+from pipeline.kafka.acls import check_access
+from pipeline.outputs.taxii.feed import Feed, FeedBusy, feed_settings
 from pipeline.outputs.taxii.paging import DEFAULT_PAGE, MAX_PAGE, Page, Query, decode_cursor, parse_timestamp
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vtstream.outputs.taxii.server")
+#: The prefix of this server's settings, for the messages that name them.
+PREFIX = "VTSTREAM_TAXII"
 
 TAXII_MEDIA = "application/taxii+json;version=2.1"
 STIX_MEDIA = "application/stix+json;version=2.1"
@@ -75,6 +77,7 @@ def _accepts_taxii(accept: str) -> bool:
 
 def build_app(settings: Settings, feed: Pages, clock: Callable[[], float] = time.monotonic) -> web.Application:
     """The TAXII application: middlewares for errors, auth and media type, then the routes."""
+    password = access.read_secret(settings.taxii.password, settings.taxii.password_file, PREFIX)
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -97,8 +100,8 @@ def build_app(settings: Settings, feed: Pages, clock: Callable[[], float] = time
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not settings.taxii_anonymous and not credentials_match(
-                request.headers.get("Authorization", ""), settings.taxii_username, settings.taxii_password):
+        if not settings.taxii.anonymous and not access.credentials_match(
+                request.headers.get("Authorization", ""), settings.taxii.username, password):
             return taxii_error(401, "Unauthorized", "HTTP Basic credentials are required",
                                {"WWW-Authenticate": 'Basic realm="vtstream TAXII", charset="UTF-8"'})
         if request.method == "GET" and not _accepts_taxii(request.headers.get("Accept", "")):
@@ -135,7 +138,7 @@ def build_app(settings: Settings, feed: Pages, clock: Callable[[], float] = time
 
     async def read_page(request: web.Request, ids: frozenset[str] = frozenset()) -> Page:
         check_collection(request)
-        deadline = clock() + settings.taxii_request_deadline_s
+        deadline = clock() + settings.taxii.request_deadline_s
         page = await feed.page(parse_query(request.query, ids), deadline)
         log.debug("TAXII %s: %d objects, %d records read", request.path_qs, len(page.objects), page.scanned)
         return page
@@ -206,32 +209,18 @@ def parse_query(params: MultiMapping[str], ids: frozenset[str] = frozenset()) ->
                  cursor=decode_cursor(params["next"]) if params.get("next") else {})
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """HTTPS when a certificate and key are configured; ConfigError when only one is."""
-    if settings.taxii_cert is None and settings.taxii_key is None:
-        return None
-    if settings.taxii_cert is None or settings.taxii_key is None:
-        raise ConfigError("set both VTSTREAM_TAXII_CERT and VTSTREAM_TAXII_KEY for HTTPS, or neither")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.taxii_cert, settings.taxii_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TAXII certificate or key: {exc}") from None
-    return context
-
-
 async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set."""
-    if not settings.taxii_anonymous and not (settings.taxii_username and settings.taxii_password):
-        raise ConfigError("set VTSTREAM_TAXII_USERNAME and VTSTREAM_TAXII_PASSWORD, "
-                          "or VTSTREAM_TAXII_ANONYMOUS=true for a feed anyone may read")
-    context = tls_context(settings)
-    check_listening(host, context is not None, settings.taxii_insecure)
+    password = access.read_secret(settings.taxii.password, settings.taxii.password_file, PREFIX)
+    access.require_credentials(settings.taxii.username, password, settings.taxii.anonymous, PREFIX)
+    context = access.tls_context(settings.taxii.cert, settings.taxii.key, PREFIX)
+    access.check_listening(host, context is not None, settings.taxii.insecure, PREFIX)
     feed = Feed(settings, STIX)
-    await feed.start()
+    await feed.start()  # logs in as the server's own user, or names its settings when it cannot
     runner = web.AppRunner(build_app(settings, feed), access_log=None)
-    await runner.setup()
     try:
+        await check_access(feed_settings(settings), "taxii")
+        await runner.setup()
         await web.TCPSite(runner, host, port, ssl_context=context).start()
         scheme = "https" if context else "http"
         log.info("TAXII 2.1 discovery at %s://%s:%d/taxii2/, collection %s", scheme, host, port, COLLECTION_ID)

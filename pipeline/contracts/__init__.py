@@ -1,0 +1,1 @@
+"""Every shape that crosses a topic, a table, a process or a stage: frozen, typed, versioned."""

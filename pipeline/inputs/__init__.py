@@ -1,0 +1,1 @@
+"""Inputs that are not Kafka records: the local files that file events name."""

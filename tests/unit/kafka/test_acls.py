@@ -1,0 +1,52 @@
+"""The least-privilege table: docs/kafka.md prints exactly what pipeline/kafka/acls.py requires."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline.kafka.acls import COMMANDS, Need, kafka_acls, required, used_topics
+from pipeline.kafka.admin import topic_catalog
+from pipeline.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+DOCS = (Path(__file__).resolve().parents[3] / "docs" / "kafka.md").read_text()
+
+
+def _documented(command: str) -> tuple[str, list[str]]:
+    match = re.search(rf"^# {re.escape(command)}\n((?:kafka-acls .*\n)+)", DOCS, flags=re.M)
+    assert match, command
+    lines = match.group(1).splitlines()
+    (principal,) = {re.search(r"--allow-principal (\S+)", line).group(1) for line in lines}  # type: ignore[union-attr]
+    return principal, lines
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_docs_give_each_command_exactly_the_acls_it_requires(command):
+    principal, lines = _documented(command)
+    assert lines == kafka_acls(command, principal)
+
+
+def test_every_topic_a_worker_touches_is_in_the_catalog_and_the_worker_ensures_only_those():
+    settings = Settings()
+    catalog = {spec.name for spec in topic_catalog(settings)}
+    needs = required("worker", settings)
+    for need in needs:
+        if need.resource == "topic":
+            assert any(need.covers(name) for name in catalog), need
+    assert "vt.replay.runs" not in {spec.name for spec in used_topics(topic_catalog(settings), needs)}
+
+
+def test_a_prefixed_need_covers_every_retry_tier_and_only_them():
+    tiers = Need("topic", "vt.retry.", ("Read",), prefixed=True)
+    assert tiers.covers("vt.retry.30s") and tiers.covers("vt.retry.1h") and not tiers.covers("vt.requests")
+
+
+def test_replay_of_one_run_needs_that_runs_group_and_the_given_topic():
+    needs = required("replay", Settings(app_id="soc"), topic="siem.archive", run="november")
+    assert Need("group", "soc.replay.november", ("Read",)) in needs
+    assert Need("topic", "siem.archive", ("Read",)) in needs
+    assert Need("topic", "soc-cache-changelog", ("Read",)) in needs

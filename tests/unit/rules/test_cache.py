@@ -1,0 +1,77 @@
+import pytest
+
+from pipeline.contracts.cache_entry import InFlight
+from pipeline.contracts.card import SummaryCard
+from pipeline.contracts.origin import Origin
+from pipeline.rules import cache
+from pipeline.settings import CacheSettings
+
+pytestmark = pytest.mark.unit
+
+S = CacheSettings(ttl_s=100, negative_ttl_s=10, inflight_timeout_s=50, max_waiters=2)
+
+
+def test_first_sighting_requests_and_marks_in_flight():
+    verdict = cache.decide(None, Origin(ref="a"), 1000.0, S)
+    assert verdict.action == "request"
+    assert verdict.entry == InFlight(since=1000.0, requester="a", waiters=(), overflow=0, lane="live")
+
+
+def test_live_sighting_asks_in_the_live_lane_instead_of_waiting_behind_a_replay():
+    replayed = cache.decide(None, Origin(ref="raw/0/1", replay="june"), 0.0, S)
+    assert isinstance(replayed.entry, InFlight) and replayed.entry.lane == "replay"
+    replay_repeat = cache.decide(replayed.entry, Origin(ref="raw/0/2", replay="june"), 1.0, S)
+    assert replay_repeat.action == "wait"
+    live = cache.decide(replayed.entry, Origin(ref="raw/0/3"), 1.0, S)
+    assert live.action == "request" and isinstance(live.entry, InFlight) and live.entry.lane == "live"
+    assert cache.decide(live.entry, Origin(ref="raw/0/4"), 2.0, S).action == "wait"
+
+
+def test_replay_max_age_accepts_an_expired_entry_fetched_recently_enough():
+    entry = cache.completed(SummaryCard.mapped_from(True, {"positives": 3}), True, 0.0, S)
+    later = S.ttl_s + 10.0
+    assert cache.decide(entry, Origin(ref="a"), later, S).action == "request"
+    assert cache.decide(entry, Origin(ref="a"), later, S, max_age_s=S.ttl_s + 20.0).action == "hit"
+    assert cache.decide(entry, Origin(ref="a"), later, S, max_age_s=S.ttl_s + 5.0).action == "request"
+
+
+def test_duplicates_in_flight_wait_then_overflow():
+    entry = cache.decide(None, Origin(ref="a"), 0.0, S).entry
+    first = cache.decide(entry, Origin(ref="b"), 1.0, S)
+    second = cache.decide(first.entry, Origin(ref="c"), 2.0, S)
+    third = cache.decide(second.entry, Origin(ref="d"), 3.0, S)
+    assert (first.action, second.action, third.action) == ("wait", "wait", "overflow")
+    assert cache.waiters(second.entry) == (Origin(ref="b"), Origin(ref="c"))
+    assert isinstance(third.entry, InFlight) and third.entry.overflow == 1 and len(cache.waiters(third.entry)) == 2
+
+
+def test_stale_in_flight_is_requested_again():
+    entry = cache.decide(None, Origin(ref="a"), 0.0, S).entry
+    assert cache.decide(entry, Origin(ref="b"), 49.0, S).action == "wait"
+    assert cache.decide(entry, Origin(ref="b"), 50.0, S).action == "request"
+
+
+@pytest.mark.parametrize("found, ttl", [(True, 100), (False, 10)])
+def test_completed_entry_is_fresh_for_its_ttl(found, ttl):
+    entry = cache.completed(SummaryCard(found=found), found, 1000.0, S)
+    assert cache.decide(entry, Origin(), 1000.0 + ttl - 0.001, S).action == "hit"
+    assert cache.decide(entry, Origin(), 1000.0 + ttl, S).action == "request"
+    assert cache.waiters(entry) == ()
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"not json", b"[1,2]", b"\xff"])
+def test_unreadable_entries_count_as_missing(raw):
+    assert cache.decode(raw) is None
+
+
+def test_round_trip():
+    entry = cache.completed(SummaryCard.mapped_from(True, {"asn": "15169"}), True, 5.0, S)
+    assert cache.decode(entry.to_bytes()) == entry
+
+
+def test_replays_after_a_crash_resend_the_request_and_do_not_duplicate_waiters():
+    entry = cache.decide(None, Origin(ref="a"), 0.0, S).entry
+    assert cache.decide(entry, Origin(ref="a"), 1.0, S).action == "request"
+    joined = cache.decide(entry, Origin(ref="b"), 1.0, S).entry
+    again = cache.decide(joined, Origin(ref="b"), 2.0, S)
+    assert again.action == "wait" and cache.waiters(again.entry) == (Origin(ref="b"),)

@@ -1,0 +1,144 @@
+import orjson
+import pytest
+
+from pipeline.contracts.origin import Origin
+from pipeline.settings import Settings
+from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
+
+pytestmark = pytest.mark.unit
+
+S = Settings.of(policy_internal_domains=("corp.example",))
+
+
+def accepted(raw: bytes, settings: Settings = S) -> Accepted:
+    outcome = parse(raw, "indicators.raw/0/1", settings)
+    assert isinstance(outcome, Accepted), outcome
+    return outcome
+
+
+def rejected(raw: bytes | None) -> str:
+    outcome = parse(raw, "indicators.raw/0/1", S)
+    assert isinstance(outcome, Rejected), outcome
+    return outcome.reason
+
+
+def test_bare_line_and_json_object_give_the_same_indicator():
+    a = accepted(b"  8.8.8.8\n")
+    b = accepted(b'{"value": "8.8.8.8", "source": "fw", "id": 17, "labels": ["TLP:GREEN"], "tags": "a, b"}')
+    assert a.indicator == b.indicator
+    assert a.origin == Origin(ref="indicators.raw/0/1")
+    assert b.origin == Origin(id="17", source="fw", labels=("TLP:GREEN",), tags=("a", "b"), ref="indicators.raw/0/1")
+
+
+def test_declared_type_is_honoured():
+    assert accepted(b'{"value": "EXAMPLE.com.", "type": "domain"}').indicator.value == "example.com"
+
+
+@pytest.mark.parametrize("raw, needle", [
+    (None, "no value"),
+    (b"", "empty"),
+    (b"   \n\t ", "empty"),
+    (b"\xff\xfe\x00garbage", "UTF-8"),
+    (b"8.8.8.8\n1.1.1.1", "one indicator per record"),
+    (b"[1, 2]", "not an array"),
+    (b'{"value": 42}', "'value' as a string"),
+    (b'{"nothing": "here"}', "missing"),
+    (b'{"value": "8.8.8.8", "type": 4}', "'type' must be a string"),
+    (b'{"value": "8.8.8.8", "labels": [1]}', "labels"),
+    (b'{"value": "8.8.8.8", "source": {"a": 1}}', "'source' must be a string"),
+    (b'{"value": "8.8.8.8"', "does not parse"),
+    (b"[" * 5000 + b"]" * 5000, "does not parse"),
+    (b'{"value": "' + b"a" * (1024 * 1024) + b'"}', ""),
+    (b"x" * (3 * 1024 * 1024), "limit"),
+    (b"not an indicator", ""),
+])
+def test_malformed_input_is_rejected_with_a_reason(raw, needle):
+    reason = rejected(raw)
+    assert reason and needle in reason
+
+
+def test_deeply_nested_object_is_rejected_not_crashing():
+    deep = b'{"value": "8.8.8.8", "x": ' + b'{"a": ' * 2000 + b"1" + b"}" * 2000 + b"}"
+    assert rejected(deep)
+
+
+@pytest.mark.parametrize("raw, rule", [
+    (b"10.1.2.3", "private_address"),
+    (b'{"value": "8.8.8.8", "labels": ["tlp:red"]}', "blocked_label"),
+    (b"a.corp.example", "internal_domain"),
+])
+def test_policy_skips_with_rule(raw, rule):
+    outcome = parse(raw, "r", S)
+    assert isinstance(outcome, Skipped) and outcome.rule == rule and outcome.reason
+
+
+def test_allow_list_only_sends_matching_labels():
+    s = Settings.of(policy_allow_labels=("TLP:GREEN",))
+    assert isinstance(parse(b"8.8.8.8", "r", s), Skipped)
+    assert isinstance(parse(orjson.dumps({"value": "8.8.8.8", "labels": ["TLP:GREEN"]}), "r", s), Accepted)
+
+
+def test_random_bytes_never_raise():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        raw = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64)))
+        parse(raw, "r", S)
+        parse(raw.decode("latin-1").encode("utf-8"), "r", S)
+
+
+# --- the privacy gate on raw records ----------------------------------------------------------------
+
+@pytest.mark.parametrize("record", [
+    {"value": "8.8.8.8", "labels": ["TLP:GREEN,TLP:RED"]},
+    {"value": "8.8.8.8", "tags": ["TLP:RED"]},
+    {"value": "8.8.8.8", "labels": ["TLP-RED"]},
+    {"value": "8.8.8.8", "labels": ["ＴＬＰ:ＲＥＤ"]},
+    {"value": "8.8.8.8", "labels": ["PAP:RED"]},
+    {"value": "8.8.8.8", "labels": ["TLP:\u200bRED"]},
+    {"value": "8.8.8.8", "tlp": "red"},
+    {"value": "8.8.8.8", "tags": "ops;TLP RED"},
+], ids=["two-in-one", "tags", "hyphen", "fullwidth", "pap", "zero-width", "tlp-field", "tags-string"])
+def test_every_spelling_of_a_blocked_label_is_skipped_with_a_summary_reason(record):
+    outcome = parse(orjson.dumps(record), "indicators.raw/0/1", S)
+    assert isinstance(outcome, Skipped) and outcome.rule == "blocked_label"
+    assert "never sent to VirusTotal" in outcome.reason
+
+
+def test_the_tlp_field_is_kept_on_the_origin():
+    origin = accepted(b'{"value": "8.8.8.8", "tlp": "green"}').origin
+    assert origin.tlp == ("green",) and origin.published()["tlp"] == ["green"]
+
+
+def test_an_unknown_marking_is_skipped_and_named():
+    outcome = parse(b'{"value": "8.8.8.8", "labels": ["TLP:ROT"]}', "indicators.raw/0/1", S)
+    assert isinstance(outcome, Skipped) and outcome.rule == "unknown_label" and "TLP:ROT" in outcome.reason
+
+
+def test_an_unwrapped_link_to_an_internal_host_is_skipped():
+    raw = orjson.dumps({"value": "https://eur01.safelinks.protection.outlook.com/?url=https%3A%2F%2Fwiki.corp.example"
+                                 "%2F&data=05%7C02%7Calice%40corp.example"})
+    outcome = parse(raw, "indicators.raw/0/1", S)
+    assert isinstance(outcome, Skipped) and outcome.rule == "internal_domain"
+
+
+def test_a_file_event_is_recognised_after_decoding_not_by_its_bytes():
+    from pipeline.stages.intake import decode, is_file_event
+
+    escaped = b'{"\\u0066ile": {"name": "x", "content_b64": "aGk="}}'
+    assert b'"file"' not in escaped and is_file_event(decode(escaped))
+    assert not is_file_event(decode(b'{"value": "file.example.com", "note": "\\"file\\""}'))
+    assert parse(escaped, "indicators.raw/0/1", S).action == "submit_file"  # type: ignore[union-attr]
+
+
+def test_the_memo_caches_are_bounded_by_bytes():
+    from pipeline.stages import intake
+
+    before = len(intake._judged), len(intake._classified)
+    for n in range(50):  # long values and labels are judged, never remembered
+        outcome = parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 60000]}),
+                        "indicators.raw/0/1", S)
+        assert isinstance(outcome, Accepted)
+    assert (len(intake._judged), len(intake._classified)) == before
+    assert intake._judged.max_bytes <= 64 * 1024 * 1024 and intake._classified.max_bytes <= 64 * 1024 * 1024

@@ -1,0 +1,85 @@
+"""The results stage against the lookup stage on one worker, with no broker.
+
+Both are faust agents in one event loop: the lookup agent runs whenever the
+results agent awaits a send. These tests drive the two handlers the same way.
+"""
+
+import asyncio
+
+import orjson
+import pytest
+
+from pipeline.kafka.runtime import Context, Outbox, Received
+from pipeline.mapping import load_mappings
+from pipeline.settings import Settings
+from pipeline.stages import lookup, results
+from topics import ENRICHED, REQUESTS
+
+pytestmark = pytest.mark.unit
+
+KEY = b"ip:8.8.8.8"
+INDICATOR = {"type": "ip", "value": "8.8.8.8"}
+BODY = {"data": {"id": "8.8.8.8", "type": "ip_address",
+                 "attributes": {"last_analysis_stats": {"malicious": 1, "harmless": 60}, "country": "US"}}}
+
+
+def sighting(ref: str) -> bytes:
+    return orjson.dumps({"indicator": INDICATOR, "action": "submit_ip", "origin": {"ref": ref, "id": ref}})
+
+
+def answer(status: str) -> bytes:
+    return orjson.dumps({"status": status, "api": "v3", "action": "submit_ip", "indicator": INDICATOR,
+                         "origin": {"ref": "raw/0/1", "id": "raw/0/1"}, "body": BODY if status == "found" else None,
+                         "reason": "VirusTotal answered 500" if status == "error" else None})
+
+
+class YieldingOutbox(Outbox):
+    """Records what is sent; every send yields to the loop, as a producer under load does."""
+
+    def __init__(self) -> None:
+        async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
+            await asyncio.sleep(0)
+            self.sent.append((topic, orjson.loads(value)))
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        super().__init__(send)
+        self.sent: list[tuple[str, dict]] = []
+
+    def summaries(self) -> list[tuple[str, dict]]:
+        """(sighting id, summary card) of every summary sent, in order."""
+        return [(e["origin"]["id"], e["summary"]) for t, e in self.sent if t == ENRICHED and e["kind"] == "summary"]
+
+
+def context() -> Context:
+    settings = Settings()
+    return Context(settings=settings, app=None, topics={}, cache={}, quota={},  # type: ignore[arg-type]
+                   mappings=load_mappings(settings.mappings_dir))
+
+
+def run(status: str) -> YieldingOutbox:
+    """Sighting 1 is in flight and 2 waits; 3 arrives between two sends of the answer's handling."""
+    async def scenario() -> YieldingOutbox:
+        ctx, out = context(), YieldingOutbox()
+        await lookup.handle(ctx, out, Received(KEY, sighting("raw/0/1"), "vt.lookups/0/1", 1.0))
+        await lookup.handle(ctx, out, Received(KEY, sighting("raw/0/2"), "vt.lookups/0/2", 1.0))
+        await asyncio.gather(results.handle(ctx, out, Received(KEY, answer(status), "vt.responses/0/1", 2.0)),
+                             lookup.handle(ctx, out, Received(KEY, sighting("raw/0/3"), "vt.lookups/0/3", 2.0)))
+        return out
+
+    return asyncio.run(scenario())
+
+
+def test_a_duplicate_that_joins_while_the_answer_is_mapped_gets_its_summary():
+    answered = run("found").summaries()
+    assert sorted(ref for ref, _ in answered) == ["raw/0/1", "raw/0/2", "raw/0/3"]  # each exactly once
+    late = dict(answered)["raw/0/3"]
+    assert late["found"] is True and late["checked"] is True and late["coalesced"] is True
+
+
+def test_a_sighting_after_a_failed_answer_asks_again_instead_of_waiting_forever():
+    out = run("error")
+    assert sorted(ref for ref, _ in out.summaries()) == ["raw/0/1", "raw/0/2"]
+    asked = [e["origin"]["id"] for t, e in out.sent if t == REQUESTS]
+    assert asked == ["raw/0/1", "raw/0/3"]
