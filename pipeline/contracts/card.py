@@ -95,6 +95,12 @@ class SummaryCard:
         mapped = self.mapped or {}
         return {name: str(mapped[name]).lower() for name in HASH_TYPES if mapped.get(name)}
 
+    @property
+    def suspicious(self) -> int | None:
+        """Engines that called it suspicious (v3 ``last_analysis_stats.suspicious``; v2 has no such count)."""
+        value = (self.mapped or {}).get("suspicious")
+        return value if _is_int(value) else None
+
     def field(self, name: str) -> Any:
         """A mapped field by the name the mapping files give it (None when absent)."""
         return (self.mapped or {}).get(name)
