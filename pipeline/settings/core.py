@@ -22,7 +22,8 @@ from mappings import MAPPINGS_DIR
 from pipeline.errors import ConfigError
 from pipeline.settings import values as v
 from pipeline.settings.groups import (DEMO_API_KEY, CacheSettings, KafkaSettings, MispFeedSettings, OutputSettings,
-                                      PolicySettings, RetrySettings, TaxiiSettings, UrlPrivacy, VtSettings, WebSettings, setting)
+                                      PolicySettings, ReplaySettings, RetrySettings, TaxiiSettings, UrlPrivacy,
+                                      VtSettings, WebSettings, setting)
 
 
 def _group(kind: type, title: str) -> Any:
@@ -57,6 +58,7 @@ class Settings:
     cache: CacheSettings = _group(CacheSettings, "Cache")
     retry: RetrySettings = _group(RetrySettings, "Retry tiers")
     outputs: OutputSettings = _group(OutputSettings, "Outputs")
+    replay: ReplaySettings = _group(ReplaySettings, "Replay and the daily retro-hunt")
     web: WebSettings = _group(WebSettings, "Web: the worker's port")
     taxii: TaxiiSettings = _group(TaxiiSettings, "The TAXII server (vtstream taxii)")
     misp_feed: MispFeedSettings = _group(MispFeedSettings, "The MISP feed (vtstream misp-feed)")

@@ -342,6 +342,25 @@ class OutputSettings(Group):
     stix_indicator_valid_s: float = setting(
         "VTSTREAM_STIX_INDICATOR_VALID", 30 * 86400.0, v.parse_duration,
         "How long a STIX indicator stays valid (valid_until), e.g. 30d, 12h.")
+    verdict_changes: bool = setting(
+        "VTSTREAM_VERDICT_CHANGES", True, v.boolean,
+        "Publish a verdict_change event when a lookup gives another verdict (malicious, suspicious, benign, "
+        "unknown) than the last one known for the indicator, and revoke its STIX indicator when it stops "
+        "being malicious. false: neither, and no verdict memory is kept.")
+    verdict_memory_s: float = setting(
+        "VTSTREAM_VERDICT_MEMORY", 90 * 86400.0, v.parse_duration,
+        "How long the last verdict of an indicator is remembered (beyond the cache TTL) to tell a change, "
+        "e.g. 90d. Also the retention of its changelog topic (fixed once the topic exists).")
+
+
+@dataclass(frozen=True, repr=False)
+class ReplaySettings(Group):
+    """Replays of history (``vtstream replay``), and the daily retro-hunt that runs one."""
+
+    retrohunt_budget: v.Share = setting(
+        "VTSTREAM_RETROHUNT_BUDGET", v.Share(0.15), v.share,
+        "The share of VTSTREAM_VT_DAILY_QUOTA a replay may spend when it is given no --budget, e.g. 15% "
+        "or 0.15 (the daily retro-hunt CronJob passes it as --budget); the live lane keeps the rest.")
 
 
 @dataclass(frozen=True, repr=False)

@@ -4,6 +4,7 @@ or raises ValueError saying what is expected (the caller names the variable)."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -191,3 +192,30 @@ def subset_of(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
             raise ValueError(f"name any of {', '.join(choices)} (or none), got {raw!r}")
         return names
     return parse
+
+
+@dataclass(frozen=True)
+class Share:
+    """A share of a whole (a budget as a part of the daily quota), 0 < fraction <= 1."""
+
+    fraction: float
+
+    def of(self, whole: int) -> int:
+        """This share of ``whole``, rounded down, at least 1.
+
+        >>> Share(0.15).of(500), Share(0.001).of(500)
+        (75, 1)
+        """
+        return max(1, int(whole * self.fraction + 1e-9))
+
+    def __str__(self) -> str:
+        return f"{self.fraction * 100:g}%"
+
+
+def share(raw: str) -> Share:
+    """'15%' or '0.15' -> Share(0.15); more than the whole, or nothing, is refused."""
+    text = raw.strip()
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"must be a share above 0 and at most 100% (e.g. 15% or 0.15), got {raw!r}")
+    return Share(value)
