@@ -11,7 +11,9 @@ payload sits under the key of the same name. Attribute, relation and report
 events are facts about an indicator, shaped by the mapping files, and stay
 plain dicts (:func:`make_event`). A ``summary`` is per sighting and typed
 (:class:`SummaryEvent`: its card, :class:`~pipeline.contracts.card.SummaryCard`,
-and its origin, :class:`~pipeline.contracts.origin.Origin`).
+and its origin, :class:`~pipeline.contracts.origin.Origin`). A
+``verdict_change`` (:class:`VerdictChange`) says that a lookup gave another
+verdict class than the last one vtstream knew for the indicator.
 
 Events caused by a record that ``vtstream replay`` fed carry ``"replay":
 "<run name>"`` at the top level (the run travels in the record's origin);
@@ -36,9 +38,12 @@ from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.reader import FieldReader
+from pipeline.contracts.verdict import VERDICTS, VerdictCheck
 from pipeline.errors import RecordError
 
 KINDS: tuple[str, ...] = ("attribute", "relation", "report", "summary")
+#: The kind of :class:`VerdictChange` events.
+VERDICT_CHANGE = "verdict_change"
 
 
 def iso_utc(ts: datetime | float | int | None = None) -> str:
@@ -56,6 +61,16 @@ def iso_utc(ts: datetime | float | int | None = None) -> str:
 def _now_iso(second: int) -> str:
     """The current second, rendered once per second (every output event carries it)."""
     return iso_utc(second)
+
+
+def parse_iso(text: str) -> float:
+    """An ISO 8601 time (``2026-01-01T00:00:00Z``) -> epoch seconds; ValueError when it is none.
+
+    >>> parse_iso(iso_utc(1767225600))
+    1767225600.0
+    """
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def event_id(*parts: Any) -> str:
@@ -166,3 +181,91 @@ class SummaryEvent:
             return cls.from_dict(orjson.loads(raw or b""))
         except orjson.JSONDecodeError as exc:
             raise RecordError("summary event", "(record)", f"is not JSON ({exc})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictChange:
+    """A ``verdict_change`` event: a lookup of ``indicator`` gave the verdict ``current`` where the
+    last one vtstream knew was ``previous``.
+
+    ``sightings`` and ``first_seen`` are the live sightings vtstream answered for the indicator
+    since the previous check (``first_seen`` None when there were none); ``origin`` is the
+    sighting whose lookup found the change, and its replay run, if any, is the event's
+    ``replay``. The id is a digest of the indicator and the two checks, so the same change
+    handled twice is the same event.
+    """
+
+    indicator: Indicator
+    action: str
+    api: str
+    previous: VerdictCheck
+    current: VerdictCheck
+    sightings: int = 0
+    first_seen: float | None = None
+    origin: Origin | None = None
+    enriched_at: str = field(default_factory=iso_utc)
+
+    @property
+    def replay(self) -> str | None:
+        return self.origin.replay if self.origin is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        ind = self.indicator.as_dict()
+        previous, current = _check_dict(self.previous), _check_dict(self.current)
+        event: dict[str, Any] = {"event_id": event_id(VERDICT_CHANGE, ind, previous, current), "kind": VERDICT_CHANGE,
+                                 "indicator": ind, "action": self.action, "api": self.api,
+                                 "enriched_at": self.enriched_at, "previous": previous, "current": current,
+                                 "first_seen": iso_utc(self.first_seen) if self.first_seen is not None else None,
+                                 "sightings": self.sightings}
+        if self.origin is not None:
+            shown = self.origin.published()
+            if shown:
+                event["origin"] = shown
+        return replay_marked(event, self.replay) if self.replay else event
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> "VerdictChange | None":
+        """A published verdict_change read back (None for any other kind); RecordError names a fault."""
+        r = FieldReader("verdict_change event", doc)
+        if r.doc.get("kind") != VERDICT_CHANGE:
+            return None
+        origin = Origin.read(r.nested("origin")) if isinstance(r.doc.get("origin"), dict) else Origin()
+        run = r.text("replay", None)
+        if run:
+            origin = replace(origin, replay=run)
+        first_seen = r.text("first_seen", None)
+        sightings = r.integer("sightings", 0)
+        if sightings < 0:
+            raise r.fault("sightings", f"must be 0 or more, not {sightings}")
+        return cls(indicator=r.indicator(), action=r.text("action", ""), api=r.text("api", ""),
+                   previous=_read_check(r.nested("previous")), current=_read_check(r.nested("current")),
+                   sightings=sightings, first_seen=_time(r, "first_seen", first_seen) if first_seen else None,
+                   origin=origin, enriched_at=r.text("enriched_at", ""))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "VerdictChange | None":
+        """As :meth:`from_dict`, from the bytes on the topic."""
+        try:
+            return cls.from_dict(orjson.loads(raw or b""))
+        except orjson.JSONDecodeError as exc:
+            raise RecordError("verdict_change event", "(record)", f"is not JSON ({exc})") from None
+
+
+def _check_dict(check: VerdictCheck) -> dict[str, Any]:
+    return {"verdict": check.verdict, "positives": check.positives, "total": check.total,
+            "checked_at": iso_utc(check.checked_at)}
+
+
+def _read_check(r: FieldReader) -> VerdictCheck:
+    return VerdictCheck(verdict=r.choice("verdict", VERDICTS), positives=r.integer("positives", None),
+                        total=r.integer("total", None), checked_at=_time(r, "checked_at", r.text("checked_at")))
+
+
+def _time(r: FieldReader, name: str, text: str) -> float:
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise r.fault(name, f"must be an ISO 8601 time, not {text[:40]!r}") from None
