@@ -17,6 +17,7 @@ from pipeline.mapping import Mapped
 from pipeline.outputs.stix import StixOptions, build_bundle
 from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.labels import Label, origin_labels
+from pipeline.rules.verdicts import Standing
 from pipeline.settings import Settings
 
 
@@ -33,15 +34,16 @@ def sighting_labels(origins: Iterable[Origin]) -> list[Label]:
 
 
 async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator: Mapping[str, str], mapped: Mapped,
-                         origins: Iterable[Origin], now: float) -> None:
+                         origins: Iterable[Origin], now: float, standing: Standing | None = None) -> None:
     """Send the enrichment's bundle, keyed by indicator; an indicator STIX cannot carry goes to vt.dead.
 
     The observable is the indicator as sent to VirusTotal (a URL without its userinfo and
     secret parameters): what was analysed, and what a shared TAXII feed may show.
+    ``standing`` (the verdict memory's) dates the STIX indicator and names one to revoke.
     """
     try:
         bundle = build_bundle(indicator, mapped.events, mapped.summary, labels=sighting_labels(origins),
-                              options=stix_options(settings), now=now)
+                              options=stix_options(settings), now=now, standing=standing)
     except ValueError as exc:
         await out.send(DEAD, key, dead_letter(dict(indicator), stage="results",
                                               reason="no STIX bundle for this indicator", error=str(exc),

@@ -8,9 +8,15 @@ indicator always yields the same ids and platforms merge repeats:
 - observables (SCOs) get the UUIDv5 ids the STIX 2.1 specification defines
   (``stix2`` computes them from the id-contributing properties);
 - the other objects get UUIDv5 ids over what they state (the analysis: the
-  observable, the product and the analysis date; the indicator: its pattern;
-  a relationship: its ends and type), so a repeat is a new *version* (a later
-  ``modified``) of the same object.
+  observable, the product and the analysis date; a relationship: its ends and
+  type), so a repeat is a new *version* (a later ``modified``) of the same object;
+- the ``indicator`` gets a UUIDv5 id over the indicator and the start of its
+  malicious period (:class:`~pipeline.rules.verdicts.Standing`, from the verdict
+  memory; the analysis date when no memory is kept), so every check during one
+  malicious period versions the same indicator, and the answer that ends the
+  period publishes it once more with ``revoked: true``. A revoked object may
+  never be versioned again (STIX 2.1, 3.6), so a later malicious period gets
+  another id.
 
 >>> b = build_bundle({"type": "domain", "value": "example.com"}, [],
 ...                  SummaryCard(found=True, positives=0, total=90, scan_date="2026-01-02T03:04:05Z"),
@@ -34,6 +40,7 @@ from pipeline.contracts.indicator import HASH_TYPES, vt_url_id
 from pipeline.errors import InputError
 from pipeline.rules.indicators import classify
 from pipeline.rules.labels import MARKING_LEVELS, Labels, as_labels
+from pipeline.rules.verdicts import Standing, verdict_of
 
 #: Namespace of vtstream's deterministic ids for non-observable objects.
 NAMESPACE = uuid.UUID("5f0f5a36-4e1d-5b3b-9a43-7c1f3a8e2d11")
@@ -158,14 +165,6 @@ def _related(relation: Mapping[str, Any], own_hashes: set[str], marks: list[str]
     return None
 
 
-def _verdict(card: SummaryCard) -> str:
-    if not card.found:
-        return "unknown"
-    if card.positives:
-        return "malicious"
-    return "benign" if card.total else "unknown"
-
-
 def _engine_detections(events: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(engine, result) of every engine that flagged the indicator, from the mapped ``<engine> Scan`` rows."""
     out = []
@@ -189,23 +188,43 @@ def _pattern(observable: Any) -> str:
     return f"[{observable.type}:value = {quoted(observable.value)}]"
 
 
+def _indicator(indicator: Mapping[str, str], observable: Any, since: str, sdo: Mapping[str, Any],
+               reference: Mapping[str, str], *, name: str, description: str, valid_until: str,
+               revoked: bool = False) -> list[Any]:
+    """The ``indicator`` of one malicious period (it began at ``since``) and its ``based-on`` relationship;
+    ``revoked``: the version that ends the period."""
+    indicator_id = _sid("indicator", indicator["type"], indicator["value"], since)
+    common = {**sdo, "created": since, "modified": max(since, sdo["modified"]),
+              **({"revoked": True} if revoked else {})}
+    window = {"valid_from": since, **({"valid_until": valid_until} if valid_until > since else {})}
+    return [stix2.v21.Indicator(id=indicator_id, name=name, description=description, pattern=_pattern(observable),
+                                pattern_type="stix", indicator_types=["malicious-activity"],
+                                external_references=[reference], **window, **common),
+            stix2.v21.Relationship(id=_sid("relationship", indicator_id, "based-on", observable.id),
+                                   relationship_type="based-on", source_ref=indicator_id, target_ref=observable.id,
+                                   **common)]
+
+
 def build_bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: SummaryCard,
-                 *, labels: Labels, options: StixOptions, now: float) -> dict[str, Any]:
+                 *, labels: Labels, options: StixOptions, now: float,
+                 standing: Standing | None = None) -> dict[str, Any]:
     """The STIX 2.1 bundle of one enrichment, as a JSON-ready dict.
 
     Every object carries the highest TLP 2.0 marking among ``labels`` (none
     when the input had no TLP label), and the bundle carries that marking's
-    definition. Raises ValueError when a value cannot be said in STIX (an
-    offline body that does not name its indicator).
+    definition. ``standing`` (from the verdict memory) dates the indicator's
+    malicious period and names one this answer ended. Raises ValueError when a
+    value cannot be said in STIX (an offline body that does not name its indicator).
     """
     try:
-        return _bundle(indicator, events, summary, labels=labels, options=options, now=now)
+        return _bundle(indicator, events, summary, labels=labels, options=options, now=now,
+                       standing=standing or Standing())
     except stix2.exceptions.STIXError as exc:
         raise ValueError(f"{indicator.get('type')} {indicator.get('value')!r}: not expressible in STIX: {exc}") from None
 
 
 def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: SummaryCard,
-                 *, labels: Labels, options: StixOptions, now: float) -> dict[str, Any]:
+            *, labels: Labels, options: StixOptions, now: float, standing: Standing) -> dict[str, Any]:
     level = tlp_level(labels)
     marks = [dict(TLP_MARKINGS)[level]] if level else []
     stamp = _stamp(now)
@@ -254,6 +273,7 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
             target_ref=target, **({"description": f"last resolved {resolved}"} if resolved else {}), **sdo))
 
     is_file = observable.type == "file"
+    verdict = verdict_of(summary, options.indicator_at)
     captured = [i for i, (sco, _) in related.items() if sco.type in ("ipv4-addr", "ipv6-addr", "domain-name", "url")]
     scope: dict[str, Any] = {"sample_ref": observable.id} if is_file else {"analysis_sco_refs": [observable.id]}
     if is_file and captured:
@@ -261,25 +281,26 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
     timing = {"analysis_ended": ended} if ended else {}
     objects.append(stix2.v21.MalwareAnalysis(
         id=_sid("malware-analysis", observable.id, "VirusTotal", ended), product="VirusTotal",
-        result=_verdict(summary), external_references=[reference], **scope, **timing, **sdo))
+        result=verdict, external_references=[reference], **scope, **timing, **sdo))
     for engine, detection in _engine_detections(events):
         objects.append(stix2.v21.MalwareAnalysis(
             id=_sid("malware-analysis", observable.id, engine, ended), product=engine, result="malicious",
             **({"result_name": detection} if detection else {}), **scope, **timing, **sdo))
 
-    positives = summary.positives
-    if summary.found and positives is not None and positives >= options.indicator_at:
-        pattern = _pattern(observable)
-        indicator_id = _sid("indicator", pattern, ended)
-        objects.append(stix2.v21.Indicator(
-            id=indicator_id, name=f"{value} (VirusTotal: {positives} of {summary.total} engines)",
-            description=f"{positives} of {summary.total} VirusTotal engines flagged {value} "
-                        f"(analysis {summary.scan_date or 'date unknown'}).",
-            pattern=pattern, pattern_type="stix", indicator_types=["malicious-activity"], valid_from=stamp,
-            valid_until=_stamp(now + options.indicator_valid_s), external_references=[reference], **sdo))
-        objects.append(stix2.v21.Relationship(
-            id=_sid("relationship", indicator_id, "based-on", observable.id, ended), relationship_type="based-on",
-            source_ref=indicator_id, target_ref=observable.id, **sdo))
+    positives, total = summary.positives, summary.total
+    analysis = f"analysis {summary.scan_date or 'date unknown'}"
+    if verdict == "malicious":
+        since = _stamp(standing.malicious_since) if standing.malicious_since is not None else created
+        objects += _indicator(indicator, observable, since, sdo, reference,
+                              name=f"{value} (VirusTotal: {positives} of {total} engines)",
+                              description=f"{positives} of {total} VirusTotal engines flagged {value} ({analysis}).",
+                              valid_until=_stamp(now + options.indicator_valid_s))
+    elif standing.withdrawn_since is not None:
+        counts = f"{positives} of {total} engines" if total else "VirusTotal does not know it"
+        objects += _indicator(indicator, observable, _stamp(standing.withdrawn_since), sdo, reference,
+                              name=f"{value} (VirusTotal: no longer malicious, {verdict})",
+                              description=f"Revoked: VirusTotal now calls {value} {verdict} ({counts}, {analysis}).",
+                              valid_until=stamp, revoked=True)
     if level:
         objects.append(marking_definition(level))
     bundle = stix2.v21.Bundle(objects=objects, id=f"bundle--{uuid.uuid4()}")

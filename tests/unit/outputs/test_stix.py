@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from stix2validator import ValidationOptions, validate_instance
 
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.origin import Origin
 from pipeline.outputs.publish import sighting_labels
 from pipeline.outputs.stix import TLP_MARKINGS, StixOptions, build_bundle, gui_url, tlp_level
+from pipeline.rules.verdicts import Standing
 
 pytestmark = pytest.mark.unit
 
@@ -18,9 +20,9 @@ RESOLUTION = {"kind": "relation", "relation": {"type": "IP Address", "value": "2
 SCAN = {"kind": "attribute", "attribute": {"name": "Kaspersky Scan", "value": "Detected Trojan.Win32.X on 2026-01-01"}}
 
 
-def bundle(labels=("TLP:GREEN",), summary=FOUND, now=1.8e9, **options):
+def bundle(labels=("TLP:GREEN",), summary=FOUND, now=1.8e9, standing=None, **options):
     return build_bundle(DOMAIN, [RESOLUTION, SCAN], summary, labels=list(labels), options=StixOptions(**options),
-                        now=now)
+                        now=now, standing=standing)
 
 
 def by_type(b, kind):
@@ -68,3 +70,37 @@ def test_not_found_is_an_unknown_verdict_without_indicator():
     b = bundle(summary=SummaryCard(found=False))
     (analysis,) = [a for a in by_type(b, "malware-analysis") if a["product"] == "VirusTotal"]
     assert analysis["result"] == "unknown" and not by_type(b, "indicator")
+
+
+def test_the_verdict_rule_names_the_analysis_result():
+    results = {p: [a["result"] for a in by_type(bundle(summary=SummaryCard(found=True, positives=p, total=70,
+                                                                           scan_date=FOUND.scan_date)),
+                                                    "malware-analysis") if a["product"] == "VirusTotal"][0]
+               for p in (0, 2, 7)}
+    assert results == {0: "benign", 2: "suspicious", 7: "malicious"}  # VTSTREAM_STIX_INDICATOR_AT 5
+
+
+def analysis(positives, day, total=70):
+    return SummaryCard(found=True, positives=positives, total=total, scan_date=f"2026-01-{day:02d}T03:04:05Z")
+
+
+def test_one_malicious_period_is_one_indicator_and_its_end_revokes_it():
+    start, now = 1.8e9, 1.8e9 + 86400
+    first = bundle(summary=analysis(7, 2), now=start, standing=Standing(malicious_since=start))
+    later = bundle(summary=analysis(9, 3), now=now, standing=Standing(malicious_since=start))  # a new analysis
+    (one,), (two,) = by_type(first, "indicator"), by_type(later, "indicator")
+    assert one["id"] == two["id"] and one["created"] == two["created"] and two["modified"] > one["modified"]
+    assert "revoked" not in two
+    ended = bundle(summary=analysis(0, 4), now=now + 86400, standing=Standing(withdrawn_since=start))
+    (revoked,) = by_type(ended, "indicator")
+    assert revoked["id"] == one["id"] and revoked["revoked"] is True and revoked["created"] == one["created"]
+    assert revoked["modified"] > two["modified"] and revoked["pattern"] == one["pattern"]
+    (based_on,) = [r for r in by_type(ended, "relationship") if r["relationship_type"] == "based-on"]
+    assert based_on["source_ref"] == one["id"] and based_on["revoked"] is True
+    for b in (first, later, ended):
+        result = validate_instance(b, ValidationOptions(version="2.1"))
+        assert result.is_valid, [str(e) for e in result.errors]
+    # a revoked object is never versioned again: the next malicious period is another indicator
+    again = bundle(summary=analysis(8, 5), now=now + 2 * 86400, standing=Standing(malicious_since=now + 2 * 86400))
+    assert by_type(again, "indicator")[0]["id"] != one["id"]
+    assert not by_type(bundle(summary=analysis(0, 4), now=now), "indicator")  # nothing ended: no indicator
