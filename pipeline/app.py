@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import faust
 
-from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, retry_topic
+from topics import (CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, SIGHTINGS, VERDICT_TABLE,
+                    retry_topic)
 
 from pipeline.kafka import transport
 from pipeline.kafka.admin import MAX_REQUEST_SIZE, cluster_id, ensure_topics, topic_catalog
@@ -31,13 +32,14 @@ from pipeline.kafka.watchdog import KafkaWatch
 from pipeline.kafka.security import faust_credentials
 from pipeline.mapping import load_mappings
 from pipeline.observe import logs, probes
+from pipeline.rules.verdicts import Tallies
 from pipeline.settings import Settings
-from pipeline.stages import gateway, intake, lookup, results, retry
+from pipeline.stages import gateway, intake, lookup, results, retry, sightings
 
 log = logging.getLogger("vtstream.app")
 
 #: Stages in flow order; each module's ``install(ctx)`` registers its agents.
-STAGES = (intake, lookup, gateway, retry, results)
+STAGES = (intake, lookup, gateway, retry, results, sightings)
 
 
 #: RocksDB options of the cache table. faust's defaults (64 MB write buffers, three per
@@ -46,6 +48,10 @@ STAGES = (intake, lookup, gateway, retry, results)
 #: ~0.5 KB and read by key, so small buffers and a small cache cost little.
 CACHE_STORE_OPTIONS = {"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_number": 2,
                        "block_cache_size": 32 * 1024 * 1024}
+#: RocksDB options of the verdict memory: entries of ~100 bytes, one read and one write per
+#: VirusTotal answer; smaller buffers than the cache's (``vtstream bench memory`` restores both).
+VERDICT_STORE_OPTIONS = {"write_buffer_size": 4 * 1024 * 1024, "max_write_buffer_number": 2,
+                         "block_cache_size": 8 * 1024 * 1024}
 
 
 #: faust's own views on the worker's web port, all off: /table/ lists the tables and reads any
@@ -117,7 +123,15 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
               "responses": _topic(app, RESPONSES, settings.kafka.partitions)}
     topics.update({f"retry.{delay}": _topic(app, retry_topic(delay), 1) for delay in settings.retry.tiers})
     ctx = Context(settings=settings, app=app, topics=topics, cache=table, quota=quota,
-                  mappings=load_mappings(settings.mappings_dir), clock=clock)
+                  mappings=load_mappings(settings.mappings_dir), clock=clock, sightings=Tallies(max_keys=0))
+    if settings.outputs.verdict_changes:
+        # The last verdict per indicator, kept past the cache TTL; co-partitioned with the cache like it,
+        # written by the results stage and (sighting counts) the sightings stage.
+        ctx.verdicts = app.Table(VERDICT_TABLE, partitions=settings.kafka.partitions, key_type=bytes,
+                                 value_type=bytes, use_partitioner=True, options=VERDICT_STORE_OPTIONS,
+                                 help="indicator key -> last verdict (pipeline.rules.verdicts)")
+        ctx.sightings = Tallies()
+        topics["sightings"] = _topic(app, SIGHTINGS, settings.kafka.partitions)
     for stage in STAGES:
         stage.install(ctx)
     # intake reads indicators.raw on its own consumer (pipeline.kafka.direct), which reports itself

@@ -1,9 +1,10 @@
 """The topic catalog: every topic vtstream reads or writes, in one place.
 
 Code never spells a topic name twice: it asks ``catalog(settings)`` or uses the
-constants below. Keyed topics (``vt.lookups``, ``vt.responses`` and the cache
-changelog) share one partition count so an indicator's lookups, responses and
-cache entry live on the same partition number (co-partitioning).
+constants below. Keyed topics (``vt.lookups``, ``vt.responses``, ``vt.sightings``
+and the cache and verdict changelogs) share one partition count so an
+indicator's lookups, responses, cache entry and verdict memory live on the
+same partition number (co-partitioning).
 ``vt.requests``, ``vt.replay`` and ``vt.polls`` have exactly one partition each, like every
 retry tier and the quota changelog: faust assigns all one-partition topics
 of the group to the same worker, so one gateway holds the API key's rate and
@@ -32,6 +33,8 @@ QUOTA = "vt.quota"
 REPLAY = "vt.replay"
 REPLAY_RUNS = "vt.replay.runs"
 CACHE_TABLE = "cache"
+VERDICT_TABLE = "verdicts"
+SIGHTINGS = "vt.sightings"
 RETRY_PREFIX = "vt.retry."
 
 DAY_MS = 24 * 3600 * 1000
@@ -53,11 +56,17 @@ class TopicSpec:
     #: "LogAppendTime": the broker stamps records when it appends them (the TAXII date_added).
     timestamp_type: str | None = None
 
+    @property
+    def deletes(self) -> bool:
+        """Whether records leave after ``retention_ms`` ("delete", or "compact,delete": the latest per key
+        of a compacted topic leaves too once it is that old)."""
+        return "delete" in self.cleanup_policy.split(",")
+
     def config(self) -> dict[str, str]:
         cfg = {"cleanup.policy": self.cleanup_policy}
         if self.timestamp_type:
             cfg["message.timestamp.type"] = self.timestamp_type
-        if self.cleanup_policy == "delete":
+        if self.deletes:
             cfg["retention.ms"] = str(self.retention_ms)
         return cfg
 
@@ -82,8 +91,8 @@ def retry_topic(delay: str) -> str:
     return RETRY_PREFIX + delay
 
 
-def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s", "2m", "10m", "1h")
-            ) -> list[TopicSpec]:
+def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s", "2m", "10m", "1h"),
+            verdict_memory_ms: int = 90 * DAY_MS) -> list[TopicSpec]:
     """Every topic for a deployment with ``partitions`` keyed partitions."""
     tiers = [TopicSpec(retry_topic(delay), 1, "indicator key",
                        f"parked work due again after {delay}: pending scans, retryable failures; "
@@ -117,6 +126,13 @@ def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s",
                   retention_ms=30 * DAY_MS),
         TopicSpec(changelog_name(app_id), partitions, "indicator key",
                   "changelog of the cache table (faust)", cleanup_policy="compact", strict=True),
+        TopicSpec(changelog_name(app_id, VERDICT_TABLE), partitions, "indicator key",
+                  "changelog of the verdict memory (faust): the last verdict per indicator, kept "
+                  "VTSTREAM_VERDICT_MEMORY past its last check", cleanup_policy="compact,delete",
+                  retention_ms=verdict_memory_ms, strict=True),
+        TopicSpec(SIGHTINGS, partitions, "indicator key",
+                  "live sightings answered from the cache, counted per indicator every few seconds, for the "
+                  "verdict memory (co-partitioned with it)", retention_ms=DAY_MS, strict=True),
         TopicSpec(QUOTA, 1, "'governor' or 'source:<name>'",
                   "the quota governor's state: last call, calls today and this month; survives restarts",
                   cleanup_policy="compact", strict=True),
@@ -127,7 +143,7 @@ def describe(specs: list[TopicSpec]) -> list[dict[str, Any]]:
     """Rows for ``vtstream topics describe``."""
     return [
         {"name": s.name, "partitions": s.partitions, "key": s.key, "cleanup": s.cleanup_policy,
-         "retention_days": s.retention_ms // DAY_MS if s.cleanup_policy == "delete" else "-",
+         "retention_days": s.retention_ms // DAY_MS if s.deletes else "-",
          "purpose": s.purpose}
         for s in specs
     ]

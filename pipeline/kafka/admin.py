@@ -32,8 +32,9 @@ MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
 
 def topic_catalog(settings: Settings) -> list[TopicSpec]:
-    """The catalog for these settings (partitions, app id, retry tiers)."""
-    return catalog(settings.kafka.partitions, settings.app_id, settings.retry.tiers)
+    """The catalog for these settings (partitions, app id, retry tiers, verdict memory)."""
+    return catalog(settings.kafka.partitions, settings.app_id, settings.retry.tiers,
+                   int(settings.outputs.verdict_memory_s * 1000))
 
 
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:

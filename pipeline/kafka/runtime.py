@@ -36,6 +36,7 @@ from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
 from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.privacy import UrlPrivacy, scrub
+from pipeline.rules.verdicts import Tallies
 from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream.kafka.runtime")
@@ -71,6 +72,10 @@ class Context:
     quota: MutableMapping[bytes, bytes]
     mappings: Any
     clock: Callable[[], float] = time.time
+    #: The verdict table (pipeline.rules.verdicts), co-partitioned with the cache; a dict when verdict changes are off.
+    verdicts: MutableMapping[bytes, bytes] = field(default_factory=dict)
+    #: Live sightings answered from the cache, counted until the sightings stage sends them.
+    sightings: Tallies = field(default_factory=Tallies)
     batch_size: int = 1000
     batch_within: float = 0.01
     metrics: Metrics = field(default_factory=Metrics)

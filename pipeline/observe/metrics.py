@@ -7,8 +7,8 @@ in a few shared places, not in the stages:
 - the batch loops (:mod:`pipeline.kafka.runtime`, :mod:`pipeline.kafka.direct`)
   count records in per stage and watch every record going out
   (:meth:`Metrics.saw_output`): dead letters, policy skips, cache hits,
-  coalesced answers and the enrich latency are read off the summaries and
-  dead letters the stages already produce;
+  coalesced answers, verdict changes and the enrich latency are read off the
+  summaries, verdict_change events and dead letters the stages already produce;
 - the VirusTotal client times every request (:meth:`Metrics.vt_request`);
 - quota, parked records and consumer lag are read when Prometheus scrapes,
   from the gateway's governor and the consumers' offsets (:class:`_Readings`).
@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from topics import RETRY_PREFIX
 
-from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.events import SummaryEvent, VerdictChange
 from pipeline.contracts.wire import DeadLetter
 
 #: Metrics are served with this content type (Prometheus text format 0.0.4).
@@ -70,6 +70,9 @@ class Metrics:
                                     registry=r)
         self.enrich_seconds = Histogram("vtstream_enrich_seconds", "From reading an input record to its "
                                         "summary.", buckets=ENRICH_BUCKETS, registry=r)
+        self.verdict_changes = Counter("vtstream_verdict_changes", "verdict_change events: a lookup gave another "
+                                       "verdict than the last one known, per verdict before and after.",
+                                       ["from", "to"], registry=r)
         self._hit_paths = {"one-hop": self.cache_hits.labels("one-hop"), "lookup": self.cache_hits.labels("lookup")}
         self._readings = _Readings()
         r.register(self._readings)
@@ -84,6 +87,9 @@ class Metrics:
         """Count what one outgoing record says about the run."""
         if isinstance(value, DeadLetter):
             self.dead_letters.labels(value.stage or stage).inc()
+            return
+        if isinstance(value, VerdictChange):
+            self.verdict_changes.labels(value.previous.verdict, value.current.verdict).inc()
             return
         if not isinstance(value, SummaryEvent):
             return

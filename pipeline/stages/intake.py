@@ -252,6 +252,8 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -
     key_text = indicator.key
     entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
     if entry is not None:
+        if outcome.origin.replay is None:  # counted for the next verdict_change (pipeline.stages.sightings)
+            ctx.sightings.saw(key_text, record.now)
         await out.send(ENRICHED, key_text, SummaryEvent.of(
             entry.hit_card(), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
         return

@@ -34,6 +34,9 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
         return
     api = ctx.settings.vt.api_version
     verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings.cache, sighting.max_age_s)
+    if verdict.action in ("hit", "overflow") and sighting.origin.replay is None:
+        # answered here, not by a VirusTotal answer: counted for the next verdict_change
+        ctx.sightings.saw(key.decode(), sighting.origin.received_at or now)
     if verdict.action == "hit" and isinstance(verdict.entry, CachedResult):
         await out.send(ENRICHED, key, SummaryEvent.of(verdict.entry.hit_card(), indicator=sighting.indicator,
                                                       action=sighting.action, api=api, origin=sighting.origin))

@@ -10,6 +10,11 @@ and an error yields "not checked" summaries, so silence never means clean.
 A ``pending`` answer (a scan submitted, a quota spent) yields interim "not
 checked" summaries and keeps the cache entry in flight, waiters and all,
 until the final answer arrives.
+
+A final answer is also held against the indicator's verdict memory (a second
+co-partitioned table, :mod:`pipeline.rules.verdicts`): when its verdict class
+differs from the last one known, a ``verdict_change`` event goes out, and the
+STIX bundle versions or revokes the indicator's STIX ``indicator``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from typing import Any
 from topics import ENRICHED
 
 from pipeline.contracts.card import SummaryCard
-from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.events import SummaryEvent, VerdictChange
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import Origin
+from pipeline.contracts.verdict import VerdictCheck
 from pipeline.contracts.wire import VtResponse
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
@@ -28,6 +36,7 @@ from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_let
 from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
 from pipeline.rules import cache
+from pipeline.rules.verdicts import Remembered, decode_memory, remember, verdict_of
 
 
 def options(ctx: Context) -> AddOptions:
@@ -70,8 +79,16 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     elif status != "pending":
         ctx.cache[key] = cache.completed(card, status == "found", now, ctx.settings.cache).to_bytes()
     waiting = cache.waiters(entry)
-    if status not in ("error", "pending") and "stix" in ctx.settings.outputs.publish:
-        await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped, [origin, *waiting], now)
+    final = status in ("found", "not_found")
+    remembered = _remember(ctx, record, card, [origin, *waiting]) if final else None
+    if remembered is not None and remembered.change is not None:
+        change = remembered.change
+        await out.send(ENRICHED, key, VerdictChange(
+            Indicator(answer.indicator.type, indicator["value"]), action, api, previous=change.was,
+            current=remembered.current, sightings=change.seen.count, first_seen=change.seen.first, origin=origin))
+    if final and "stix" in ctx.settings.outputs.publish:
+        await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped, [origin, *waiting], now,
+                             remembered.standing if remembered is not None else None)
     fresh = card.with_fields(cached=False)
     await out.send(ENRICHED, key, SummaryEvent.of(fresh, indicator=answer.indicator, action=action, api=api,
                                                   origin=origin))
@@ -79,6 +96,21 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     for sighting in waiting:
         await out.send(ENRICHED, key, SummaryEvent.of(joined, indicator=answer.indicator, action=action, api=api,
                                                       origin=sighting))
+
+
+def _remember(ctx: Context, record: Received, card: SummaryCard, sightings: list[Origin]) -> Remembered | None:
+    """Hold a final answer against the verdict memory and store what it leaves (no await: the
+    sightings agent writes the same table between awaits)."""
+    settings = ctx.settings.outputs
+    if not settings.verdict_changes:
+        return None
+    check = VerdictCheck(verdict_of(card, settings.stix_indicator_at), card.positives, card.total, record.now)
+    live = [o.received_at if o.received_at is not None else record.now for o in sightings if o.replay is None]
+    remembered = remember(decode_memory(ctx.verdicts.get(record.key)), check, record.ref, live,
+                          settings.verdict_memory_s)
+    if remembered.memory is not None:
+        ctx.verdicts[record.key] = remembered.memory.to_bytes()
+    return remembered
 
 
 def install(ctx: Context) -> None:

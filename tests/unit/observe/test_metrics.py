@@ -150,3 +150,17 @@ def test_json_log_lines_carry_the_stage_and_indicator_key() -> None:
     assert line["message"] == "parked: 500" and line["level"] == "WARNING"
     assert (line["stage"], line["key"]) == ("gateway", "ip:151.101.0.1")
     assert json.loads(JsonFormatter().format(record))["key"] is None
+
+
+def test_verdict_changes_are_counted_from_and_to() -> None:
+    from pipeline.contracts.events import VerdictChange
+    from pipeline.contracts.verdict import VerdictCheck
+
+    m = Metrics()
+    watch = m.watcher("results", lambda: 1.0)
+    for before, after in (("benign", "malicious"), ("benign", "malicious"), ("malicious", "suspicious")):
+        watch("indicators.enriched", VerdictChange(Indicator("ip", "8.8.8.8"), "submit_ip", "v3",
+                                                   VerdictCheck(before, 0, 70, 1.0), VerdictCheck(after, 9, 70, 2.0)))
+    s = samples(m)
+    assert s[("vtstream_verdict_changes_total", (("from", "benign"), ("to", "malicious")))] == 2
+    assert s[("vtstream_verdict_changes_total", (("from", "malicious"), ("to", "suspicious")))] == 1

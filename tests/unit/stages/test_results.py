@@ -9,11 +9,13 @@ import asyncio
 import orjson
 import pytest
 
+from pipeline.contracts.events import iso_utc
 from pipeline.kafka.runtime import Context, Outbox, Received
 from pipeline.mapping import load_mappings
 from pipeline.settings import Settings
-from pipeline.stages import lookup, results
-from topics import ENRICHED, REQUESTS
+from pipeline.rules.verdicts import Tallies
+from pipeline.stages import lookup, results, sightings
+from topics import ENRICHED, REQUESTS, STIX
 
 pytestmark = pytest.mark.unit
 
@@ -83,3 +85,90 @@ def test_a_sighting_after_a_failed_answer_asks_again_instead_of_waiting_forever(
     assert sorted(ref for ref, _ in out.summaries()) == ["raw/0/1", "raw/0/2"]
     asked = [e["origin"]["id"] for t, e in out.sent if t == REQUESTS]
     assert asked == ["raw/0/1", "raw/0/3"]
+
+
+# ------------------------------------------------------------------ verdict changes
+
+DAY = 86400.0
+T = 1_790_000_000.0
+
+
+def verdict_answer(malicious: int, received_at: float, ref: str = "raw/0/1", replay: str | None = None) -> bytes:
+    body = {"data": {"id": "8.8.8.8", "type": "ip_address", "attributes": {
+        "last_analysis_stats": {"malicious": malicious, "harmless": 70 - malicious}, "last_analysis_date": T}}}
+    origin = {"ref": ref, "id": ref, "received_at": received_at, **({"replay": replay} if replay else {})}
+    return orjson.dumps({"status": "found", "api": "v3", "action": "submit_ip", "indicator": INDICATOR,
+                         "origin": origin, "body": body})
+
+
+class Worker:
+    """The lookup, results and sightings handlers of one worker over one cache and one verdict memory."""
+
+    def __init__(self, **settings) -> None:
+        self.settings = Settings.of(outputs_publish=("events", "stix"), **settings)
+        self.ctx = Context(settings=self.settings, app=None, topics={}, cache={}, quota={},  # type: ignore[arg-type]
+                           mappings=load_mappings(self.settings.mappings_dir), sightings=Tallies())
+        self.out = YieldingOutbox()
+
+    def answer(self, malicious: int, at: float, offset: int, **origin) -> None:
+        record = Received(KEY, verdict_answer(malicious, at - 1, **origin), f"vt.responses/0/{offset}", at)
+        asyncio.run(results.handle(self.ctx, self.out, record))
+
+    def hits(self, n: int, at: float) -> None:
+        """``n`` live sightings answered from the cache, counted and sent to the memory's owner."""
+        for _ in range(n):
+            self.ctx.sightings.saw(KEY.decode(), at)
+        for key, tally in self.ctx.sightings.take():
+            asyncio.run(sightings.handle(self.ctx, self.out, Received(key.encode(), tally.to_bytes(),
+                                                                      "vt.sightings/0/1", at)))
+
+    def changes(self) -> list[dict]:
+        return [e for t, e in self.out.sent if t == ENRICHED and e["kind"] == "verdict_change"]
+
+    def indicators(self) -> list[dict]:
+        return [o for t, b in self.out.sent if t == STIX for o in b["objects"] if o["type"] == "indicator"]
+
+
+def test_a_clean_answer_then_a_detection_is_one_verdict_change_and_the_stix_indicator_is_revoked_later():
+    worker = Worker()
+    worker.answer(0, T, offset=1)  # clean, the first time vtstream asks
+    assert worker.changes() == [] and worker.indicators() == []
+    worker.hits(3, T + 3600)  # three sightings answered from the cache meanwhile
+    worker.answer(12, T + DAY, offset=2, ref="raw/0/9")  # the cache expired: asked again, now flagged
+    (change,) = worker.changes()
+    assert (change["previous"]["verdict"], change["current"]["verdict"]) == ("benign", "malicious")
+    assert change["previous"]["positives"] == 0 and change["current"]["positives"] == 12
+    assert change["sightings"] == 4 and change["first_seen"] == iso_utc(T + 3600)  # 3 hits and the one that asked
+    assert "replay" not in change
+    (indicator,) = worker.indicators()  # the bundle after it carries the indicator
+    worker.answer(12, T + 2 * DAY, offset=3)  # flagged again: no change, a new version of the same indicator
+    assert len(worker.changes()) == 1
+    worker.answer(0, T + 3 * DAY, offset=4)  # clean again
+    assert [c["current"]["verdict"] for c in worker.changes()] == ["malicious", "benign"]
+    first, again, revoked = worker.indicators()
+    assert first["id"] == again["id"] == revoked["id"] and revoked["revoked"] is True
+    assert revoked["modified"] > again["modified"] > first["modified"]
+
+
+def test_an_answer_handled_again_after_a_crash_publishes_the_same_change_event():
+    worker = Worker()
+    worker.answer(0, T, offset=1)
+    worker.answer(12, T + DAY, offset=2)
+    worker.answer(12, T + DAY + 60, offset=2)  # the same vt.responses record, after a restart
+    first, again = worker.changes()
+    assert first["event_id"] == again["event_id"] and first["current"] == again["current"]
+
+
+def test_a_change_a_replay_found_carries_the_run_and_replayed_sightings_are_not_counted():
+    worker = Worker()
+    worker.answer(0, T, offset=1)
+    worker.answer(12, T + DAY, offset=2, ref="siem.archive/0/4", replay="retrohunt-2026-09-22")
+    (change,) = worker.changes()
+    assert change["replay"] == "retrohunt-2026-09-22" and change["sightings"] == 0 and change["first_seen"] is None
+
+
+def test_verdict_changes_off_keeps_no_memory_and_tells_nothing():
+    worker = Worker(outputs_verdict_changes=False)
+    worker.answer(0, T, offset=1)
+    worker.answer(12, T + DAY, offset=2)
+    assert worker.changes() == [] and worker.ctx.verdicts == {}
