@@ -233,8 +233,9 @@ async def _produce(settings: Settings, topic: str, records: Iterable[bytes]) -> 
 @main.command()
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest record, not the newest.")
 @click.option("--topic", default=ENRICHED, show_default=True, help=f"Topic to follow ({ENRICHED} or {DEAD}).")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(["attribute", "relation", "report", "summary"]),
-              help="Show only these kinds; repeatable.")
+@click.option("--kind", "kinds", multiple=True,
+              type=click.Choice(["attribute", "relation", "report", "summary", "verdict_change"]),
+              help="Show only these kinds; repeatable. Verdict changes show as '*** VERDICT ...' lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON events, one per line.")
 @click.option("--idle-exit", type=float, help="Exit after this many seconds without a record.")
 @bootstrap_option
@@ -245,6 +246,7 @@ def tail(from_beginning: bool, topic: str, kinds: tuple[str, ...], as_json: bool
     \b
     Examples:
       vtstream tail --from-beginning --kind summary
+      vtstream tail --kind verdict_change          # only verdicts that changed, one line each
       vtstream tail --topic vt.dead --json --idle-exit 5
     """
     from pipeline.kafka.acls import check_access, required
