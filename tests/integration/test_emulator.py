@@ -583,6 +583,39 @@ def test_bad_control_requests_are_400(url: str) -> None:
     assert run(go) == [400, 400, 400]
 
 
+# --------------------------------------------------------------------------- verdicts that change
+
+
+def test_a_set_verdict_answers_v3_and_v2_until_cleared(url: str) -> None:
+    sha = hashlib.sha256(b"verdict").hexdigest()
+    paths = {"domain": ("/api/v3/domains/clean.example", "clean.example"),
+             "ip": ("/api/v3/ip_addresses/198.51.100.7", "198.51.100.7"), "file": (f"/api/v3/files/{sha}", sha)}
+    before = {kind: get(url + path)[1]["data"]["attributes"] for kind, (path, _) in paths.items()}
+    CLOCK.advance(60)
+    for kind, (_, value) in paths.items():
+        listed = control(url, "verdicts", {"type": kind, "value": value, "positives": 12})
+    assert {(row["type"], row["positives"]) for row in listed} == {("domain", 12), ("ip", 12), ("file", 12)}
+    for kind, (path, _) in paths.items():
+        now = get(url + path)[1]["data"]["attributes"]
+        assert now["last_analysis_stats"]["malicious"] == 12, kind
+        assert now["last_analysis_date"] > before[kind]["last_analysis_date"], kind  # a new analysis
+    v2 = get(f"{url}/vtapi/v2/file/report", headers=None, apikey=KEY, resource=sha)[1]
+    assert v2["positives"] == 12
+    control(url, "verdicts", {"type": "domain", "value": "clean.example", "positives": None})
+    assert get(url + paths["domain"][0])[1]["data"]["attributes"] == before["domain"]
+
+
+@pytest.mark.parametrize("body", [{"type": "email", "value": "x", "positives": 1},
+                                  {"type": "ip", "value": "", "positives": 1},
+                                  {"type": "ip", "value": "1.2.3.4", "positives": -1},
+                                  {"type": "ip", "value": "1.2.3.4", "positives": True}])
+def test_a_bad_verdict_is_400(url: str, body: dict[str, Any]) -> None:
+    async def go(s: aiohttp.ClientSession) -> int:
+        async with s.post(f"{url}/_emulator/verdicts", data=orjson.dumps(body)) as resp:
+            return resp.status
+    assert run(go) == 400
+
+
 # --------------------------------------------------------------------------- stats and serve
 
 

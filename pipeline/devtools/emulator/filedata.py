@@ -208,7 +208,7 @@ def file_facts(value: str, md5: str | None = None, sha1: str | None = None, size
         },
         first_seen=first, last_analysis_date=last, last_submission_date=last, times_submitted=rng.randint(1, 60),
         unique_sources=rng.randint(1, 40), positives_delta=rng.randint(-2, 5) if positives else 0,
-        verdicts=file_verdicts(rng, positives, family, _update(last)),
+        verdicts=file_verdicts(rng, positives, family, update_date(last)),
         votes=(rng.randint(0, 3), rng.randint(1, 8) if positives else 0),
         reputation=-positives if positives else rng.randint(0, 3),
         tags=["peexe" if not dll else "pedll", "overlay"] + (["signed"] if signed else []),
@@ -251,7 +251,8 @@ def _sig_time(ts: int) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%I:%M %p %m/%d/%Y")
 
 
-def _update(ts: int) -> str:
+def update_date(ts: int) -> str:
+    """An engine's signature date as VirusTotal writes it (YYYYMMDD)."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%d")
 
 

@@ -11,6 +11,8 @@ delayed, limited or counted:
 - ``POST /_emulator/reset``   forget counters, quota windows, analyses, faults, caches
 - ``GET|POST /_emulator/config``  read / change runtime settings (JSON object)
 - ``GET|POST /_emulator/faults``  read / set ``{"mode", "count", "match"}``
+- ``GET|POST /_emulator/verdicts``  read / set an indicator's verdict ``{"type", "value", "positives"}``
+  (``emulator.verdicts``: verdicts that change)
 - ``GET  /_emulator/health``  ``{"ok": true}``
 """
 
@@ -172,6 +174,16 @@ async def faults(request: web.Request) -> web.Response:
     return json_response(emu.faults.describe())
 
 
+async def verdicts(request: web.Request) -> web.Response:
+    emu = request.app[EMULATOR_KEY]
+    if request.method == "POST":
+        try:
+            emu.set_verdict(await _json_body(request))
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            return json_response({"error": str(exc)}, 400)
+    return json_response(emu.verdicts.listed())
+
+
 async def health(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
@@ -197,6 +209,8 @@ def create_app(config: EmulatorConfig, *, clock: Callable[[], float] | None = No
     app.router.add_route("POST", "/_emulator/config", config_endpoint)
     app.router.add_route("GET", "/_emulator/faults", faults)
     app.router.add_route("POST", "/_emulator/faults", faults)
+    app.router.add_route("GET", "/_emulator/verdicts", verdicts)
+    app.router.add_route("POST", "/_emulator/verdicts", verdicts)
     app.router.add_get("/_emulator/health", health)
     return app
 

@@ -16,6 +16,7 @@ from pipeline.devtools.emulator.data import LRU, sha256_of
 from pipeline.devtools.emulator.netdata import DomainFacts, IpFacts, UrlFacts, domain_facts, ip_facts, synthetic_url, url_facts
 from pipeline.devtools.emulator.filedata import FileFacts, file_facts
 from pipeline.devtools.emulator.scans import ScanBook
+from pipeline.devtools.emulator.verdicts import VerdictOverrides
 from pipeline.devtools.emulator.v3 import error
 
 
@@ -67,6 +68,7 @@ class Emulator:
     faults: Faults = field(default_factory=Faults)
     requests: RequestLog = field(default_factory=RequestLog)
     scans: ScanBook = field(default_factory=ScanBook)
+    verdicts: VerdictOverrides = field(default_factory=VerdictOverrides)
     bodies: LRU[tuple[Any, ...], bytes] = field(init=False)
     urls_by_id: LRU[str, str] = field(init=False)
     upload_tokens: LRU[str, float] = field(init=False)
@@ -101,6 +103,7 @@ class Emulator:
     def reset(self) -> None:
         self.gate, self.stats, self.faults, self.requests = Gate(), Stats(), Faults(), RequestLog()
         self.scans.clear()
+        self.verdicts.clear()
         self.bodies.clear()
         self.upload_tokens.clear()
 
@@ -136,13 +139,20 @@ class Emulator:
         digest = hashlib.sha256(f"known:{kind}:{value}".encode()).digest()
         return int.from_bytes(digest[:4], "big") / 2**32 >= ratio
 
+    def set_verdict(self, spec: dict[str, Any]) -> None:
+        """``POST /_emulator/verdicts``: answer an indicator with a set number of engines flagging it."""
+        self.verdicts.set(spec, self.clock())
+        self.bodies.clear()
+
     def ip(self, ip: str) -> IpFacts | None:
         self.stats.lookup("ip:" + ip)
-        return ip_facts(ip) if self.rule_known("ip", ip) else self._unknown()
+        return self.verdicts.applied("ip", (ip,), ip_facts(ip)) if self.rule_known("ip", ip) else self._unknown()
 
     def domain(self, domain: str) -> DomainFacts | None:
         self.stats.lookup("domain:" + domain)
-        return domain_facts(domain) if self.rule_known("domain", domain) else self._unknown()
+        if not self.rule_known("domain", domain):
+            return self._unknown()
+        return self.verdicts.applied("domain", (domain,), domain_facts(domain))
 
     def url_token(self, url: str) -> int | None:
         return self.scans.completed_at("url", url, self.clock(), self.config.never_complete)
@@ -155,7 +165,7 @@ class Emulator:
         scanned = self.url_token(url)
         if scanned is None and not self.rule_known("url", url):
             return self._unknown()
-        return url_facts(url, scanned)
+        return self.verdicts.applied("url", (url,), url_facts(url, scanned))
 
     def file_token(self, value: str) -> int | None:
         info = self.scans.file_info(value)
@@ -164,7 +174,11 @@ class Emulator:
         return self.scans.completed_at("file", info.sha256, self.clock(), self.config.never_complete)
 
     def file(self, value: str, count: bool = True) -> FileFacts | None:
-        """Facts for a file known by md5/sha1/sha256, honouring uploads."""
+        """Facts for a file known by md5/sha1/sha256, honouring uploads and set verdicts."""
+        facts = self._file(value, count)
+        return None if facts is None else self.verdicts.applied("file", (facts.sha256, facts.md5, facts.sha1), facts)
+
+    def _file(self, value: str, count: bool) -> FileFacts | None:
         if count:
             self.stats.lookup("file:" + value)
         info = self.scans.file_info(value)
