@@ -24,7 +24,8 @@ from pipeline.contracts.events import iso_utc
 from pipeline.contracts.run_state import BUDGET_SPENT, INTERRUPTED, RunState
 from pipeline.errors import ConfigError
 from pipeline.kafka.acls import check_access, required
-from pipeline.rules.runs import default_run_name, duration_s, parse_time
+from pipeline.rules.runs import budget_requests, default_run_name, duration_s, parse_time
+from pipeline.rules.runs import run_name as run_name_of
 from pipeline.settings import parse_duration
 
 
@@ -95,9 +96,11 @@ class _Bars:
 @click.option("--topic", default=RAW, show_default=True, help="Topic of raw indicator records to replay.")
 @click.option("--from", "since", required=True, help="Start of the range: ISO 8601 or a span back (7d, 12h).")
 @click.option("--to", "until", help="End of the range (exclusive); default: when the run first started.")
-@click.option("--run", "run_name", help="Run name; default derived from topic and range as written.")
+@click.option("--run", "run_name", help="Run name; default derived from topic and range as written. {date} in it "
+              "becomes today's UTC date (retrohunt-{date}), so a daily job started again the same day resumes.")
 @click.option("--dry-run", is_flag=True, help="Read the range, call nothing, print counts, cost and duration.")
-@click.option("--budget", type=click.IntRange(min=1), help="Most VirusTotal requests this invocation may spend.")
+@click.option("--budget", help="Most VirusTotal requests this invocation may spend: a number (400) or a share of "
+              "VTSTREAM_VT_DAILY_QUOTA (15%). Default: VTSTREAM_RETROHUNT_BUDGET of the daily quota.")
 @click.option("--max-age", "max_age", help="Accept cache entries up to this age (e.g. 30d) instead of the TTL.")
 @click.option("--detected-at", type=click.IntRange(min=1), default=1, show_default=True,
               help="Positives from which an indicator counts as detected in the report.")
@@ -106,7 +109,7 @@ class _Bars:
 @click.option("--no-wait", is_flag=True, help="Return right after feeding, without waiting for the answers.")
 @bootstrap_option
 def replay_command(topic: str, since: str, until: str | None, run_name: str | None, dry_run: bool,
-                   budget: int | None, max_age: str | None, detected_at: int, report_path: Path | None,
+                   budget: str | None, max_age: str | None, detected_at: int, report_path: Path | None,
                    no_wait: bool, bootstrap: str | None) -> None:
     """Replay a past time range of a topic through the pipeline, at replay priority.
 
@@ -119,20 +122,28 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
     finished run says so and does nothing. Workers must be running (except
     for --dry-run).
 
+    The budget keeps the live lane's share of the key: without --budget a run
+    may spend VTSTREAM_RETROHUNT_BUDGET (default 15%) of VTSTREAM_VT_DAILY_QUOTA
+    per invocation.
+
     \b
     Examples:
       vtstream replay --from 30d --dry-run
       vtstream replay --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z \\
           --run november --budget 400 --max-age 30d --report november.json
+      # the daily retro-hunt (deploy/kubernetes/retrohunt.yaml runs it once a day):
+      vtstream replay --topic indicators.raw --from 7d --max-age 1d --budget 15% --run 'retrohunt-{date}'
     """
     from pipeline.replay.driver import ReplayOptions, describe_position, dry_run as count_range, run_replay
 
     settings = cli_settings(kafka_bootstrap=bootstrap)
     try:
         now = time.time()
+        limit = budget or str(settings.replay.retrohunt_budget)
         options = ReplayOptions(
-            run=run_name or default_run_name(topic, since, until), topic=topic, since=parse_time(since, now),
-            until=parse_time(until, now) if until else now, budget=budget,
+            run=run_name_of(run_name, now) if run_name else default_run_name(topic, since, until), topic=topic,
+            since=parse_time(since, now), until=parse_time(until, now) if until else now,
+            budget=budget_requests(limit, settings.vt.daily_quota),
             max_age_s=parse_duration(max_age) if max_age else None, detected_at=detected_at, wait=not no_wait)
     except (ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -167,7 +178,7 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
         return
     where = describe_position(sorted(state.position.items()))
     if state.state == BUDGET_SPENT:
-        click.echo(f"budget of {budget} VirusTotal requests spent: stopped reading at {where} of {topic}; "
+        click.echo(f"budget of {options.budget} VirusTotal requests spent: stopped reading at {where} of {topic}; "
                    "run the same command to resume.", err=True)
     elif state.state == INTERRUPTED:
         click.echo(f"interrupted at {where} of {topic}; run the same command to resume.", err=True)

@@ -17,7 +17,7 @@ from pipeline.contracts.events import iso_utc
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.run_state import DetectedRow
 from pipeline.errors import ConfigError
-from pipeline.settings.values import parse_duration
+from pipeline.settings.values import parse_duration, share
 
 def parse_time(text: str, now: float) -> float:
     """ISO 8601 (``2026-11-01T00:00:00Z``) or a span back from ``now`` (``7d``, ``12h``) -> epoch seconds.
@@ -46,6 +46,37 @@ def default_run_name(topic: str, since: str, until: str | None) -> str:
     """
     name = f"{topic}_{since}_{until or 'now'}"
     return re.sub(r"[^A-Za-z0-9._-]", "", name.replace(" ", "_"))
+
+
+def run_name(template: str, now: float) -> str:
+    """A ``--run`` name with ``{date}`` replaced by the UTC date at ``now``, so a daily job started again
+    the same day resumes the same run.
+
+    >>> run_name("retrohunt-{date}", 1767225600.0), run_name("november", 0.0)
+    ('retrohunt-2026-01-01', 'november')
+    """
+    name = template.replace("{date}", datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d"))
+    if "{" in name or "}" in name:
+        raise ConfigError(f"run name {template!r}: the only placeholder is {{date}} (the UTC date)")
+    return name
+
+
+def budget_requests(text: str, daily_quota: int) -> int:
+    """A ``--budget``: a number of requests (``400``), or a share of the daily quota (``15%``, ``0.15``).
+
+    >>> budget_requests("400", 500), budget_requests("15%", 500), budget_requests("0.5", 500)
+    (400, 75, 250)
+    """
+    raw = text.strip()
+    if raw.isdigit():
+        if int(raw) < 1:
+            raise ConfigError("--budget: give at least 1 request, or a share of the daily quota such as 15%")
+        return int(raw)
+    try:
+        return share(raw).of(daily_quota)
+    except ValueError as exc:
+        raise ConfigError(f"--budget {text!r}: give a number of requests (400) or a share of "
+                          f"VTSTREAM_VT_DAILY_QUOTA (15% or 0.15); {exc}") from None
 
 
 def duration_s(requests: int, rate_per_minute: int, daily_quota: int, used_today: int = 0) -> float:

@@ -95,3 +95,29 @@ def test_report_has_the_issue_keys_and_renders_a_table():
     assert "records 10  unique 4  cache hits 2  VirusTotal requests 2" in text
     assert "domain bad.example" in text and "5/90" in text
     assert RunState.from_bytes(orjson.dumps({**orjson.loads(state.to_bytes()), "unknown": 1})) == state
+
+
+def test_a_run_name_with_the_date_resumes_the_same_day_and_starts_anew_the_next():
+    from pipeline.rules.runs import run_name
+
+    morning, evening, next_day = 1_790_000_000.0, 1_790_000_000.0 + 5 * 3600, 1_790_000_000.0 + 86400
+    assert run_name("retrohunt-{date}", morning) == run_name("retrohunt-{date}", evening) == "retrohunt-2026-09-21"
+    assert run_name("retrohunt-{date}", next_day) == "retrohunt-2026-09-22"
+    assert run_name("november", morning) == "november"
+    with pytest.raises(ConfigError, match="only placeholder"):
+        run_name("retrohunt-{hour}", morning)
+
+
+@pytest.mark.parametrize("text, requests", [("400", 400), ("15%", 75), ("0.15", 75), ("100%", 500), ("0.0001", 1)])
+def test_a_budget_is_requests_or_a_share_of_the_daily_quota(text, requests):
+    from pipeline.rules.runs import budget_requests
+
+    assert budget_requests(text, 500) == requests
+
+
+@pytest.mark.parametrize("text", ["0", "150%", "-1", "lots", "0%"])
+def test_a_budget_that_is_neither_is_refused_with_the_forms_named(text):
+    from pipeline.rules.runs import budget_requests
+
+    with pytest.raises(ConfigError, match="--budget"):
+        budget_requests(text, 500)

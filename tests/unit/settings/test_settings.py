@@ -19,6 +19,10 @@ def test_values_are_parsed():
     assert s.policy.allow_labels == ("TLP:GREEN", "TLP:CLEAR")
     assert s.kafka.bootstrap == "k1:9092"
     assert s.vt.base_url == "https://x.test"
+    verdicts = Settings.from_env({"VTSTREAM_VERDICT_CHANGES": "false", "VTSTREAM_VERDICT_MEMORY": "30d",
+                                  "VTSTREAM_RETROHUNT_BUDGET": "20%"})
+    assert not verdicts.outputs.verdict_changes and verdicts.outputs.verdict_memory_s == 30 * 86400
+    assert verdicts.replay.retrohunt_budget.of(500) == 100 and Settings().replay.retrohunt_budget.of(500) == 75
 
 
 @pytest.mark.parametrize("env, needle", [
@@ -30,6 +34,9 @@ def test_values_are_parsed():
     ({"VTSTREAM_VT_BASE_URL": "https://www.virustotal.com/api/v3"}, "scheme and host only"),
     ({"VTSTREAM_VT_BASE_URL": "www.virustotal.com"}, "http"),
     ({"VTSTREAM_LOG_LEVEL": "LOUD"}, "VTSTREAM_LOG_LEVEL"),
+    ({"VTSTREAM_RETROHUNT_BUDGET": "150%"}, "VTSTREAM_RETROHUNT_BUDGET.*at most 100%"),
+    ({"VTSTREAM_RETROHUNT_BUDGET": "0"}, "VTSTREAM_RETROHUNT_BUDGET"),
+    ({"VTSTREAM_VERDICT_CHANGES": "maybe"}, "VTSTREAM_VERDICT_CHANGES"),
 ])
 def test_bad_values_name_the_variable_and_problem(env, needle):
     with pytest.raises(ConfigError, match=needle):
