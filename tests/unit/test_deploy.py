@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline.observe.metrics import Metrics
-from pipeline.settings import settings_doc
+from pipeline.settings import Settings, settings_doc
 
 pytestmark = pytest.mark.unit
 
@@ -128,7 +128,7 @@ def test_images_are_pinned_releases_never_latest():
 
 def test_a_network_policy_limits_who_reaches_the_workers_and_what_they_reach():
     workers, spec, _ = _worker_pod()
-    (policy,) = _kind("NetworkPolicy")
+    (policy,) = [p for p in _kind("NetworkPolicy") if p["spec"]["podSelector"] == workers["spec"]["selector"]]
     body = policy["spec"]
     assert body["podSelector"] == workers["spec"]["selector"] and sorted(body["policyTypes"]) == ["Egress", "Ingress"]
     worker = next(c for c in spec["containers"] if c["name"] == "worker")
@@ -213,6 +213,9 @@ def test_every_vtstream_variable_the_deployments_set_is_a_setting() -> None:
     for workers in _kind("StatefulSet"):
         spec = workers["spec"]["template"]["spec"]
         names |= {e["name"] for c in spec["containers"] + spec.get("initContainers", []) for e in c.get("env", [])}
+    for cronjob in _kind("CronJob"):
+        spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        names |= {e["name"] for c in spec["containers"] for e in c.get("env", [])}
     assert KAFKA_CLIENT_SETTINGS <= names
     assert names <= known, names - known
 
@@ -236,3 +239,65 @@ def test_compose_vtstream_containers_mount_only_the_ca_and_run_without_privilege
     assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in worker["security_opt"]
     assert any(t.startswith("/var/lib/vtstream") for t in worker["tmpfs"])  # the image's VTSTREAM_DATA_DIR
+
+
+def _retrohunt() -> dict[str, Any]:
+    (cronjob,) = _kind("CronJob")
+    return cronjob
+
+
+def test_the_retrohunt_cronjob_runs_the_replay_once_a_day_on_a_date_named_run_with_a_budget_setting() -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli.replay import replay_command
+
+    cronjob = _retrohunt()
+    spec = cronjob["spec"]
+    minute, hour, day, month, weekday = spec["schedule"].split()
+    assert minute.isdigit() and hour.isdigit() and (day, month, weekday) == ("*", "*", "*"), "once a day"
+    assert spec["timeZone"] == "Etc/UTC" and spec["concurrencyPolicy"] == "Forbid"
+    job = spec["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    (container,) = pod["containers"]
+    args, env = container["args"], {e["name"]: e for e in container["env"]}
+    assert args[:7] == ["replay", "--topic", "indicators.raw", "--from", "7d", "--max-age", "1d"]
+    options = dict(zip(args[1::2], args[2::2]))
+    assert options["--run"] == "retrohunt-{date}"  # the date names the run: a retried job resumes it
+    assert options["--budget"] == "$(VTSTREAM_RETROHUNT_BUDGET)" and "VTSTREAM_RETROHUNT_BUDGET" in env
+    # the budget is a share the settings accept, and even every retry spending it leaves the live lane most
+    share = Settings.from_env({"VTSTREAM_RETROHUNT_BUDGET": env["VTSTREAM_RETROHUNT_BUDGET"]["value"]}).replay
+    assert share.retrohunt_budget.fraction * (1 + job["backoffLimit"]) < 0.5
+    assert KAFKA_CLIENT_SETTINGS <= set(env) and "VTSTREAM_VT_DAILY_QUOTA" in env
+    password_dir = str(Path(env["VTSTREAM_KAFKA_SASL_PASSWORD_FILE"]["value"]).parent)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == password_dir]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] in {s["metadata"]["name"] for s in _kind("Secret")}
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    # as hardened as a worker, and none of the workers' selectors (Service, PDB, policy) picks its pods
+    context, labels = container["securityContext"], job["template"]["metadata"]["labels"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]} and context["runAsUser"] != 0
+    for doc in _kind("StatefulSet") + _kind("PodDisruptionBudget") + _kind("NetworkPolicy"):
+        selector = doc["spec"].get("selector") or doc["spec"]["podSelector"]
+        if doc["metadata"]["name"] != "vtstream-retrohunt":
+            assert not selector["matchLabels"].items() <= labels.items(), doc["metadata"]["name"]
+    (policy,) = [p for p in _kind("NetworkPolicy") if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+    assert policy["spec"]["ingress"] == [] and {"Ingress", "Egress"} == set(policy["spec"]["policyTypes"])
+    # the command line the CronJob runs is one `vtstream replay` accepts (its own --help, as a user would)
+    expanded = [a.replace("$(VTSTREAM_RETROHUNT_BUDGET)", env["VTSTREAM_RETROHUNT_BUDGET"]["value"]) for a in args]
+    assert CliRunner().invoke(replay_command, [*expanded[1:], "--help"]).exit_code == 0
+
+
+def test_the_compose_retrohunt_runs_the_same_command_daily() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    service = compose["services"]["retrohunt"]
+    script = " ".join(service["command"])
+    assert "vtstream replay --topic indicators.raw --from 7d --max-age 1d" in script
+    assert '--budget "$$VTSTREAM_RETROHUNT_BUDGET"' in script and "--run 'retrohunt-{date}'" in script
+    assert "sleep" in script and "VTSTREAM_RETROHUNT_BUDGET" in service["environment"]
+    assert KAFKA_CLIENT_SETTINGS <= set(service["environment"])
+    assert service["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+    worker = compose["services"]["worker"]  # as hardened as a worker: the CA only, no privileges
+    assert service["volumes"] == worker["volumes"] and service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"] and service["security_opt"] == worker["security_opt"]
