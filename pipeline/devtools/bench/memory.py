@@ -10,9 +10,13 @@ hours on a small box):
 2. seeded: ``--cached`` more finished entries are written straight to the
    cache changelog, each keyed as intake keys the indicator and placed on
    the partition faust's partitioner picks, each a copy of a real entry of
-   the same type from step 1 with fresh ``fetched_at`` / ``expires_at``.
+   the same type from step 1 with fresh ``fetched_at`` / ``expires_at``;
+   and as many verdict memories to the verdict table's changelog (copies of
+   those step 1 wrote, with a fresh check time), unless ``--no-verdicts``
+   (the worker then runs with ``VTSTREAM_VERDICT_CHANGES=false``: the figure
+   without the verdict memory, to compare).
 3. cold restart: a second worker starts on an empty data folder, so its
-   table is restored from the changelog. Probes are then sent: ``--probes``
+   tables are restored from their changelogs. Probes are then sent: ``--probes``
    seeded indicators spread over the whole range (must come back as cache
    hits) and ``--probes`` new ones (must be enriched: VirusTotal calls).
 
@@ -30,7 +34,7 @@ import click
 import orjson
 from aiokafka import TopicPartition
 
-from topics import RAW, changelog_name
+from topics import RAW, VERDICT_TABLE, changelog_name
 
 from pipeline.devtools.bench.harness import (APP_ID, PARTITIONS, TYPES, BenchReport, Rig, RssSampler, Tap, new_salt,
                                             progress, produce, raw_record, rig_options, wait_for_group)
@@ -51,8 +55,8 @@ def cache_key(i: int, salt: str, settings: Settings) -> bytes:
     return outcome.indicator.key.encode()
 
 
-async def finished_entries(kafka: Settings, changelog: str) -> dict[bytes, Entry]:
-    """Every finished entry in the cache changelog, latest per key."""
+async def latest_entries(kafka: Settings, changelog: str) -> dict[bytes, Entry]:
+    """Every entry of a table's changelog, latest per key (tombstones left out)."""
     consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -68,13 +72,32 @@ async def finished_entries(kafka: Settings, changelog: str) -> dict[bytes, Entry
                         latest[record.key] = record.value
     finally:
         await consumer.stop()
-    entries = {k: orjson.loads(v) for k, v in latest.items() if v}
-    return {k: e for k, e in entries.items() if e.get("state") == "done"}
+    return {k: orjson.loads(v) for k, v in latest.items() if v}
 
 
-async def seed(kafka: Settings, changelog: str, count: int, salt: str, templates: dict[str, list[Entry]],
-               settings: Settings) -> float:
-    """Write ``count`` finished entries to the changelog; seconds taken."""
+def by_type(entries: dict[bytes, Entry], through: int, salt: str, settings: Settings) -> dict[str, list[Entry]]:
+    """The entries of the indicators enriched through the pipeline, per indicator type (seed templates)."""
+    templates: dict[str, list[Entry]] = {kind: [] for kind in TYPES}
+    for i in range(through):
+        entry = entries.get(cache_key(i, salt, settings))
+        if entry is not None:
+            templates[TYPES[i % len(TYPES)]].append(entry)
+    missing = [kind for kind, found in templates.items() if not found]
+    if missing:
+        raise click.ClickException(f"no entry of type(s) {missing} in the changelog")
+    return templates
+
+
+def fresh_verdict(entry: Entry, now: float) -> Entry:
+    """A verdict memory (its wire form) checked at ``now``."""
+    last = entry.get("last") or ["unknown", None, None, now]
+    return {**entry, "last": [*last[:3], now], "since": now}
+
+
+async def seed(kafka: Settings, count: int, salt: str, templates: dict[str, list[Entry]],
+               verdicts: dict[str, list[Entry]] | None, settings: Settings) -> float:
+    """Write ``count`` finished cache entries (and verdict memories) to the changelogs; seconds taken."""
+    cache_log, verdict_log = changelog_name(APP_ID), changelog_name(APP_ID, VERDICT_TABLE)
     producer = make_producer(kafka, linger_ms=5, max_batch_size=1024 * 1024)
     await producer.start()
     out = BatchOutbox(producer, watch=lambda topic, value: None)
@@ -83,10 +106,15 @@ async def seed(kafka: Settings, changelog: str, count: int, salt: str, templates
     try:
         with progress(count, "seed changelog") as bar:
             for i in range(count):
-                examples = templates[TYPES[i % len(TYPES)]]
+                kind = TYPES[i % len(TYPES)]
+                examples = templates[kind]
                 entry = {**examples[i % len(examples)], "fetched_at": now,
                          "expires_at": now + settings.cache.ttl_s}
-                await out.send(changelog, cache_key(i, salt, settings), orjson.dumps(entry))
+                key = cache_key(i, salt, settings)
+                await out.send(cache_log, key, orjson.dumps(entry))
+                if verdicts is not None:
+                    await out.send(verdict_log, key, orjson.dumps(fresh_verdict(verdicts[kind][i % len(verdicts[kind])],
+                                                                                now)))
                 if i % 20_000 == 19_999:
                     await out.flush()
                     bar.update(20_000)
@@ -104,26 +132,32 @@ async def seed(kafka: Settings, changelog: str, count: int, salt: str, templates
 @click.option("--probes", default=300, show_default=True,
               help="After the restart: this many seeded indicators (hits) and as many new ones (misses).")
 @click.option("--store", default="rocksdb://", show_default=True, help="Worker table store (VTSTREAM_STORE).")
+@click.option("--verdicts/--no-verdicts", default=True, show_default=True,
+              help="Seed a verdict memory per cached entry too (the default worker keeps one); --no-verdicts: "
+                   "a worker with VTSTREAM_VERDICT_CHANGES=false, to compare.")
 @click.option("--timeout", default=1800.0, show_default=True, help="Give up on a phase after this many seconds.")
 @rig_options
-def memory(cached: int, through: int, probes: int, store: str, timeout: float, bootstrap: str | None,
-           vt_url: str | None, keep: bool) -> None:
-    """Peak RSS of a worker restored cold from N cached entries; last line `peak_rss_mb: N`.
+def memory(cached: int, through: int, probes: int, store: str, verdicts: bool, timeout: float,
+           bootstrap: str | None, vt_url: str | None, keep: bool) -> None:
+    """Peak RSS of a worker restored cold from N cached entries (and N verdict memories); last line
+    `peak_rss_mb: N`.
 
     \b
     Example:
       vtstream bench memory --cached 1000000          # seeds 1M entries, restarts a worker on them
+      vtstream bench memory --cached 1000000 --no-verdicts   # the same without the verdict memory
       vtstream bench memory --cached 20000 --through 120 --probes 60
     """
     report = BenchReport(f"memory: a worker restored cold from {cached:,} seeded + {through:,} enriched cache "
-                    f"entries, {store}")
+                         f"entries{' and verdict memories' if verdicts else ' (no verdict memory)'}, {store}")
     through_salt, seed_salt, new_salt_ = new_salt(), new_salt(), new_salt()
+    worker_env = {"VTSTREAM_STORE": store, "VTSTREAM_VERDICT_CHANGES": "true" if verdicts else "false"}
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:
         settings = rig.settings()
         changelog = changelog_name(APP_ID)
-        first = rig.start_worker(VTSTREAM_STORE=store)
+        first = rig.start_worker(**worker_env)
 
-        async def enrich_first() -> dict[str, list[Entry]]:
+        async def enrich_first() -> tuple[dict[str, list[Entry]], dict[str, list[Entry]] | None]:
             await wait_for_group(rig.kafka, 1)
             tap = await Tap(rig.kafka).start()
             try:
@@ -134,29 +168,26 @@ def memory(cached: int, through: int, probes: int, store: str, timeout: float, b
                     raise click.ClickException(f"{tap.summaries:,}/{through:,} summaries in {timeout:.0f}s")
             finally:
                 await tap.stop()
-            entries = await finished_entries(rig.kafka, changelog)
-            templates: dict[str, list[Entry]] = {kind: [] for kind in TYPES}
-            for i in range(through):
-                entry = entries.get(cache_key(i, through_salt, settings))
-                if entry is not None:
-                    templates[TYPES[i % len(TYPES)]].append(entry)
-            missing = [kind for kind, found in templates.items() if not found]
-            if missing:
-                raise click.ClickException(f"no finished cache entry of type(s) {missing} in the changelog")
+            finished = {k: e for k, e in (await latest_entries(rig.kafka, changelog)).items()
+                        if e.get("state") == "done"}
+            templates = by_type(finished, through, through_salt, settings)
             report.add("entries enriched through the pipeline (finished, in the changelog)",
                        sum(len(found) for found in templates.values()))
-            report.add("mean seeded entry size (bytes)",
-                       round(sum(len(orjson.dumps(e)) for found in templates.values() for e in found)
-                             / sum(len(found) for found in templates.values())))
-            return templates
+            report.add("mean seeded entry size (bytes)", _mean_size(templates))
+            if not verdicts:
+                return templates, None
+            memories = by_type(await latest_entries(rig.kafka, changelog_name(APP_ID, VERDICT_TABLE)), through,
+                               through_salt, settings)
+            report.add("mean seeded verdict memory size (bytes)", _mean_size(memories))
+            return templates, memories
 
-        templates = asyncio.run(enrich_first())
+        templates, memories = asyncio.run(enrich_first())
         first.stop()
         report.add("entries seeded into the changelog", cached)
-        report.add("seeding took (s)", asyncio.run(seed(rig.kafka, changelog, cached, seed_salt, templates,
-                                                        settings)))
+        report.add("verdict memories seeded into their changelog", cached if verdicts else 0)
+        report.add("seeding took (s)", asyncio.run(seed(rig.kafka, cached, seed_salt, templates, memories, settings)))
         started = time.perf_counter()
-        worker = rig.start_worker(VTSTREAM_STORE=store)
+        worker = rig.start_worker(**worker_env)
         rss = RssSampler(worker.pid)
         spread = max(1, cached // max(1, probes))
         hits = [raw_record(i, seed_salt, f"hit-{i}") for i in range(0, cached, spread)][:probes]
@@ -201,3 +232,8 @@ def memory(cached: int, through: int, probes: int, store: str, timeout: float, b
         raise click.ClickException(f"the restored worker answered {flags['cached']}/{len(hits)} hits from its "
                                    f"cache and enriched {flags['fresh']}/{probes} new indicators")
     report.emit("peak_rss_mb", str(rss.peak_kb // 1024))
+
+
+def _mean_size(entries: dict[str, list[Entry]]) -> int:
+    sizes = [len(orjson.dumps(e)) for found in entries.values() for e in found]
+    return round(sum(sizes) / len(sizes))
