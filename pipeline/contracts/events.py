@@ -109,6 +109,32 @@ def replay_marked(event: dict[str, Any], run: str) -> dict[str, Any]:
     return {**event, "event_id": event_id(event["event_id"], {"replay": run}), "replay": run}
 
 
+def _with_origin(event: dict[str, Any], origin: Origin | None) -> dict[str, Any]:
+    """``event`` with the sighting's published origin, and replay-marked when a replay run caused it."""
+    if origin is not None:
+        shown = origin.published()
+        if shown:
+            event["origin"] = shown
+        if origin.replay:
+            return replay_marked(event, origin.replay)
+    return event
+
+
+def _json(raw: bytes | None, record: str) -> Any:
+    """The decoded bytes of a published event; RecordError when they are not JSON."""
+    try:
+        return orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(record, "(record)", f"is not JSON ({exc})") from None
+
+
+def _read_origin(r: FieldReader) -> Origin:
+    """A published event's origin, with the replay run its top level names."""
+    origin = Origin.read(r.nested("origin")) if isinstance(r.doc.get("origin"), dict) else Origin()
+    run = r.text("replay", None)
+    return replace(origin, replay=run) if run else origin
+
+
 @dataclass(frozen=True, slots=True)
 class SummaryEvent:
     """One sighting's ``summary`` event: its indicator as that sighting's SIEM sent it, its card,
@@ -151,11 +177,7 @@ class SummaryEvent:
         event: dict[str, Any] = {"event_id": event_id(*parts), "kind": "summary", "indicator": ind,
                                  "action": self.action, "api": self.api, "enriched_at": self.enriched_at,
                                  "summary": payload}
-        if self.origin is not None:
-            shown = self.origin.published()
-            if shown:
-                event["origin"] = shown
-        return replay_marked(event, self.replay) if self.replay else event
+        return _with_origin(event, self.origin)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -166,10 +188,7 @@ class SummaryEvent:
         r = FieldReader("summary event", doc)
         if r.doc.get("kind") != "summary":
             return None
-        origin = Origin.read(r.nested("origin")) if isinstance(r.doc.get("origin"), dict) else Origin()
-        run = r.text("replay", None)
-        if run:
-            origin = replace(origin, replay=run)
+        origin = _read_origin(r)
         return cls(indicator=r.indicator(), action=r.text("action", ""), api=r.text("api", ""),
                    card=SummaryCard.from_dict(r.mapping("summary"), "summary event's summary"), origin=origin,
                    enriched_at=r.text("enriched_at", ""))
@@ -177,10 +196,7 @@ class SummaryEvent:
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "SummaryEvent | None":
         """As :meth:`from_dict`, from the bytes on the topic."""
-        try:
-            return cls.from_dict(orjson.loads(raw or b""))
-        except orjson.JSONDecodeError as exc:
-            raise RecordError("summary event", "(record)", f"is not JSON ({exc})") from None
+        return cls.from_dict(_json(raw, "summary event"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,11 +233,7 @@ class VerdictChange:
                                  "enriched_at": self.enriched_at, "previous": previous, "current": current,
                                  "first_seen": iso_utc(self.first_seen) if self.first_seen is not None else None,
                                  "sightings": self.sightings}
-        if self.origin is not None:
-            shown = self.origin.published()
-            if shown:
-                event["origin"] = shown
-        return replay_marked(event, self.replay) if self.replay else event
+        return _with_origin(event, self.origin)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -232,10 +244,7 @@ class VerdictChange:
         r = FieldReader("verdict_change event", doc)
         if r.doc.get("kind") != VERDICT_CHANGE:
             return None
-        origin = Origin.read(r.nested("origin")) if isinstance(r.doc.get("origin"), dict) else Origin()
-        run = r.text("replay", None)
-        if run:
-            origin = replace(origin, replay=run)
+        origin = _read_origin(r)
         first_seen = r.text("first_seen", None)
         sightings = r.integer("sightings", 0)
         if sightings < 0:
@@ -248,10 +257,7 @@ class VerdictChange:
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "VerdictChange | None":
         """As :meth:`from_dict`, from the bytes on the topic."""
-        try:
-            return cls.from_dict(orjson.loads(raw or b""))
-        except orjson.JSONDecodeError as exc:
-            raise RecordError("verdict_change event", "(record)", f"is not JSON ({exc})") from None
+        return cls.from_dict(_json(raw, "verdict_change event"))
 
 
 def _check_dict(check: VerdictCheck) -> dict[str, Any]:
