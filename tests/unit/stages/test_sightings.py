@@ -1,0 +1,80 @@
+"""The sightings stage: counted sightings are sent to vt.sightings and added to the verdict memory."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.contracts.verdict import Seen, SightingTally, VerdictCheck, VerdictMemory
+from pipeline.kafka.runtime import Context, Received
+from pipeline.rules.verdicts import Tallies
+from pipeline.settings import Settings
+from pipeline.stages import sightings
+from tests.support.fakes import RecordingOutbox
+from topics import DEAD, SIGHTINGS
+
+pytestmark = pytest.mark.unit
+
+KEY = b"domain:verdict-turns.net"
+T = 1_790_000_000.0
+
+
+class Producer:
+    """faust's producer as the flusher uses it: send(topic, key, value, ...) -> a future of the ack."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+        self.fail = fail
+
+    async def send(self, topic: str, key: bytes, value: bytes, *_: Any) -> "asyncio.Future[None]":
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.sent.append((topic, key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def context(producer: Producer | None = None) -> Context:
+    return Context(settings=Settings(), app=SimpleNamespace(producer=producer or Producer()),  # type: ignore[arg-type]
+                   topics={}, cache={}, quota={}, mappings=None, sightings=Tallies())
+
+
+def test_the_flusher_sends_one_tally_per_indicator_and_starts_counting_again():
+    ctx = context()
+    for at in (T + 5, T + 1, T + 9):
+        ctx.sightings.saw(KEY.decode(), at)
+    ctx.sightings.saw("ip:198.51.100.7", T)
+    asyncio.run(sightings.Flusher(ctx).flush())
+    sent = {key: SightingTally.from_bytes(value) for topic, key, value in ctx.app.producer.sent if topic == SIGHTINGS}
+    assert sent == {KEY: SightingTally(3, T + 1), b"ip:198.51.100.7": SightingTally(1, T)}
+    asyncio.run(sightings.Flusher(ctx).flush())
+    assert len(ctx.app.producer.sent) == 2  # nothing new counted: nothing sent
+
+
+def test_a_flush_the_broker_refuses_loses_counts_and_nothing_else():
+    ctx = context(Producer(fail=True))
+    ctx.sightings.saw(KEY.decode(), T)
+    asyncio.run(sightings.Flusher(ctx).flush())  # logged, not raised
+
+
+def test_a_tally_is_added_to_the_memory_and_a_bad_one_is_dead_lettered():
+    ctx, out = context(), RecordingOutbox()
+    memory = VerdictMemory(VerdictCheck("benign", 0, 70, T), since=T, ref="vt.responses/0/1")
+    ctx.verdicts[KEY] = memory.to_bytes()
+
+    def handle(value: bytes) -> None:
+        asyncio.run(sightings.handle(ctx, out, Received(KEY, value, "vt.sightings/0/7", T + 60)))
+
+    handle(SightingTally(3, T + 10).to_bytes())
+    handle(SightingTally(2, T + 5).to_bytes())
+    assert VerdictMemory.from_bytes(ctx.verdicts[KEY]).seen == Seen(5, T + 5)
+    handle(orjson.dumps({"v": 1, "count": "many", "first": T}))
+    assert out.topics() == [DEAD] and "count" in out.one(DEAD).error
+    unknown = b"ip:203.0.113.1"
+    asyncio.run(sightings.handle(ctx, out, Received(unknown, SightingTally(1, T).to_bytes(), "vt.sightings/0/8", T)))
+    assert unknown not in ctx.verdicts  # no verdict remembered: nothing to add to
