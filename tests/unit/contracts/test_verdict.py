@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pipeline.contracts.events import VerdictChange, iso_utc
 from pipeline.contracts.indicator import Indicator
@@ -106,3 +106,22 @@ def test_untrusted_bytes_are_read_or_refused_by_name_never_anything_else(raw):
             read(raw)
         except RecordError:
             pass
+
+
+#: Mostly plausible numbers, sometimes anything: a record that is nearly right reaches the later fields.
+_NUMBERS = st.integers(0, 100) | st.floats(0, 2e9) | st.none() | _VALUES
+_CHECKS = st.just(["benign", 0, 70, T]) | st.tuples(st.sampled_from(["benign", "malicious", "evil"]), _NUMBERS,
+                                                    _NUMBERS, _NUMBERS).map(list)
+
+
+@given(st.fixed_dictionaries({"last": _CHECKS, "since": st.just(T) | _NUMBERS},
+                             optional={"v": _VALUES, "seen": st.tuples(_NUMBERS, _NUMBERS).map(list) | _VALUES,
+                                       "ref": _VALUES, "change": st.fixed_dictionaries(
+                                           {"was": _CHECKS, "was_since": st.just(T) | _NUMBERS, "seen": _VALUES})}
+                             ).map(orjson.dumps))
+@settings(max_examples=300, deadline=None)
+def test_a_memory_close_to_a_real_one_is_read_or_refused_by_name(raw):
+    try:
+        VerdictMemory.from_bytes(raw)
+    except RecordError:
+        pass
