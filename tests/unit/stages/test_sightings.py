@@ -78,3 +78,26 @@ def test_a_tally_is_added_to_the_memory_and_a_bad_one_is_dead_lettered():
     unknown = b"ip:203.0.113.1"
     asyncio.run(sightings.handle(ctx, out, Received(unknown, SightingTally(1, T).to_bytes(), "vt.sightings/0/8", T)))
     assert unknown not in ctx.verdicts  # no verdict remembered: nothing to add to
+
+
+def test_sightings_answered_from_the_cache_are_counted_live_ones_only():
+    """Intake's one hop and the lookup stage count what they answer; a replay's records are not counted."""
+    from pipeline.contracts.card import SummaryCard
+    from pipeline.contracts.cache_entry import CachedResult
+    from pipeline.kafka.replica import CacheCopy
+    from pipeline.stages import intake, lookup
+
+    ctx, out = context(), RecordingOutbox()
+    entry = CachedResult(SummaryCard(found=True, positives=0, total=70), fetched_at=T, expires_at=T + 86400)
+    copy = CacheCopy(10)
+    copy.apply(KEY, entry.to_bytes())
+    ctx.clock = lambda: T + 60
+    raw = orjson.dumps({"value": "verdict-turns.net", "id": "s1"})
+    asyncio.run(intake.handle(ctx, copy, out, Received(b"", raw, "indicators.raw/0/1", T + 60)))
+    ctx.cache[KEY] = entry.to_bytes()
+    for ref, replay in (("indicators.raw/0/2", None), ("siem.archive/0/9", "daily")):
+        sighting = {"indicator": {"type": "domain", "value": "verdict-turns.net"}, "action": "submit_domain",
+                    "origin": {"ref": ref, "received_at": T + 30, **({"replay": replay} if replay else {})}}
+        asyncio.run(lookup.handle(ctx, out, Received(KEY, orjson.dumps(sighting), f"vt.lookups/0/{ref[-1]}", T + 90)))
+    assert out.topics() == ["indicators.enriched"] * 3  # three answers from the cache
+    assert ctx.sightings.take() == [(KEY.decode(), SightingTally(2, T + 30))]  # intake's and the live lookup's
