@@ -207,8 +207,9 @@ class VerdictChange:
     ``sightings`` and ``first_seen`` are the live sightings vtstream answered for the indicator
     since the previous check (``first_seen`` None when there were none); ``origin`` is the
     sighting whose lookup found the change, and its replay run, if any, is the event's
-    ``replay``. The id is a digest of the indicator and the two checks, so the same change
-    handled twice is the same event.
+    ``replay``. For a URL, ``sent_as`` is the URL as it went to VirusTotal (without userinfo
+    and secret parameters), as on the summaries. The id is a digest of the indicator and the
+    two checks, so the same change handled twice is the same event.
     """
 
     indicator: Indicator
@@ -219,6 +220,7 @@ class VerdictChange:
     sightings: int = 0
     first_seen: float | None = None
     origin: Origin | None = None
+    sent_as: str | None = None
     enriched_at: str = field(default_factory=iso_utc)
 
     @property
@@ -233,6 +235,8 @@ class VerdictChange:
                                  "enriched_at": self.enriched_at, "previous": previous, "current": current,
                                  "first_seen": iso_utc(self.first_seen) if self.first_seen is not None else None,
                                  "sightings": self.sightings}
+        if self.sent_as is not None:
+            event["sent_as"] = self.sent_as
         return _with_origin(event, self.origin)
 
     def to_bytes(self) -> bytes:
@@ -252,7 +256,7 @@ class VerdictChange:
         return cls(indicator=r.indicator(), action=r.text("action", ""), api=r.text("api", ""),
                    previous=_read_check(r.nested("previous")), current=_read_check(r.nested("current")),
                    sightings=sightings, first_seen=_time(r, "first_seen", first_seen) if first_seen else None,
-                   origin=origin, enriched_at=r.text("enriched_at", ""))
+                   origin=origin, sent_as=r.text("sent_as", None), enriched_at=r.text("enriched_at", ""))
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "VerdictChange | None":

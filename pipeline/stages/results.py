@@ -85,7 +85,8 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
         change = remembered.change
         await out.send(ENRICHED, key, VerdictChange(
             Indicator(answer.indicator.type, indicator["value"]), action, api, previous=change.was,
-            current=remembered.current, sightings=change.seen.count, first_seen=change.seen.first, origin=origin))
+            current=remembered.current, sightings=change.seen.count, first_seen=change.seen.first, origin=origin,
+            sent_as=answer.indicator.value if answer.indicator.type == "url" else None))
     if final and "stix" in ctx.settings.outputs.publish:
         await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped, [origin, *waiting], now,
                              remembered.standing if remembered is not None else None)
