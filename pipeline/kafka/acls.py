@@ -30,7 +30,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema, String
 
 from topics import (DEAD, TopicSpec, ENRICHED, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REPLAY_RUNS, REQUESTS, RESPONSES,
-                    RETRY_PREFIX, STIX, changelog_name, intake_group, replay_group)
+                    RETRY_PREFIX, SIGHTINGS, STIX, VERDICT_TABLE, changelog_name, intake_group, replay_group)
 
 from pipeline.errors import KafkaAccessDenied
 from pipeline.settings import Settings
@@ -67,8 +67,10 @@ def required(command: str, settings: Settings, *, topic: str | None = None, run:
     app = settings.app_id
     changelog = changelog_name(app)
     if command == "worker":
+        # the verdict memory and its sighting counts, unless VTSTREAM_VERDICT_CHANGES=false
+        verdicts = (SIGHTINGS, changelog_name(app, VERDICT_TABLE)) if settings.outputs.verdict_changes else ()
         return [Need("topic", name, ("Read", "Write")) for name in
-                (LOOKUPS, REQUESTS, REPLAY, POLLS, RESPONSES, QUOTA, changelog)] + [
+                (LOOKUPS, REQUESTS, REPLAY, POLLS, RESPONSES, QUOTA, changelog, *verdicts)] + [
             Need("topic", RETRY_PREFIX, ("Read", "Write"), prefixed=True),
             Need("topic", RAW, ("Read",)),
             *(Need("topic", name, ("Write",)) for name in (ENRICHED, STIX, DEAD)),

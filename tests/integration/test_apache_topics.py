@@ -14,7 +14,7 @@ import time
 import pytest
 from tests.support.apache import topic_settings
 
-from topics import QUOTA, REPLAY_RUNS, STIX, changelog_name, retry_topic
+from topics import QUOTA, REPLAY_RUNS, STIX, VERDICT_TABLE, changelog_name, retry_topic
 
 from pipeline.devtools.rig import child_env
 from pipeline.kafka.admin import MAX_REQUEST_SIZE, topic_catalog
@@ -38,6 +38,9 @@ def test_every_topic_carries_the_settings_apache_kafka_enforces(apache_kafka):
         assert int(config["max.message.bytes"]) >= largest_record, (name, config["max.message.bytes"])
     for name in (changelog_name(settings.app_id), QUOTA, REPLAY_RUNS):
         assert described[name][1]["cleanup.policy"] == "compact", name
+    verdicts = described[changelog_name(settings.app_id, VERDICT_TABLE)][1]  # kept VTSTREAM_VERDICT_MEMORY
+    assert verdicts["cleanup.policy"] == "compact,delete"
+    assert int(verdicts["retention.ms"]) == settings.outputs.verdict_memory_s * 1000
     for delay in settings.retry.tiers:
         retention_ms = int(described[retry_topic(delay)][1]["retention.ms"])
         assert retention_ms > parse_duration(delay) * 1000, (delay, retention_ms)

@@ -18,8 +18,7 @@ from typing import Any
 import orjson
 
 from pipeline.contracts.card import SummaryCard
-from pipeline.contracts.events import SummaryEvent
-from pipeline.contracts.origin import Origin
+from pipeline.contracts.events import SummaryEvent, VerdictChange
 from pipeline.errors import InputError, RecordError
 from pipeline.outputs.stix import TLP_MARKINGS, tlp_level
 from pipeline.rules.indicators import classify
@@ -132,18 +131,21 @@ def _summary(key: Key, doc: dict[str, Any], privacy: UrlPrivacy) -> Sighted | No
         resolutions=_resolutions(key[0], card.field("resolutions"))))
 
 
-def _verdict_change(key: Key, event: dict[str, Any], privacy: UrlPrivacy) -> Sighted | None:
-    current, previous = event.get("current"), event.get("previous")
-    if not isinstance(current, dict) or current.get("verdict") not in VERDICTS:
+def _verdict_change(key: Key, doc: dict[str, Any], privacy: UrlPrivacy) -> Sighted | None:
+    try:
+        change = VerdictChange.from_dict(doc)
+    except RecordError:
         return None
-    shown = _shown(key, event.get("sent_as"), privacy)
+    if change is None:
+        return None
+    shown = _shown(key, change.sent_as, privacy)
     if shown is None:
         return None
-    before = previous.get("verdict") if isinstance(previous, dict) else None
-    return Sighted(key, Observation(key[0], shown, found=current["verdict"] != "unknown",
-                                    positives=_count(current.get("positives")), total=_count(current.get("total")),
-                                    tlp=_tlp(_labels(event.get("origin"))),
-                                    previous=before if before in VERDICTS else None))
+    current = change.current
+    labels = list(change.origin.labels) if change.origin is not None else []
+    return Sighted(key, Observation(key[0], shown, found=current.verdict != "unknown",
+                                    positives=_count(current.positives), total=_count(current.total),
+                                    tlp=_tlp(labels), previous=change.previous.verdict))
 
 
 def _shown(key: Key, sent_as: Any, privacy: UrlPrivacy) -> str | None:
@@ -178,14 +180,6 @@ def _date(value: Any) -> str | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds") + "+00:00"
-
-
-def _labels(origin: Any) -> list[Any]:
-    """The labels of an event's origin as written (a verdict change's origin is read defensively)."""
-    try:
-        return list(Origin.from_dict(origin).labels) if isinstance(origin, dict) else []
-    except RecordError:
-        return []
 
 
 def _tlp(labels: list[Any]) -> int:

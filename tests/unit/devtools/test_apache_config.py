@@ -45,7 +45,7 @@ def test_compose_runs_the_poms_kafka_with_scram_users_made_at_format_time_and_th
     assert worker["environment"]["VTSTREAM_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     granted = [line.strip() for line in services["acls"]["command"][0].splitlines()
                if line.strip().startswith("kafka-acls --")]
-    expected = [line for command in ("topics create", "worker")
+    expected = [line for command in ("topics create", "worker", "replay")  # replay: the retrohunt service
                 for line in kafka_acls(command, "User:vtstream", bootstrap="kafka:9093", config="/tmp/admin.properties")]
     assert granted == expected
 

@@ -50,3 +50,10 @@ def test_replay_of_one_run_needs_that_runs_group_and_the_given_topic():
     assert Need("group", "soc.replay.november", ("Read",)) in needs
     assert Need("topic", "siem.archive", ("Read",)) in needs
     assert Need("topic", "soc-cache-changelog", ("Read",)) in needs
+
+
+def test_the_worker_needs_the_verdict_memory_topics_only_when_verdict_changes_are_on():
+    on = {need.name for need in required("worker", Settings()) if need.resource == "topic"}
+    off = {need.name for need in required("worker", Settings.of(outputs_verdict_changes=False))
+           if need.resource == "topic"}
+    assert on - off == {"vt.sightings", "vtstream-verdicts-changelog"}
