@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Iterable
 
 from pipeline.contracts.card import SummaryCard
-from pipeline.contracts.verdict import Change, Seen, SightingTally, VerdictCheck, VerdictMemory
+from pipeline.contracts.verdict import Change, SightingTally, VerdictCheck, VerdictMemory
 from pipeline.errors import RecordError
 
 
