@@ -194,13 +194,21 @@ class ParkedRecord:
                    parked_at_ms=r.integer("parked_at"), reason=r.text("reason", ""), v=r.version)
 
 
+#: Version 2 of a dead letter: the original is cut at 64 KiB, and its length, SHA-256 and
+#: ``ref`` say which record it was; a minimal letter (building the full one failed) also
+#: carries the error's type. Versions 0 and 1 are read with those fields empty.
+DEAD_LETTER_VERSION = 2
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """vt.dead: a record a stage could not process, kept whole, with where and why.
+    """vt.dead: a record a stage could not process, where and why, and what of it is kept.
 
     ``original`` is ``{"text": ...}`` (UTF-8 bytes), ``{"base64": ...}`` (other
-    bytes) or ``{"record": ...}`` (a record the stage built), so an operator can
-    fix and replay it.
+    bytes), ``{"record": ...}`` (a record the stage built) or ``{}`` (nothing kept),
+    so an operator can fix and replay it; ``truncated`` says it is only the start
+    (``original_length`` bytes in all, ``original_sha256`` of the whole). ``ref``
+    is the input record's topic/partition/offset when the stage knew it.
     """
 
     original: dict[str, Any]
@@ -209,18 +217,32 @@ class DeadLetter:
     error: str | None
     attempts: int
     failed_at: str
-    v: int = RECORD_VERSION
+    original_length: int | None = None
+    original_sha256: str | None = None
+    truncated: bool = False
+    ref: str | None = None
+    error_type: str | None = None
+    v: int = DEAD_LETTER_VERSION
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"v": self.v, "original": self.original, "stage": self.stage, "reason": self.reason,
-                             "error": self.error, "attempts": self.attempts, "failed_at": self.failed_at})
+        doc: dict[str, Any] = {"v": self.v, "original": self.original, "stage": self.stage, "reason": self.reason,
+                               "error": self.error, "attempts": self.attempts, "failed_at": self.failed_at,
+                               "original_length": self.original_length, "original_sha256": self.original_sha256,
+                               "truncated": self.truncated}
+        if self.ref is not None:
+            doc["ref"] = self.ref
+        if self.error_type is not None:
+            doc["error_type"] = self.error_type
+        return orjson.dumps(doc)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "DeadLetter":
         r = FieldReader.of("vt.dead record", raw)
         return cls(original=r.mapping("original"), stage=r.text("stage"), reason=r.text("reason"),
                    error=r.text("error", None), attempts=r.integer("attempts", 1), failed_at=r.text("failed_at", ""),
-                   v=r.version)
+                   original_length=r.integer("original_length", None), original_sha256=r.text("original_sha256", None),
+                   truncated=r.boolean("truncated", False), ref=r.text("ref", None),
+                   error_type=r.text("error_type", None), v=r.version)
 
 
 class Encoded(Protocol):

@@ -78,7 +78,6 @@ DEFAULT_SECRET_PARAMS: tuple[str, ...] = (
 #: The shapes of secret values VTSTREAM_URL_REDACT_VALUES can name (:mod:`pipeline.rules.shapes` finds them).
 VALUE_KINDS: tuple[str, ...] = ("jwt", "email")
 _NAME_SEPARATORS = re.compile(r"[-_.]")
-_ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
 
 
 @dataclass(frozen=True, repr=False)
@@ -264,12 +263,25 @@ class UrlPrivacy(Group):
         (True, True)
         """
         name = unquote(raw_name.replace("+", " ")).strip()
-        return _param_key(_ARRAY_SUFFIX.sub("", name)) in self.params
+        return _param_key(_without_array_suffix(name)) in self.params
 
 
 def _param_key(name: str) -> str:
     """How parameter names are compared: ``X-Amz-Signature`` and ``x_amz.signature`` are one name."""
     return _NAME_SEPARATORS.sub("", name.strip()).casefold()
+
+
+def _without_array_suffix(name: str) -> str:
+    """``name[]`` or ``name[key]`` -> ``name``: the last ``[...]`` that ends the name, found in linear
+    time (the pattern ``\\[[^\\]]*\\]$`` rescanned the rest of the name from every ``[``).
+
+    >>> _without_array_suffix("token[a[b]"), _without_array_suffix("a[b][c]"), _without_array_suffix("[[[")
+    ('token', 'a[b]', '[[[')
+    """
+    if not name.endswith("]"):
+        return name
+    opening = name.find("[", name.rfind("]", 0, len(name) - 1) + 1)
+    return name if opening < 0 else name[:opening]
 
 
 @dataclass(frozen=True, repr=False)

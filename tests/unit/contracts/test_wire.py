@@ -10,7 +10,7 @@ from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.indicator import FileRef, Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.version import RECORD_VERSION
-from pipeline.contracts.wire import DeadLetter, LookupRequest, ParkedRecord, VtRequest, VtResponse
+from pipeline.contracts.wire import DEAD_LETTER_VERSION, DeadLetter, LookupRequest, ParkedRecord, VtRequest, VtResponse
 from pipeline.errors import InputError, RecordError
 
 pytestmark = pytest.mark.unit
@@ -76,9 +76,11 @@ def test_version_0_cache_entries_are_read():
     assert is_finished(orjson.dumps(V0_DONE)) and not is_finished(orjson.dumps(V0_INFLIGHT))
 
 
-def test_version_0_dead_letters_are_read():
+def test_version_0_and_1_dead_letters_are_read():
     dead = DeadLetter.from_bytes(orjson.dumps(V0_DEAD))
     assert (dead.stage, dead.attempts, dead.original["record"]["analysis_id"]) == ("gateway", 8, "u-1")
+    v1 = DeadLetter.from_bytes(orjson.dumps({**V0_DEAD, "v": 1}))
+    assert (v1.v, v1.original_length, v1.original_sha256, v1.truncated, v1.ref) == (1, None, None, False, None)
 
 
 REQUEST = VtRequest(indicator=Indicator("sha256", "a" * 64), action="submit_file", api="v3", origin=ORIGIN,
@@ -91,13 +93,15 @@ RECORDS = [
     CachedResult(SummaryCard(found=False), 1.0, 2.0),
     InFlight(1.0, "r/0/1", (Origin(ref="r/0/2", tags=("ops",), tlp=("amber",)),), 0),
     DeadLetter({"text": "x"}, "intake", "bad", None, 1, "2026-11-30T19:00:00Z"),
+    DeadLetter({}, "intake", "unexpected error", None, 1, "2026-11-30T19:00:00Z", original_length=3,
+               original_sha256="ab" * 32, truncated=True, ref="indicators.raw/0/7", error_type="RecursionError"),
 ]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
 def test_round_trip_and_version(record):
     raw = record.to_bytes()
-    assert orjson.loads(raw)["v"] == RECORD_VERSION
+    assert orjson.loads(raw)["v"] == (DEAD_LETTER_VERSION if isinstance(record, DeadLetter) else RECORD_VERSION)
     read = cache_entry_from_bytes(raw) if isinstance(record, (CachedResult, InFlight)) else \
         type(record).from_bytes(raw)
     assert read == record
