@@ -22,7 +22,7 @@ import faust
 from topics import CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, retry_topic
 
 from pipeline.kafka import transport
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, cluster_id, ensure_topics, topic_catalog
+from pipeline.kafka.admin import cluster_id, ensure_topics, fetch_bytes, topic_catalog
 from pipeline.errors import ConfigError
 from pipeline.kafka.acls import check_access, required, used_topics
 from pipeline.kafka.recovery import HealingTableManager
@@ -85,8 +85,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.kafka.session_timeout_s / 10),
-        producer_max_request_size=MAX_REQUEST_SIZE,
-        consumer_max_fetch_size=MAX_REQUEST_SIZE,
+        producer_max_request_size=settings.kafka.max_record_bytes,
+        producer_max_batch_size=min(16384, settings.kafka.max_record_bytes),
+        consumer_max_fetch_size=fetch_bytes(settings),
         producer_acks=-1,
         web_enabled=settings.web.port > 0,
         web_port=settings.web.port or 6066,

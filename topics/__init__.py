@@ -17,7 +17,7 @@ start-up both call :func:`ensure_topics`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 RAW = "indicators.raw"
@@ -52,9 +52,13 @@ class TopicSpec:
     strict: bool = False
     #: "LogAppendTime": the broker stamps records when it appends them (the TAXII date_added).
     timestamp_type: str | None = None
+    #: The topic's max.message.bytes: vtstream's record limit (VTSTREAM_KAFKA_MAX_RECORD_BYTES).
+    max_message_bytes: int | None = None
 
     def config(self) -> dict[str, str]:
         cfg = {"cleanup.policy": self.cleanup_policy}
+        if self.max_message_bytes is not None:
+            cfg["max.message.bytes"] = str(self.max_message_bytes)
         if self.timestamp_type:
             cfg["message.timestamp.type"] = self.timestamp_type
         if self.cleanup_policy == "delete":
@@ -82,9 +86,14 @@ def retry_topic(delay: str) -> str:
     return RETRY_PREFIX + delay
 
 
-def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s", "2m", "10m", "1h")
-            ) -> list[TopicSpec]:
-    """Every topic for a deployment with ``partitions`` keyed partitions."""
+def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s", "2m", "10m", "1h"),
+            max_message_bytes: int | None = None) -> list[TopicSpec]:
+    """Every topic for a deployment with ``partitions`` keyed partitions (each created with
+    ``max_message_bytes`` as its max.message.bytes when given)."""
+    return [replace(spec, max_message_bytes=max_message_bytes) for spec in _specs(partitions, app_id, retry_tiers)]
+
+
+def _specs(partitions: int, app_id: str, retry_tiers: tuple[str, ...]) -> list[TopicSpec]:
     tiers = [TopicSpec(retry_topic(delay), 1, "indicator key",
                        f"parked work due again after {delay}: pending scans, retryable failures; "
                        "append order is due order", strict=True)

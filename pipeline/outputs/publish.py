@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from topics import DEAD, STIX
+from topics import STIX
 
 from pipeline.contracts.origin import Origin
-from pipeline.kafka.runtime import Outbox
+from pipeline.kafka.runtime import Outbox, send_dead_letter
 from pipeline.mapping import Mapped
 from pipeline.outputs.stix import StixOptions, build_bundle
-from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.labels import Label, origin_labels
 from pipeline.settings import Settings
 
@@ -43,8 +42,7 @@ async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator:
         bundle = build_bundle(indicator, mapped.events, mapped.summary, labels=sighting_labels(origins),
                               options=stix_options(settings), now=now)
     except ValueError as exc:
-        await out.send(DEAD, key, dead_letter(dict(indicator), stage="results",
-                                              reason="no STIX bundle for this indicator", error=str(exc),
-                                              privacy=settings.privacy))
+        await send_dead_letter(out, "results", key, dict(indicator), None, settings.privacy,
+                               reason="no STIX bundle for this indicator", error=str(exc))
         return
     await out.send(STIX, key, bundle)

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_name, replay_group
+from topics import ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_name, replay_group
 
 from pipeline.contracts.cache_entry import CachedResult
 from pipeline.contracts.events import SummaryEvent
@@ -43,9 +43,8 @@ from pipeline.errors import ConfigError, RecordError
 from pipeline.kafka.acls import required, used_topics
 from pipeline.kafka.admin import ensure_topics, make_producer, start_with_retry, topic_catalog
 from pipeline.kafka.reading import drain, latest_by_key, partitions, reader, start_offsets, whole_topic
-from pipeline.kafka.runtime import Outbox
+from pipeline.kafka.runtime import Outbox, limits, send_dead_letter
 from pipeline.rules import cache
-from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.runs import Budget, Sighting, detected
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, lookup_record, parse, skip_summary
@@ -311,7 +310,7 @@ async def _feed(settings: Settings, options: ReplayOptions, clock: Callable[[], 
                 entries: dict[str, CachedResult], budget: Budget, answers: _Answers, sightings: dict[str, Sighting],
                 producer: AIOKafkaProducer, source: AIOKafkaConsumer, progress: Progress,
                 stop: asyncio.Event) -> Result:
-    out = Outbox(lambda topic, key, value: producer.send(topic, value, key=key))
+    out = Outbox(lambda topic, key, value: producer.send(topic, value, key=key), **limits(settings, "replay"))
     now = clock()
     state = tally.state
     tps = await partitions(source, options.topic)
@@ -352,8 +351,7 @@ async def _feed_one(settings: Settings, options: ReplayOptions, now: float, out:
     """Route one in-range record; False (nothing sent) when the budget cannot pay for it."""
     outcome = parse(record.value, ref, settings)
     if isinstance(outcome, Rejected):
-        await out.send(DEAD, record.key, dead_letter(record.value, stage="replay", reason=outcome.reason,
-                                                     privacy=settings.privacy))
+        await send_dead_letter(out, "replay", record.key, record.value, ref, settings.privacy, reason=outcome.reason)
         tally.records += 1
         tally.dead += 1
         return True

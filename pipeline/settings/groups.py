@@ -39,6 +39,11 @@ OUTPUTS = ("events", "stix")
 USERINFO_MODES: tuple[str, ...] = ("strip", "skip", "send")
 REDACT_MODES: tuple[str, ...] = ("drop", "skip")
 
+#: Kafka's own default limit of one record batch (message.max.bytes): vtstream's default record limit.
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+#: The smallest record limit accepted: a dead letter keeps 64 KiB of its original.
+MIN_MAX_RECORD_BYTES = 128 * 1024
+
 #: The emulator accepts this key by default; real deployments set VTSTREAM_VT_API_KEY.
 DEMO_API_KEY = "vtstream-demo-key"
 
@@ -91,6 +96,11 @@ class KafkaSettings(Group):
         "VTSTREAM_PARTITIONS", 4, v.positive_int,
         "Partitions of the keyed topics (vt.lookups, vt.responses, the cache changelog). "
         "Fixed once topics exist.")
+    max_record_bytes: int = setting(
+        "VTSTREAM_KAFKA_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, v.at_least(MIN_MAX_RECORD_BYTES),
+        "Largest record vtstream writes, in bytes (at least 131072). Topics it creates get it as "
+        "max.message.bytes, its producers as max.request.size; a larger output is trimmed or goes to "
+        "vt.dead. The brokers' message.max.bytes and replica.fetch.max.bytes must allow it.")
     session_timeout_s: float = setting(
         "VTSTREAM_KAFKA_SESSION_TIMEOUT", 30.0, v.positive_float,
         "Consumer group session timeout in seconds; a dead worker's partitions move after this.")

@@ -43,16 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from topics import DEAD, RESPONSES
+from topics import RESPONSES
 
 from pipeline.contracts.quota import GOVERNOR_KEY, QuotaState
 from pipeline.contracts.wire import Status, VtRequest
 from pipeline.errors import DailyQuotaExhausted, InputError, RecordError
 from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
-from pipeline.kafka.runtime import Context, Outbox, Received
+from pipeline.kafka.runtime import Context, Outbox, Received, send_dead_letter
 from pipeline.rules import gate
-from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.labels import origin_labels
 from pipeline.rules.policy import carries_any_label
 from pipeline.stages import retry
@@ -92,15 +91,15 @@ class Gateway:
     async def handle(self, out: Outbox, record: Received) -> None:
         """Process one vt.requests / vt.polls record."""
         with self.shared.governor.serving(self.priority):
-            await self._handle(out, record.key, record.value)
+            await self._handle(out, record.key, record.value, record.ref)
 
-    async def _handle(self, out: Outbox, key: bytes, value: bytes | None) -> None:
+    async def _handle(self, out: Outbox, key: bytes, value: bytes | None, ref: str) -> None:
         try:
             request, refused = gate.at_edge(VtRequest.from_bytes(value), self.settings.policy,
                                             self.settings.privacy)
         except RecordError as exc:
-            await out.send(DEAD, key, dead_letter(value, stage="gateway", reason="malformed request record",
-                                                  error=str(exc), privacy=self.settings.privacy))
+            await send_dead_letter(out, "gateway", key, value, ref, self.settings.privacy,
+                                   reason="malformed request record", error=str(exc), error_type=type(exc).__name__)
             return
         if refused is not None:
             await self._respond(out, key, request, "error", reason=f"not checked: {refused}")
@@ -233,8 +232,8 @@ class Gateway:
         polled = request.retried()
         if polled.attempt >= self.settings.retry.max_attempts:
             reason = f"not checked: VirusTotal did not finish the scan after {polled.attempt} polls"
-            await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=polled.attempt,
-                                                  privacy=self.settings.privacy))
+            await send_dead_letter(out, "gateway", key, request, None, self.settings.privacy, reason=reason,
+                                   attempts=polled.attempt)
             await self._respond(out, key, request, "error", reason=reason)
             return
         await self._park(out, key, polled, retry.backoff(polled.attempt + 1, self.settings.retry.tiers),
@@ -249,8 +248,8 @@ class Gateway:
                              f"{type(exc).__name__}: {exc}")
             return
         reason = f"not checked: {type(exc).__name__} from VirusTotal"
-        await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, error=str(exc),
-                                              attempts=failed.attempt, privacy=self.settings.privacy))
+        await send_dead_letter(out, "gateway", key, request, None, self.settings.privacy, reason=reason,
+                               error=str(exc), error_type=type(exc).__name__, attempts=failed.attempt)
         await self._respond(out, key, request, "error", reason=reason)
 
     async def _hold_for_key(self, out: Outbox, key: bytes, request: VtRequest, exc: WrongCredentials) -> bool:

@@ -22,7 +22,7 @@ from typing import Any, Union
 
 import orjson
 
-from topics import DEAD, ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
+from topics import ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
 
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
@@ -34,8 +34,7 @@ from pipeline.errors import InputError
 from pipeline.inputs.files import prepare as prepare_file
 from pipeline.kafka.direct import DirectStage
 from pipeline.kafka.replica import CacheCopy, CacheReplica
-from pipeline.kafka.runtime import Context, Outbox, Received
-from pipeline.rules.deadletter import dead_letter
+from pipeline.kafka.runtime import Context, Outbox, Received, send_dead_letter
 from pipeline.rules.gate import Verdict, judge
 from pipeline.rules.indicators import classify
 from pipeline.rules.labels import read_labels
@@ -239,8 +238,7 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -
     else:
         outcome = judge_fields(fields, ref, ctx.settings)
     if isinstance(outcome, Rejected):
-        await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason,
-                                                      privacy=ctx.settings.privacy))
+        await send_dead_letter(out, "intake", key, value, ref, ctx.settings.privacy, reason=outcome.reason)
         return
     # enrich latency: read here, summarized later
     outcome = replace(outcome, origin=replace(outcome.origin, received_at=round(ctx.clock(), 3)))

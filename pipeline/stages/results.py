@@ -24,7 +24,7 @@ from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.wire import VtResponse
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
-from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_batches
+from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, limits, run_batches
 from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
 from pipeline.rules import cache
@@ -96,6 +96,7 @@ def install(ctx: Context) -> None:
         await start_with_retry(producer, ctx.settings)
         try:
             await run_batches(ctx, stream, "results", partial(handle, ctx),
-                              BatchOutbox(producer, ctx.metrics.watcher("results", ctx.clock)))
+                              BatchOutbox(producer, ctx.metrics.watcher("results", ctx.clock),
+                                          **limits(ctx.settings, "results")))
         finally:
             await producer.stop()
