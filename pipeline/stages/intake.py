@@ -44,6 +44,7 @@ from pipeline.settings import PolicySettings, Settings, UrlPrivacy
 #: Longest accepted record; larger ones are dead-lettered unread (a SIEM bug, not an indicator).
 MAX_RECORD_BYTES = 2 * 1024 * 1024
 _MAX_LIST = 256
+_MAX_LIST_ITEM = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ def judge_fields(fields: dict[str, Any], ref: str, settings: Settings) -> Outcom
     try:
         if "file" in fields:
             file_ref = prepare_file(fields["file"], settings.policy.file_root)
+            _check_inline_size(file_ref, settings.kafka.max_record_bytes)
             indicator = Indicator("sha256", file_ref.sha256)
         else:
             indicator = _classify(fields["value"], fields.get("type"))
@@ -162,6 +164,14 @@ def _judge_size(indicator: Indicator, labels: tuple[str, ...], tags: tuple[str, 
 
 
 _judged: Memo[Verdict] = Memo(_judge_uncached, entries=MEMO_ENTRIES, entry_chars=MEMO_CHARS, size=_judge_size)
+
+
+def _check_inline_size(file_ref: FileRef, max_record_bytes: int) -> None:
+    """An inline file travels in vt.lookups and vt.requests records: it must leave them room."""
+    inline = len(file_ref.content_b64 or "")
+    if inline > max_record_bytes // 2:
+        raise InputError(f"the inline file is {inline:,} characters of base64; at most {max_record_bytes // 2:,} "
+                         "fit in a record (VTSTREAM_KAFKA_MAX_RECORD_BYTES); send a file:// URI instead")
 
 
 def _decode(raw: bytes | None) -> dict[str, Any]:
@@ -224,6 +234,9 @@ def _string_list(name: str, item: Any) -> list[str]:
         raise InputError(f"'{name}' must be a list of strings or a comma-separated string")
     if len(item) > _MAX_LIST:
         raise InputError(f"'{name}' has {len(item)} entries; the limit is {_MAX_LIST}")
+    longest = max(map(len, item), default=0)
+    if longest > _MAX_LIST_ITEM:  # every summary repeats them: they must not fill a record
+        raise InputError(f"an entry of '{name}' is {longest:,} characters long; the limit is {_MAX_LIST_ITEM}")
     return [x.strip() for x in item if x.strip()]
 
 
