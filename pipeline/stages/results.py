@@ -14,20 +14,28 @@ until the final answer arrives.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import Any
 
 from topics import ENRICHED
 
+from pipeline.contracts.cache_entry import Waiter
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import VtResponse
+from pipeline.errors import RecordError
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
 from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, limits, run_batches
 from pipeline.mapping import AddOptions
 from pipeline.outputs.publish import publish_bundle
 from pipeline.rules import cache
+
+
+#: Waiters read, or answered, between two turns of the event loop.
+TURN_EVERY_WAITERS = 256
 
 
 def options(ctx: Context) -> AddOptions:
@@ -64,21 +72,43 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     # Read the entry only now and change it before the next await: the lookup agent runs
     # at every await above and may have added a waiter, which an older copy would drop.
     entry = cache.decode(ctx.cache.get(key))
+    stored = cache.waiter_keys(key, entry)
     if status == "error":
         if entry is not None:
             del ctx.cache[key]
     elif status != "pending":
         ctx.cache[key] = cache.completed(card, status == "found", now, ctx.settings.cache).to_bytes()
-    waiting = cache.waiters(entry)
+    # From here on no sighting joins these waiters: their records can be read across awaits.
+    waiting = [*cache.waiters(entry), *await _take_waiters(ctx, stored, keep=status == "pending")]
     if status not in ("error", "pending") and "stix" in ctx.settings.outputs.publish:
         await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped, [origin, *waiting], now)
     fresh = card.with_fields(cached=False)
     await out.send(ENRICHED, key, SummaryEvent.of(fresh, indicator=answer.indicator, action=action, api=api,
                                                   origin=origin))
     joined = fresh.with_fields(coalesced=True)
-    for sighting in waiting:
+    for count, sighting in enumerate(waiting, 1):
         await out.send(ENRICHED, key, SummaryEvent.of(joined, indicator=answer.indicator, action=action, api=api,
                                                       origin=sighting))
+        if count % TURN_EVERY_WAITERS == 0:  # 10,000 waiters must not hold the loop for a second
+            await asyncio.sleep(0)
+
+
+async def _take_waiters(ctx: Context, keys: list[bytes], *, keep: bool) -> list[Origin]:
+    """The sightings stored under ``keys``, removed from the table unless ``keep`` (a pending answer:
+    they wait on for the final one). A record that cannot be read is skipped."""
+    found: list[Origin] = []
+    for count, stored in enumerate(keys, 1):
+        raw = ctx.cache.get(stored)
+        if raw is not None:
+            try:
+                found.append(Waiter.from_bytes(raw).origin)
+            except RecordError:
+                pass
+            if not keep:
+                del ctx.cache[stored]
+        if count % TURN_EVERY_WAITERS == 0:
+            await asyncio.sleep(0)
+    return found
 
 
 def install(ctx: Context) -> None:
