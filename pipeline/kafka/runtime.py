@@ -41,15 +41,12 @@ from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
 from pipeline.rules.deadletter import dead_letter, minimal_dead_letter
+from pipeline.rules.fitting import budget
 from pipeline.rules.privacy import UrlPrivacy, scrub
 from pipeline.settings import Settings
 from pipeline.settings.groups import DEFAULT_MAX_RECORD_BYTES
 
 log = logging.getLogger("vtstream.kafka.runtime")
-
-#: Bytes a record takes in a batch beside its key and value (headers, lengths, the batch header
-#: when it goes alone): what :func:`fits` keeps free under the limit.
-RECORD_OVERHEAD = 512
 
 #: Longest a batch holds the event loop before it lets other tasks run. A results batch of
 #: 800 answers (2 ms each) held it for 1.6 s: the gateway's calls in flight sat answered
@@ -158,7 +155,7 @@ def _minimal(stage: str, original: Any, ref: str | None, error_type: str | None,
 
 def fits(key: bytes | None, value: bytes, limit: int) -> bool:
     """Whether a record of this key and value stays under ``limit`` bytes on the broker."""
-    return len(key or b"") + len(value) + RECORD_OVERHEAD <= limit
+    return len(value) <= budget(limit, key)
 
 
 def producer_failed(exc: BaseException) -> bool:

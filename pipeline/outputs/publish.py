@@ -7,7 +7,7 @@ with the highest TLP label of every sighting it answers.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from topics import STIX
 
@@ -15,6 +15,7 @@ from pipeline.contracts.origin import Origin
 from pipeline.kafka.runtime import Outbox, send_dead_letter
 from pipeline.mapping import Mapped
 from pipeline.outputs.stix import StixOptions, build_bundle
+from pipeline.rules.fitting import budget, size
 from pipeline.rules.labels import Label, origin_labels
 from pipeline.settings import Settings
 
@@ -32,17 +33,42 @@ def sighting_labels(origins: Iterable[Origin]) -> list[Label]:
 
 
 async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator: Mapping[str, str], mapped: Mapped,
-                         origins: Iterable[Origin], now: float) -> None:
+                         origins: Iterable[Origin], now: float) -> tuple[str, ...]:
     """Send the enrichment's bundle, keyed by indicator; an indicator STIX cannot carry goes to vt.dead.
 
     The observable is the indicator as sent to VirusTotal (a URL without its userinfo and
-    secret parameters): what was analysed, and what a shared TAXII feed may show.
+    secret parameters): what was analysed, and what a shared TAXII feed may show. A bundle
+    larger than a Kafka record drops related objects first (half of the relations at a
+    time), then the per-engine analyses; the notes for the summary card say so.
     """
+    labels, options = sighting_labels(origins), stix_options(settings)
+    room = budget(settings.kafka.max_record_bytes, key)
+    relations = [event for event in mapped.events if event.get("kind") == "relation"]
+    others = [event for event in mapped.events if event.get("kind") != "relation"]
+    left_out = ""
     try:
-        bundle = build_bundle(indicator, mapped.events, mapped.summary, labels=sighting_labels(origins),
-                              options=stix_options(settings), now=now)
+        bundle = build_bundle(indicator, mapped.events, mapped.summary, labels=labels, options=options, now=now)
+        for events, leaves_out in _smaller(others, relations):
+            if size(bundle) <= room:
+                break
+            bundle = build_bundle(indicator, events, mapped.summary, labels=labels, options=options, now=now)
+            left_out = leaves_out
     except ValueError as exc:
         await send_dead_letter(out, "results", key, dict(indicator), None, settings.privacy,
                                reason="no STIX bundle for this indicator", error=str(exc))
-        return
+        return ()
     await out.send(STIX, key, bundle)
+    if not left_out:
+        return ()
+    return (f"STIX bundle without {left_out}: larger than a Kafka record "
+            f"({settings.kafka.max_record_bytes:,} bytes, VTSTREAM_KAFKA_MAX_RECORD_BYTES)",)
+
+
+def _smaller(others: list[dict[str, Any]], relations: list[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """Ever smaller event lists for a bundle, and what each leaves out: half the relations at a
+    time, then the engines' analyses too."""
+    kept = len(relations)
+    while kept:
+        kept //= 2
+        yield [*others, *relations[:kept]], f"{len(relations) - kept} of {len(relations)} related objects"
+    yield [], f"{len(relations)} related objects and the engines' analyses"

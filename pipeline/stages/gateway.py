@@ -50,7 +50,7 @@ from pipeline.contracts.wire import Status, VtRequest
 from pipeline.errors import DailyQuotaExhausted, InputError, RecordError
 from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
-from pipeline.kafka.runtime import Context, Outbox, Received, send_dead_letter
+from pipeline.kafka.runtime import Context, Outbox, Received, fits, send_dead_letter
 from pipeline.rules import gate
 from pipeline.rules.labels import origin_labels
 from pipeline.rules.policy import carries_any_label
@@ -281,8 +281,21 @@ class Gateway:
     async def _respond(self, out: Outbox, key: bytes, request: VtRequest, status: Status, *,
                        body: Any = None, step: str = "report", reason: str | None = None,
                        notes: tuple[str, ...] = (), requests: int = 0) -> None:
-        await out.send(RESPONSES, key, request.respond(status, body=body, step=step, reason=reason, notes=notes,
-                                                       requests=requests))
+        """Send the answer; one whose body cannot travel (larger than a Kafka record, or not
+        encodable) is answered "not checked" with the reason, so every sighting still hears."""
+        response = request.respond(status, body=body, step=step, reason=reason, notes=notes, requests=requests)
+        limit = self.settings.kafka.max_record_bytes
+        try:
+            encoded = response.to_bytes()
+            problem = None if fits(key, encoded, limit) else (
+                f"is {len(encoded):,} bytes, more than a Kafka record holds ({limit:,}, VTSTREAM_KAFKA_MAX_RECORD_BYTES)")
+        except (TypeError, ValueError) as exc:  # nested deeper than orjson writes, and the like
+            problem = f"cannot be encoded ({exc})"
+        if problem is not None:
+            log.warning("VirusTotal's answer for %s %s; answered as not checked", key.decode(errors="replace"), problem)
+            response = request.respond("error", step=step, requests=requests,
+                                       reason=f"not checked: VirusTotal's answer {problem}")
+        await out.send(RESPONSES, key, response)
 
 
 def _approved_upload(request: VtRequest, file_root: Path | None) -> Upload:

@@ -29,9 +29,9 @@ from pipeline.errors import RecordError
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
 from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, limits, run_batches
-from pipeline.mapping import AddOptions
+from pipeline.mapping import AddOptions, Mapped
 from pipeline.outputs.publish import publish_bundle
-from pipeline.rules import cache
+from pipeline.rules import cache, fitting
 
 
 #: Waiters read, or answered, between two turns of the event loop.
@@ -60,15 +60,15 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
         if answer.body is not None:  # a submitted scan: the scan step's events now
             mapped = ctx.mappings.apply(api, action, answer.step or "scan", answer.body,
                                         indicator=indicator, options=options(ctx), found=True, replay=origin.replay)
-            for event in mapped.events if publish else ():
-                await out.send(ENRICHED, key, event)
             card = mapped.summary.pending_on(card)
+            card = await _publish_events(ctx, out, key, mapped, card) if publish else card
     else:
         mapped = ctx.mappings.apply(api, action, answer.step or "report", answer.body, indicator=indicator,
                                     options=options(ctx), found=status == "found", replay=origin.replay)
-        for event in mapped.events if publish else ():
-            await out.send(ENRICHED, key, event)
         card = mapped.summary.checked_now(answer.notes)
+        card = await _publish_events(ctx, out, key, mapped, card) if publish else card
+    limit = ctx.settings.kafka.max_record_bytes
+    card = fitting.fit_card(card, fitting.budget(limit, key) // 2, limit)  # the other half: the sighting
     # Read the entry only now and change it before the next await: the lookup agent runs
     # at every await above and may have added a waiter, which an older copy would drop.
     entry = cache.decode(ctx.cache.get(key))
@@ -81,7 +81,9 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     # From here on no sighting joins these waiters: their records can be read across awaits.
     waiting = [*cache.waiters(entry), *await _take_waiters(ctx, stored, keep=status == "pending")]
     if status not in ("error", "pending") and "stix" in ctx.settings.outputs.publish:
-        await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped, [origin, *waiting], now)
+        left_out = await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped,
+                                        [origin, *waiting], now)
+        card = card.with_fields(notes=(*card.notes, *left_out))
     fresh = card.with_fields(cached=False)
     await out.send(ENRICHED, key, SummaryEvent.of(fresh, indicator=answer.indicator, action=action, api=api,
                                                   origin=origin))
@@ -91,6 +93,16 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
                                                       origin=sighting))
         if count % TURN_EVERY_WAITERS == 0:  # 10,000 waiters must not hold the loop for a second
             await asyncio.sleep(0)
+
+
+async def _publish_events(ctx: Context, out: Outbox, key: bytes, mapped: Mapped, card: SummaryCard) -> SummaryCard:
+    """Send the mapped events, each trimmed to fit a record; the card notes what was cut or left out."""
+    limit = ctx.settings.kafka.max_record_bytes
+    fitted = fitting.fit_events(mapped.events, fitting.budget(limit, key))
+    for event in fitted.events:
+        await out.send(ENRICHED, key, event)
+    notes = fitted.notes(limit)
+    return card.with_fields(notes=(*card.notes, *notes)) if notes else card
 
 
 async def _take_waiters(ctx: Context, keys: list[bytes], *, keep: bool) -> list[Origin]:
