@@ -184,7 +184,7 @@ class Outbox:
         self._watch = watch
         self._pending: list[Awaitable[Any]] = []
         self._sent: list[tuple[str, bytes | None, bytes] | None] = []
-        self._refused: list[tuple[bytes | None, bytes]] = []
+        self._refused: list[tuple[bytes | None, DeadLetter | None, DeadLetter]] = []
         self.stage, self.limit = stage, limit
         self._privacy = privacy or UrlPrivacy()
 
@@ -256,28 +256,37 @@ class Outbox:
             raise failed
 
     def _refuse(self, topic: str, key: bytes | None, payload: bytes | None, problem: str, error_type: str) -> None:
-        """Queue the dead letter of an output record that cannot be sent as it is."""
+        """Queue the dead letter of an output record that cannot be sent as it is: the full one
+        (the start of the record, scrubbed) and the minimal one, should the full one be refused too."""
         log.error("%s: an output record for %s %s; it goes to %s instead", self.stage, topic, problem, DEAD)
         reason = f"output record for {topic} {problem}"
-        letter = _minimal(self.stage, payload, None, error_type, reason).to_bytes()
+        minimal = _minimal(self.stage, payload, None, error_type, reason)
+        full: DeadLetter | None = None
         if topic != DEAD:  # never a dead letter of a dead letter: the minimal one goes
             try:
                 full = dead_letter(payload, stage=self.stage, reason=reason, privacy=self._privacy,
-                                   error_type=error_type).to_bytes()
-                letter = full if fits(key, full, self.limit) else letter
+                                   error_type=error_type)
             except Exception:
-                pass
-        self._refused.append((key, letter))
+                full = None
+        self._refused.append((key, full, minimal))
 
     async def _flush_refused(self) -> None:
-        """Send the queued dead letters of refused records, once each; a failure is logged, not raised."""
+        """Send the queued dead letters of refused records; a failure is logged, not raised."""
         refused, self._refused = self._refused, []
-        for key, letter in refused:
-            try:
-                await (await self._send(DEAD, key, letter))
-            except Exception as exc:
-                log.critical("%s: a dead letter could not be sent either (%s); the record is skipped",
-                             self.stage, type(exc).__name__)
+        for key, full, minimal in refused:
+            for letter in (full, minimal):
+                if letter is None:
+                    continue
+                try:
+                    await (await self._send(DEAD, key, letter.to_bytes()))
+                    self._watch(DEAD, letter)
+                    break
+                except Exception as exc:
+                    if producer_failed(exc):
+                        raise
+                    log.error("%s: a dead letter could not be sent (%s)", self.stage, type(exc).__name__)
+            else:
+                log.critical("%s: no dead letter could be sent for an output record; it is skipped", self.stage)
 
     async def flush(self) -> None:
         await self._settled(*self._take())

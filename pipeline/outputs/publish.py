@@ -7,7 +7,8 @@ with the highest TLP label of every sighting it answers.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping
+import asyncio
+from typing import Any, Iterable, Mapping
 
 from topics import STIX
 
@@ -45,14 +46,21 @@ async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator:
     room = budget(settings.kafka.max_record_bytes, key)
     relations = [event for event in mapped.events if event.get("kind") == "relation"]
     others = [event for event in mapped.events if event.get("kind") != "relation"]
+
+    def build(events: list[dict[str, Any]]) -> dict[str, Any]:
+        return build_bundle(indicator, events, mapped.summary, labels=labels, options=options, now=now)
+
     left_out = ""
-    try:
-        bundle = build_bundle(indicator, mapped.events, mapped.summary, labels=labels, options=options, now=now)
-        for events, leaves_out in _smaller(others, relations):
-            if size(bundle) <= room:
-                break
-            bundle = build_bundle(indicator, events, mapped.summary, labels=labels, options=options, now=now)
-            left_out = leaves_out
+    try:  # stix2 builds ~1,000 objects a second: off the event loop
+        bundle = await asyncio.to_thread(build, mapped.events)
+        kept = len(relations)
+        while (found := size(bundle)) > room and (kept or others):
+            if kept:  # related objects first, in proportion to what is over, at least half each time
+                kept = min(kept // 2, kept * room // found)
+                events, left_out = [*others, *relations[:kept]], f"{len(relations) - kept} of {len(relations)} related objects"
+            else:
+                events, left_out, others = [], f"{len(relations)} related objects and the engines' analyses", []
+            bundle = await asyncio.to_thread(build, events)
     except ValueError as exc:
         await send_dead_letter(out, "results", key, dict(indicator), None, settings.privacy,
                                reason="no STIX bundle for this indicator", error=str(exc))
@@ -62,13 +70,3 @@ async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator:
         return ()
     return (f"STIX bundle without {left_out}: larger than a Kafka record "
             f"({settings.kafka.max_record_bytes:,} bytes, VTSTREAM_KAFKA_MAX_RECORD_BYTES)",)
-
-
-def _smaller(others: list[dict[str, Any]], relations: list[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], str]]:
-    """Ever smaller event lists for a bundle, and what each leaves out: half the relations at a
-    time, then the engines' analyses too."""
-    kept = len(relations)
-    while kept:
-        kept //= 2
-        yield [*others, *relations[:kept]], f"{len(relations) - kept} of {len(relations)} related objects"
-    yield [], f"{len(relations)} related objects and the engines' analyses"
