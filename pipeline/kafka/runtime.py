@@ -48,6 +48,10 @@ from pipeline.settings.groups import DEFAULT_MAX_RECORD_BYTES
 
 log = logging.getLogger("vtstream.kafka.runtime")
 
+#: Most of a handler's traceback the log line shows (scrubbed): a record quoted in an error
+#: must not cost the loop more than a dead letter does.
+TRACE_CHARS = 16 * 1024
+
 #: Longest a batch holds the event loop before it lets other tasks run. A results batch of
 #: 800 answers (2 ms each) held it for 1.6 s: the gateway's calls in flight sat answered
 #: but unread, and new ones could not start (``vtstream bench misses``, bench-results.md).
@@ -344,7 +348,7 @@ async def route_failure(out: Outbox, stage: str, key: bytes, value: bytes | None
     secrets scrubbed (the traceback is formatted here for that)."""
     try:
         trace = "".join(traceback.format_exception(exc))
-        log.error("%s: unexpected error on record %s\n%s", stage, ref, scrub(trace, privacy).rstrip())
+        log.error("%s: unexpected error on record %s\n%s", stage, ref, scrub(trace, privacy, TRACE_CHARS).rstrip())
     except Exception:  # a traceback that cannot be formatted or scrubbed: its type is enough
         log.error("%s: unexpected error on record %s: %s", stage, ref, type(exc).__name__)
     try:

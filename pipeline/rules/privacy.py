@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from pipeline.errors import InputError
-from pipeline.rules.indicators import classify
+from pipeline.rules.indicators import MAX_URL_LENGTH, classify
 from pipeline.rules.shapes import secret_kind
 from pipeline.rules.wrappers import unwrap
 from pipeline.settings.groups import UrlPrivacy
@@ -133,6 +133,9 @@ def redact(url: str, rules: UrlPrivacy) -> Redaction:
     >>> redact("https://alice:pw@bank.example/reset?token=abc&lang=en", UrlPrivacy())
     Redaction(url='https://bank.example/reset?lang=en', redacted=('userinfo', 'token'), reason=None, rule=None)
     """
+    if len(url) > MAX_URL_LENGTH:  # intake never sends one: a crafted record's, refused unread
+        return Redaction(None, reason=f"the URL is {len(url):,} characters long; the longest accepted is "
+                         f"{MAX_URL_LENGTH:,}", rule="url_too_long")
     unwrapped, wrappers = _unwrapped(url)
     if unwrapped is None:
         return Redaction(None, reason=f"the URL is a {wrappers[-1]} link whose target cannot be read; the link "

@@ -15,6 +15,7 @@ from types import FrameType
 import click
 
 from pipeline.devtools.bench.cache_copy import cache_copy
+from pipeline.devtools.bench.hostile import hostile
 from pipeline.devtools.bench.cache_hits import cache_hits
 from pipeline.devtools.bench.latency import latency
 from pipeline.devtools.bench.memory import memory
@@ -45,5 +46,5 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
-for _scenario in (cache_hits, unique_calls, quota, misses, memory, latency, cache_copy):
+for _scenario in (cache_hits, unique_calls, quota, misses, memory, latency, cache_copy, hostile):
     bench_command.add_command(_scenario)
