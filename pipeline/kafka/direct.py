@@ -33,7 +33,7 @@ from mode import Service
 
 from pipeline.contracts.wire import Outgoing, wire_value
 from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
-from pipeline.kafka.runtime import Handler, Outbox, Received, Watch, handle_one, limits, too_large
+from pipeline.kafka.runtime import TURN_EVERY_S, Handler, Outbox, Received, Watch, handle_one, limits, too_large
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
@@ -104,6 +104,7 @@ class DirectStage(Service):
                 continue
             async with self._batch:
                 acks: list[Awaitable[Any]] = []
+                turn_at = time.perf_counter() + TURN_EVERY_S
                 for tp, records in batch.items():
                     counted.inc(len(records))
                     for record in records:
@@ -113,6 +114,10 @@ class DirectStage(Service):
                         if out.held() >= SUBMIT_EVERY:  # send what is ready, let the loop turn
                             acks += await out.submit()
                             await asyncio.sleep(0)
+                            turn_at = time.perf_counter() + TURN_EVERY_S
+                        elif time.perf_counter() >= turn_at:  # slow (hostile) records: the heartbeat runs
+                            await asyncio.sleep(0)
+                            turn_at = time.perf_counter() + TURN_EVERY_S
                 handling(self.stage, None)
                 acks += await out.submit()
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
