@@ -31,7 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import murmur2
 from mode import Service
 
-from pipeline.contracts.wire import Outgoing, wire_value
+from pipeline.contracts.wire import Outgoing
 from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
 from pipeline.kafka.runtime import TURN_EVERY_S, Handler, Outbox, Received, Watch, handle_one, limits, too_large
 from pipeline.observe.logs import handling
