@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from pipeline.contracts.wire import DeadLetter
 from pipeline.rules.deadletter import KEEP_BYTES, dead_letter
@@ -121,6 +121,8 @@ def test_parse_answers_every_record_with_an_outcome(raw):
 
 @HOSTILE
 @given(hostile_record())
+@example(b"a:" * (MIB // 2))
+@example(b"\xff" + b"https://bob:hunter2@h.example/ " * 40_000)
 def test_a_dead_letter_is_bounded_and_names_its_original(raw):
     letter = timed(lambda: dead_letter(raw, stage="intake", reason="x" * 10_000, privacy=PRIVACY,
                                        ref="indicators.raw/0/1"))
