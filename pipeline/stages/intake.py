@@ -45,6 +45,7 @@ from pipeline.settings import PolicySettings, Settings, UrlPrivacy
 MAX_RECORD_BYTES = 2 * 1024 * 1024
 _MAX_LIST = 256
 _MAX_LIST_ITEM = 256
+_MAX_LIST_CHARS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +235,11 @@ def _string_list(name: str, item: Any) -> list[str]:
         raise InputError(f"'{name}' must be a list of strings or a comma-separated string")
     if len(item) > _MAX_LIST:
         raise InputError(f"'{name}' has {len(item)} entries; the limit is {_MAX_LIST}")
-    longest = max(map(len, item), default=0)
-    if longest > _MAX_LIST_ITEM:  # every summary repeats them: they must not fill a record
+    longest, total = max(map(len, item), default=0), sum(map(len, item))
+    if longest > _MAX_LIST_ITEM:  # every summary and waiter repeats them: they must not fill a record
         raise InputError(f"an entry of '{name}' is {longest:,} characters long; the limit is {_MAX_LIST_ITEM}")
+    if total > _MAX_LIST_CHARS:
+        raise InputError(f"'{name}' hold {total:,} characters in all; the limit is {_MAX_LIST_CHARS:,}")
     return [x.strip() for x in item if x.strip()]
 
 

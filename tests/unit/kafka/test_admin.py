@@ -15,7 +15,7 @@ def test_topics_producers_and_consumers_follow_the_record_limit(monkeypatch, lim
     assert {spec.config()["max.message.bytes"] for spec in topic_catalog(settings)} == {str(limit)}
     monkeypatch.setattr(admin, "AIOKafkaProducer", lambda **options: options)
     monkeypatch.setattr(admin, "AIOKafkaConsumer", lambda *topics, **options: options)
-    producer = admin.make_producer(settings, max_batch_size=4 * 1024 * 1024, max_request_size=64 * 1024 * 1024)
+    producer = admin.make_producer(settings, max_batch_size=4 * 1024 * 1024)
     assert producer["max_request_size"] == limit and producer["max_batch_size"] <= limit
     consumer = admin.make_consumer(settings)
     assert consumer["max_partition_fetch_bytes"] >= limit and consumer["fetch_max_bytes"] >= limit

@@ -174,3 +174,13 @@ def test_a_file_event_is_known_after_decoding_and_hashed_off_the_loop(monkeypatc
     ctx = Context(settings=Settings(), app=None, topics={}, cache={}, quota={}, mappings=None)  # type: ignore[arg-type]
     asyncio.run(intake.handle(ctx, CacheCopy(10), Outbox(send), Received(b"", raw, "indicators.raw/0/1", 0.0)))
     assert threaded == [intake.judge_fields] and sent == ["vt.lookups"]
+
+
+    assert threaded == [intake.judge] and sent == ["vt.lookups"]
+
+
+@pytest.mark.parametrize("labels, needle", [(["x" * 300], "300 characters long"),
+                                            (["y" * 200] * 50, "10,000 characters in all")])
+def test_labels_that_would_fill_every_summary_are_refused(labels, needle):
+    outcome = parse(orjson.dumps({"value": "8.8.8.8", "labels": labels}), "indicators.raw/0/1", Settings())
+    assert isinstance(outcome, Rejected) and needle in outcome.reason
