@@ -252,8 +252,7 @@ class BatchOutbox(Outbox):
                 except Exception as again:
                     if not too_large(again):
                         raise
-                    self._refuse(topic, key, payload, f"of {len(payload):,} bytes was refused by Kafka as too large",
-                                 "MessageSizeTooLargeError")
+                    self._too_large(topic, key, payload)
             await self._flush_refused()
 
     def held(self) -> int:

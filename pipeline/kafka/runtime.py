@@ -227,8 +227,7 @@ class Outbox:
         except Exception as exc:
             if not too_large(exc):
                 raise
-            self._refuse(topic, key, payload, f"of {len(payload):,} bytes was refused by Kafka as too large",
-                         "MessageSizeTooLargeError")
+            self._too_large(topic, key, payload)
             await self._flush_refused()
             return
         self._pending.append(sent)
@@ -250,14 +249,17 @@ class Outbox:
             if not isinstance(result, BaseException):
                 continue
             if record is not None and too_large(result):
-                topic, key, payload = record
-                self._refuse(topic, key, payload, f"of {len(payload):,} bytes was refused by Kafka as too large",
-                             "MessageSizeTooLargeError")
+                self._too_large(*record)
             elif failed is None:
                 failed = result
         await self._flush_refused()
         if failed is not None:
             raise failed
+
+    def _too_large(self, topic: str, key: bytes | None, payload: bytes) -> None:
+        """Queue the dead letter of a record Kafka refused as too large."""
+        self._refuse(topic, key, payload, f"of {len(payload):,} bytes was refused by Kafka as too large",
+                     "MessageSizeTooLargeError")
 
     def _refuse(self, topic: str, key: bytes | None, payload: bytes | None, problem: str, error_type: str) -> None:
         """Queue the dead letter of an output record that cannot be sent as it is: the full one
