@@ -104,7 +104,10 @@ def _candidate_pairs(names: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern
     the same pairs without their separator, for masking whole (the separator stays, no Python call)."""
     plain = _trie(sorted(name for name in names if name and name.isascii()))
     secret_as_written = f"(?:{plain})=|" if plain else ""
-    pair = rf"(?={_NAME})(?={secret_as_written}{_NAME}*[%+\[\x80-\U0010ffff]|{_NAME}*={_VALUE}*%)({_NAME}+)=({_VALUE}*)"
+    # A name with "-", "_" or "." is compared without them (``X-Amz-Signature``); a value with "@" or
+    # "eyJ" may be an address or a JWT (VTSTREAM_URL_REDACT_VALUES): both are looked at.
+    pair = (rf"(?={_NAME})(?={secret_as_written}{_NAME}*[-_.%+\[\x80-\U0010ffff]|{_NAME}*={_VALUE}*(?:%|@|eyJ))"
+            rf"({_NAME}+)=({_VALUE}*)")
     return re.compile(rf"[?&;#]{pair}"), re.compile(rf"(?<=[?&;#]){pair}")
 
 
@@ -242,7 +245,8 @@ class _Walk:
 
 
 def scrub(text: str, rules: UrlPrivacy, limit: int = MAX_SCRUB_CHARS) -> str:
-    """``text`` with every URL secret :func:`redact` would remove replaced by ``REDACTED``.
+    """``text`` with every URL secret :func:`redact` would remove replaced by ``REDACTED``: userinfo,
+    the values of secret parameters, and values shaped like ``VTSTREAM_URL_REDACT_VALUES``'.
 
     For dead letters and log lines, which may hold anything: JSON, defanged URLs,
     values that failed to parse. A URL nested, percent-encoded, in a value is
@@ -327,7 +331,7 @@ class _ScrubLevel:
                 return None
             self.checks[0] -= 1
             name, value = match[1], match[2]
-            if self.rules.is_secret(name):
+            if self.rules.is_secret(name) or secret_kind(value, self.rules.redact_values) is not None:
                 self._put(match.start(1), match.end(), f"{name}={MASK}")
                 continue
             inner = unquote(value.replace("+", " "))  # a URL nested in a value, as redact() sees it

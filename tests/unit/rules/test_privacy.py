@@ -395,3 +395,13 @@ def test_scrub_masks_a_url_nested_deeper_than_it_looks():
     assert "REDACTED" in out and "in.example" not in out.replace("%2F", "/").replace("%3A", ":")
     shallow = "https://wrap.example/?u=" + quote("https://in.example/?x=1", safe="")
     assert scrub(shallow, DEFAULTS) == shallow
+
+
+@pytest.mark.parametrize("text", [
+    "GET https://sso.example.com/cb?X-Amz-Signature=S3CRET&Access-Token=S3CRET&client.secret=S3CRET&lang=en",
+    f"https://app.example.com/?t={JWT}&u=alice%40corp.example&r=bob@corp.example.org",
+])
+def test_scrub_masks_what_redact_takes_out_by_spelling_and_by_value(text):
+    out = scrub(text, DEFAULTS)
+    assert "S3CRET" not in out and JWT not in out and "alice" not in out and "bob@" not in out, out
+    assert "lang=en" in out or "t=REDACTED" in out
