@@ -51,6 +51,7 @@ def texts() -> dict[str, str]:
             "userinfo every 4 bytes": _fill("//a@"), "'a:a@' bomb": _fill("a:a@"), "pairs": "?" + _fill("a=1&"),
             "secret pairs": "?" + _fill("token=1&"), "encoded names": "?" + _fill("%61=1&"),
             "encoded values": "?" + _fill("a=%&"), "nested values": "?" + _fill("u=http%3A%2F%2Fa%3Ab%40h%2F%3Ft%3D1&"),
+            "address-shaped values": "?" + _fill("x=a@b.cd&"), "JWT-shaped values": "?v=" + _fill("eyJa.eyJb."),
             "brackets": _fill("["), "defang brackets": _fill("[.]("), "URL nested 480 times": _nested(480),
             "non-ASCII": _fill("\u017f\u200b\uff34é")}
 
