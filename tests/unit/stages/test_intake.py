@@ -137,7 +137,7 @@ def test_the_memo_caches_are_bounded_by_bytes():
 
     before = len(intake._judged), len(intake._classified)
     for n in range(50):  # long values and labels are judged, never remembered
-        outcome = parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 60000]}),
+        outcome = parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 250] * 30}),
                         "indicators.raw/0/1", S)
         assert isinstance(outcome, Accepted)
     assert (len(intake._judged), len(intake._classified)) == before
@@ -176,7 +176,7 @@ def test_a_file_event_is_known_after_decoding_and_hashed_off_the_loop(monkeypatc
     assert threaded == [intake.judge_fields] and sent == ["vt.lookups"]
 
 
-    assert threaded == [intake.judge] and sent == ["vt.lookups"]
+    assert threaded == [intake.judge_fields] and sent == ["vt.lookups"]
 
 
 @pytest.mark.parametrize("labels, needle", [(["x" * 300], "300 characters long"),
