@@ -46,6 +46,8 @@ class LookupRequest:
     origin: Origin
     file: FileRef | None = None
     max_age_s: float | None = None  #: a replay's --max-age: a finished entry this young answers, expired or not
+    #: A replay's ceiling: VirusTotal requests the work this sighting causes may make (None: no limit).
+    allowance: int | None = None
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
@@ -55,13 +57,15 @@ class LookupRequest:
             doc["file"] = self.file.as_dict()
         if self.max_age_s is not None:
             doc["max_age_s"] = self.max_age_s
+        if self.allowance is not None:
+            doc["allowance"] = self.allowance
         return orjson.dumps(doc)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "LookupRequest":
         r = FieldReader.of("vt.lookups record", raw)
         return cls(indicator=r.indicator(), action=r.text("action"), origin=read_origin(r),
-                   file=r.file(), max_age_s=r.number("max_age_s", None), v=r.version)
+                   file=r.file(), max_age_s=r.number("max_age_s", None), allowance=_allowance(r), v=r.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,10 @@ class VtRequest:
     """vt.requests / vt.polls: one piece of VirusTotal work (``op``) for the gateway.
 
     ``attempt`` counts failed tries (and polls of a queued scan); ``analysis_id``
-    is set for ``op="poll"``: the scan to poll.
+    is set for ``op="poll"``: the scan to poll. The work's request count travels
+    with it: ``spent`` is what it already cost and no answer has reported yet (a
+    queued poll, a retried failure), ``allowance`` what it may still spend (a
+    replay's reservation; None: no limit).
     """
 
     indicator: Indicator
@@ -80,6 +87,8 @@ class VtRequest:
     attempt: int = 0
     analysis_id: str | None = None
     file: FileRef | None = None
+    spent: int = 0
+    allowance: int | None = None
     v: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +99,10 @@ class VtRequest:
             doc["analysis_id"] = self.analysis_id
         if self.file is not None:
             doc["file"] = self.file.as_dict()
+        if self.spent:
+            doc["spent"] = self.spent
+        if self.allowance is not None:
+            doc["allowance"] = self.allowance
         return doc
 
     def to_bytes(self) -> bytes:
@@ -110,8 +123,12 @@ class VtRequest:
         analysis_id = r.text("analysis_id", None)
         if op == "poll" and analysis_id is None:
             raise r.fault("analysis_id", "is missing (a poll needs the scan's analysis id)")
+        spent = r.integer("spent", 0)
+        if spent < 0:
+            raise r.fault("spent", "must not be negative")
         return cls(indicator=r.indicator(), action=r.text("action"), api=r.text("api"), origin=read_origin(r),
-                   op=op, attempt=r.integer("attempt", 0), analysis_id=analysis_id, file=r.file(), v=r.version)
+                   op=op, attempt=r.integer("attempt", 0), analysis_id=analysis_id, file=r.file(), spent=spent,
+                   allowance=_allowance(r), v=r.version)
 
     def retried(self) -> "VtRequest":
         """The same work, one attempt further."""
@@ -120,6 +137,12 @@ class VtRequest:
     def poll(self, analysis_id: str) -> "VtRequest":
         """The first poll of the scan ``analysis_id`` this request submitted."""
         return replace(self, op="poll", attempt=0, analysis_id=analysis_id)
+
+    def carrying(self, spent: int, made: int) -> "VtRequest":
+        """This work parked after ``made`` more requests: ``spent`` of them still unreported, the
+        allowance less all ``made``."""
+        left = None if self.allowance is None else max(0, self.allowance - made)
+        return replace(self, spent=spent, allowance=left)
 
     def respond(self, status: Status, *, body: Any = None, step: str = "report", reason: str | None = None,
                 notes: tuple[str, ...] = (), requests: int = 0) -> "VtResponse":
@@ -253,6 +276,13 @@ class Encoded(Protocol):
 
 #: What a stage hands its outbox: bytes, a record that encodes itself, or an event dict (orjson).
 Outgoing = Union[bytes, Encoded, dict[str, Any]]
+
+
+def _allowance(r: FieldReader) -> int | None:
+    allowance = r.integer("allowance", None)
+    if allowance is not None and allowance < 0:
+        raise r.fault("allowance", "must not be negative")
+    return allowance
 
 
 def wire_value(value: Outgoing) -> bytes:
