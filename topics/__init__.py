@@ -31,6 +31,7 @@ DEAD = "vt.dead"
 QUOTA = "vt.quota"
 REPLAY = "vt.replay"
 REPLAY_RUNS = "vt.replay.runs"
+REPLAY_SIGHTINGS = "vt.replay.sightings"
 CACHE_TABLE = "cache"
 RETRY_PREFIX = "vt.retry."
 
@@ -112,6 +113,10 @@ def _specs(partitions: int, app_id: str, retry_tiers: tuple[str, ...]) -> list[T
         TopicSpec(REPLAY_RUNS, 1, "run name",
                   "each replay run's range, position, counts and state; read by vtstream status",
                   cleanup_policy="compact", strict=True),
+        TopicSpec(REPLAY_SIGHTINGS, 1, "[run, indicator key, invocation] as JSON",
+                  "what each replay run saw of the indicators still unanswered or detected: sightings, "
+                  "first and last seen, sources, verdict; the run's report adds them up",
+                  cleanup_policy="compact"),
         TopicSpec(POLLS, 1, "indicator key",
                   "parked work that came due: polls of pending scans, retries; the gateway serves it "
                   "after fresh lookups", strict=True),

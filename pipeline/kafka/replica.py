@@ -71,6 +71,11 @@ class CacheCopy:
         >>> copy.fresh(b"ip:1.1.1.1", 5).expires_at, copy.fresh(b"ip:1.1.1.1", 11)
         (10.0, None)
         """
+        stored = self.finished(key)
+        return stored if is_fresh(stored, now) else None
+
+    def finished(self, key: bytes) -> CachedResult | None:
+        """The finished entry for ``key``, fresh or not (a replay's ``--max-age`` may accept it)."""
         found = self._entries.get(key)
         if found is None:
             return None
@@ -84,7 +89,7 @@ class CacheCopy:
             self._entries[key] = (cost, entry)
             stored = entry
         self._entries.move_to_end(key)
-        return stored if is_fresh(stored, now) else None
+        return stored
 
 
 class CacheReplica(Service):

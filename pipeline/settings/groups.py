@@ -207,11 +207,6 @@ class VtSettings(Group):
         "VTSTREAM_URL_MAX_AGE", 30 * 86400.0, v.parse_duration,
         "A URL report older than this is rescanned (submit_url); e.g. 7d, 12h.")
 
-    @property
-    def requests_per_lookup(self) -> int:
-        """VirusTotal requests one new indicator costs (the requests-per-indicator table)."""
-        return 1 if self.api_version == "v2" else 1 + len(self.relationships)
-
 
 @dataclass(frozen=True, repr=False)
 class PolicySettings(Group):

@@ -45,7 +45,8 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     if verdict.action == "request":
         lane = REPLAY if sighting.origin.replay is not None else REQUESTS  # the replay lane
         await out.send(lane, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
-                                                origin=sighting.origin, file=sighting.file))
+                                            origin=sighting.origin, file=sighting.file,
+                                            allowance=sighting.allowance))
     elif verdict.action == "overflow":
         await out.send(ENRICHED, key, SummaryEvent.of(SummaryCard.not_checked(OVERFLOW_REASON, pending=True),
                                                       indicator=sighting.indicator, action=sighting.action,
