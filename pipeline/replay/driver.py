@@ -224,13 +224,14 @@ class _Invocation:
         """Read the cache changelog into the copy, then follow it and the answer topics from where the
         run left them (a new run: from their end)."""
         follower = self.follower
+        # every partition first: once the consumer is assigned, its metadata covers only what it reads
         log_tps = await partitions(follower, changelog_name(self.settings.app_id))
+        out_tps = [*await partitions(follower, ENRICHED), *await partitions(follower, RESPONSES)]
         async for _tp, records in drain(follower, await follower.beginning_offsets(log_tps)):
             for record in records:
                 if record.key is not None:
                     self.copy.apply(record.key, record.value)
         log_at = {tp: await follower.position(tp) for tp in log_tps}
-        out_tps = [*await partitions(follower, ENRICHED), *await partitions(follower, RESPONSES)]
         follower.assign([*out_tps, *log_tps])
         follower.resume(*log_tps)  # the drain paused them at their end
         ends = await follower.end_offsets(out_tps)
@@ -340,7 +341,9 @@ class _Invocation:
         await self.out.flush()
         state = self._snapshot(ended)
         await self.producer.send_and_wait(REPLAY_RUNS, state.to_bytes(), key=state.run.encode())
-        commits = {TopicPartition(self.options.topic, int(p)): offset for p, offset in self.position.items()}
+        assigned = self.source.assignment()  # nothing before reading starts: nothing new to commit
+        commits = {tp: offset for p, offset in self.position.items()
+                   if (tp := TopicPartition(self.options.topic, int(p))) in assigned}
         if commits:
             await self.source.commit(commits)
         return state
