@@ -95,12 +95,14 @@ class Origin:
         return doc
 
     @classmethod
-    def of_record(cls, fields: Mapping[str, Any], ref: str, file_name: str | None = None) -> "Origin":
+    def of_record(cls, fields: Mapping[str, Any], ref: str, file_name: str | None = None, *,
+                  received_at: float | None = None, replay: str | None = None) -> "Origin":
         """The origin of a raw record: its validated ``id``, ``source``, ``observed_at``, ``labels``,
-        ``tags`` and ``tlp`` (intake's checked fields), where it was read and, for a file event, the name."""
+        ``tags`` and ``tlp`` (intake's checked fields), where it was read and, for a file event, the name;
+        when intake read it, and the replay run that fed it, if one did."""
         return cls(ref=ref, id=fields.get("id"), source=fields.get("source"), observed_at=fields.get("observed_at"),
                    labels=tuple(fields.get("labels", ())), tags=tuple(fields.get("tags", ())),
-                   tlp=tuple(fields.get("tlp", ())), file_name=file_name)
+                   tlp=tuple(fields.get("tlp", ())), file_name=file_name, received_at=received_at, replay=replay)
 
     @property
     def identity(self) -> str | None:

@@ -275,18 +275,18 @@ class _Invocation:
     async def _one(self, record: Any, prefix: str, now: float) -> bool:
         """Route one in-range record; False (nothing sent) when the budget cannot pay for it."""
         ref = prefix + str(record.offset)
-        outcome = parse(record.value, ref, self.settings)
+        outcome = parse(record.value, ref, self.settings, self.options.run)
         if isinstance(outcome, Rejected):
             await send_dead_letter(self.out, "replay", record.key, record.value, ref, self.settings.privacy,
                                    reason=outcome.reason)
             self.records += 1
             self.dead += 1
             return True
-        origin = replace(outcome.origin, replay=self.options.run)
+        origin = outcome.origin
         indicator = outcome.indicator
         key = indicator.key
         if isinstance(outcome, Skipped):
-            await self.out.send(ENRICHED, key, skip_summary(replace(outcome, origin=origin), self.api))
+            await self.out.send(ENRICHED, key, skip_summary(outcome, self.api))
             self.records += 1
             self.skipped += 1
             self.unique.add(key)

@@ -79,8 +79,9 @@ class Rejected:
 Outcome = Union[Accepted, Skipped, Rejected]
 
 
-def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
-    """Decide what to do with one raw record. ``ref`` is topic/partition/offset.
+def parse(raw: bytes | None, ref: str, settings: Settings, replay: str | None = None) -> Outcome:
+    """Decide what to do with one raw record. ``ref`` is topic/partition/offset; ``replay``: the
+    ``vtstream replay`` run that feeds it (its origin says so).
 
     >>> from pipeline.settings import Settings
     >>> parse(b"hxxp://evil[.]example.com/x", "indicators.raw/0/7", Settings()).indicator.value
@@ -116,7 +117,7 @@ def judge_fields(fields: dict[str, Any], ref: str, settings: Settings) -> Outcom
             indicator = _classify(fields["value"], fields.get("type"))
     except InputError as exc:
         return Rejected(str(exc))
-    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None)
+    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None, replay=replay)
     action = indicator.action if file_ref is None else "submit_file"
     verdict = _judged(indicator, origin.labels, origin.tags, origin.tlp, settings.policy, settings.privacy)
     if not verdict.allowed:

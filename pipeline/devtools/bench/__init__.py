@@ -21,12 +21,13 @@ from pipeline.devtools.bench.latency import latency
 from pipeline.devtools.bench.memory import memory
 from pipeline.devtools.bench.misses import misses
 from pipeline.devtools.bench.quota import quota
+from pipeline.devtools.bench.replay import replay
 from pipeline.devtools.bench.unique_calls import unique_calls
 
 
 @click.group(name="bench", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def bench_command() -> None:
-    """Benchmarks: cache-hits, unique-calls, quota, misses, memory, latency, cache-copy.
+    """Benchmarks: cache-hits, unique-calls, quota, misses, memory, latency, cache-copy, replay.
 
     \b
     Examples (each prints a table and, last, the judged line):
@@ -37,6 +38,7 @@ def bench_command() -> None:
       vtstream bench memory          -> peak_rss_mb: N       (target < 500)
       vtstream bench latency         -> p99_ratio: X.XX      (target <= 2.0, pipeline / raw passthrough)
       vtstream bench cache-copy      -> applied_per_s: N     (no broker: the cache copy alone)
+      vtstream bench replay          -> replay_ratio: X.XX   (target >= 0.8, cached replay / live hits)
     """
     # SIGTERM unwinds like Ctrl-C, so every broker, emulator and worker started is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -46,5 +48,5 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
-for _scenario in (cache_hits, unique_calls, quota, misses, memory, latency, cache_copy, hostile):
+for _scenario in (cache_hits, unique_calls, quota, misses, memory, latency, cache_copy, hostile, replay):
     bench_command.add_command(_scenario)

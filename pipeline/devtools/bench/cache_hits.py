@@ -32,6 +32,7 @@ from topics import RAW
 from pipeline.devtools.bench.harness import PARTITIONS, BenchReport, Rig, Tap, create_topic, produce, progress, raw_record, rig_options
 from pipeline.devtools.bench.passthrough import clients, forward_batch
 from pipeline.devtools.bench.profiling import Profiler, shares
+from pipeline.devtools.rig import WorkerProcess
 from pipeline.settings import Settings
 
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
@@ -58,6 +59,25 @@ async def baseline(kafka: Settings, n: int) -> float:
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def backlog_through(rig: Rig, worker: WorkerProcess, tap: Tap, records: list[bytes], timeout: float,
+                          profile: Path | None = None) -> tuple[float, float]:
+    """Live cache hits at Kafka speed: ``records`` produced to indicators.raw while the worker is paused
+    (SIGSTOP), then the worker resumed; (seconds the input took, events/s from resume to the last summary)."""
+    want = tap.summaries + len(records)
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        paused = await produce(rig.kafka, RAW, records, total=len(records), desc="pipeline input")
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    resumed = time.perf_counter()
+    with Profiler(worker.pid, profile):
+        await tap.read(want, timeout, rig.check_workers, desc="pipeline")
+    if tap.summaries < want:
+        raise click.ClickException(f"{tap.summaries - want + len(records)}/{len(records)} summaries in {timeout:.0f}s")
+    assert tap.last_summary is not None
+    return paused, len(records) / (tap.last_summary - resumed)
 
 
 @click.command("cache-hits")
@@ -105,22 +125,12 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
 
                 tap.on_summary = on_summary
                 before = dict(tap.kinds)
-                os.kill(worker.pid, signal.SIGSTOP)
-                try:
-                    paused = await produce(rig.kafka, RAW, records, total=events, desc="pipeline input")
-                finally:
-                    os.kill(worker.pid, signal.SIGCONT)
-                resumed = time.perf_counter()
-                with Profiler(worker.pid, profile):
-                    await tap.read(unique + events, timeout, rig.check_workers, desc="pipeline")
-                if tap.summaries < unique + events:
-                    raise click.ClickException(f"{tap.summaries - unique}/{events} summaries in {timeout:.0f}s")
-                assert tap.last_summary is not None
+                paused, pipe_rate = await backlog_through(rig, worker, tap, records, timeout, profile)
                 report.add("pipeline input produced while paused (s)", paused)
                 report.add("summaries that were cache hits", hits)
                 others = {k: v - before.get(k, 0) for k, v in tap.kinds.items() if k != "summary"}
                 report.add("events of other kinds during measurement", sum(others.values()))
-                return base_rate, events / (tap.last_summary - resumed)
+                return base_rate, pipe_rate
             finally:
                 await tap.stop()
 
