@@ -34,21 +34,24 @@ def sighting_labels(origins: Iterable[Origin]) -> list[Label]:
 
 
 async def publish_bundle(settings: Settings, out: Outbox, key: bytes, indicator: Mapping[str, str], mapped: Mapped,
-                         origins: Iterable[Origin], now: float) -> tuple[str, ...]:
+                         cause: Origin, waiting: Iterable[Origin], now: float) -> tuple[str, ...]:
     """Send the enrichment's bundle, keyed by indicator; an indicator STIX cannot carry goes to vt.dead.
 
     The observable is the indicator as sent to VirusTotal (a URL without its userinfo and
-    secret parameters): what was analysed, and what a shared TAXII feed may show. A bundle
+    secret parameters): what was analysed, and what a shared TAXII feed may show. ``cause`` is
+    the sighting whose request VirusTotal answered (a replayed one marks the bundle);
+    ``waiting``, the sightings that joined it. A bundle
     larger than a Kafka record drops related objects first (half of the relations at a
     time), then the per-engine analyses; the notes for the summary card say so.
     """
-    labels, options = sighting_labels(origins), stix_options(settings)
+    labels, options = sighting_labels([cause, *waiting]), stix_options(settings)
     room = budget(settings.kafka.max_record_bytes, key)
     relations = [event for event in mapped.events if event.get("kind") == "relation"]
     others = [event for event in mapped.events if event.get("kind") != "relation"]
 
     def build(events: list[dict[str, Any]]) -> dict[str, Any]:
-        return build_bundle(indicator, events, mapped.summary, labels=labels, options=options, now=now)
+        return build_bundle(indicator, events, mapped.summary, labels=labels, options=options, now=now,
+                            replay=cause.replay)
 
     left_out = ""
     try:  # stix2 builds ~1,000 objects a second: off the event loop

@@ -81,8 +81,8 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     # From here on no sighting joins these waiters: their records can be read across awaits.
     waiting = [*cache.waiters(entry), *await _take_waiters(ctx, stored, keep=status == "pending")]
     if status not in ("error", "pending") and "stix" in ctx.settings.outputs.publish:
-        left_out = await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped,
-                                        [origin, *waiting], now)
+        left_out = await publish_bundle(ctx.settings, out, key, answer.indicator.as_dict(), mapped, origin, waiting,
+                                        now)
         card = card.with_fields(notes=(*card.notes, *left_out))
     fresh = card.with_fields(cached=False)
     await out.send(ENRICHED, key, SummaryEvent.of(fresh, indicator=answer.indicator, action=action, api=api,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import stix2
 
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.origin import Origin
 from pipeline.outputs.publish import sighting_labels
-from pipeline.outputs.stix import TLP_MARKINGS, StixOptions, build_bundle, gui_url, tlp_level
+from pipeline.outputs.stix import (REPLAY_EXTENSION, REPLAY_PROPERTY, TLP_MARKINGS, StixOptions, build_bundle,
+                                   gui_url, tlp_level)
 
 pytestmark = pytest.mark.unit
 
@@ -18,9 +20,9 @@ RESOLUTION = {"kind": "relation", "relation": {"type": "IP Address", "value": "2
 SCAN = {"kind": "attribute", "attribute": {"name": "Kaspersky Scan", "value": "Detected Trojan.Win32.X on 2026-01-01"}}
 
 
-def bundle(labels=("TLP:GREEN",), summary=FOUND, now=1.8e9, **options):
+def bundle(labels=("TLP:GREEN",), summary=FOUND, now=1.8e9, replay=None, **options):
     return build_bundle(DOMAIN, [RESOLUTION, SCAN], summary, labels=list(labels), options=StixOptions(**options),
-                        now=now)
+                        now=now, replay=replay)
 
 
 def by_type(b, kind):
@@ -68,3 +70,22 @@ def test_not_found_is_an_unknown_verdict_without_indicator():
     b = bundle(summary=SummaryCard(found=False))
     (analysis,) = [a for a in by_type(b, "malware-analysis") if a["product"] == "VirusTotal"]
     assert analysis["result"] == "unknown" and not by_type(b, "indicator")
+
+
+def test_a_replayed_enrichment_says_so_through_vtstreams_extension_and_stays_valid():
+    from stix2validator import ValidationOptions, validate_instance
+
+    replayed, live = bundle(replay="november"), bundle()
+    marked = [o for o in replayed["objects"] if REPLAY_PROPERTY in o]
+    assert {o["type"] for o in marked} == {"malware-analysis", "relationship", "indicator"}
+    assert all(o[REPLAY_PROPERTY] == "november" and o["extensions"] == {
+        REPLAY_EXTENSION: {"extension_type": "toplevel-property-extension"}} for o in marked)
+    (definition,) = by_type(replayed, "extension-definition")
+    assert definition["id"] == REPLAY_EXTENSION and definition["extension_properties"] == [REPLAY_PROPERTY]
+    assert not any(REPLAY_PROPERTY in o or "extensions" in o and o["type"] != "marking-definition"
+                   for o in live["objects"]) and not by_type(live, "extension-definition")
+    for each in (replayed, live):
+        results = validate_instance(each, ValidationOptions(version="2.1"))
+        assert results.is_valid, [str(e) for e in results.errors]
+        stix2.parse(each, allow_custom=False)  # the extension declares the property: no custom content
+    assert [o["id"] for o in live["objects"]] == [o["id"] for o in replayed["objects"]][:len(live["objects"])]

@@ -13,7 +13,7 @@ from pipeline.kafka.runtime import Context, Outbox, Received
 from pipeline.mapping import load_mappings
 from pipeline.settings import Settings
 from pipeline.stages import lookup, results
-from topics import ENRICHED, REQUESTS
+from topics import ENRICHED, REQUESTS, STIX
 
 pytestmark = pytest.mark.unit
 
@@ -130,3 +130,22 @@ def test_an_answer_larger_than_a_record_is_trimmed_and_the_summary_says_so():
     assert any(note.startswith("STIX bundle without") for note in summary["notes"])
     assert [topic for topic, _ in out.sent].count("indicators.stix") == 1
     assert len(ctx.cache[b"domain:example.com"]) < 128 * 1024
+
+
+@pytest.mark.parametrize("run", [None, "november"])
+def test_a_bundle_caused_by_a_replayed_record_carries_the_run(run):
+    """The bundle follows the sighting whose request was answered: replayed, it is marked; live, it is not."""
+    async def scenario() -> YieldingOutbox:
+        settings = Settings.of(outputs_publish=("events", "stix"))
+        ctx = Context(settings=settings, app=None, topics={}, cache={}, quota={},  # type: ignore[arg-type]
+                      mappings=load_mappings(settings.mappings_dir))
+        out = YieldingOutbox()
+        doc = orjson.loads(answer("found"))
+        if run:
+            doc["origin"]["replay"] = run
+        await results.handle(ctx, out, Received(KEY, orjson.dumps(doc), "vt.responses/0/1", 2.0))
+        return out
+
+    (bundle,) = [value for topic, value in asyncio.run(scenario()).sent if topic == STIX]
+    marks = {o.get("x_vtstream_replay") for o in bundle["objects"] if o["type"] == "malware-analysis"}
+    assert marks == {run}
