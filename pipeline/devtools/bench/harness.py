@@ -415,14 +415,17 @@ class BenchReport:
     def add(self, name: str, value: Any) -> None:
         self.rows.append((name, _fmt(value)))
 
-    def emit(self, judged_name: str, judged_value: str) -> None:
-        width = max([len(n) for n, _ in self.rows] + [len(judged_name)])
+    def emit(self, judged_name: str, judged_value: str, *more: tuple[str, str]) -> None:
+        """The table, then the judged line(s): ``judged_name: judged_value`` and each of ``more``, in order."""
+        judged = [(judged_name, judged_value), *more]
+        width = max([len(n) for n, _ in self.rows] + [len(n) for n, _ in judged])
         click.echo(f"\n{self.title}")
         click.echo(f"{'metric':<{width}}  value")
         click.echo(f"{'-' * width}  {'-' * 12}")
         for name, value in self.rows:
             click.echo(f"{name:<{width}}  {value}")
-        click.echo(f"{judged_name}: {judged_value}")
+        for name, value in judged:
+            click.echo(f"{name}: {value}")
 
 
 def _fmt(value: Any) -> str:
