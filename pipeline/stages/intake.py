@@ -16,7 +16,7 @@ else goes on to the lookup stage, which owns the cache.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Union
 
@@ -79,16 +79,17 @@ class Rejected:
 Outcome = Union[Accepted, Skipped, Rejected]
 
 
-def parse(raw: bytes | None, ref: str, settings: Settings, replay: str | None = None) -> Outcome:
+def parse(raw: bytes | None, ref: str, settings: Settings, replay: str | None = None,
+          received_at: float | None = None) -> Outcome:
     """Decide what to do with one raw record. ``ref`` is topic/partition/offset; ``replay``: the
-    ``vtstream replay`` run that feeds it (its origin says so).
+    ``vtstream replay`` run that feeds it; ``received_at``: when intake read it (its origin keeps both).
 
     >>> from pipeline.settings import Settings
     >>> parse(b"hxxp://evil[.]example.com/x", "indicators.raw/0/7", Settings()).indicator.value
     'http://evil.example.com/x'
     """
     fields = decode(raw)
-    return fields if isinstance(fields, Rejected) else judge_fields(fields, ref, settings)
+    return fields if isinstance(fields, Rejected) else judge_fields(fields, ref, settings, replay, received_at)
 
 
 def decode(raw: bytes | None) -> dict[str, Any] | Rejected:
@@ -105,8 +106,10 @@ def is_file_event(fields: dict[str, Any] | Rejected) -> bool:
     return isinstance(fields, dict) and "file" in fields
 
 
-def judge_fields(fields: dict[str, Any], ref: str, settings: Settings) -> Outcome:
-    """Classify, hash a file, and run the privacy gate on decoded fields."""
+def judge_fields(fields: dict[str, Any], ref: str, settings: Settings, replay: str | None = None,
+                 received_at: float | None = None) -> Outcome:
+    """Classify, hash a file, and run the privacy gate on decoded fields (``replay``, ``received_at``:
+    as :func:`parse` takes them)."""
     file_ref: FileRef | None = None
     try:
         if "file" in fields:
@@ -117,7 +120,8 @@ def judge_fields(fields: dict[str, Any], ref: str, settings: Settings) -> Outcom
             indicator = _classify(fields["value"], fields.get("type"))
     except InputError as exc:
         return Rejected(str(exc))
-    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None, replay=replay)
+    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None,
+                              received_at=received_at, replay=replay)
     action = indicator.action if file_ref is None else "submit_file"
     verdict = _judged(indicator, origin.labels, origin.tags, origin.tlp, settings.policy, settings.privacy)
     if not verdict.allowed:
@@ -246,26 +250,25 @@ def _string_list(name: str, item: Any) -> list[str]:
 
 async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -> None:
     """Route one raw record: a cached summary, vt.lookups, a skip summary, or vt.dead."""
-    key, value, ref = record.key, record.value, record.ref
+    key, value, ref, now = record.key, record.value, record.ref, record.now
+    received_at = round(now, 3)  # enrich latency: read here, summarized later
     fields = decode(value)
     if isinstance(fields, Rejected):
         outcome: Outcome = fields
     elif is_file_event(fields):  # may hash a file of up to 650 MB: off the event loop
-        outcome = await asyncio.to_thread(judge_fields, fields, ref, ctx.settings)
+        outcome = await asyncio.to_thread(judge_fields, fields, ref, ctx.settings, None, received_at)
     else:
-        outcome = judge_fields(fields, ref, ctx.settings)
+        outcome = judge_fields(fields, ref, ctx.settings, received_at=received_at)
     if isinstance(outcome, Rejected):
         await send_dead_letter(out, "intake", key, value, ref, ctx.settings.privacy, reason=outcome.reason)
         return
-    # enrich latency: read here, summarized later
-    outcome = replace(outcome, origin=replace(outcome.origin, received_at=round(ctx.clock(), 3)))
     indicator = outcome.indicator
     api = ctx.settings.vt.api_version
     if isinstance(outcome, Skipped):
         await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
         return
     key_text = indicator.key
-    entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
+    entry = copy.fresh(key_text.encode(), now) if outcome.file is None else None
     if entry is not None:
         await out.send(ENRICHED, key_text, SummaryEvent.of(
             entry.hit_card(), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
