@@ -21,7 +21,6 @@ import orjson
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.reader import FieldReader
 from pipeline.contracts.version import RECORD_VERSION
-from pipeline.errors import RecordError
 
 #: Run states. ``waiting``: every record of the range is fed, answers to some are still to come.
 READING, INTERRUPTED, BUDGET_SPENT, WAITING, FINISHED = "reading", "interrupted", "budget spent", "waiting", "finished"

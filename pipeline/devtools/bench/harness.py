@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 from tqdm import tqdm
 
-from topics import DEAD, ENRICHED, intake_group
+from topics import DEAD, ENRICHED, RAW, intake_group
 
 from pipeline.devtools import rig
 from pipeline.devtools.broker import EmbeddedBroker
@@ -352,6 +352,15 @@ class Tap:
         start = value.find(b'"kind":"')
         kind = value[start + 8: value.find(b'"', start + 8)].decode() if start >= 0 else "?"
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+
+async def warm_cache(rig: "Rig", tap: Tap, unique: int, timeout: float) -> None:
+    """Enrich the first ``unique`` indicators of the run once, so the cache holds them; fail if it does not."""
+    await produce(rig.kafka, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
+                  total=unique, desc="warm-up")
+    await tap.read(tap.summaries + unique, timeout, rig.check_workers, desc="warm-up summaries")
+    if tap.summaries < unique:
+        raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries in {timeout:.0f}s")
 
 
 # --------------------------------------------------------------------------- memory

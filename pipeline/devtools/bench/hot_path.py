@@ -21,10 +21,8 @@ from pathlib import Path
 
 import click
 
-from topics import RAW
-
-from pipeline.devtools.bench.cache_hits import BASE_IN, BASE_OUT, backlog_through, baseline
-from pipeline.devtools.bench.harness import BenchReport, Rig, Tap, create_topic, produce, raw_record, rig_options
+from pipeline.devtools.bench.cache_hits import backlog_through, raw_baseline
+from pipeline.devtools.bench.harness import BenchReport, Rig, Tap, raw_record, rig_options, warm_cache
 from pipeline.devtools.bench.latency import Paced, paced_through, run_baseline
 from pipeline.devtools.bench.profiling import shares
 
@@ -59,16 +57,9 @@ def hot_path(events: int, unique: int, rate: int, duration: float, store: str, t
         async def run() -> tuple[float, float, Paced]:
             tap = await Tap(rig.kafka).start()
             try:
-                await produce(rig.kafka, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
-                              total=unique, desc="warm-up")
-                await tap.read(unique, timeout, rig.check_workers, desc="warm-up summaries")
-                if tap.summaries < unique:
-                    raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries in {timeout:.0f}s")
-                for name in (BASE_IN, BASE_OUT):
-                    await create_topic(rig.kafka, name)
+                await warm_cache(rig, tap, unique, timeout)
                 records = [raw_record(i % unique, rig.salt, str(i)) for i in range(events)]
-                await produce(rig.kafka, BASE_IN, records, total=events, desc="baseline input")
-                base_rate = await baseline(rig.kafka, events)
+                base_rate = await raw_baseline(rig.kafka, records)
                 _paused, pipe_rate = await backlog_through(rig, worker, tap, records, timeout, profile)
                 base, base_sent = await run_baseline(rig, rate, duration, unique, timeout)
                 measured = await paced_through(rig, worker, tap, rate, duration, unique, timeout, latency_profile,

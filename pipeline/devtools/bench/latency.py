@@ -30,8 +30,8 @@ import orjson
 from topics import RAW
 
 from pipeline.devtools.bench import passthrough
-from pipeline.devtools.bench.harness import (PARTITIONS, BenchReport, Rig, Tap, create_topic, produce, progress,
-                                             raw_record, rig_options)
+from pipeline.devtools.bench.harness import (PARTITIONS, BenchReport, Rig, Tap, create_topic, progress, raw_record,
+                                             rig_options, warm_cache)
 from pipeline.devtools.bench.profiling import Profiler, shares
 from pipeline.devtools.rig import WorkerProcess
 from pipeline.kafka.admin import make_producer
@@ -174,11 +174,7 @@ def latency(rate: int, duration: float, unique: int, store: str, drain: float, p
             base, base_sent = await run_baseline(rig, rate, duration, unique, drain)
             tap = await Tap(rig.kafka).start()
             try:
-                await produce(rig.kafka, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
-                              total=unique, desc="warm-up")
-                await tap.read(unique, 600, rig.check_workers, desc="warm-up summaries")
-                if tap.summaries < unique:
-                    raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries")
+                await warm_cache(rig, tap, unique, 600)
                 return await paced_through(rig, worker, tap, rate, duration, unique, drain, profile,
                                            Paced(base=base, base_sent=base_sent))
             finally:

@@ -33,9 +33,8 @@ import click
 from pipeline.contracts.events import iso_utc
 from pipeline.devtools.bench.cache_hits import backlog_through
 from pipeline.devtools.bench.harness import (PARTITIONS, BenchReport, Rig, Tap, create_topic, new_salt, produce,
-                                             raw_record, rig_options)
+                                             raw_record, rig_options, warm_cache)
 from pipeline.devtools.bench.profiling import Profiler, shares
-from topics import RAW
 
 ARCHIVE, MIXED = "bench.replay.archive", "bench.replay.mixed"
 _CACHED = b'"cached":true'
@@ -118,9 +117,7 @@ def replay(events: int, unique: int, new_share: float, rate: int, timeout: float
         async def run() -> dict[str, float]:
             tap = await Tap(rig.kafka).start()
             try:
-                await produce(rig.kafka, RAW, (raw_record(i, salt, f"warm-{i}") for i in range(unique)),
-                              total=unique, desc="warm-up")
-                await tap.read(unique, timeout, rig.check_workers, desc="warm-up summaries")
+                await warm_cache(rig, tap, unique, timeout)
                 records = [raw_record(i % unique, salt, str(i)) for i in range(events)]
                 live_profile = profile.with_suffix(profile.suffix + ".live") if profile else None
                 _paused, live = await backlog_through(rig, worker, tap, records, timeout, live_profile)
