@@ -127,23 +127,31 @@ class SummaryEvent:
         return self.origin.replay if self.origin is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        payload = self.card.to_dict()
+        return self._event(self.card.to_dict())
+
+    def to_bytes(self) -> bytes:
+        """The event as published: :meth:`to_dict`'s, with the card's own serialisation embedded."""
+        return orjson.dumps(self._event(orjson.Fragment(self.card.wire())))
+
+    def _event(self, summary: Any) -> dict[str, Any]:
         ind = self.indicator.as_dict()
-        identity = self.origin.identity if self.origin is not None else None
-        parts: list[Any] = ["summary", ind, self.action, self.api, payload]
-        if identity is not None:
-            parts.append(identity)
-        event: dict[str, Any] = {"event_id": event_id(*parts), "kind": "summary", "indicator": ind,
+        event: dict[str, Any] = {"event_id": self._id(ind), "kind": "summary", "indicator": ind,
                                  "action": self.action, "api": self.api, "enriched_at": self.enriched_at,
-                                 "summary": payload}
+                                 "summary": summary}
         if self.origin is not None:
             shown = self.origin.published()
             if shown:
                 event["origin"] = shown
         return replay_marked(event, self.replay) if self.replay else event
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+    def _id(self, ind: dict[str, str]) -> str:
+        """``event_id("summary", ind, action, api, card, identity)``, with the card's canonical bytes
+        spliced in as they are (the same bytes ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes)."""
+        identity = self.origin.identity if self.origin is not None else None
+        blob = b"".join((b'["summary",', orjson.dumps(ind, option=orjson.OPT_SORT_KEYS), b",",
+                         orjson.dumps(self.action), b",", orjson.dumps(self.api), b",", self.card.wire(),
+                         *((b",", orjson.dumps(identity)) if identity is not None else ()), b"]"))
+        return hashlib.sha256(blob).hexdigest()[:32]
 
     @classmethod
     def from_dict(cls, doc: Any) -> "SummaryEvent | None":
