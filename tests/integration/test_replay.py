@@ -27,8 +27,8 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
         (inside[0], {"value": "8.8.8.8", "source": "proxy"}),  # timestamps not monotonic on purpose
         (inside[1], "8.8.8.8"),
         (inside[3], "example.com"),
-        (inside[0], {"value": "github.com", "source": "dns"}),
-        (inside[3], {"value": "github.com", "source": "fw"}),
+        (inside[0], {"value": "phish.example.com", "source": "dns"}),
+        (inside[3], {"value": "phish.example.com", "source": "fw"}),
         (inside[1], "9.9.9.9"),  # cached
         (inside[1], "10.0.0.1"),  # private: skipped by policy
         (inside[2], "not an indicator at all"),  # dead letter
@@ -43,7 +43,7 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
     counts = dry_counts(dry.stdout)
     assert counts["records in range"] == len(in_range) == 9
     assert counts["valid indicators"] == 8
-    assert counts["unique indicators"] == 5  # 8.8.8.8, example.com, github.com, 9.9.9.9, 10.0.0.1
+    assert counts["unique indicators"] == 5  # 8.8.8.8, example.com, phish.example.com, 9.9.9.9, 10.0.0.1
     assert counts["already answered"] == 1  # 9.9.9.9
     assert counts["VirusTotal requests"] == 3
     assert emulator.stats()["lookups"] == calls, "a dry run called VirusTotal"
@@ -59,18 +59,18 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
     assert len(replayed) == len(refs) == 8, "one final summary per valid in-range record"
     assert all(ref.startswith(f"{ARCHIVE}/") for ref in refs)
     values = sorted(e["indicator"]["value"] for e in replayed)
-    assert values == sorted(["8.8.8.8"] * 3 + ["github.com"] * 2 + ["example.com", "9.9.9.9", "10.0.0.1"])
+    assert values == sorted(["8.8.8.8"] * 3 + ["phish.example.com"] * 2 + ["example.com", "9.9.9.9", "10.0.0.1"])
     assert not any(v.startswith("203.0.113.") or v == "8.8.4.4" for v in values), "out-of-range record replayed"
     (cached,) = [e for e in replayed if e["indicator"]["value"] == "9.9.9.9"]
     assert cached["summary"]["cached"] is True
     lookups = collect(kafka, "vt.lookups", lambda evs: len(evs) >= 7)  # 1 live + 6 replayed misses
     fed = sorted(r["indicator"]["value"] for r in lookups if r["origin"].get("replay") == "retro")
-    assert fed == sorted(["8.8.8.8"] * 3 + ["github.com"] * 2 + ["example.com"]), \
+    assert fed == sorted(["8.8.8.8"] * 3 + ["phish.example.com"] * 2 + ["example.com"]), \
         "a cached record is answered in one hop, without vt.lookups"
     live = [e for e in events if e.get("origin", {}).get("ref", "").startswith(f"{RAW}/")]
     assert live and all("replay" not in e for e in live)
     assert all(e.get("replay") == "retro" for e in events if e["kind"] != "summary"
-               and e["indicator"]["value"] in ("8.8.8.8", "example.com", "github.com"))
+               and e["indicator"]["value"] in ("8.8.8.8", "example.com", "phish.example.com"))
 
     doc = json.loads(report_file.read_text())
     assert {"run", "topic", "from", "to", "records", "unique", "cache_hits", "vt_requests", "detected"} <= set(doc)
@@ -78,16 +78,16 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
     assert doc["cache_hits"] == 1 and doc["skipped_by_policy"] == 1 and doc["dead_letters"] == 1
     checked = {e["indicator"]["value"]: e["summary"] for e in replayed if e["summary"].get("checked")}
     expected = {v for v, s in checked.items() if (s.get("positives") or 0) >= 1}
-    assert expected, "the emulator detects github.com: the report must list something"
+    assert expected, "the emulator detects phish.example.com (12 engines): the report must list something"
     assert {row["indicator"]["value"] for row in doc["detected"]} == expected
-    sightings = {"8.8.8.8": 3, "example.com": 1, "github.com": 2, "9.9.9.9": 1}
+    sightings = {"8.8.8.8": 3, "example.com": 1, "phish.example.com": 2, "9.9.9.9": 1}
     for row in doc["detected"]:
         value = row["indicator"]["value"]
         assert row["sightings"] == sightings[value]
         assert row["positives"] == checked[value]["positives"]
-    (github,) = [r for r in doc["detected"] if r["indicator"]["value"] == "github.com"]
-    assert (github["first_seen"], github["last_seen"]) == (iso(inside[0]), iso(inside[3]))
-    assert github["sources"] == ["dns", "fw"]
+    (bad,) = [r for r in doc["detected"] if r["indicator"]["value"] == "phish.example.com"]
+    assert (bad["first_seen"], bad["last_seen"]) == (iso(inside[0]), iso(inside[3]))
+    assert bad["sources"] == ["dns", "fw"]
 
     again = replay(kafka, emulator.url, "--run", "retro")
     assert again.returncode == 0 and "is finished" in again.stdout

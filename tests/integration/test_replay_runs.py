@@ -65,7 +65,7 @@ def test_every_request_a_run_causes_is_counted_as_the_server_saw_it(kafka, emula
     values = ["http://www.example.com/a", "http://www.example.org/b", "http://example.net/c",
               "44d88612fea8a8f36de82e1278abb02f", "3395856ce81f2b7382dee72602f798b642f14140",
               "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f",
-              "github.com", "example.com", "8.8.8.8", "1.1.1.1"]
+              "phish.example.com", "example.com", "8.8.8.8", "1.1.1.1"]
     archive(kafka, [(FROM_MS + i * 60_000, value) for i, value in enumerate(values + values[:4])])
     report = tmp_path / "report.json"
     run = replay(kafka, emulator.url, "--run", "mix", "--report", str(report), **settings)
@@ -82,12 +82,12 @@ def test_a_run_resumed_three_times_reports_as_one(kafka, emulator, worker_factor
     """--budget 1 lets each invocation feed one new indicator; four invocations add up to one report."""
     worker_factory(kafka, emulator.url)
     records: list[tuple[int, str | dict[str, Any]]] = [
-        (FROM_MS + 2 * HOUR_MS, {"value": "github.com", "source": "fw"}),
+        (FROM_MS + 2 * HOUR_MS, {"value": "phish.example.com", "source": "fw"}),
         (FROM_MS, "8.8.8.8"),
-        (FROM_MS + HOUR_MS, {"value": "github.com", "source": "dns"}),
+        (FROM_MS + HOUR_MS, {"value": "phish.example.com", "source": "dns"}),
         (FROM_MS + 3 * HOUR_MS, "example.com"),
         (FROM_MS + 4 * HOUR_MS, "1.1.1.1"),
-        (FROM_MS + 5 * HOUR_MS, {"value": "github.com", "source": "proxy"}),
+        (FROM_MS + 5 * HOUR_MS, {"value": "phish.example.com", "source": "proxy"}),
         (FROM_MS + 6 * HOUR_MS, "8.8.8.8"),
     ]
     archive(kafka, records, partitions=1)
@@ -103,9 +103,9 @@ def test_a_run_resumed_three_times_reports_as_one(kafka, emulator, worker_factor
     doc = json.loads(report.read_text())
     assert (doc["invocations"], doc["records"], doc["unique"], doc["vt_requests"], doc["cache_hits"]) == \
         (4, 7, 4, 4, 3)
-    (github,) = [row for row in doc["detected"] if row["indicator"]["value"] == "github.com"]
-    assert github["sightings"] == 3 and github["sources"] == ["dns", "fw", "proxy"]
-    assert (github["first_seen"], github["last_seen"]) == (iso(FROM_MS + HOUR_MS), iso(FROM_MS + 5 * HOUR_MS))
+    (bad,) = [row for row in doc["detected"] if row["indicator"]["value"] == "phish.example.com"]
+    assert bad["sightings"] == 3 and bad["sources"] == ["dns", "fw", "proxy"]
+    assert (bad["first_seen"], bad["last_seen"]) == (iso(FROM_MS + HOUR_MS), iso(FROM_MS + 5 * HOUR_MS))
     assert emulator.stats()["lookups"] == 4
 
 
@@ -115,8 +115,8 @@ def test_answers_to_records_an_interrupted_invocation_fed_reach_the_report(kafka
     first stopped following, and the finished report has every sighting and request."""
     emulator.control("/_emulator/config", {"latency_ms": 4000})  # answers take 4 s
     worker_factory(kafka, emulator.url)
-    archive(kafka, [(FROM_MS, {"value": "github.com", "source": "fw"}), (FROM_MS + 1000, "8.8.8.8"),
-                    (FROM_MS + 2000, {"value": "github.com", "source": "dns"})], partitions=1)
+    archive(kafka, [(FROM_MS, {"value": "phish.example.com", "source": "fw"}), (FROM_MS + 1000, "8.8.8.8"),
+                    (FROM_MS + 2000, {"value": "phish.example.com", "source": "dns"})], partitions=1)
     report = tmp_path / "report.json"
     first = subprocess.Popen(replay_args("--run", "cut", "--report", str(report)),
                              env=replay_env(kafka, emulator.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -135,6 +135,6 @@ def test_answers_to_records_an_interrupted_invocation_fed_reach_the_report(kafka
     doc = json.loads(report.read_text())
     assert (doc["state"], doc["records"], doc["unanswered"], doc["invocations"]) == ("finished", 3, 0, 2)
     assert doc["vt_requests"] == len(seen_by_virustotal(emulator)) == 2
-    (github,) = [row for row in doc["detected"] if row["indicator"]["value"] == "github.com"]
-    assert github["sightings"] == 2 and github["sources"] == ["dns", "fw"]
+    (bad,) = [row for row in doc["detected"] if row["indicator"]["value"] == "phish.example.com"]
+    assert bad["sightings"] == 2 and bad["sources"] == ["dns", "fw"]
     assert ARCHIVE in doc["topic"]
