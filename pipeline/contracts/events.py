@@ -35,6 +35,7 @@ import orjson
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
+from pipeline.contracts.quick import quick_init
 from pipeline.contracts.reader import FieldReader
 from pipeline.errors import RecordError
 
@@ -94,6 +95,7 @@ def replay_marked(event: dict[str, Any], run: str) -> dict[str, Any]:
     return {**event, "event_id": event_id(event["event_id"], {"replay": run}), "replay": run}
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SummaryEvent:
     """One sighting's ``summary`` event: its indicator as that sighting's SIEM sent it, its card,
@@ -118,7 +120,9 @@ class SummaryEvent:
         if indicator.type == "url":
             shown = Indicator("url", seen.value) if seen is not None else indicator
             if seen is None or seen.sent:
-                card = card.with_fields(sent_as=indicator.value, redacted=seen.redacted if seen else ())
+                sent_as, redacted = indicator.value, seen.redacted if seen else ()
+                card = card.derived(("sent", sent_as, redacted),  # the same copy for every hit of a cached card
+                                    lambda: card.with_fields(sent_as=sent_as, redacted=redacted))
             indicator = shown
         return cls(indicator, action, api, card, origin)
 
@@ -146,12 +150,18 @@ class SummaryEvent:
 
     def _id(self, ind: dict[str, str]) -> str:
         """``event_id("summary", ind, action, api, card, identity)``, with the card's canonical bytes
-        spliced in as they are (the same bytes ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes)."""
+        spliced in as they are (the same bytes ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes). All but
+        the sighting's identity is digested once per card, indicator, action and api."""
+        card, action, api = self.card, self.action, self.api
+
+        def prefix() -> Any:
+            return hashlib.sha256(b"".join((b'["summary",', orjson.dumps(ind, option=orjson.OPT_SORT_KEYS), b",",
+                                            orjson.dumps(action), b",", orjson.dumps(api), b",", card.wire())))
+
+        digest = card.derived(("id", ind["type"], ind["value"], action, api), prefix).copy()
         identity = self.origin.identity if self.origin is not None else None
-        blob = b"".join((b'["summary",', orjson.dumps(ind, option=orjson.OPT_SORT_KEYS), b",",
-                         orjson.dumps(self.action), b",", orjson.dumps(self.api), b",", self.card.wire(),
-                         *((b",", orjson.dumps(identity)) if identity is not None else ()), b"]"))
-        return hashlib.sha256(blob).hexdigest()[:32]
+        digest.update(b"," + orjson.dumps(identity) + b"]" if identity is not None else b"]")
+        return str(digest.hexdigest()[:32])
 
     @classmethod
     def from_dict(cls, doc: Any) -> "SummaryEvent | None":
