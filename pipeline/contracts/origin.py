@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from pipeline.contracts.reader import FieldReader
+from pipeline.contracts.quick import quick_init
 
 #: Free-text fields of a raw record that intake copies into the origin.
 TEXT_FIELDS = ("id", "source", "observed_at")
@@ -47,6 +48,7 @@ class SeenAs:
         return cls(value=r.text("value"), redacted=r.texts("redacted"), sent=r.boolean("sent", True))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Origin:
     """The sighting behind a piece of work (see the module docstring for each field)."""

@@ -35,6 +35,7 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 
 from topics import DEAD
 
+from pipeline.contracts.quick import quick_init
 from pipeline.contracts.wire import DeadLetter, Outgoing, wire_value
 from pipeline.errors import RecordError
 from pipeline.observe.logs import handling
@@ -57,6 +58,7 @@ TRACE_CHARS = 16 * 1024
 #: but unread, and new ones could not start (``vtstream bench misses``, bench-results.md).
 TURN_EVERY_S = 0.01
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Received:
     """One input record as every stage sees it: its key and value, where it came from

@@ -29,6 +29,7 @@ from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.indicator import FileRef
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import LIST_FIELDS, TEXT_FIELDS, Origin, SeenAs
+from pipeline.contracts.quick import quick_init
 from pipeline.contracts.wire import LookupRequest
 from pipeline.errors import InputError
 from pipeline.inputs.files import prepare as prepare_file
@@ -48,6 +49,7 @@ _MAX_LIST_ITEM = 256
 _MAX_LIST_CHARS = 8192
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """A valid indicator that policy allows to send (``file`` set for submit_file events)."""
@@ -58,6 +60,7 @@ class Accepted:
     file: FileRef | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Skipped:
     """A valid indicator that policy keeps away from VirusTotal."""
@@ -69,6 +72,7 @@ class Skipped:
     rule: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """Not an indicator; ``reason`` tells a person what to fix."""
