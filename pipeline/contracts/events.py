@@ -138,15 +138,19 @@ class SummaryEvent:
         return orjson.dumps(self._event(orjson.Fragment(self.card.wire())))
 
     def _event(self, summary: Any) -> dict[str, Any]:
-        ind = self.indicator.as_dict()
-        event: dict[str, Any] = {"event_id": self._id(ind), "kind": "summary", "indicator": ind,
-                                 "action": self.action, "api": self.api, "enriched_at": self.enriched_at,
-                                 "summary": summary}
+        """The event dict, built once: as :func:`replay_marked` would mark it when a replay fed it."""
+        ind, run = self.indicator.as_dict(), self.replay
+        eid = self._id(ind)
+        event: dict[str, Any] = {"event_id": event_id(eid, {"replay": run}) if run else eid, "kind": "summary",
+                                 "indicator": ind, "action": self.action, "api": self.api,
+                                 "enriched_at": self.enriched_at, "summary": summary}
         if self.origin is not None:
             shown = self.origin.published()
             if shown:
                 event["origin"] = shown
-        return replay_marked(event, self.replay) if self.replay else event
+        if run:
+            event["replay"] = run
+        return event
 
     def _id(self, ind: dict[str, str]) -> str:
         """``event_id("summary", ind, action, api, card, identity)``, with the card's canonical bytes
