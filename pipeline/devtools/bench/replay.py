@@ -94,8 +94,8 @@ async def replayed(rig: Rig, tap: Tap, topic: str, records: list[bytes], since: 
 @click.option("--rate", default=6000, show_default=True, help="VirusTotal calls a minute the worker may make.")
 @click.option("--timeout", default=900.0, show_default=True, help="Give up on a phase after this many seconds.")
 @click.option("--profile", type=click.Path(dir_okay=False, path_type=Path),
-              help="Sample the replay driver with py-spy during the all-cached replay (the worker during the "
-                   "live phase to FILE.live); raw stacks.")
+              help="Sample the replay driver with py-spy during the all-cached replay (FILE), the mixed one "
+                   "(FILE.mixed) and the worker during the live phase (FILE.live); raw stacks.")
 @rig_options
 def replay(events: int, unique: int, new_share: float, rate: int, timeout: float, profile: Path | None,
            bootstrap: str | None, vt_url: str | None, keep: bool) -> None:
@@ -125,7 +125,9 @@ def replay(events: int, unique: int, new_share: float, rate: int, timeout: float
                 replay_rate = await replayed(rig, tap, ARCHIVE, records, started, timeout, profile)
                 figures = {"live": live, "replay": replay_rate, "replay calls": rig.stats()["accepted"] - calls}
                 if new_share > 0:
-                    figures.update(await _mixed(rig, tap, unique, events, new_share, salt, fresh, started, timeout))
+                    mixed_profile = profile.with_suffix(profile.suffix + ".mixed") if profile else None
+                    figures.update(await _mixed(rig, tap, unique, events, new_share, salt, fresh, started, timeout,
+                                                mixed_profile))
                 return figures
             finally:
                 await tap.stop()
@@ -149,14 +151,14 @@ def replay(events: int, unique: int, new_share: float, rate: int, timeout: float
 
 
 async def _mixed(rig: Rig, tap: Tap, unique: int, events: int, new_share: float, salt: str, fresh: str,
-                 since: float, timeout: float) -> dict[str, float]:
+                 since: float, timeout: float, profile: Path | None) -> dict[str, float]:
     """The replay with ``new_share`` of the indicators new: cached records' rate beside the paced misses'."""
     new = max(1, int(unique * new_share))
     records = [raw_record(i % unique, fresh if i % unique < new else salt, f"m{i}") for i in range(events)]
     cached: list[float] = []
     tap.on_summary = lambda value, now, _ts: cached.append(now) if _CACHED in value else None
     calls = rig.stats()["accepted"]
-    all_rate = await replayed(rig, tap, MIXED, records, since, timeout)
+    all_rate = await replayed(rig, tap, MIXED, records, since, timeout, profile)
     assert tap.first_summary is not None and tap.last_summary is not None
     first = tap.first_summary
     sightings = sum(1 for i in range(events) if i % unique < new)
