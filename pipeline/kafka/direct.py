@@ -55,10 +55,11 @@ FETCH_WAIT_MS = 10
 #: the fetched records waited behind it (``vtstream bench latency``, bench-results.md).
 BATCHES_IN_FLIGHT = 4
 
-#: Outputs handed to the producer at once within a fetched batch. A 2,000-record
-#: batch handled in one go held the event loop for 120-170 ms under load, and its
-#: first outputs waited for its last record.
-SUBMIT_EVERY = 250
+#: A fetched batch's outputs go to the producer once, after its last record: handing them
+#: over every 250 records cost 4-8 us of worker CPU per cache hit (+20-30 %: a produce
+#: request each) and did not shorten the tail, since a worker that falls behind then
+#: spends more per record and falls further behind (``vtstream bench hot-path``,
+#: bench-results.md).
 
 #: Handles one record: (outbox, key, value, ref) where ref is topic/partition/offset.
 class DirectStage(Service):
@@ -111,11 +112,7 @@ class DirectStage(Service):
                         await handle_one(self.stage, self.handle, out, Received(
                             record.key or b"", record.value, f"{tp.topic}/{tp.partition}/{record.offset}",
                             self.clock()), self.settings.privacy)
-                        if out.held() >= SUBMIT_EVERY:  # send what is ready, let the loop turn
-                            acks += await out.submit()
-                            await asyncio.sleep(0)
-                            turn_at = time.perf_counter() + TURN_EVERY_S
-                        elif time.perf_counter() >= turn_at:  # slow (hostile) records: the heartbeat runs
+                        if time.perf_counter() >= turn_at:  # slow (hostile) records: the heartbeat runs
                             await asyncio.sleep(0)
                             turn_at = time.perf_counter() + TURN_EVERY_S
                 handling(self.stage, None)
@@ -199,7 +196,6 @@ class BatchOutbox(Outbox):
         self._partitions: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
         self._contents: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
-        self._held = 0
 
     async def send(self, topic: str, key: bytes | str | None, value: Outgoing) -> None:
         self._watch(topic, value)
@@ -208,7 +204,6 @@ class BatchOutbox(Outbox):
         payload = self._payload(topic, key, value)
         if payload is None:  # on its way to vt.dead instead
             return
-        self._held += 1
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
@@ -255,13 +250,8 @@ class BatchOutbox(Outbox):
                     self._too_large(topic, key, payload)
             await self._flush_refused()
 
-    def held(self) -> int:
-        """Records appended to open batches since the last :meth:`submit`."""
-        return self._held
-
     async def submit(self) -> list[Awaitable[Any]]:
         """Hand every open batch to the producer; the acks of all records sent since the last call."""
-        self._held = 0
         for topic, partition in list(self._open):
             await self._submit(topic, partition)
         pending, sent = self._take()
