@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from tests.support.kafka import collect
-from tests.support.replay import (ARCHIVE, FROM_MS, HOUR_MS, archive, iso, replay, replay_args, replay_env,
-                                  status_of)
+from tests.support.replay import (ARCHIVE, FROM_MS, HOUR_MS, archive, dry_counts, iso, replay, replay_args,
+                                  replay_env, status_of)
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,11 @@ def test_a_budget_is_a_ceiling_on_what_virustotal_sees_and_the_report_counts_eve
     archive(kafka, [(FROM_MS + i * 1000, f"http://unknown-{i}.example.net/landing?id={i}") for i in range(20)],
             partitions=1)
     report = tmp_path / "report.json"
+    dry = replay(kafka, emulator.url, "--run", "urls", "--dry-run", **FAST_TIERS)
+    assert dry.returncode == 0, dry.stderr
+    counts = dry_counts(dry.stdout)  # the same worst case the budget reserves: 1 + 1 + 8 polls + 1 each
+    assert (counts["to look up"], counts["of which may scan"], counts["VirusTotal requests"]) == (20, 20, 220)
+    assert seen_by_virustotal(emulator) == [], "a dry run called VirusTotal"
 
     first = replay(kafka, emulator.url, "--run", "urls", "--budget", "20", "--report", str(report), **FAST_TIERS)
     assert first.returncode == 0, first.stderr
@@ -43,7 +48,9 @@ def test_a_budget_is_a_ceiling_on_what_virustotal_sees_and_the_report_counts_eve
     seen = seen_by_virustotal(emulator)
     doc = json.loads(report.read_text())
     assert 0 < len(seen) <= 20, [r["target"] for r in seen]
-    assert doc["vt_requests"] == len(seen) == status_of(kafka, "urls")["vt_requests"]
+    status = status_of(kafka, "urls")
+    assert doc["vt_requests"] == len(seen) == status["vt_requests"]
+    assert (status["records"], status["unique"], status["state"]) == (doc["records"], doc["unique"], doc["state"])
     assert {r["method"] for r in seen} == {"GET", "POST"}  # lookups, polls, reports; submissions
     assert doc["state"] == "budget spent" and 0 < doc["records"] < 20
 
