@@ -18,7 +18,7 @@ from topics import ENRICHED, RESPONSES
 
 pytestmark = pytest.mark.unit
 
-URL = Indicator("url", "http://x.example/a")
+URL = Indicator("url", "http://x.example.com/a")
 
 
 def checked(positives: int, **flags: bool) -> SummaryCard:

@@ -319,7 +319,7 @@ def test_a_url_scan_reports_every_request_it_made_lookup_submission_polls_and_re
     client = FakeClient(lookup=[NOT_FOUND], submit_url=[Submission("u-1", {"data": {"id": "u-1"}})],
                         poll=[None, None, Costing(FOUND, 2)])
     settings = Settings.of(retry_max_attempts=5, retry_slice_s=0.001)
-    answers, parked = _steps(gateway(client, Clock(), settings), request(action="submit_url", value="http://x.example/"))
+    answers, parked = _steps(gateway(client, Clock(), settings), request(action="submit_url", value="http://x.example.com/"))
     assert [(a.status, a.requests) for a in answers] == [("pending", 2), ("found", 4)]
     assert [p.request.spent for p in parked] == [0, 1, 2]  # queued polls carry their count to the answer
     assert sum(a.requests for a in answers) == client.paced == 6
@@ -337,7 +337,7 @@ def test_a_replay_allowance_is_never_passed_and_what_was_spent_is_reported():
     """Reserved 3: the lookup and the submission (2), one queued poll (1); the next poll is refused."""
     client = FakeClient(lookup=[NOT_FOUND], submit_url=[Submission("u-1", {"data": {"id": "u-1"}})],
                         poll=[None, FOUND])
-    answers, parked = _steps(gateway(client, Clock()), request(action="submit_url", value="http://x.example/",
+    answers, parked = _steps(gateway(client, Clock()), request(action="submit_url", value="http://x.example.com/",
                                                                 allowance=3))
     assert [p.request.allowance for p in parked] == [1, 0]
     assert client.paced == 3 and [name for name, _ in client.calls] == ["lookup", "submit_url", "poll"]
