@@ -22,8 +22,10 @@ import faust
 from topics import (CACHE_TABLE, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, SIGHTINGS, VERDICT_TABLE,
                     retry_topic)
 
+from pipeline.contracts.cache_entry import owner_of
 from pipeline.kafka import transport
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, cluster_id, ensure_topics, topic_catalog
+from pipeline.kafka.direct import key_slot
+from pipeline.kafka.admin import cluster_id, ensure_topics, fetch_bytes, topic_catalog
 from pipeline.errors import ConfigError
 from pipeline.kafka.acls import check_access, required, used_topics
 from pipeline.kafka.recovery import HealingTableManager
@@ -62,6 +64,18 @@ WEB_VIEWS_OFF: dict[str, bool] = {"web_router_enabled": False, "web_tables_enabl
                  "web_graph_enabled": False, "web_metrics_enabled": False}
 
 
+class CacheTable(faust.Table):
+    """The cache table: a waiter record (:func:`~pipeline.contracts.cache_entry.waiter_key`) goes to
+    its indicator's changelog partition, where the stages that read it run; every other key
+    where the producer's partitioner puts it."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        owner = owner_of(key) if isinstance(key, bytes) else None
+        if owner is None or not self.partitions:
+            return None
+        return key_slot(owner, self.partitions)
+
+
 def _raw_schema() -> faust.Schema:
     """Bytes in, bytes out: stages decode records themselves, so bad bytes cannot crash faust."""
     return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -91,8 +105,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.kafka.session_timeout_s / 10),
-        producer_max_request_size=MAX_REQUEST_SIZE,
-        consumer_max_fetch_size=MAX_REQUEST_SIZE,
+        producer_max_request_size=settings.kafka.max_record_bytes,
+        producer_max_batch_size=min(16384, settings.kafka.max_record_bytes),
+        consumer_max_fetch_size=fetch_bytes(settings),
         producer_acks=-1,
         web_enabled=settings.web.port > 0,
         web_port=settings.web.port or 6066,
@@ -105,9 +120,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time,
     # use_partitioner: the changelog record goes where the key hashes, exactly like the
     # vt.lookups and vt.responses records of the same key (same key bytes, same count), so
     # the table stays co-partitioned while stages write it from batches (no "current event").
-    table = app.Table(CACHE_TABLE, partitions=settings.kafka.partitions, key_type=bytes, value_type=bytes,
-                      use_partitioner=True, options=CACHE_STORE_OPTIONS,
-                      help="indicator key -> cache entry (pipeline.rules.cache)")
+    table: Any = app.tables.add(CacheTable(app, name=CACHE_TABLE, beacon=app.tables.beacon,
+                                      partitions=settings.kafka.partitions, key_type=bytes, value_type=bytes,
+                                      use_partitioner=True, options=CACHE_STORE_OPTIONS,
+                                      help="indicator key -> cache entry (pipeline.rules.cache)"))
     # The governor's state; its changelog is vt.quota itself, so `vtstream status` can read it.
     # acks=False as on faust's own changelogs: no stream reads it, and an acking topic that a
     # loaded worker fetches behind its writes trips faust's "Stream has not started processing"

@@ -13,6 +13,7 @@
     ├── DailyQuotaExhausted         our own count says the day's quota is spent (retryable)
     ├── Yielded                     not a failure: a caller gave up its turn at the pace for a
     │                               rebalance or a shutdown; its record re-parks (pipeline.vt.governor)
+    ├── AllowanceSpent              a replay's reservation for this work is used up (not retryable)
     └── VirusTotalError             anything the VirusTotal API answered or failed to
                                     (the branch and its registry: pipeline.vt.errors)
         ├── WrongCredentials        401: stop calling, hold records until the key works
@@ -72,3 +73,7 @@ class DailyQuotaExhausted(VtStreamError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AllowanceSpent(VtStreamError):
+    """The requests a replay run reserved for this work are spent: one more would pass its ``--budget``."""

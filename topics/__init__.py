@@ -18,7 +18,7 @@ start-up both call :func:`ensure_topics`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 RAW = "indicators.raw"
@@ -32,6 +32,7 @@ DEAD = "vt.dead"
 QUOTA = "vt.quota"
 REPLAY = "vt.replay"
 REPLAY_RUNS = "vt.replay.runs"
+REPLAY_SIGHTINGS = "vt.replay.sightings"
 CACHE_TABLE = "cache"
 VERDICT_TABLE = "verdicts"
 SIGHTINGS = "vt.sightings"
@@ -55,6 +56,8 @@ class TopicSpec:
     strict: bool = False
     #: "LogAppendTime": the broker stamps records when it appends them (the TAXII date_added).
     timestamp_type: str | None = None
+    #: The topic's max.message.bytes: vtstream's record limit (VTSTREAM_KAFKA_MAX_RECORD_BYTES).
+    max_message_bytes: int | None = None
 
     @property
     def deletes(self) -> bool:
@@ -64,6 +67,8 @@ class TopicSpec:
 
     def config(self) -> dict[str, str]:
         cfg = {"cleanup.policy": self.cleanup_policy}
+        if self.max_message_bytes is not None:
+            cfg["max.message.bytes"] = str(self.max_message_bytes)
         if self.timestamp_type:
             cfg["message.timestamp.type"] = self.timestamp_type
         if self.deletes:
@@ -92,8 +97,14 @@ def retry_topic(delay: str) -> str:
 
 
 def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s", "2m", "10m", "1h"),
-            verdict_memory_ms: int = 90 * DAY_MS) -> list[TopicSpec]:
-    """Every topic for a deployment with ``partitions`` keyed partitions."""
+            verdict_memory_ms: int = 90 * DAY_MS, max_message_bytes: int | None = None) -> list[TopicSpec]:
+    """Every topic for a deployment with ``partitions`` keyed partitions (each created with
+    ``max_message_bytes`` as its max.message.bytes when given)."""
+    return [replace(spec, max_message_bytes=max_message_bytes)
+            for spec in _specs(partitions, app_id, retry_tiers, verdict_memory_ms)]
+
+
+def _specs(partitions: int, app_id: str, retry_tiers: tuple[str, ...], verdict_memory_ms: int) -> list[TopicSpec]:
     tiers = [TopicSpec(retry_topic(delay), 1, "indicator key",
                        f"parked work due again after {delay}: pending scans, retryable failures; "
                        "append order is due order", strict=True)
@@ -112,6 +123,10 @@ def catalog(partitions: int, app_id: str, retry_tiers: tuple[str, ...] = ("30s",
         TopicSpec(REPLAY_RUNS, 1, "run name",
                   "each replay run's range, position, counts and state; read by vtstream status",
                   cleanup_policy="compact", strict=True),
+        TopicSpec(REPLAY_SIGHTINGS, 1, "[run, indicator key, invocation] as JSON",
+                  "what each replay run saw of the indicators still unanswered or detected: sightings, "
+                  "first and last seen, sources, verdict; the run's report adds them up",
+                  cleanup_policy="compact"),
         TopicSpec(POLLS, 1, "indicator key",
                   "parked work that came due: polls of pending scans, retries; the gateway serves it "
                   "after fresh lookups", strict=True),

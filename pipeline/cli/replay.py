@@ -21,7 +21,7 @@ from topics import RAW
 from pipeline.cli.options import bootstrap_option, cli_settings
 from pipeline.cli.status import span
 from pipeline.contracts.events import iso_utc
-from pipeline.contracts.run_state import BUDGET_SPENT, INTERRUPTED, RunState
+from pipeline.contracts.run_state import BUDGET_SPENT, INTERRUPTED, WAITING, DetectedRow, RunState
 from pipeline.errors import ConfigError
 from pipeline.kafka.acls import check_access, required
 from pipeline.rules.runs import budget_requests, default_run_name, duration_s, parse_time
@@ -29,21 +29,23 @@ from pipeline.rules.runs import run_name as run_name_of
 from pipeline.settings import parse_duration
 
 
-def report(state: RunState) -> dict[str, Any]:
-    """The retro-hunt report (``--report FILE``) of a run."""
+def report(state: RunState, detected: tuple[DetectedRow, ...]) -> dict[str, Any]:
+    """The retro-hunt report (``--report FILE``) of a run, over every invocation so far."""
     return {"run": state.run, "topic": state.topic, "from": iso_utc(state.since), "to": iso_utc(state.until),
             "state": state.state, "lookup": state.lookup, "position": dict(state.position),
-            "records": state.records, "unique": state.unique, "cache_hits": state.cache_hits,
-            "vt_requests": state.vt_requests, "skipped_by_policy": state.skipped, "dead_letters": state.dead,
-            "detected": [row.to_dict() for row in state.detected]}
+            "invocations": state.invocations, "records": state.records, "unique": state.unique,
+            "cache_hits": state.cache_hits, "vt_requests": state.vt_requests, "skipped_by_policy": state.skipped,
+            "dead_letters": state.dead, "unanswered": state.unanswered,
+            "detected": [row.to_dict() for row in detected]}
 
 
 def render_report(doc: dict[str, Any]) -> str:
     """The report as a table: the counts, then one line per detected indicator."""
-    lines = [f"run {doc['run']}: {doc['topic']} [{doc['from']}, {doc['to']}) - {doc['state']}",
+    lines = [f"run {doc['run']}: {doc['topic']} [{doc['from']}, {doc['to']}) - {doc['state']}"
+             f" (invocations: {doc['invocations']})",
              f"records {doc['records']}  unique {doc['unique']}  cache hits {doc['cache_hits']}  "
              f"VirusTotal requests {doc['vt_requests']}  skipped by policy {doc['skipped_by_policy']}  "
-             f"dead letters {doc['dead_letters']}",
+             f"dead letters {doc['dead_letters']}  unanswered {doc['unanswered']}",
              f"detected now: {len(doc['detected'])}"]
     if doc["detected"]:
         lines.append(f"  {'indicator':<48} {'detections':>10} {'sightings':>9}  {'first seen':<20} "
@@ -99,8 +101,9 @@ class _Bars:
 @click.option("--run", "run_name", help="Run name; default derived from topic and range as written. {date} in it "
               "becomes today's UTC date (retrohunt-{date}), so a daily job started again the same day resumes.")
 @click.option("--dry-run", is_flag=True, help="Read the range, call nothing, print counts, cost and duration.")
-@click.option("--budget", help="Most VirusTotal requests this invocation may spend: a number (400) or a share of "
-              "VTSTREAM_VT_DAILY_QUOTA (15%). Default: VTSTREAM_RETROHUNT_BUDGET of the daily quota.")
+@click.option("--budget", help="Most VirusTotal requests this invocation may cause, a ceiling (each new indicator "
+              "reserves its worst case before it is fed): a number (400) or a share of VTSTREAM_VT_DAILY_QUOTA "
+              "(15%). Default: VTSTREAM_RETROHUNT_BUDGET of the daily quota.")
 @click.option("--max-age", "max_age", help="Accept cache entries up to this age (e.g. 30d) instead of the TTL.")
 @click.option("--detected-at", type=click.IntRange(min=1), default=1, show_default=True,
               help="Positives from which an indicator counts as detected in the report.")
@@ -114,11 +117,15 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
     """Replay a past time range of a topic through the pipeline, at replay priority.
 
     Reads the records of TOPIC whose Kafka timestamps fall in [--from, --to)
-    and feeds them through intake, the cache and the gateway's replay lane
-    (after live lookups, before polls and retries). Every event they cause
-    carries "replay": "<run>"; each summary's origin.ref names the source
-    record. Repeats and cached indicators cost nothing. The run is resumable:
-    the same command continues where a budget or Ctrl-C stopped it; a
+    and feeds them through intake's rules: a record whose answer is in the
+    cache is answered at once, the rest go through the lookup stage and the
+    gateway's replay lane (after live lookups, before polls and retries).
+    Every event they cause carries "replay": "<run>"; each summary's
+    origin.ref names the source record. Repeats and cached indicators cost
+    nothing. --budget is a ceiling on the VirusTotal requests this invocation
+    causes: each new indicator reserves its worst case (the dry run prints the
+    same figure). The run is resumable: the same command continues where a
+    budget or Ctrl-C stopped it, and the report adds up every invocation; a
     finished run says so and does nothing. Workers must be running (except
     for --dry-run).
 
@@ -134,7 +141,8 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
       # the daily retro-hunt (deploy/kubernetes/retrohunt.yaml runs it once a day):
       vtstream replay --topic indicators.raw --from 7d --max-age 1d --budget 15% --run 'retrohunt-{date}'
     """
-    from pipeline.replay.driver import ReplayOptions, describe_position, dry_run as count_range, run_replay
+    from pipeline.replay.driver import ReplayOptions, describe_position, run_replay
+    from pipeline.replay.dry_run import dry_run as count_range
 
     settings = cli_settings(kafka_bootstrap=bootstrap)
     try:
@@ -159,7 +167,9 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
         click.echo(f"records in range      {counts.records}\nvalid indicators      {counts.valid}\n"
                    f"unique indicators     {counts.unique}\nalready answered      {counts.answered}"
                    f"{' (within --max-age)' if max_age else ''}\nto look up            {counts.to_request}\n"
+                   f"of which may scan     {counts.scans}\n"
                    f"VirusTotal requests   {requests}\n"
+                   f"  (at most: each indicator's worst case, the figure --budget reserves)\n"
                    f"duration              {span(duration_s(requests, settings.vt.rate_per_minute, settings.vt.daily_quota))}"
                    f" at {settings.vt.rate_per_minute}/min and {settings.vt.daily_quota}/day")
         return
@@ -172,9 +182,11 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
     finally:
         bars.close()
     state = result.state
+    doc = report(state, result.detected)
     if result.already_finished:
         click.echo(f"run {options.run} is finished ({state.records} records, {state.vt_requests} VirusTotal "
                    "requests); nothing to do. Pick another --run to replay again.")
+        _write(report_path, doc)
         return
     where = describe_position(sorted(state.position.items()))
     if state.state == BUDGET_SPENT:
@@ -182,14 +194,18 @@ def replay_command(topic: str, since: str, until: str | None, run_name: str | No
                    "run the same command to resume.", err=True)
     elif state.state == INTERRUPTED:
         click.echo(f"interrupted at {where} of {topic}; run the same command to resume.", err=True)
-    if result.unanswered and not no_wait:
-        click.echo(f"{result.unanswered} replayed records still wait for their answers.", err=True)
-    doc = report(state)
+    elif state.state == WAITING:
+        click.echo(f"every record is fed; {state.unanswered} still wait for their answers. Run the same command "
+                   "to wait for them and finish the report.", err=True)
     click.echo(render_report(doc))
-    if report_path is not None:
-        report_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    _write(report_path, doc)
     if state.state == INTERRUPTED:
         sys.exit(130)
+
+
+def _write(path: Path | None, doc: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _run(coro: Any) -> Any:

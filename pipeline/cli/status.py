@@ -167,8 +167,9 @@ def summarize(snap: StatusSnapshot) -> dict[str, Any]:
 def _replay_run(run: RunState) -> dict[str, Any]:
     """One replay run for ``--json``: range as ISO UTC, position, records done, requests spent, state."""
     return {"run": run.run, "topic": run.topic, "from": _iso(run.since), "to": _iso(run.until),
-            "position": dict(run.position), "records": run.records, "vt_requests": run.vt_requests,
-            "state": run.state, "updated_at": _iso(run.updated_at)}
+            "position": dict(run.position), "records": run.records, "unique": run.unique,
+            "cache_hits": run.cache_hits, "vt_requests": run.vt_requests, "unanswered": run.unanswered,
+            "invocations": run.invocations, "state": run.state, "updated_at": _iso(run.updated_at)}
 
 
 def _allowances(snap: StatusSnapshot, gov: QuotaState) -> dict[str, Any]:
@@ -235,7 +236,8 @@ def render(snap: StatusSnapshot) -> str:
     for run in s["replay_runs"]:
         position = ", ".join(f"p{p}@{o}" for p, o in sorted(run["position"].items())) or "-"
         rows.append((f"replay {run['run']}", f"{run['topic']} [{run['from']}, {run['to']}) at {position}; "
-                     f"{run['records']} records, {run['vt_requests']} requests; {run['state']}"))
+                     f"{run['records']} records, {run['vt_requests']} requests, {run['unanswered']} unanswered; "
+                     f"{run['state']}"))
     if snap.missing_topics:
         rows.append(("missing topics", ", ".join(snap.missing_topics) + " (run 'vtstream topics create')"))
     rows += [("note", note) for note in snap.notes]

@@ -37,6 +37,7 @@ import orjson
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
+from pipeline.contracts.quick import quick_init
 from pipeline.contracts.reader import FieldReader
 from pipeline.contracts.verdict import VERDICTS, VerdictCheck
 from pipeline.errors import RecordError
@@ -135,6 +136,7 @@ def _read_origin(r: FieldReader) -> Origin:
     return replace(origin, replay=run) if run else origin
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SummaryEvent:
     """One sighting's ``summary`` event: its indicator as that sighting's SIEM sent it, its card,
@@ -159,7 +161,9 @@ class SummaryEvent:
         if indicator.type == "url":
             shown = Indicator("url", seen.value) if seen is not None else indicator
             if seen is None or seen.sent:
-                card = card.with_fields(sent_as=indicator.value, redacted=seen.redacted if seen else ())
+                sent_as, redacted = indicator.value, seen.redacted if seen else ()
+                card = card.derived(("sent", sent_as, redacted),  # the same copy for every hit of a cached card
+                                    lambda: card.with_fields(sent_as=sent_as, redacted=redacted))
             indicator = shown
         return cls(indicator, action, api, card, origin)
 
@@ -168,19 +172,41 @@ class SummaryEvent:
         return self.origin.replay if self.origin is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        payload = self.card.to_dict()
-        ind = self.indicator.as_dict()
-        identity = self.origin.identity if self.origin is not None else None
-        parts: list[Any] = ["summary", ind, self.action, self.api, payload]
-        if identity is not None:
-            parts.append(identity)
-        event: dict[str, Any] = {"event_id": event_id(*parts), "kind": "summary", "indicator": ind,
-                                 "action": self.action, "api": self.api, "enriched_at": self.enriched_at,
-                                 "summary": payload}
-        return _with_origin(event, self.origin)
+        return self._event(self.card.to_dict())
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        """The event as published: :meth:`to_dict`'s, with the card's own serialisation embedded."""
+        return orjson.dumps(self._event(orjson.Fragment(self.card.wire())))
+
+    def _event(self, summary: Any) -> dict[str, Any]:
+        """The event dict, built once: as :func:`replay_marked` would mark it when a replay fed it."""
+        ind, run = self.indicator.as_dict(), self.replay
+        eid = self._id(ind)
+        event: dict[str, Any] = {"event_id": event_id(eid, {"replay": run}) if run else eid, "kind": "summary",
+                                 "indicator": ind, "action": self.action, "api": self.api,
+                                 "enriched_at": self.enriched_at, "summary": summary}
+        if self.origin is not None:
+            shown = self.origin.published()
+            if shown:
+                event["origin"] = shown
+        if run:
+            event["replay"] = run
+        return event
+
+    def _id(self, ind: dict[str, str]) -> str:
+        """``event_id("summary", ind, action, api, card, identity)``, with the card's canonical bytes
+        spliced in as they are (the same bytes ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes). All but
+        the sighting's identity is digested once per card, indicator, action and api."""
+        card, action, api = self.card, self.action, self.api
+
+        def prefix() -> Any:
+            return hashlib.sha256(b"".join((b'["summary",', orjson.dumps(ind, option=orjson.OPT_SORT_KEYS), b",",
+                                            orjson.dumps(action), b",", orjson.dumps(api), b",", card.wire())))
+
+        digest = card.derived(("id", ind["type"], ind["value"], action, api), prefix).copy()
+        identity = self.origin.identity if self.origin is not None else None
+        digest.update(b"," + orjson.dumps(identity) + b"]" if identity is not None else b"]")
+        return str(digest.hexdigest()[:32])
 
     @classmethod
     def from_dict(cls, doc: Any) -> "SummaryEvent | None":

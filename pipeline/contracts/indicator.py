@@ -7,7 +7,7 @@ every record and event carries them.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 INDICATOR_TYPES = ("ip", "domain", "url", "md5", "sha1", "sha256")
@@ -20,6 +20,7 @@ class Indicator:
 
     type: str
     value: str
+    _key: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.type not in INDICATOR_TYPES:
@@ -27,15 +28,17 @@ class Indicator:
 
     @property
     def key(self) -> str:
-        """Kafka key, so one indicator always lands on one partition and one cache entry.
+        """Kafka key, so one indicator always lands on one partition and one cache entry (computed
+        once: intake's classification hands repeats the same indicator, and a URL's key is base64).
 
         >>> Indicator("sha1", "a" * 40).key == "file:" + "a" * 40
         True
         """
-        if self.type == "url":
-            return f"url:{vt_url_id(self.value)}"
-        prefix = "file" if self.type in HASH_TYPES else self.type
-        return f"{prefix}:{self.value}"
+        if not self._key:
+            prefix = "file" if self.type in HASH_TYPES else self.type
+            key = f"url:{vt_url_id(self.value)}" if self.type == "url" else f"{prefix}:{self.value}"
+            object.__setattr__(self, "_key", key)
+        return self._key
 
     @property
     def action(self) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from pipeline.contracts.reader import FieldReader
+from pipeline.contracts.quick import quick_init
 
 #: Free-text fields of a raw record that intake copies into the origin.
 TEXT_FIELDS = ("id", "source", "observed_at")
@@ -47,6 +48,7 @@ class SeenAs:
         return cls(value=r.text("value"), redacted=r.texts("redacted"), sent=r.boolean("sent", True))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Origin:
     """The sighting behind a piece of work (see the module docstring for each field)."""
@@ -95,12 +97,14 @@ class Origin:
         return doc
 
     @classmethod
-    def of_record(cls, fields: Mapping[str, Any], ref: str, file_name: str | None = None) -> "Origin":
+    def of_record(cls, fields: Mapping[str, Any], ref: str, file_name: str | None = None, *,
+                  received_at: float | None = None, replay: str | None = None) -> "Origin":
         """The origin of a raw record: its validated ``id``, ``source``, ``observed_at``, ``labels``,
-        ``tags`` and ``tlp`` (intake's checked fields), where it was read and, for a file event, the name."""
+        ``tags`` and ``tlp`` (intake's checked fields), where it was read and, for a file event, the name;
+        when intake read it, and the replay run that fed it, if one did."""
         return cls(ref=ref, id=fields.get("id"), source=fields.get("source"), observed_at=fields.get("observed_at"),
                    labels=tuple(fields.get("labels", ())), tags=tuple(fields.get("tags", ())),
-                   tlp=tuple(fields.get("tlp", ())), file_name=file_name)
+                   tlp=tuple(fields.get("tlp", ())), file_name=file_name, received_at=received_at, replay=replay)
 
     @property
     def identity(self) -> str | None:

@@ -46,6 +46,8 @@ class LookupRequest:
     origin: Origin
     file: FileRef | None = None
     max_age_s: float | None = None  #: a replay's --max-age: a finished entry this young answers, expired or not
+    #: A replay's ceiling: VirusTotal requests the work this sighting causes may make (None: no limit).
+    allowance: int | None = None
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
@@ -55,13 +57,15 @@ class LookupRequest:
             doc["file"] = self.file.as_dict()
         if self.max_age_s is not None:
             doc["max_age_s"] = self.max_age_s
+        if self.allowance is not None:
+            doc["allowance"] = self.allowance
         return orjson.dumps(doc)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "LookupRequest":
         r = FieldReader.of("vt.lookups record", raw)
         return cls(indicator=r.indicator(), action=r.text("action"), origin=read_origin(r),
-                   file=r.file(), max_age_s=r.number("max_age_s", None), v=r.version)
+                   file=r.file(), max_age_s=r.number("max_age_s", None), allowance=_allowance(r), v=r.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,10 @@ class VtRequest:
     """vt.requests / vt.polls: one piece of VirusTotal work (``op``) for the gateway.
 
     ``attempt`` counts failed tries (and polls of a queued scan); ``analysis_id``
-    is set for ``op="poll"``: the scan to poll.
+    is set for ``op="poll"``: the scan to poll. The work's request count travels
+    with it: ``spent`` is what it already cost and no answer has reported yet (a
+    queued poll, a retried failure), ``allowance`` what it may still spend (a
+    replay's reservation; None: no limit).
     """
 
     indicator: Indicator
@@ -80,6 +87,8 @@ class VtRequest:
     attempt: int = 0
     analysis_id: str | None = None
     file: FileRef | None = None
+    spent: int = 0
+    allowance: int | None = None
     v: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +99,10 @@ class VtRequest:
             doc["analysis_id"] = self.analysis_id
         if self.file is not None:
             doc["file"] = self.file.as_dict()
+        if self.spent:
+            doc["spent"] = self.spent
+        if self.allowance is not None:
+            doc["allowance"] = self.allowance
         return doc
 
     def to_bytes(self) -> bytes:
@@ -110,8 +123,12 @@ class VtRequest:
         analysis_id = r.text("analysis_id", None)
         if op == "poll" and analysis_id is None:
             raise r.fault("analysis_id", "is missing (a poll needs the scan's analysis id)")
+        spent = r.integer("spent", 0)
+        if spent < 0:
+            raise r.fault("spent", "must not be negative")
         return cls(indicator=r.indicator(), action=r.text("action"), api=r.text("api"), origin=read_origin(r),
-                   op=op, attempt=r.integer("attempt", 0), analysis_id=analysis_id, file=r.file(), v=r.version)
+                   op=op, attempt=r.integer("attempt", 0), analysis_id=analysis_id, file=r.file(), spent=spent,
+                   allowance=_allowance(r), v=r.version)
 
     def retried(self) -> "VtRequest":
         """The same work, one attempt further."""
@@ -120,6 +137,12 @@ class VtRequest:
     def poll(self, analysis_id: str) -> "VtRequest":
         """The first poll of the scan ``analysis_id`` this request submitted."""
         return replace(self, op="poll", attempt=0, analysis_id=analysis_id)
+
+    def carrying(self, spent: int, made: int) -> "VtRequest":
+        """This work parked after ``made`` more requests: ``spent`` of them still unreported, the
+        allowance less all ``made``."""
+        left = None if self.allowance is None else max(0, self.allowance - made)
+        return replace(self, spent=spent, allowance=left)
 
     def respond(self, status: Status, *, body: Any = None, step: str = "report", reason: str | None = None,
                 notes: tuple[str, ...] = (), requests: int = 0) -> "VtResponse":
@@ -194,13 +217,21 @@ class ParkedRecord:
                    parked_at_ms=r.integer("parked_at"), reason=r.text("reason", ""), v=r.version)
 
 
+#: Version 2 of a dead letter: the original is cut at 64 KiB, and its length, SHA-256 and
+#: ``ref`` say which record it was; a minimal letter (building the full one failed) also
+#: carries the error's type. Versions 0 and 1 are read with those fields empty.
+DEAD_LETTER_VERSION = 2
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """vt.dead: a record a stage could not process, kept whole, with where and why.
+    """vt.dead: a record a stage could not process, where and why, and what of it is kept.
 
     ``original`` is ``{"text": ...}`` (UTF-8 bytes), ``{"base64": ...}`` (other
-    bytes) or ``{"record": ...}`` (a record the stage built), so an operator can
-    fix and replay it.
+    bytes), ``{"record": ...}`` (a record the stage built) or ``{}`` (nothing kept),
+    so an operator can fix and replay it; ``truncated`` says it is only the start
+    (``original_length`` bytes in all, ``original_sha256`` of the whole). ``ref``
+    is the input record's topic/partition/offset when the stage knew it.
     """
 
     original: dict[str, Any]
@@ -209,18 +240,32 @@ class DeadLetter:
     error: str | None
     attempts: int
     failed_at: str
-    v: int = RECORD_VERSION
+    original_length: int | None = None
+    original_sha256: str | None = None
+    truncated: bool = False
+    ref: str | None = None
+    error_type: str | None = None
+    v: int = DEAD_LETTER_VERSION
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"v": self.v, "original": self.original, "stage": self.stage, "reason": self.reason,
-                             "error": self.error, "attempts": self.attempts, "failed_at": self.failed_at})
+        doc: dict[str, Any] = {"v": self.v, "original": self.original, "stage": self.stage, "reason": self.reason,
+                               "error": self.error, "attempts": self.attempts, "failed_at": self.failed_at,
+                               "original_length": self.original_length, "original_sha256": self.original_sha256,
+                               "truncated": self.truncated}
+        if self.ref is not None:
+            doc["ref"] = self.ref
+        if self.error_type is not None:
+            doc["error_type"] = self.error_type
+        return orjson.dumps(doc)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "DeadLetter":
         r = FieldReader.of("vt.dead record", raw)
         return cls(original=r.mapping("original"), stage=r.text("stage"), reason=r.text("reason"),
                    error=r.text("error", None), attempts=r.integer("attempts", 1), failed_at=r.text("failed_at", ""),
-                   v=r.version)
+                   original_length=r.integer("original_length", None), original_sha256=r.text("original_sha256", None),
+                   truncated=r.boolean("truncated", False), ref=r.text("ref", None),
+                   error_type=r.text("error_type", None), v=r.version)
 
 
 class Encoded(Protocol):
@@ -231,6 +276,13 @@ class Encoded(Protocol):
 
 #: What a stage hands its outbox: bytes, a record that encodes itself, or an event dict (orjson).
 Outgoing = Union[bytes, Encoded, dict[str, Any]]
+
+
+def _allowance(r: FieldReader) -> int | None:
+    allowance = r.integer("allowance", None)
+    if allowance is not None and allowance < 0:
+        raise r.fault("allowance", "must not be negative")
+    return allowance
 
 
 def wire_value(value: Outgoing) -> bytes:

@@ -137,13 +137,18 @@ def _kafka(kafka: str | Settings) -> Settings:
     return Settings.of(kafka_bootstrap=kafka) if isinstance(kafka, str) else kafka
 
 
+#: What the rig's producer, a stand-in for a SIEM, sends at most in one record.
+SIEM_MAX_REQUEST_SIZE = 16 * 1024 * 1024
+
+
 async def produce(kafka: str | Settings, topic: str, values: Iterable[bytes], *, key: bytes | None = None,
                   on_acked: Callable[[int], None] = lambda n: None, **options: Any) -> int:
     """Send every value (acks=all), wait for every ack; how many were sent.
 
-    ``on_acked`` hears how many were acknowledged, every few thousand records.
+    ``on_acked`` hears how many were acknowledged, every few thousand records. It writes as a SIEM
+    would, so records larger than vtstream's own limit are sent too (up to 16 MiB).
     """
-    producer = make_producer(_kafka(kafka), **options)
+    producer = make_producer(_kafka(kafka), **{"max_request_size": SIEM_MAX_REQUEST_SIZE, **options})
     await producer.start()
     sent = 0
     try:

@@ -27,14 +27,20 @@ log = logging.getLogger("vtstream.kafka.admin")
 TOPIC_ALREADY_EXISTS = 36
 INVALID_REPLICATION_FACTOR = 38
 TOPIC_AUTHORIZATION_FAILED = 29
-#: Producer limit for one record; VirusTotal file reports with relationships run to a few MB.
-MAX_REQUEST_SIZE = 16 * 1024 * 1024
+#: What a consumer fetches at most per request and partition: more than the record limit, so a
+#: record someone else wrote larger (a SIEM on a broker that allows it) is read and dead-lettered.
+FETCH_BYTES = 16 * 1024 * 1024
 
 
 def topic_catalog(settings: Settings) -> list[TopicSpec]:
-    """The catalog for these settings (partitions, app id, retry tiers, verdict memory)."""
+    """The catalog for these settings (partitions, app id, retry tiers, verdict memory, max.message.bytes)."""
     return catalog(settings.kafka.partitions, settings.app_id, settings.retry.tiers,
-                   int(settings.outputs.verdict_memory_s * 1000))
+                   int(settings.outputs.verdict_memory_s * 1000), settings.kafka.max_record_bytes)
+
+
+def fetch_bytes(settings: Settings) -> int:
+    """Consumers' fetch.max.bytes and max.partition.fetch.bytes: at least the record limit."""
+    return max(FETCH_BYTES, settings.kafka.max_record_bytes)
 
 
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
@@ -88,13 +94,13 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout:
 
 
 def topic_config(spec: TopicSpec, replicas: int) -> dict[str, str]:
-    """The configuration a topic is created with: the catalog's, what a producer may send, in-sync replicas.
+    """The configuration a topic is created with: the catalog's (its max.message.bytes is
+    VTSTREAM_KAFKA_MAX_RECORD_BYTES, see :func:`topic_catalog`), and in-sync replicas.
 
     ``min.insync.replicas`` 2 (1 with a single replica): with the producers' acks=all, a
     record is acknowledged only once two brokers have it, so losing one loses nothing.
     """
-    return {**spec.config(), "max.message.bytes": str(MAX_REQUEST_SIZE),
-            "min.insync.replicas": str(min(2, replicas))}
+    return {**spec.config(), "min.insync.replicas": str(min(2, replicas))}
 
 
 async def start_with_retry(client: AIOKafkaAdminClient | AIOKafkaProducer | AIOKafkaConsumer, settings: Settings,
@@ -127,15 +133,19 @@ def make_admin(settings: Settings) -> AIOKafkaAdminClient:
 
 
 def make_producer(settings: Settings, **kwargs: Any) -> AIOKafkaProducer:
-    """A producer with vtstream's defaults: acks=all, large records allowed, small linger."""
-    options: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_request_size": MAX_REQUEST_SIZE}
-    options.update(kwargs)
+    """A producer with vtstream's defaults: acks=all, small linger, records and batches of at most
+    VTSTREAM_KAFKA_MAX_RECORD_BYTES (the broker limits a whole batch, not one record) unless
+    ``max_request_size`` says otherwise."""
+    options: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_request_size": settings.kafka.max_record_bytes}
+    options.update(kwargs)  # a tool writing as a SIEM would (the test rig) may ask for more
+    options["max_batch_size"] = min(options.get("max_batch_size", 16384), options["max_request_size"])
     return AIOKafkaProducer(**client_options(settings), **options)
 
 
 def make_consumer(settings: Settings, *topics: str, **kwargs: Any) -> AIOKafkaConsumer:
     """A consumer for these settings that accepts vtstream's largest records."""
-    options: dict[str, Any] = {"fetch_max_bytes": MAX_REQUEST_SIZE, "max_partition_fetch_bytes": MAX_REQUEST_SIZE}
+    options: dict[str, Any] = {"fetch_max_bytes": fetch_bytes(settings),
+                               "max_partition_fetch_bytes": fetch_bytes(settings)}
     options.update(kwargs)
     return AIOKafkaConsumer(*topics, **client_options(settings), **options)
 

@@ -31,9 +31,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import murmur2
 from mode import Service
 
-from pipeline.contracts.wire import Outgoing, wire_value
+from pipeline.contracts.wire import Outgoing
 from pipeline.kafka.admin import make_consumer, make_producer, start_with_retry
-from pipeline.kafka.runtime import Handler, Outbox, Received, Watch, handle_one
+from pipeline.kafka.runtime import TURN_EVERY_S, Handler, Outbox, Received, Watch, handle_one, limits, too_large
 from pipeline.observe.logs import handling
 from pipeline.observe.metrics import Metrics
 from pipeline.observe.probes import Readiness
@@ -42,7 +42,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("vtstream.kafka.direct")
 
-#: Largest batch the intake producer builds (records of up to MAX_REQUEST_SIZE still go alone).
+#: Largest batch the intake producer builds (at most VTSTREAM_KAFKA_MAX_RECORD_BYTES: make_producer caps it).
 BATCH_BYTES = 1024 * 1024
 
 #: Longest a fetch may wait for data. Some brokers (the embedded one) hold a fetch
@@ -55,10 +55,11 @@ FETCH_WAIT_MS = 10
 #: the fetched records waited behind it (``vtstream bench latency``, bench-results.md).
 BATCHES_IN_FLIGHT = 4
 
-#: Outputs handed to the producer at once within a fetched batch. A 2,000-record
-#: batch handled in one go held the event loop for 120-170 ms under load, and its
-#: first outputs waited for its last record.
-SUBMIT_EVERY = 250
+#: A fetched batch's outputs go to the producer once, after its last record: handing them
+#: over every 250 records cost 4-8 us of worker CPU per cache hit (+20-30 %: a produce
+#: request each) and did not shorten the tail, since a worker that falls behind then
+#: spends more per record and falls further behind (``vtstream bench hot-path``,
+#: bench-results.md).
 
 #: Handles one record: (outbox, key, value, ref) where ref is topic/partition/offset.
 class DirectStage(Service):
@@ -96,7 +97,7 @@ class DirectStage(Service):
 
     async def run_batches(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """The stage's loop on these clients (``on_start`` passes the real ones; tests, fakes)."""
-        out = BatchOutbox(producer, self.metrics.watcher(self.stage, self.clock))
+        out = BatchOutbox(producer, self.metrics.watcher(self.stage, self.clock), **limits(self.settings, self.stage))
         counted = self.metrics.records.labels(self.stage)
         while not self.should_stop:
             batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
@@ -104,15 +105,16 @@ class DirectStage(Service):
                 continue
             async with self._batch:
                 acks: list[Awaitable[Any]] = []
+                turn_at = time.perf_counter() + TURN_EVERY_S
                 for tp, records in batch.items():
                     counted.inc(len(records))
                     for record in records:
                         await handle_one(self.stage, self.handle, out, Received(
                             record.key or b"", record.value, f"{tp.topic}/{tp.partition}/{record.offset}",
                             self.clock()), self.settings.privacy)
-                        if out.held() >= SUBMIT_EVERY:  # send what is ready, let the loop turn
-                            acks += await out.submit()
+                        if time.perf_counter() >= turn_at:  # slow (hostile) records: the heartbeat runs
                             await asyncio.sleep(0)
+                            turn_at = time.perf_counter() + TURN_EVERY_S
                 handling(self.stage, None)
                 acks += await out.submit()
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
@@ -188,49 +190,74 @@ class BatchOutbox(Outbox):
     (with the producers' murmur2 partitioning, so keys land where faust expects them).
     """
 
-    def __init__(self, producer: AIOKafkaProducer, watch: Watch) -> None:
-        super().__init__(lambda topic, key, value: producer.send(topic, value, key=key), watch)
+    def __init__(self, producer: AIOKafkaProducer, watch: Watch, **options: Any) -> None:
+        super().__init__(lambda topic, key, value: producer.send(topic, value, key=key), watch, **options)
         self._producer = producer
         self._partitions: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
-        self._held = 0
+        self._contents: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
 
     async def send(self, topic: str, key: bytes | str | None, value: Outgoing) -> None:
         self._watch(topic, value)
         if isinstance(key, str):
             key = key.encode()
-        payload = wire_value(value)
-        self._held += 1
+        payload = self._payload(topic, key, value)
+        if payload is None:  # on its way to vt.dead instead
+            return
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
         partition = partitions[key_slot(key, len(partitions))] if key else random.choice(partitions)
         builder = self._open.get((topic, partition))
         if builder is not None and builder.append(timestamp=None, key=key, value=payload) is not None:
+            self._contents[(topic, partition)].append((key, payload))
             return
         if builder is not None:  # full: submit it, start the next one
             await self._submit(topic, partition)
         builder = self._open[(topic, partition)] = self._producer.create_batch()
         if builder.append(timestamp=None, key=key, value=payload) is None:  # larger than a batch
-            await self._submit(topic, partition)
-            self._pending.append(await self._send(topic, key, payload))
+            del self._open[(topic, partition)]
+            await self._start(topic, key, payload)
+            return
+        self._contents[(topic, partition)] = [(key, payload)]
 
     async def _submit(self, topic: str, partition: int) -> None:
         builder = self._open.pop((topic, partition))
+        contents = self._contents.pop((topic, partition), [])
         if builder.record_count():
-            self._pending.append(await self._producer.send_batch(builder, topic, partition=partition))
+            sent = await self._producer.send_batch(builder, topic, partition=partition)
+            self._pending.append(asyncio.ensure_future(self._batch_acked(sent, topic, partition, contents)))
+            self._sent.append(None)
 
-    def held(self) -> int:
-        """Records appended to open batches since the last :meth:`submit`."""
-        return self._held
+    async def _batch_acked(self, sent: Awaitable[Any], topic: str, partition: int,
+                           contents: list[tuple[bytes | None, bytes]]) -> None:
+        """Wait for a batch's ack. A batch the broker refuses as too large (a topic whose
+        max.message.bytes is below ours) is sent again record by record, so only the
+        records that are too large themselves go to vt.dead."""
+        try:
+            await sent
+        except Exception as exc:
+            if not too_large(exc):
+                raise
+            log.warning("%s: a batch of %d records for %s/%d was refused as too large; sending them one by one",
+                        self.stage, len(contents), topic, partition)
+            for key, payload in contents:
+                try:
+                    await (await self._producer.send(topic, payload, key=key, partition=partition))
+                except Exception as again:
+                    if not too_large(again):
+                        raise
+                    self._too_large(topic, key, payload)
+            await self._flush_refused()
 
     async def submit(self) -> list[Awaitable[Any]]:
-        """Hand every open batch to the producer; the futures of all records sent since the last call."""
-        self._held = 0
+        """Hand every open batch to the producer; the acks of all records sent since the last call."""
         for topic, partition in list(self._open):
             await self._submit(topic, partition)
-        pending, self._pending = self._pending, []
-        return pending
+        pending, sent = self._take()
+        if all(record is None for record in sent):
+            return pending
+        return [asyncio.ensure_future(self._settled(pending, sent))]  # records sent alone: see _settled
 
     async def flush(self) -> None:
         await asyncio.gather(*await self.submit())

@@ -38,7 +38,7 @@ async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartit
 
 
 async def drain(consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int],
-                should_stop: Callable[[], bool] = lambda: False
+                should_stop: Callable[[], bool] = lambda: False, max_records: int = 500
                 ) -> AsyncIterator[tuple[TopicPartition, list[Any]]]:
     """Yield each partition's records from ``starts`` to the end the broker reports on the first fetch.
 
@@ -55,7 +55,7 @@ async def drain(consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int],
     ends: dict[TopicPartition, int] = {}
     pending, idle = set(starts), 0
     while pending and not should_stop():
-        batch = await consumer.getmany(*pending, timeout_ms=300, max_records=500)
+        batch = await consumer.getmany(*pending, timeout_ms=300, max_records=max_records)
         idle = 0 if batch else idle + 1
         for tp in list(pending):
             highwater = consumer.highwater(tp)

@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from pipeline.contracts.cache_entry import CachedResult, is_finished
+from pipeline.contracts.cache_entry import CachedResult, is_finished, owner_of
 from pipeline.kafka.admin import make_consumer, start_with_retry
 from pipeline.rules.cache import decode, is_fresh
 from pipeline.settings import Settings
@@ -45,7 +45,10 @@ class CacheCopy:
         return len(self._entries)
 
     def apply(self, key: bytes, value: bytes | None) -> None:
-        """One changelog record: only finished entries are kept (in flight means "ask the owner")."""
+        """One changelog record: only finished entries are kept (in flight means "ask the owner");
+        a waiter record is skipped unread."""
+        if owner_of(key) is not None:
+            return
         old = self._entries.pop(key, None)
         if old is not None:
             self.size -= old[0]
@@ -68,6 +71,11 @@ class CacheCopy:
         >>> copy.fresh(b"ip:1.1.1.1", 5).expires_at, copy.fresh(b"ip:1.1.1.1", 11)
         (10.0, None)
         """
+        stored = self.finished(key)
+        return stored if is_fresh(stored, now) else None
+
+    def finished(self, key: bytes) -> CachedResult | None:
+        """The finished entry for ``key``, fresh or not (a replay's ``--max-age`` may accept it)."""
         found = self._entries.get(key)
         if found is None:
             return None
@@ -81,7 +89,7 @@ class CacheCopy:
             self._entries[key] = (cost, entry)
             stored = entry
         self._entries.move_to_end(key)
-        return stored if is_fresh(stored, now) else None
+        return stored
 
 
 class CacheReplica(Service):

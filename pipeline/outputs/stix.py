@@ -18,6 +18,11 @@ indicator always yields the same ids and platforms merge repeats:
   never be versioned again (STIX 2.1, 3.6), so a later malicious period gets
   another id.
 
+A bundle a ``vtstream replay`` run caused says so the STIX way: its analyses,
+indicator and relationships carry ``x_vtstream_replay`` (the run's name),
+declared by vtstream's extension definition (a top-level property extension,
+:data:`REPLAY_EXTENSION`), which the bundle carries too.
+
 >>> b = build_bundle({"type": "domain", "value": "example.com"}, [],
 ...                  SummaryCard(found=True, positives=0, total=90, scan_date="2026-01-02T03:04:05Z"),
 ...                  labels=["TLP:GREEN"], options=StixOptions(), now=0.0)
@@ -60,6 +65,9 @@ VT_GUI = "https://www.virustotal.com/gui"
 _NOT_OBSERVABLES = ("Import Hash", "Authenticode Hash", "Main Icon")
 _HASH_NAMES = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256"}
 _DETECTED = ("Detected ", "Did Detect ")
+#: vtstream's extension definition: objects a replay run caused carry ``x_vtstream_replay``.
+REPLAY_EXTENSION = f"extension-definition--{uuid.uuid5(NAMESPACE, 'x_vtstream_replay')}"
+REPLAY_PROPERTY = "x_vtstream_replay"
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,18 @@ def marking_definition(level: str) -> stix2.v21.MarkingDefinition:
     return stix2.v21.MarkingDefinition(
         id=dict(TLP_MARKINGS)[level], created="2022-10-01T00:00:00.000Z", name=f"TLP:{level.upper()}",
         extensions={TLP_EXTENSION: {"extension_type": "property-extension", "tlp_2_0": level}})
+
+
+def replay_extension() -> stix2.v21.ExtensionDefinition:
+    """The extension definition behind ``x_vtstream_replay`` (fixed id and dates: every bundle carries the same)."""
+    return stix2.v21.ExtensionDefinition(
+        id=REPLAY_EXTENSION, created_by_ref=IDENTITY_ID, created=_IDENTITY_CREATED, modified=_IDENTITY_CREATED,
+        name="vtstream replay", version="1.0.0", extension_types=["toplevel-property-extension"],
+        extension_properties=[REPLAY_PROPERTY],
+        description="Marks the objects a vtstream replay run caused, so platforms can tell a replayed verdict "
+                    "from a live one.",
+        schema=f"{REPLAY_PROPERTY} (string): the name of the vtstream replay run whose replayed record caused "
+               "this object; absent on objects live enrichment caused.")
 
 
 def gui_url(indicator: Mapping[str, str]) -> str:
@@ -206,25 +226,28 @@ def _indicator(indicator: Mapping[str, str], observable: Any, since: str, sdo: M
 
 
 def build_bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: SummaryCard,
-                 *, labels: Labels, options: StixOptions, now: float,
+                 *, labels: Labels, options: StixOptions, now: float, replay: str | None = None,
                  standing: Standing | None = None) -> dict[str, Any]:
     """The STIX 2.1 bundle of one enrichment, as a JSON-ready dict.
 
     Every object carries the highest TLP 2.0 marking among ``labels`` (none
     when the input had no TLP label), and the bundle carries that marking's
-    definition. ``standing`` (from the verdict memory) dates the indicator's
-    malicious period and names one this answer ended. Raises ValueError when a
-    value cannot be said in STIX (an offline body that does not name its indicator).
+    definition. ``replay``: the replay run that caused the enrichment (its
+    objects say so, see the module docstring). ``standing`` (from the verdict
+    memory) dates the indicator's malicious period and names one this answer
+    ended. Raises ValueError when a value cannot be said in STIX (an offline
+    body that does not name its indicator).
     """
     try:
-        return _bundle(indicator, events, summary, labels=labels, options=options, now=now,
+        return _bundle(indicator, events, summary, labels=labels, options=options, now=now, replay=replay,
                        standing=standing or Standing())
     except stix2.exceptions.STIXError as exc:
         raise ValueError(f"{indicator.get('type')} {indicator.get('value')!r}: not expressible in STIX: {exc}") from None
 
 
 def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], summary: SummaryCard,
-            *, labels: Labels, options: StixOptions, now: float, standing: Standing) -> dict[str, Any]:
+            *, labels: Labels, options: StixOptions, now: float, replay: str | None,
+            standing: Standing) -> dict[str, Any]:
     level = tlp_level(labels)
     marks = [dict(TLP_MARKINGS)[level]] if level else []
     stamp = _stamp(now)
@@ -235,6 +258,9 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
     sdo = {"created_by_ref": IDENTITY_ID, "created": created, "modified": max(created, stamp),
            "object_marking_refs": marks,
            "confidence": options.confidence, **({"labels": list(options.labels)} if options.labels else {})}
+    if replay:
+        sdo.update({REPLAY_PROPERTY: replay,
+                    "extensions": {REPLAY_EXTENSION: {"extension_type": "toplevel-property-extension"}}})
     kind, value = indicator["type"], indicator["value"]
     if kind in ("ip", "domain", "url") and _network_value(kind, value) is None:
         raise ValueError(f"{kind} {value!r} is not a valid {kind}")
@@ -303,6 +329,8 @@ def _bundle(indicator: Mapping[str, str], events: Sequence[Mapping[str, Any]], s
                               valid_until=stamp, revoked=True)
     if level:
         objects.append(marking_definition(level))
+    if replay:
+        objects.append(replay_extension())
     bundle = stix2.v21.Bundle(objects=objects, id=f"bundle--{uuid.uuid4()}")
     serialized: dict[str, Any] = orjson.loads(bundle.serialize())
     return serialized

@@ -3,7 +3,10 @@
 ``vtstream replay`` drives it. A run reads its source topic as consumer group
 ``<app id>.replay.<run>`` (:func:`topics.replay_group`): the group's committed
 offsets are the resume point, and the run's range, position, counts and state
-live on the compacted topic ``vt.replay.runs`` for ``vtstream status``.
+live on the compacted topic ``vt.replay.runs`` for ``vtstream status``; what it
+saw of each indicator, on ``vt.replay.sightings`` (:mod:`pipeline.replay.ledger`).
+Every invocation adds to the same state, so a run resumed three times reports
+as one.
 
 Where a run starts: the broker's ``offsets_for_times`` for ``--from``, when
 the record at the answered offset carries the answered timestamp (Kafka's
@@ -13,14 +16,19 @@ is filtered by its own timestamp, since an archive's timestamps need not be
 monotonic: the looked-up offset is only a place to start.
 
 Each in-range record goes through intake's parsing with ``replay: <run>`` in
-its origin: bad records to vt.dead, policy skips straight to a summary, the
-rest to vt.lookups (with ``max_age_s`` for ``--max-age``), where the lookup
-stage sends cache misses to the replay lane ``vt.replay``. Forward first, then
-commit: a batch's outputs are acknowledged before its offsets are committed.
+its origin: bad records to vt.dead, policy skips straight to a summary. A
+record whose answer is in the cache is answered here, in one hop, as intake
+answers a live cache hit: the driver keeps its own copy of the cache
+(:class:`~pipeline.kafka.replica.CacheCopy`, followed on the changelog). Only
+the rest go to vt.lookups (with ``max_age_s`` for ``--max-age``), where the
+lookup stage sends misses to the replay lane ``vt.replay``.
 
-While it feeds, the stage reads vt.responses (what each answer cost, for the
-budget) and indicators.enriched (each replayed record's final summary, for the
-report and to know when the run is answered).
+``--budget N`` is a ceiling: before a miss is fed, its indicator's worst case
+is reserved (:func:`~pipeline.rules.runs.worst_case`) and travels with it as
+the gateway's allowance; when the next one does not fit, the driver waits for
+reservations to come back and, when none is left to wait for, stops reading.
+Forward first, then commit: outputs are acknowledged before the state is saved
+and the offsets committed, at least once a second.
 """
 
 from __future__ import annotations
@@ -29,28 +37,39 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from topics import DEAD, ENRICHED, LOOKUPS, REPLAY_RUNS, RESPONSES, changelog_name, replay_group
+from topics import ENRICHED, LOOKUPS, REPLAY_RUNS, REPLAY_SIGHTINGS, RESPONSES, changelog_name, replay_group
 
-from pipeline.contracts.cache_entry import CachedResult
 from pipeline.contracts.events import SummaryEvent
-from pipeline.contracts.run_state import BUDGET_SPENT, FINISHED, INTERRUPTED, READING, RunState
-from pipeline.contracts.wire import VtResponse
+from pipeline.contracts.run_state import (BUDGET_SPENT, FINISHED, INTERRUPTED, READING, WAITING, DetectedRow,
+                                          RunState)
+from pipeline.contracts.wire import LookupRequest
 from pipeline.errors import ConfigError, RecordError
 from pipeline.kafka.acls import required, used_topics
 from pipeline.kafka.admin import ensure_topics, make_producer, start_with_retry, topic_catalog
-from pipeline.kafka.reading import drain, latest_by_key, partitions, reader, start_offsets, whole_topic
-from pipeline.kafka.runtime import Outbox
+from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
+from pipeline.kafka.reading import drain, latest_by_key, partitions, reader, start_offsets
+from pipeline.kafka.replica import CacheCopy
+from pipeline.kafka.runtime import limits, send_dead_letter
+from pipeline.replay.answers import Answers, follow, stored_start
+from pipeline.replay.ledger import Ledger, read_rows
 from pipeline.rules import cache
-from pipeline.rules.deadletter import dead_letter
-from pipeline.rules.runs import Budget, Sighting, detected
+from pipeline.rules.policy import carries_any_label
+from pipeline.rules.runs import Budget, UniqueCount, report_rows, worst_case
 from pipeline.settings import Settings
-from pipeline.stages.intake import Accepted, Rejected, Skipped, lookup_record, parse, skip_summary
+from pipeline.stages.intake import Accepted, Rejected, Skipped, parse, skip_summary
 
 log = logging.getLogger("vtstream.replay.driver")
+
+#: Longest the driver goes without saving the run's state and committing what it fed.
+CHECKPOINT_EVERY_S = 1.0
+#: Records per fetch of the source range.
+READ_BATCH = 2000
+
 
 @dataclass(frozen=True)
 class ReplayOptions:
@@ -77,28 +96,13 @@ class Progress:
 
 
 @dataclass
-class DryRun:
-    """What a run over the range would do, read without calling anything."""
-
-    records: int = 0
-    valid: int = 0
-    unique: int = 0
-    answered: int = 0
-    to_request: int = 0
-    requests: int = 0
-    lookup: str = ""
-    #: Where reading started, per partition (the time index's answer, or 0 after a scan's start).
-    starts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
 class Result:
-    """How an invocation ended: the run's stored state, where it stopped, and this invocation's counts."""
+    """How an invocation ended: the run's stored state, its detected indicators, where it stopped."""
 
     state: RunState
+    detected: tuple[DetectedRow, ...] = ()
     stopped_at: dict[str, int] = field(default_factory=dict)
     already_finished: bool = False
-    unanswered: int = 0
 
 
 # ------------------------------------------------------------------ reading
@@ -116,16 +120,9 @@ async def load_runs(settings: Settings) -> dict[str, RunState]:
     return runs
 
 
-async def cache_snapshot(settings: Settings) -> dict[str, CachedResult]:
-    """The finished cache entries, read from the cache changelog: what a run would not pay for."""
-    entries: dict[str, CachedResult] = {}
-    async for record in whole_topic(settings, changelog_name(settings.app_id)):
-        entry = cache.decode(record.value)
-        if isinstance(entry, CachedResult):
-            entries[record.key.decode()] = entry
-        else:
-            entries.pop(record.key.decode(), None)
-    return entries
+async def detected_rows(settings: Settings, state: RunState, threshold: int) -> tuple[DetectedRow, ...]:
+    """The run's detected indicators over every invocation (rows on vt.replay.sightings, added up)."""
+    return report_rows(await read_rows(settings, state.run), state.detected, threshold)
 
 
 def in_range(timestamp_ms: int, since: float, until: float) -> bool:
@@ -133,44 +130,8 @@ def in_range(timestamp_ms: int, since: float, until: float) -> bool:
     return since * 1000 <= timestamp_ms < until * 1000
 
 
-# ------------------------------------------------------------------ dry run
-
-
-async def dry_run(settings: Settings, options: ReplayOptions, now: float) -> DryRun:
-    """Read the run's (remaining) range and count what it would cost; no call, no write."""
-    entries = await cache_snapshot(settings)
-    consumer = reader(settings, replay_group(settings.app_id, options.run))
-    await start_with_retry(consumer, settings)
-    counts = DryRun()
-    valid: set[str] = set()
-    accepted: set[str] = set()
-    try:
-        tps = await partitions(consumer, options.topic)
-        starts, counts.lookup = await _resume_or_start(consumer, tps, options.since)
-        counts.starts = {str(tp.partition): offset for tp, offset in starts.items()}
-        async for tp, records in drain(consumer, starts):
-            for record in records:
-                if not in_range(record.timestamp, options.since, options.until):
-                    continue
-                counts.records += 1
-                outcome = parse(record.value, f"{tp.topic}/{tp.partition}/{record.offset}", settings)
-                if isinstance(outcome, Rejected):
-                    continue
-                counts.valid += 1
-                valid.add(outcome.indicator.key)
-                if isinstance(outcome, Accepted):
-                    accepted.add(outcome.indicator.key)
-    finally:
-        await consumer.stop()
-    counts.unique = len(valid)
-    counts.answered = sum(1 for key in accepted if cache.answers(entries.get(key), now, options.max_age_s))
-    counts.to_request = len(accepted) - counts.answered
-    counts.requests = counts.to_request * settings.vt.requests_per_lookup
-    return counts
-
-
-async def _resume_or_start(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since: float
-                           ) -> tuple[dict[TopicPartition, int], str]:
+async def resume_or_start(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since: float
+                          ) -> tuple[dict[TopicPartition, int], str]:
     """The group's committed offsets where it has them (a resumed run), else the start for ``since``."""
     committed = {tp: await consumer.committed(tp) for tp in tps}
     if all(offset is not None for offset in committed.values()):
@@ -179,69 +140,14 @@ async def _resume_or_start(consumer: AIOKafkaConsumer, tps: list[TopicPartition]
     return {tp: committed[tp] if committed[tp] is not None else starts[tp] for tp in tps}, method
 
 
+def upload_bytes(outcome: Accepted, settings: Settings) -> int | None:
+    """The size of the file this sighting may upload (its labels allow it), else None."""
+    if outcome.file is None or not carries_any_label(list(outcome.origin.labels), settings.policy.upload_labels):
+        return None
+    return outcome.file.size
+
+
 # ------------------------------------------------------------------ the run
-
-
-class _Answers:
-    """Follows vt.responses and indicators.enriched for the run's own records."""
-
-    def __init__(self, run: str, budget: Budget, sightings: dict[str, Sighting], progress: Progress) -> None:
-        self.run, self.budget, self.sightings, self.progress = run, budget, sightings, progress
-        self.awaiting: dict[str, str] = {}  # ref -> indicator key, fed and not finally answered
-        self.fed: set[str] = set()
-        self.cache_hits = self.vt_requests = self.dead = 0
-
-    def expect(self, ref: str, key: str) -> None:
-        self.awaiting[ref] = key
-        self.fed.add(ref)
-
-    def take(self, topic: str, value: bytes | None) -> None:
-        if not value:
-            return
-        if topic == RESPONSES:
-            try:
-                answer = VtResponse.from_bytes(value)
-            except RecordError:
-                return
-            if answer.origin.replay == self.run and answer.origin.ref in self.fed:
-                self.vt_requests += answer.requests
-                self.budget.answered(answer.indicator.key, answer.requests)
-                if answer.status == "error":
-                    self.dead += 1
-            return
-        try:
-            event = SummaryEvent.from_bytes(value)
-        except RecordError:
-            return
-        if event is None or event.replay != self.run or event.origin is None:
-            return
-        card, ref = event.card, event.origin.ref
-        if card.pending or ref not in self.awaiting:
-            return
-        key = self.awaiting.pop(ref)
-        self.budget.settled(key)
-        if card.cached:
-            self.cache_hits += 1
-        sighting = self.sightings.get(key)
-        if sighting is not None and card.checked:
-            sighting.positives, sighting.total = card.positives, card.total
-        self.progress.answered(1)
-
-
-@dataclass
-class _Tally:
-    """The run as this invocation goes: the stored state's counts plus what it did so far."""
-
-    state: RunState
-    records: int = 0
-    skipped: int = 0
-    dead: int = 0
-
-    def snapshot(self, answers: "_Answers", **changes: Any) -> RunState:
-        s = self.state
-        return replace(s, records=s.records + self.records, skipped=s.skipped + self.skipped,
-                       dead=s.dead + self.dead + answers.dead, cache_hits=s.cache_hits + answers.cache_hits,
-                       vt_requests=s.vt_requests + answers.vt_requests, **changes)
 
 
 async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Callable[[], float] = time.time,
@@ -250,138 +156,247 @@ async def run_replay(settings: Settings, options: ReplayOptions, *, clock: Calla
     stop = stop or asyncio.Event()
     progress = progress or Progress()
     needs = required("replay", settings, topic=options.topic, run=options.run)
-    await ensure_topics(settings, used_topics(topic_catalog(settings), needs))  # vt.replay.runs compacted, 1 partition
-    runs = await load_runs(settings)
-    state = runs.get(options.run) or RunState(options.run, options.topic, options.since, options.until)
+    await ensure_topics(settings, used_topics(topic_catalog(settings), needs))  # vt.replay.runs, .sightings
+    state = (await load_runs(settings)).get(options.run) or RunState(options.run, options.topic, options.since,
+                                                                      options.until)
     if state.topic != options.topic:
         raise ConfigError(f"run {options.run!r} replays {state.topic}, not {options.topic}; pick another --run")
     if state.state == FINISHED:
-        return Result(state, already_finished=True)
-    entries = await cache_snapshot(settings)
-    budget = Budget(options.budget, settings.vt.requests_per_lookup)
-    sightings: dict[str, Sighting] = {}
-    answers = _Answers(options.run, budget, sightings, progress)
-    producer = make_producer(settings)
+        return Result(state, await detected_rows(settings, state, options.detected_at), already_finished=True)
+    producer = make_producer(settings, linger_ms=1, max_batch_size=BATCH_BYTES)
     source = reader(settings, replay_group(settings.app_id, options.run))
     follower = reader(settings)
     for client in (producer, source, follower):
         await start_with_retry(client, settings)
     try:
-        out_tps = [*await partitions(follower, ENRICHED), *await partitions(follower, RESPONSES)]
-        follower.assign(out_tps)
-        await follower.seek_to_end(*out_tps)
-        for tp in out_tps:
-            await follower.position(tp)
-        reading_done = asyncio.Event()
-        following = asyncio.ensure_future(_follow(follower, answers, reading_done, stop, options.wait))
-        tally = _Tally(state)
-        try:
-            result = await _feed(settings, options, clock, tally, entries, budget, answers, sightings, producer,
-                                 source, progress, stop)
-        finally:
-            reading_done.set()
-        if options.wait and not stop.is_set():
-            progress.waiting(len(answers.fed))
-        await following
-        ended = tally.state.state
-        if stop.is_set() and ended == READING:
-            ended = INTERRUPTED
-        final = tally.snapshot(answers, state=ended,
-                               detected=detected(sightings, tally.state.detected, options.detected_at))
-        result = replace(result, state=await _save(producer, final, clock()), unanswered=len(answers.awaiting))
-        return result
+        invocation = _Invocation(settings, options, clock, stop, progress, state, producer, source, follower)
+        result = await invocation.run()
     finally:
         for client in (follower, source, producer):
             await client.stop()
+    return replace(result, detected=await detected_rows(settings, result.state, options.detected_at))
 
 
-async def _follow(follower: AIOKafkaConsumer, answers: _Answers, reading_done: asyncio.Event,
-                  stop: asyncio.Event, wait: bool) -> None:
-    """Take answers until reading is over and (when waiting) every fed record is answered."""
-    while not stop.is_set():
-        if reading_done.is_set() and (not wait or not answers.awaiting):
-            return
-        batch = await follower.getmany(timeout_ms=200, max_records=2000)
-        for tp, records in batch.items():
+class _Invocation:
+    """One invocation of a run: feeds the range, follows the answers, checkpoints the state."""
+
+    def __init__(self, settings: Settings, options: ReplayOptions, clock: Callable[[], float], stop: asyncio.Event,
+                 progress: Progress, state: RunState, producer: AIOKafkaProducer, source: AIOKafkaConsumer,
+                 follower: AIOKafkaConsumer) -> None:
+        self.settings, self.options, self.clock, self.stop, self.progress = settings, options, clock, stop, progress
+        self.producer, self.source, self.follower = producer, source, follower
+        self.base = replace(state, invocations=state.invocations + 1)
+        self.unique = UniqueCount.of(state.unique_sketch)
+        self.ledger = Ledger(options.run, self.base.invocations, self.unique)
+        self.budget = Budget(options.budget)
+        self.copy = CacheCopy(settings.cache.copy_entries, settings.cache.copy_max_bytes)
+        self.answers = Answers(options.run, self.budget, self.ledger, self.copy, state.unanswered, progress.answered,
+                               clock)
+        self.out = BatchOutbox(producer, lambda topic, value: None, **limits(settings, "replay"))
+        self.acks: list[Any] = []
+        self.records = self.skipped = self.dead = self.hits = 0
+        self.position: dict[str, int] = dict(state.position)
+        self.api = settings.vt.api_version
+        self.summary_tps: list[TopicPartition] = []
+        self.skipping = False  # summaries not followed: no record of the run waits for one
+
+    async def run(self) -> Result:
+        await self._follow_from(self.base)
+        feeding_done = asyncio.Event()
+        wait = self.options.wait
+        following = asyncio.ensure_future(follow(self.follower, self.answers, lambda: self.stop.is_set() or (
+            feeding_done.is_set() and (not wait or not self.answers.unanswered))))
+        try:
+            stopped_at, ended = await self._feed()
+        except BaseException:
+            following.cancel()
+            raise
+        finally:
+            feeding_done.set()
+        if wait and not self.stop.is_set():
+            self.progress.waiting(self.answers.unanswered)
+        await following
+        if self.stop.is_set() and ended == READING:
+            ended = INTERRUPTED
+        elif ended == READING:
+            ended = FINISHED if not self.answers.unanswered else WAITING
+        return Result(await self._checkpoint(ended), stopped_at=stopped_at)
+
+    async def _follow_from(self, state: RunState) -> None:
+        """Read the cache changelog into the copy, then follow it and the answer topics from where the
+        run left them (a new run: from their end)."""
+        follower = self.follower
+        # every partition first: once the consumer is assigned, its metadata covers only what it reads
+        log_tps = await partitions(follower, changelog_name(self.settings.app_id))
+        self.summary_tps = await partitions(follower, ENRICHED)
+        out_tps = [*self.summary_tps, *await partitions(follower, RESPONSES)]
+        async for _tp, records in drain(follower, await follower.beginning_offsets(log_tps)):
             for record in records:
-                answers.take(tp.topic, record.value)
+                if record.key is not None:
+                    self.copy.apply(record.key, record.value)
+        log_at = {tp: await follower.position(tp) for tp in log_tps}
+        follower.assign([*out_tps, *log_tps])
+        follower.resume(*log_tps)  # the drain paused them at their end
+        ends = await follower.end_offsets(out_tps)
+        for tp in out_tps:
+            at = stored_start(state.answers_from, tp)
+            self.answers.at[tp] = at if at is not None else ends[tp]
+        for tp, at in {**log_at, **{tp: self.answers.at[tp] for tp in out_tps}}.items():
+            follower.seek(tp, at)
 
+    async def _feed(self) -> tuple[dict[str, int], str]:
+        """Feed the range from the resume point; (where it stopped for the budget, the state it ended in)."""
+        options, source = self.options, self.source
+        tps = await partitions(source, options.topic)
+        starts, method = await resume_or_start(source, tps, self.base.since)
+        self.base = replace(self.base, lookup=self.base.lookup or method, state=READING)
+        await self._checkpoint(READING)
+        listed = await source.end_offsets(tps)
+        self.progress.reading(sum(max(0, listed[tp] - starts[tp]) for tp in tps))
+        since_ms, until_ms = self.base.since * 1000, self.base.until * 1000
+        next_checkpoint = self.clock() + CHECKPOINT_EVERY_S
+        async for tp, records in drain(source, starts, self.stop.is_set, max_records=READ_BATCH):
+            now, prefix = self.clock(), f"{tp.topic}/{tp.partition}/"
+            position = records[0].offset
+            for record in records:
+                if since_ms <= record.timestamp < until_ms and not await self._one(record, prefix, now):
+                    self.position[str(tp.partition)] = record.offset
+                    self.progress.read(record.offset - records[0].offset)
+                    if self.stop.is_set():
+                        return {}, READING
+                    return {f"{tp.topic}/{tp.partition}": record.offset}, BUDGET_SPENT
+                position = record.offset + 1
+            self.position[str(tp.partition)] = position
+            self.progress.read(position - records[0].offset)
+            self.acks += await self.out.submit()
+            self._skip_summaries()
+            if self.clock() >= next_checkpoint:
+                await self._checkpoint(READING)
+                next_checkpoint = self.clock() + CHECKPOINT_EVERY_S
+            await asyncio.sleep(0)  # the answers' follower runs
+        return {}, READING
 
-async def _feed(settings: Settings, options: ReplayOptions, clock: Callable[[], float], tally: _Tally,
-                entries: dict[str, CachedResult], budget: Budget, answers: _Answers, sightings: dict[str, Sighting],
-                producer: AIOKafkaProducer, source: AIOKafkaConsumer, progress: Progress,
-                stop: asyncio.Event) -> Result:
-    out = Outbox(lambda topic, key, value: producer.send(topic, value, key=key))
-    now = clock()
-    state = tally.state
-    tps = await partitions(source, options.topic)
-    starts, method = await _resume_or_start(source, tps, state.since)
-    tally.state = await _save(producer, replace(state, lookup=state.lookup or method, state=READING), now)
-    listed = await source.end_offsets(tps)
-    progress.reading(sum(max(0, listed[tp] - starts[tp]) for tp in tps))
-    stopped_at: dict[str, int] = {}
-    seen: set[str] = set()  # indicator keys this invocation fed (repeats cost nothing)
-    async for tp, records in drain(source, starts, stop.is_set):
-        position = records[0].offset
-        for record in records:
-            ref = f"{tp.topic}/{tp.partition}/{record.offset}"
-            if in_range(record.timestamp, state.since, state.until):
-                if not await _feed_one(settings, options, now, out, record, ref, entries, budget, answers,
-                                       sightings, seen, tally):
-                    stopped_at = {f"{tp.topic}/{tp.partition}": record.offset}
-                    break
-            position = record.offset + 1
-        progress.read(position - records[0].offset)
-        await out.flush()  # forward first, then commit
-        await source.commit({tp: position})
-        spent = bool(stopped_at)
-        tally.state = replace(tally.state, position={**tally.state.position, str(tp.partition): position},
-                              state=BUDGET_SPENT if spent else tally.state.state)
-        await _save(producer, tally.snapshot(answers), clock())
-        if spent:
-            break
-    if tally.state.state == READING and not stop.is_set():
-        tally.state = replace(tally.state, state=FINISHED)
-    tally.state = replace(tally.state, unique=tally.state.unique + len(seen))
-    return Result(tally.state, stopped_at=stopped_at)
-
-
-async def _feed_one(settings: Settings, options: ReplayOptions, now: float, out: Outbox, record: Any, ref: str,
-                    entries: dict[str, CachedResult], budget: Budget, answers: _Answers,
-                    sightings: dict[str, Sighting], seen: set[str], tally: _Tally) -> bool:
-    """Route one in-range record; False (nothing sent) when the budget cannot pay for it."""
-    outcome = parse(record.value, ref, settings)
-    if isinstance(outcome, Rejected):
-        await out.send(DEAD, record.key, dead_letter(record.value, stage="replay", reason=outcome.reason,
-                                                     privacy=settings.privacy))
-        tally.records += 1
-        tally.dead += 1
+    async def _one(self, record: Any, prefix: str, now: float) -> bool:
+        """Route one in-range record; False (nothing sent) when the budget cannot pay for it."""
+        ref = prefix + str(record.offset)
+        outcome = parse(record.value, ref, self.settings, self.options.run)
+        if isinstance(outcome, Rejected):
+            await send_dead_letter(self.out, "replay", record.key, record.value, ref, self.settings.privacy,
+                                   reason=outcome.reason)
+            self.records += 1
+            self.dead += 1
+            return True
+        origin = outcome.origin
+        indicator = outcome.indicator
+        key = indicator.key
+        if isinstance(outcome, Skipped):
+            await self.out.send(ENRICHED, key, skip_summary(outcome, self.api))
+            self.records += 1
+            self.skipped += 1
+            self.unique.add(key)
+            return True
+        entry = self.copy.finished(key.encode()) if outcome.file is None else None
+        if entry is not None and cache.answers(entry, now, self.options.max_age_s):
+            card = entry.hit_card()  # answered here, as intake answers a live cache hit
+            await self.out.send(ENRICHED, key, SummaryEvent.of(card, indicator=indicator, action=outcome.action,
+                                                               api=self.api, origin=origin))
+            self.ledger.seen(indicator, record.timestamp / 1000, origin.source).answered(card.positives, card.total,
+                                                                                         now)
+            self.records += 1
+            self.hits += 1
+            return True
+        allowance = await self._reserve(outcome, ref, key)
+        if allowance is False:
+            return False
+        await self._follow_summaries()
+        self.ledger.seen(indicator, record.timestamp / 1000, origin.source)
+        self.records += 1
+        await self.out.send(LOOKUPS, key, LookupRequest(indicator=indicator, action=outcome.action, origin=origin,
+                                                        file=outcome.file, max_age_s=self.options.max_age_s,
+                                                        allowance=allowance))
         return True
-    outcome = replace(outcome, origin=replace(outcome.origin, replay=options.run))
-    key = outcome.indicator.key
-    if isinstance(outcome, Skipped):
-        await out.send(ENRICHED, key, skip_summary(outcome, settings.vt.api_version))
-        tally.records += 1
-        tally.skipped += 1
-        seen.add(key)
-        return True
-    paid = key in seen or cache.answers(entries.get(key), now, options.max_age_s)
-    if not paid and not budget.reserve(key):
-        return False
-    seen.add(key)
-    tally.records += 1
-    sighting = sightings.setdefault(key, Sighting(outcome.indicator))
-    sighting.seen(record.timestamp / 1000, outcome.origin.source)
-    answers.expect(ref, key)
-    await out.send(LOOKUPS, key, lookup_record(outcome, options.max_age_s))
-    return True
+
+    def _skip_summaries(self) -> None:
+        """Stop reading indicators.enriched while no record of the run waits for its summary: most of
+        what it holds then is the driver's own cache hits, and reading them back cost a tenth of its time."""
+        if self.skipping or self.answers.awaiting or self.answers.earlier:
+            return
+        self.follower.pause(*self.summary_tps)
+        for tp in self.summary_tps:  # nothing before the end matters: the next invocation starts there
+            self.answers.at.pop(tp, None)
+        self.skipping = True
+
+    async def _follow_summaries(self) -> None:
+        """Before a record goes to vt.lookups: follow the summaries again from their end (its own comes later)."""
+        if not self.skipping:
+            return
+        ends = await self.follower.end_offsets(self.summary_tps)
+        for tp in self.summary_tps:
+            self.follower.seek(tp, ends[tp])
+            self.answers.at[tp] = ends[tp]
+        self.follower.resume(*self.summary_tps)
+        self.skipping = False
+
+    async def _reserve(self, outcome: Accepted, ref: str, key: str) -> int | None | bool:
+        """The allowance to send with a miss (None: no budget), after reserving its worst case when no
+        reservation covers its indicator yet; False when the budget cannot pay for it."""
+        budget, answers = self.budget, self.answers
+        if key in answers.covering:  # joins the work already reserved for it
+            answers.expect(ref, key, reserved=False)
+            return None if budget.cap is None else 0
+        cost = _worst_case(outcome.action, outcome.indicator.type, upload_bytes(outcome, self.settings),
+                           self.settings)
+        while not budget.fits(cost):
+            if not budget.holding or not self.options.wait or self.stop.is_set():
+                return False
+            self.acks += await self.out.submit()  # what waits for an answer must be on its way
+            answers.changed.clear()
+            await _wait_either(answers.changed, self.stop)
+        budget.reserve(ref, cost)
+        answers.expect(ref, key, reserved=True)
+        return None if budget.cap is None else cost
+
+    async def _checkpoint(self, ended: str) -> RunState:
+        """Forward first, then save: the outputs are acknowledged, the sightings written, the state
+        saved and the offsets committed; the state as stored."""
+        self.acks += await self.out.submit()
+        await asyncio.gather(*self.acks)
+        self.acks = []
+        for row in self.ledger.rows():
+            await self.out.send(REPLAY_SIGHTINGS, row.key, row)
+        await self.out.flush()
+        state = self._snapshot(ended)
+        await self.producer.send_and_wait(REPLAY_RUNS, state.to_bytes(), key=state.run.encode())
+        assigned = self.source.assignment()  # nothing before reading starts: nothing new to commit
+        commits = {tp: offset for p, offset in self.position.items()
+                   if (tp := TopicPartition(self.options.topic, int(p))) in assigned}
+        if commits:
+            await self.source.commit(commits)
+        return state
+
+    def _snapshot(self, ended: str) -> RunState:
+        """The run's state now: the stored counts plus this invocation's (one synchronous step, so the
+        answers' counts and positions agree)."""
+        b, a = self.base, self.answers
+        return replace(b, state=ended, position=dict(self.position), records=b.records + self.records,
+                       skipped=b.skipped + self.skipped, dead=b.dead + self.dead + a.errors,
+                       cache_hits=b.cache_hits + self.hits + a.cache_hits, vt_requests=b.vt_requests + a.vt_requests,
+                       unique=self.unique.estimate(), unique_sketch=self.unique.to_bytes(),
+                       answers_from=a.positions(), unanswered=a.unanswered, updated_at=self.clock())
 
 
-async def _save(producer: AIOKafkaProducer, state: RunState, now: float) -> RunState:
-    """Store the run's state on vt.replay.runs; the state as stored."""
-    stored = replace(state, updated_at=now)
-    await producer.send_and_wait(REPLAY_RUNS, stored.to_bytes(), key=state.run.encode())
-    return stored
+@lru_cache(maxsize=256)
+def _worst_case(action: str, kind: str, upload: int | None, settings: Settings) -> int:
+    return worst_case(action, kind, settings.vt, settings.retry, upload)
+
+
+async def _wait_either(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
 
 
 def describe_position(position: Iterable[tuple[str, int]]) -> str:

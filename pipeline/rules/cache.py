@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from pipeline.contracts.cache_entry import CacheEntry, CachedResult, InFlight, cache_entry_from_bytes
+from pipeline.contracts.cache_entry import CacheEntry, CachedResult, InFlight, cache_entry_from_bytes, waiter_key
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.origin import Origin
 from pipeline.errors import RecordError
@@ -54,18 +54,25 @@ def answers(entry: CacheEntry | None, now: float, max_age_s: float | None = None
     return isinstance(entry, CachedResult) and max_age_s is not None and now - entry.fetched_at <= max_age_s
 
 
+#: Refs of the last waiters an in-flight entry remembers, so a sighting replayed after a crash
+#: is not listed twice (a replay re-reads at most a batch since the last commit).
+RECENT_WAITERS = 32
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the lookup stage does with one sighting.
 
     ``hit``: answer from ``entry``; ``request``: call VirusTotal and store
     ``entry`` (now in flight); ``wait``: an identical request is in flight, store
-    ``entry`` (the sighting joined its waiters); ``overflow``: in flight and the
-    waiter list is full, answer "pending" now.
+    ``entry`` and, when ``waiter`` is set, the sighting's own record under
+    ``waiter``'s key; ``overflow``: in flight and the waiter list is full,
+    answer "pending" now.
     """
 
     action: Literal["hit", "request", "wait", "overflow"]
     entry: CacheEntry
+    waiter: tuple[int, Origin] | None = None  #: (index, sighting) of a new waiter record
 
 
 def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: CacheSettings,
@@ -93,11 +100,12 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Cache
         # in the live lane; whichever answer comes first completes the entry.
         if entry.lane == "replay" and origin.replay is None:
             return Verdict("request", replace(entry, lane="live"))
-        if ref is not None and any(w.ref == ref for w in entry.waiters):
+        if ref is not None and (ref in entry.recent or any(w.ref == ref for w in entry.waiters)):
             return Verdict("wait", entry)
-        if len(entry.waiters) >= settings.max_waiters:
+        if entry.joined >= settings.max_waiters:
             return Verdict("overflow", replace(entry, overflow=entry.overflow + 1))
-        return Verdict("wait", replace(entry, waiters=(*entry.waiters, origin)))
+        recent = entry.recent if ref is None else (*entry.recent, ref)[-RECENT_WAITERS:]
+        return Verdict("wait", replace(entry, waiting=entry.waiting + 1, recent=recent), (entry.waiting, origin))
     return Verdict("request", InFlight(since=now, requester=ref,
                                        lane="replay" if origin.replay is not None else "live"))
 
@@ -109,5 +117,24 @@ def completed(summary: SummaryCard, found: bool, now: float, settings: CacheSett
 
 
 def waiters(entry: CacheEntry | None) -> tuple[Origin, ...]:
-    """Sightings that joined an in-flight lookup and still need their summary."""
+    """Sightings an older version listed in an in-flight entry itself (see :func:`waiter_keys`)."""
     return entry.waiters if isinstance(entry, InFlight) else ()
+
+
+def waiter_keys(key: bytes, entry: CacheEntry | None) -> list[bytes]:
+    """The table keys of the waiter records of ``key``'s request in flight, in the order they joined.
+
+    >>> len(waiter_keys(b"ip:8.8.8.8", InFlight(since=1.0, waiting=3)))
+    3
+    """
+    if not isinstance(entry, InFlight):
+        return []
+    generation = entry.generation
+    return [waiter_key(key, generation, index) for index in range(entry.waiting)]
+
+
+def new_waiter_key(key: bytes, verdict: Verdict) -> bytes | None:
+    """Where the lookup stage stores the sighting of a ``wait`` verdict (None: nothing to store)."""
+    if verdict.waiter is None or not isinstance(verdict.entry, InFlight):
+        return None
+    return waiter_key(key, verdict.entry.generation, verdict.waiter[0])

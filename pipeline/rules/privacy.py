@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
 from pipeline.errors import InputError
-from pipeline.rules.indicators import classify
+from pipeline.rules.indicators import MAX_URL_LENGTH, classify
 from pipeline.rules.shapes import secret_kind
 from pipeline.rules.wrappers import unwrap
 from pipeline.settings.groups import UrlPrivacy
@@ -49,9 +50,65 @@ MASK = "REDACTED"
 
 _PAIR_SEP = re.compile(r"([&;])")
 
-# Free text: userinfo right after "//" (any scheme, defanged ones too), or a bare "user:pw@".
-_TEXT_USERINFO = re.compile(r"(?<=//)[^\s/?#@\"'<>\\]+(?=@)|(?<![\w.%+-])[\w.%+-]+:[^\s/?#@\"'<>\\]*(?=@)")
-_TEXT_PAIR = re.compile(r"(?<=[?&;#])([^\s=&;#?\"'<>\\]+)=([^\s&;#\"'<>\\]*)")
+# Free text. Every pattern here runs in time linear in the text (Python's engine backtracks, so
+# a pattern that can start at many places and scan far from each is quadratic: the old userinfo
+# pattern took minutes on 120 KB of "a:a:a:...").
+#
+# Userinfo: the run of URL characters right before an "@", when it follows "//" (any scheme,
+# defanged ones too) or starts with "name:" (a bare "user:pw@"). It is matched on the reversed
+# text, from the "@": each "@" starts one match that only looks back over its own run, so
+# the runs are scanned once each (forward, every word start before a far "@" rescanned the run).
+_URL_CHAR = r"[^\s/?#@\"'<>\\]"
+_USERINFO_REVERSED = re.compile(rf"@(?:{_URL_CHAR}+(?=//)|{_URL_CHAR}*:[\w.%+-]+)")
+_MASK_REVERSED = "@" + MASK[::-1]
+# A ``name=value`` pair after ``?``, ``&``, ``;`` or ``#``; names and values stop at the next
+# separator, so each pair is scanned once. Only pairs worth a look are matched (a name that is
+# secret as written, or that is encoded, bracketed or not ASCII; a value holding "%", which may
+# hide a nested URL): the rest cost no Python call. The names are a trie of case-insensitive
+# classes: an alternation of 30 names under (?i:...) cost 1.4 us per "&" of "&&&&..." instead.
+_NAME, _VALUE = r"[^\s=&;#?\"'<>\\]", r"[^\s&;#\"'<>\\]"
+# No match of the patterns above spans one of these: free text is cut only at them.
+_DELIMITER = re.compile(r"[\s\"'<>\\]")
+
+#: Pairs :func:`scrub` decodes and checks per call; past it the remaining candidates are
+#: masked whole, unread (fails closed), so no text costs more than this many checks.
+MAX_PAIR_CHECKS = 4096
+#: Longest text :func:`scrub` reads; a longer one is cut (:func:`scrub_prefix`). Dead letters
+#: keep 64 KiB and log lines less, and the regexes cost up to ~0.7 us a character on hostile
+#: text, so this bounds one call to tens of milliseconds.
+MAX_SCRUB_CHARS = 64 * 1024
+#: How far past the cut :func:`scrub_prefix` reads to finish a token that may end in a secret.
+_CUT_SLACK = 8 * 1024
+
+
+def _trie(names: list[str]) -> str:
+    """An alternation matching exactly ``names``, case-insensitively, branching on each letter."""
+    heads: dict[str, list[str]] = {}
+    for name in names:
+        heads.setdefault(name[0], []).append(name[1:])
+    branches = []
+    for head, tails in sorted(heads.items()):
+        letter = f"[{re.escape(head.lower())}{re.escape(head.upper())}]" if head.isalpha() else re.escape(head)
+        rest = _trie([tail for tail in tails if tail])
+        if not rest:
+            branches.append(letter)
+        else:
+            branches.append(f"{letter}(?:{rest}){'?' if '' in tails else ''}")
+    return "|".join(branches)
+
+
+@lru_cache(maxsize=64)
+def _candidate_pairs(names: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The pairs :func:`scrub` must look at, for the secret parameter names ``names`` (case-folded):
+    group 1 is the name, group 2 the value; the match starts at the separator before them. Second,
+    the same pairs without their separator, for masking whole (the separator stays, no Python call)."""
+    plain = _trie(sorted(name for name in names if name and name.isascii()))
+    secret_as_written = f"(?:{plain})=|" if plain else ""
+    # A name with "-", "_" or "." is compared without them (``X-Amz-Signature``); a value with "@" or
+    # "eyJ" may be an address or a JWT (VTSTREAM_URL_REDACT_VALUES): both are looked at.
+    pair = (rf"(?={_NAME})(?={secret_as_written}{_NAME}*[-_.%+\[\x80-\U0010ffff]|{_NAME}*={_VALUE}*(?:%|@|eyJ))"
+            rf"({_NAME}+)=({_VALUE}*)")
+    return re.compile(rf"[?&;#]{pair}"), re.compile(rf"(?<=[?&;#]){pair}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +136,9 @@ def redact(url: str, rules: UrlPrivacy) -> Redaction:
     >>> redact("https://alice:pw@bank.example/reset?token=abc&lang=en", UrlPrivacy())
     Redaction(url='https://bank.example/reset?lang=en', redacted=('userinfo', 'token'), reason=None, rule=None)
     """
+    if len(url) > MAX_URL_LENGTH:  # intake never sends one: a crafted record's, refused unread
+        return Redaction(None, reason=f"the URL is {len(url):,} characters long; the longest accepted is "
+                         f"{MAX_URL_LENGTH:,}", rule="url_too_long")
     unwrapped, wrappers = _unwrapped(url)
     if unwrapped is None:
         return Redaction(None, reason=f"the URL is a {wrappers[-1]} link whose target cannot be read; the link "
@@ -184,38 +244,144 @@ class _Walk:
         return self.pairs(fragment, depth)
 
 
-def scrub(text: str, rules: UrlPrivacy) -> str:
-    """``text`` with every URL secret :func:`redact` would remove replaced by ``REDACTED``.
+def scrub(text: str, rules: UrlPrivacy, limit: int = MAX_SCRUB_CHARS) -> str:
+    """``text`` with every URL secret :func:`redact` would remove replaced by ``REDACTED``: userinfo,
+    the values of secret parameters, and values shaped like ``VTSTREAM_URL_REDACT_VALUES``'.
 
     For dead letters and log lines, which may hold anything: JSON, defanged URLs,
-    values that failed to parse.
+    values that failed to parse. A URL nested, percent-encoded, in a value is
+    decoded and scrubbed too, at most :data:`MAX_NESTING` levels deep; one nested
+    deeper is masked whole. A text longer than ``limit`` characters is cut
+    (:func:`scrub_prefix`) and says how much was left out. Time is linear in the
+    text, whatever it holds.
 
     >>> scrub('{"value": "hxxps://bob:hunter2@evil[.]com/?sig=abc&x=1"}', UrlPrivacy())
     '{"value": "hxxps://REDACTED@evil[.]com/?sig=REDACTED&x=1"}'
     """
-    if rules.userinfo != "send":
-        text = _TEXT_USERINFO.sub(MASK, text)
+    kept, cut = scrub_prefix(text, rules, limit)
+    return kept if cut == len(text) else f"{kept}... [{len(text) - cut:,} more characters left out]"
 
-    def pair(match: re.Match[str]) -> str:
-        name, value = match[1], match[2]
-        if rules.is_secret(name):
-            return f"{name}={MASK}"
-        inner = unquote(value.replace("+", " "))  # a URL nested in a value, as redact() sees it
-        if inner != value and ("://" in inner or inner.startswith("/")):
-            cleaned = scrub(inner, rules)
-            if cleaned != inner:
-                return f"{name}={quote(cleaned, safe='')}"
-        return match[0]
 
-    return _TEXT_PAIR.sub(pair, text)
+def scrub_prefix(text: str, rules: UrlPrivacy, limit: int) -> tuple[str, int]:
+    """The start of ``text``, about ``limit`` characters of it, scrubbed; and where it was cut.
+
+    A secret's mark can come after it (the "@" after a user name and password, an
+    encoded "%40" in a nested URL), so the cut is never made inside a token that
+    holds one further on: the token is read to its end when that is near
+    (:data:`_CUT_SLACK`), else left out.
+
+    >>> scrub_prefix("see https://bob:hunter2@evil.com/ now", UrlPrivacy(), 10)
+    ('see https://REDACTED@evil.com/', 33)
+
+    """
+    if len(text) <= limit:
+        return _scrub(text, rules), len(text)
+    after = _DELIMITER.search(text, limit)
+    token_end = len(text) if after is None else after.start()
+    if text.find("@", limit, token_end) < 0 and text.find("%", limit, token_end) < 0:
+        cut = limit  # nothing later in the token can make what is before the cut a secret
+    elif token_end - limit <= _CUT_SLACK:
+        cut = token_end
+    else:
+        before = _DELIMITER.search(text[limit - 1::-1])
+        cut = 0 if before is None else limit - before.start()
+    return _scrub(text[:cut], rules), cut
+
+
+def _scrub(text: str, rules: UrlPrivacy) -> str:
+    """:func:`scrub` of a whole text, however long (callers bound it)."""
+    # A loop over a stack of levels, not recursion: the depth is capped, and a text that
+    # nests deeper than Python's stack can no longer raise RecursionError here.
+    checks = [MAX_PAIR_CHECKS]
+    root = _ScrubLevel(text, 0, rules, checks)
+    stack = [root]
+    while stack:
+        nested = stack[-1].advance()
+        if nested is not None:
+            stack.append(_ScrubLevel(nested, len(stack), rules, checks))
+            continue
+        done = stack.pop()
+        if stack:
+            stack[-1].resume(done.result())
+    return root.result()
+
+
+class _ScrubLevel:
+    """One level of :func:`scrub`: a text, its userinfo masked, its candidate pairs checked in order.
+
+    :meth:`advance` stops at a value that holds a nested URL and returns it decoded;
+    the caller scrubs that one level deeper and hands the result to :meth:`resume`.
+    """
+
+    def __init__(self, text: str, depth: int, rules: UrlPrivacy, checks: list[int]) -> None:
+        if rules.userinfo != "send":
+            text = _USERINFO_REVERSED.sub(_MASK_REVERSED, text[::-1])[::-1]
+        self.text, self.depth, self.rules, self.checks = text, depth, rules, checks
+        self.pattern, self.whole = _candidate_pairs(rules.params)
+        self.matches = self.pattern.finditer(text)
+        self.pieces: list[str] = []
+        self.done = 0  # text[:done] is in pieces
+        self.waiting: tuple[re.Match[str], str] | None = None
+
+    def advance(self) -> str | None:
+        """Check pairs until one holds a nested URL (returned, decoded) or the text ends (None)."""
+        for match in self.matches:
+            if self.checks[0] <= 0:  # out of checks: mask every candidate left, unread
+                self._put(match.start(1), len(self.text), self.whole.sub(MASK, self.text[match.start(1) - 1:])[1:])
+                return None
+            self.checks[0] -= 1
+            name, value = match[1], match[2]
+            if self.rules.is_secret(name) or secret_kind(value, self.rules.redact_values) is not None:
+                self._put(match.start(1), match.end(), f"{name}={MASK}")
+                continue
+            inner = unquote(value.replace("+", " "))  # a URL nested in a value, as redact() sees it
+            if inner == value or not ("://" in inner or inner.startswith("/")):
+                continue
+            if self.depth >= MAX_NESTING:  # nested deeper than we look: fail closed
+                self._put(match.start(1), match.end(), f"{name}={MASK}")
+                continue
+            self.waiting = (match, inner)
+            return inner
+        return None
+
+    def resume(self, cleaned: str) -> None:
+        """The nested URL :meth:`advance` returned, scrubbed: re-encoded in place if it changed."""
+        assert self.waiting is not None
+        match, inner = self.waiting
+        self.waiting = None
+        if cleaned != inner:
+            self._put(match.start(1), match.end(), f"{match[1]}={quote(cleaned, safe='')}")
+
+    def _put(self, start: int, end: int, replacement: str) -> None:
+        self.pieces += (self.text[self.done:start], replacement)
+        self.done = end
+
+    def result(self) -> str:
+        if not self.pieces:
+            return self.text
+        return "".join((*self.pieces, self.text[self.done:]))
 
 
 def scrub_all(value: Any, rules: UrlPrivacy) -> Any:
-    """:func:`scrub` every string inside a JSON-like value (dicts, lists, strings)."""
+    """:func:`scrub` every string inside a JSON-like value (dicts, lists, strings), at any depth
+    (a loop, not recursion: a body nested a thousand deep is copied like a flat one)."""
     if isinstance(value, str):
         return scrub(value, rules)
-    if isinstance(value, dict):
-        return {key: scrub_all(item, rules) for key, item in value.items()}
-    if isinstance(value, list):
-        return [scrub_all(item, rules) for item in value]
-    return value
+    if not isinstance(value, (dict, list)):
+        return value
+    root: dict[Any, Any] | list[Any] = {} if isinstance(value, dict) else []
+    stack: list[tuple[dict[Any, Any] | list[Any], dict[Any, Any] | list[Any]]] = [(value, root)]
+    while stack:
+        source, copy = stack.pop()
+        for key, item in (source.items() if isinstance(source, dict) else enumerate(source)):
+            if isinstance(item, (dict, list)):
+                new: Any = {} if isinstance(item, dict) else []
+                stack.append((item, new))
+            else:
+                new = scrub(item, rules) if isinstance(item, str) else item
+            if isinstance(copy, dict):
+                copy[key] = new
+            else:
+                copy.append(new)
+    return root
+

@@ -39,6 +39,11 @@ OUTPUTS = ("events", "stix")
 USERINFO_MODES: tuple[str, ...] = ("strip", "skip", "send")
 REDACT_MODES: tuple[str, ...] = ("drop", "skip")
 
+#: Kafka's own default limit of one record batch (message.max.bytes): vtstream's default record limit.
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+#: The smallest record limit accepted: a dead letter keeps 64 KiB of its original.
+MIN_MAX_RECORD_BYTES = 128 * 1024
+
 #: The emulator accepts this key by default; real deployments set VTSTREAM_VT_API_KEY.
 DEMO_API_KEY = "vtstream-demo-key"
 
@@ -78,7 +83,6 @@ DEFAULT_SECRET_PARAMS: tuple[str, ...] = (
 #: The shapes of secret values VTSTREAM_URL_REDACT_VALUES can name (:mod:`pipeline.rules.shapes` finds them).
 VALUE_KINDS: tuple[str, ...] = ("jwt", "email")
 _NAME_SEPARATORS = re.compile(r"[-_.]")
-_ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
 
 
 @dataclass(frozen=True, repr=False)
@@ -92,6 +96,11 @@ class KafkaSettings(Group):
         "VTSTREAM_PARTITIONS", 4, v.positive_int,
         "Partitions of the keyed topics (vt.lookups, vt.responses, the cache changelog). "
         "Fixed once topics exist.")
+    max_record_bytes: int = setting(
+        "VTSTREAM_KAFKA_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, v.at_least(MIN_MAX_RECORD_BYTES),
+        "Largest record vtstream writes, in bytes (at least 131072). Topics it creates get it as "
+        "max.message.bytes, its producers as max.request.size; a larger output is trimmed or goes to "
+        "vt.dead. The brokers' message.max.bytes and replica.fetch.max.bytes must allow it.")
     session_timeout_s: float = setting(
         "VTSTREAM_KAFKA_SESSION_TIMEOUT", 30.0, v.positive_float,
         "Consumer group session timeout in seconds; a dead worker's partitions move after this.")
@@ -198,11 +207,6 @@ class VtSettings(Group):
         "VTSTREAM_URL_MAX_AGE", 30 * 86400.0, v.parse_duration,
         "A URL report older than this is rescanned (submit_url); e.g. 7d, 12h.")
 
-    @property
-    def requests_per_lookup(self) -> int:
-        """VirusTotal requests one new indicator costs (the requests-per-indicator table)."""
-        return 1 if self.api_version == "v2" else 1 + len(self.relationships)
-
 
 @dataclass(frozen=True, repr=False)
 class PolicySettings(Group):
@@ -264,12 +268,25 @@ class UrlPrivacy(Group):
         (True, True)
         """
         name = unquote(raw_name.replace("+", " ")).strip()
-        return _param_key(_ARRAY_SUFFIX.sub("", name)) in self.params
+        return _param_key(_without_array_suffix(name)) in self.params
 
 
 def _param_key(name: str) -> str:
     """How parameter names are compared: ``X-Amz-Signature`` and ``x_amz.signature`` are one name."""
     return _NAME_SEPARATORS.sub("", name.strip()).casefold()
+
+
+def _without_array_suffix(name: str) -> str:
+    """``name[]`` or ``name[key]`` -> ``name``: the last ``[...]`` that ends the name, found in linear
+    time (the pattern ``\\[[^\\]]*\\]$`` rescanned the rest of the name from every ``[``).
+
+    >>> _without_array_suffix("token[a[b]"), _without_array_suffix("a[b][c]"), _without_array_suffix("[[[")
+    ('token', 'a[b]', '[[[')
+    """
+    if not name.endswith("]"):
+        return name
+    opening = name.find("[", name.rfind("]", 0, len(name) - 1) + 1)
+    return name if opening < 0 else name[:opening]
 
 
 @dataclass(frozen=True, repr=False)

@@ -36,6 +36,16 @@ def non_negative_int(raw: str) -> int:
     return value
 
 
+def at_least(low: int) -> Callable[[str], int]:
+    """A parser of whole numbers no smaller than ``low``."""
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < low:
+            raise ValueError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def positive_float(raw: str) -> float:
     value = float(raw)
     if value <= 0:

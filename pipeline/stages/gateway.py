@@ -25,6 +25,13 @@ governor's pace allows; records are acknowledged in order once their outputs
 are produced. With API v3 the key's allowances are read from VirusTotal at
 start and every hour (:mod:`pipeline.vt.discovery`).
 
+Every request the work of a record makes is counted as it passes the governor
+(:class:`Spend`; every HTTP request of the client awaits its pace first), and
+the next answer on vt.responses reports it (``requests``): a queued poll, a
+retried failure or a 429 carries its count in the parked record until then.
+A replay's record also carries an ``allowance``: the requests its run reserved
+for it; the gateway never passes it (``vtstream replay --budget``).
+
 Nothing waits in memory. A submitted scan answers at once with the scan step
 (permalink, scan id) and is parked; 429/204 pauses every call and parks the
 record; a spent daily, monthly or per-source quota parks it until the reset
@@ -43,16 +50,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from topics import DEAD, RESPONSES
+from topics import RESPONSES
 
 from pipeline.contracts.quota import GOVERNOR_KEY, QuotaState
 from pipeline.contracts.wire import Status, VtRequest
-from pipeline.errors import DailyQuotaExhausted, InputError, RecordError
+from pipeline.errors import AllowanceSpent, DailyQuotaExhausted, InputError, RecordError
 from pipeline.inputs import files
 from pipeline.kafka.inflight import run_in_flight
-from pipeline.kafka.runtime import Context, Outbox, Received
+from pipeline.kafka.runtime import Context, Outbox, Received, fits, send_dead_letter
 from pipeline.rules import gate
-from pipeline.rules.deadletter import dead_letter
 from pipeline.rules.labels import origin_labels
 from pipeline.rules.policy import carries_any_label
 from pipeline.stages import retry
@@ -82,6 +88,36 @@ class Shared:
     key_probe: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+class Spend:
+    """The VirusTotal requests of one request record's work: made now, carried in from earlier
+    steps, reported by the next answer; and what the work may still spend (its allowance)."""
+
+    def __init__(self, request: VtRequest) -> None:
+        self.allowance = request.allowance
+        self.made = 0
+        self._unreported = request.spent
+
+    def check(self) -> None:
+        """Before a request: refuse it when the allowance is used up."""
+        if self.allowance is not None and self.made >= self.allowance:
+            raise AllowanceSpent("not checked: the VirusTotal requests the replay run reserved for this "
+                                 "indicator are spent (vtstream replay --budget)")
+
+    def count(self) -> None:
+        """A request passed the governor and goes out."""
+        self.made += 1
+        self._unreported += 1
+
+    def report(self) -> int:
+        """The requests an answer reports now: every one not reported before."""
+        reported, self._unreported = self._unreported, 0
+        return reported
+
+    def carried(self, request: VtRequest) -> VtRequest:
+        """``request`` parked with what is still unreported and what is left of the allowance."""
+        return request.carrying(self._unreported, self.made)
+
+
 class Gateway:
     """Does one request record's VirusTotal work and says what happens next."""
 
@@ -92,43 +128,48 @@ class Gateway:
     async def handle(self, out: Outbox, record: Received) -> None:
         """Process one vt.requests / vt.polls record."""
         with self.shared.governor.serving(self.priority):
-            await self._handle(out, record.key, record.value)
+            await self._handle(out, record.key, record.value, record.ref)
 
-    async def _handle(self, out: Outbox, key: bytes, value: bytes | None) -> None:
+    async def _handle(self, out: Outbox, key: bytes, value: bytes | None, ref: str) -> None:
         try:
             request, refused = gate.at_edge(VtRequest.from_bytes(value), self.settings.policy,
                                             self.settings.privacy)
         except RecordError as exc:
-            await out.send(DEAD, key, dead_letter(value, stage="gateway", reason="malformed request record",
-                                                  error=str(exc), privacy=self.settings.privacy))
+            await send_dead_letter(out, "gateway", key, value, ref, self.settings.privacy,
+                                   reason="malformed request record", error=str(exc), error_type=type(exc).__name__)
             return
+        spend = Spend(request)
         if refused is not None:
-            await self._respond(out, key, request, "error", reason=f"not checked: {refused}")
+            await self._respond(out, key, request, spend, "error", reason=f"not checked: {refused}")
             return
         while True:
             try:
                 async with AsyncExitStack() as probing:
                     if self.shared.key_rejected:
                         await probing.enter_async_context(self.shared.key_probe)
-                    await self._work(out, key, request)
+                    await self._work(out, key, request, spend)
                 self.shared.quota_backoff = QUOTA_BACKOFF_START
                 return
             except WrongCredentials as exc:
-                if not await self._hold_for_key(out, key, request, exc):
+                if not await self._hold_for_key(out, key, request, spend, exc):
                     return
             except QuotaExceeded as exc:
-                await self._park(out, key, request, self._pause_for_quota(exc),
+                await self._park(out, key, request, spend, self._pause_for_quota(exc),
                                  f"VirusTotal quota exceeded ({exc.status})")
                 return
             except DailyQuotaExhausted as exc:
-                await self._park(out, key, request, exc.retry_after, str(exc))
-                await self._respond(out, key, request, "pending", reason=str(exc))
+                await self._respond(out, key, request, spend, "pending", reason=str(exc))
+                await self._park(out, key, request, spend, exc.retry_after, str(exc))
                 return
             except Yielded as exc:
-                await self._park(out, key, request, max(0.0, exc.until - self.ctx.clock()), "rebalance or shutdown")
+                await self._park(out, key, request, spend, max(0.0, exc.until - self.ctx.clock()),
+                                 "rebalance or shutdown")
+                return
+            except AllowanceSpent as exc:
+                await self._respond(out, key, request, spend, "error", reason=str(exc))
                 return
             except VirusTotalError as exc:
-                await self._failed(out, key, request, exc)
+                await self._failed(out, key, request, spend, exc)
                 return
 
     def _pause_for_quota(self, exc: QuotaExceeded) -> float:
@@ -147,35 +188,37 @@ class Gateway:
         log.warning("VirusTotal says the quota is exceeded; all calls pause for %.0f s", wait)
         return wait
 
-    async def _work(self, out: Outbox, key: bytes, request: VtRequest) -> None:
+    async def _work(self, out: Outbox, key: bytes, request: VtRequest, spend: Spend) -> None:
         api, indicator = request.api, request.indicator
         relationships = self.ctx.mappings.relationships(api, request.action)
+        pace = self._pace(request, spend)
         if request.op == "poll" and request.analysis_id is not None:
-            result = await self.client.poll(request.analysis_id, indicator, self._pace(request), api=api,
+            result = await self.client.poll(request.analysis_id, indicator, pace, api=api,
                                             relationships=relationships)
             if result is None:
-                await self._still_queued(out, key, request)
+                await self._still_queued(out, key, request, spend)
             else:
-                await self._answer(out, key, request, result)
+                await self._answer(out, key, request, spend, result)
             return
-        result = await self.client.lookup(indicator, self._pace(request), api=api, relationships=relationships)
-        submission = await self._submit_if_needed(request, result)
+        result = await self.client.lookup(indicator, pace, api=api, relationships=relationships)
+        submission = await self._submit_if_needed(request, result, pace)
         if not isinstance(submission, Submission):
-            await self._answer(out, key, request, result, not_uploaded=submission)
+            await self._answer(out, key, request, spend, result, not_uploaded=submission)
             return
-        await self._respond(out, key, request, "pending", body=submission.body, step="scan",
+        await self._respond(out, key, request, spend, "pending", body=submission.body, step="scan",
                             reason="scan submitted; the report follows when VirusTotal finishes")
-        await self._park(out, key, request.poll(submission.analysis_id),
+        await self._park(out, key, request.poll(submission.analysis_id), spend,
                          retry.backoff(1, self.settings.retry.tiers), "scan queued")
 
-    async def _submit_if_needed(self, request: VtRequest, result: LookupResult) -> Submission | str | None:
+    async def _submit_if_needed(self, request: VtRequest, result: LookupResult, pace: WaitTurn
+                                ) -> Submission | str | None:
         """The scan submitted, or None, or (a file that may not be uploaded after all) why not."""
         api, action = request.api, request.action
         if action == "submit_url":
             age = report_age(result.body, api, self.ctx.clock()) if result.status == "found" else None
             if result.status == "found" and (age is None or age <= self.settings.vt.url_max_age_s):
                 return None
-            return await self.client.submit_url(request.indicator.value, self._pace(request), api=api)
+            return await self.client.submit_url(request.indicator.value, pace, api=api)
         if action == "submit_file" and result.status == "not_found" and self._may_upload(request):
             try:
                 upload = await asyncio.to_thread(_approved_upload, request, self.settings.policy.file_root)
@@ -183,7 +226,7 @@ class Gateway:
                 log.warning("file upload refused for %s: %s", request.indicator.value, exc)
                 return f"not uploaded: {exc}"
             try:
-                return await self.client.submit_file(upload, self._pace(request), api=api)
+                return await self.client.submit_file(upload, pace, api=api)
             except InputError as exc:  # the bytes changed while they streamed: the upload was cut short
                 return f"not uploaded: {exc}"
             finally:
@@ -193,10 +236,13 @@ class Gateway:
     def _may_upload(self, request: VtRequest) -> bool:
         return carries_any_label(origin_labels(request.origin), self.settings.policy.upload_labels)
 
-    def _pace(self, request: VtRequest) -> WaitTurn:
+    def _pace(self, request: VtRequest, spend: Spend) -> WaitTurn:
+        """The wait before each of this work's requests: its allowance, then the governor; every
+        request that passes is counted."""
         source = request.origin.source
 
         async def pace() -> None:
+            spend.check()
             shared = self.shared
             if not shared.loaded:
                 stored = self.ctx.quota.get(GOVERNOR_KEY)
@@ -207,6 +253,7 @@ class Gateway:
                         log.warning("the governor's stored state is unreadable, starting afresh: %s", exc)
                 shared.loaded = True
             await shared.governor.acquire(source, self.priority, should_yield=self.ctx.must_yield)
+            spend.count()
             self._store_governor()
 
         return pace
@@ -216,7 +263,7 @@ class Gateway:
         so `vtstream status` shows the pause."""
         self.ctx.quota[GOVERNOR_KEY] = self.shared.governor.state().to_bytes()
 
-    async def _answer(self, out: Outbox, key: bytes, request: VtRequest, result: LookupResult,
+    async def _answer(self, out: Outbox, key: bytes, request: VtRequest, spend: Spend, result: LookupResult,
                       not_uploaded: str | None = None) -> None:
         if self.shared.key_rejected:
             log.info("VirusTotal accepts the API key again; calls resume")
@@ -226,34 +273,34 @@ class Gateway:
             notes.append(not_uploaded)
         elif request.action == "submit_file" and result.status == "not_found" and not self._may_upload(request):
             notes.append(NOT_UPLOADED)
-        await self._respond(out, key, request, result.status, body=result.body, notes=tuple(notes),
-                            requests=result.requests)
+        await self._respond(out, key, request, spend, result.status, body=result.body, notes=tuple(notes))
 
-    async def _still_queued(self, out: Outbox, key: bytes, request: VtRequest) -> None:
+    async def _still_queued(self, out: Outbox, key: bytes, request: VtRequest, spend: Spend) -> None:
         polled = request.retried()
         if polled.attempt >= self.settings.retry.max_attempts:
             reason = f"not checked: VirusTotal did not finish the scan after {polled.attempt} polls"
-            await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, attempts=polled.attempt,
-                                                  privacy=self.settings.privacy))
-            await self._respond(out, key, request, "error", reason=reason)
+            await send_dead_letter(out, "gateway", key, request, None, self.settings.privacy, reason=reason,
+                                   attempts=polled.attempt)
+            await self._respond(out, key, request, spend, "error", reason=reason)
             return
-        await self._park(out, key, polled, retry.backoff(polled.attempt + 1, self.settings.retry.tiers),
+        await self._park(out, key, polled, spend, retry.backoff(polled.attempt + 1, self.settings.retry.tiers),
                          "scan still queued")
 
-    async def _failed(self, out: Outbox, key: bytes, request: VtRequest, exc: VirusTotalError) -> None:
+    async def _failed(self, out: Outbox, key: bytes, request: VtRequest, spend: Spend, exc: VirusTotalError) -> None:
         failed = request.retried()
         if exc.retryable and failed.attempt < self.settings.retry.max_attempts:
             log.warning("%s for %s (attempt %d of %d), parked: %s", type(exc).__name__, key.decode(errors="replace"),
                         failed.attempt, self.settings.retry.max_attempts, exc)
-            await self._park(out, key, failed, retry.backoff(failed.attempt, self.settings.retry.tiers),
+            await self._park(out, key, failed, spend, retry.backoff(failed.attempt, self.settings.retry.tiers),
                              f"{type(exc).__name__}: {exc}")
             return
         reason = f"not checked: {type(exc).__name__} from VirusTotal"
-        await out.send(DEAD, key, dead_letter(request, stage="gateway", reason=reason, error=str(exc),
-                                              attempts=failed.attempt, privacy=self.settings.privacy))
-        await self._respond(out, key, request, "error", reason=reason)
+        await send_dead_letter(out, "gateway", key, request, None, self.settings.privacy, reason=reason,
+                               error=str(exc), error_type=type(exc).__name__, attempts=failed.attempt)
+        await self._respond(out, key, request, spend, "error", reason=reason)
 
-    async def _hold_for_key(self, out: Outbox, key: bytes, request: VtRequest, exc: WrongCredentials) -> bool:
+    async def _hold_for_key(self, out: Outbox, key: bytes, request: VtRequest, spend: Spend,
+                            exc: WrongCredentials) -> bool:
         """Wait, in slices, for the key to work again; False if the record was parked instead.
 
         Tries again every first-tier delay (30 s by default): one call per interval, no more.
@@ -269,21 +316,38 @@ class Gateway:
         deadline = self.ctx.clock() + hold
         while (now := self.ctx.clock()) < deadline:
             if self.ctx.must_yield():
-                await self._park(out, key, request, deadline - now, "API key rejected")
+                await self._park(out, key, request, spend, deadline - now, "API key rejected")
                 return False
             await asyncio.sleep(min(deadline - now, self.settings.retry.slice_s))
         return True
 
-    async def _park(self, out: Outbox, key: bytes, request: VtRequest, wait_s: float, reason: str) -> None:
-        topic, record = retry.parked(request, wait_s=wait_s, reason=reason, now=self.ctx.clock(),
+    async def _park(self, out: Outbox, key: bytes, request: VtRequest, spend: Spend, wait_s: float,
+                    reason: str) -> None:
+        """Park ``request`` with the requests its work made and no answer reported yet."""
+        topic, record = retry.parked(spend.carried(request), wait_s=wait_s, reason=reason, now=self.ctx.clock(),
                                      tiers=self.settings.retry.tiers)
         await out.send(topic, key, record)
 
-    async def _respond(self, out: Outbox, key: bytes, request: VtRequest, status: Status, *,
+    async def _respond(self, out: Outbox, key: bytes, request: VtRequest, spend: Spend, status: Status, *,
                        body: Any = None, step: str = "report", reason: str | None = None,
-                       notes: tuple[str, ...] = (), requests: int = 0) -> None:
-        await out.send(RESPONSES, key, request.respond(status, body=body, step=step, reason=reason, notes=notes,
-                                                       requests=requests))
+                       notes: tuple[str, ...] = ()) -> None:
+        """Send the answer, reporting every request of this work not reported before; one whose body
+        cannot travel (larger than a Kafka record, or not encodable) is answered "not checked" with the
+        reason, so every sighting still hears."""
+        requests = spend.report()
+        response = request.respond(status, body=body, step=step, reason=reason, notes=notes, requests=requests)
+        limit = self.settings.kafka.max_record_bytes
+        try:
+            encoded = response.to_bytes()
+            problem = None if fits(key, encoded, limit) else (
+                f"is {len(encoded):,} bytes, more than a Kafka record holds ({limit:,}, VTSTREAM_KAFKA_MAX_RECORD_BYTES)")
+        except (TypeError, ValueError) as exc:  # nested deeper than orjson writes, and the like
+            problem = f"cannot be encoded ({exc})"
+        if problem is not None:
+            log.warning("VirusTotal's answer for %s %s; answered as not checked", key.decode(errors="replace"), problem)
+            response = request.respond("error", step=step, requests=requests,
+                                       reason=f"not checked: VirusTotal's answer {problem}")
+        await out.send(RESPONSES, key, response)
 
 
 def _approved_upload(request: VtRequest, file_root: Path | None) -> Upload:

@@ -16,26 +16,26 @@ else goes on to the lookup stage, which owns the cache.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Union
 
 import orjson
 
-from topics import DEAD, ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
+from topics import ENRICHED, LOOKUPS, RAW, changelog_name, intake_group
 
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.indicator import FileRef
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import LIST_FIELDS, TEXT_FIELDS, Origin, SeenAs
+from pipeline.contracts.quick import quick_init
 from pipeline.contracts.wire import LookupRequest
 from pipeline.errors import InputError
 from pipeline.inputs.files import prepare as prepare_file
 from pipeline.kafka.direct import DirectStage
 from pipeline.kafka.replica import CacheCopy, CacheReplica
-from pipeline.kafka.runtime import Context, Outbox, Received
-from pipeline.rules.deadletter import dead_letter
+from pipeline.kafka.runtime import Context, Outbox, Received, send_dead_letter
 from pipeline.rules.gate import Verdict, judge
 from pipeline.rules.indicators import classify
 from pipeline.rules.labels import read_labels
@@ -45,8 +45,11 @@ from pipeline.settings import PolicySettings, Settings, UrlPrivacy
 #: Longest accepted record; larger ones are dead-lettered unread (a SIEM bug, not an indicator).
 MAX_RECORD_BYTES = 2 * 1024 * 1024
 _MAX_LIST = 256
+_MAX_LIST_ITEM = 256
+_MAX_LIST_CHARS = 8192
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """A valid indicator that policy allows to send (``file`` set for submit_file events)."""
@@ -57,6 +60,7 @@ class Accepted:
     file: FileRef | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Skipped:
     """A valid indicator that policy keeps away from VirusTotal."""
@@ -68,6 +72,7 @@ class Skipped:
     rule: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """Not an indicator; ``reason`` tells a person what to fix."""
@@ -78,15 +83,17 @@ class Rejected:
 Outcome = Union[Accepted, Skipped, Rejected]
 
 
-def parse(raw: bytes | None, ref: str, settings: Settings) -> Outcome:
-    """Decide what to do with one raw record. ``ref`` is topic/partition/offset.
+def parse(raw: bytes | None, ref: str, settings: Settings, replay: str | None = None,
+          received_at: float | None = None) -> Outcome:
+    """Decide what to do with one raw record. ``ref`` is topic/partition/offset; ``replay``: the
+    ``vtstream replay`` run that feeds it; ``received_at``: when intake read it (its origin keeps both).
 
     >>> from pipeline.settings import Settings
     >>> parse(b"hxxp://evil[.]example.com/x", "indicators.raw/0/7", Settings()).indicator.value
     'http://evil.example.com/x'
     """
     fields = decode(raw)
-    return fields if isinstance(fields, Rejected) else judge_fields(fields, ref, settings)
+    return fields if isinstance(fields, Rejected) else judge_fields(fields, ref, settings, replay, received_at)
 
 
 def decode(raw: bytes | None) -> dict[str, Any] | Rejected:
@@ -103,18 +110,22 @@ def is_file_event(fields: dict[str, Any] | Rejected) -> bool:
     return isinstance(fields, dict) and "file" in fields
 
 
-def judge_fields(fields: dict[str, Any], ref: str, settings: Settings) -> Outcome:
-    """Classify, hash a file, and run the privacy gate on decoded fields."""
+def judge_fields(fields: dict[str, Any], ref: str, settings: Settings, replay: str | None = None,
+                 received_at: float | None = None) -> Outcome:
+    """Classify, hash a file, and run the privacy gate on decoded fields (``replay``, ``received_at``:
+    as :func:`parse` takes them)."""
     file_ref: FileRef | None = None
     try:
         if "file" in fields:
             file_ref = prepare_file(fields["file"], settings.policy.file_root)
+            _check_inline_size(file_ref, settings.kafka.max_record_bytes)
             indicator = Indicator("sha256", file_ref.sha256)
         else:
             indicator = _classify(fields["value"], fields.get("type"))
     except InputError as exc:
         return Rejected(str(exc))
-    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None)
+    origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None,
+                              received_at=received_at, replay=replay)
     action = indicator.action if file_ref is None else "submit_file"
     verdict = _judged(indicator, origin.labels, origin.tags, origin.tlp, settings.policy, settings.privacy)
     if not verdict.allowed:
@@ -163,6 +174,14 @@ def _judge_size(indicator: Indicator, labels: tuple[str, ...], tags: tuple[str, 
 
 
 _judged: Memo[Verdict] = Memo(_judge_uncached, entries=MEMO_ENTRIES, entry_chars=MEMO_CHARS, size=_judge_size)
+
+
+def _check_inline_size(file_ref: FileRef, max_record_bytes: int) -> None:
+    """An inline file travels in vt.lookups and vt.requests records: it must leave them room."""
+    inline = len(file_ref.content_b64 or "")
+    if inline > max_record_bytes // 2:
+        raise InputError(f"the inline file is {inline:,} characters of base64; at most {max_record_bytes // 2:,} "
+                         "fit in a record (VTSTREAM_KAFKA_MAX_RECORD_BYTES); send a file:// URI instead")
 
 
 def _decode(raw: bytes | None) -> dict[str, Any]:
@@ -225,32 +244,35 @@ def _string_list(name: str, item: Any) -> list[str]:
         raise InputError(f"'{name}' must be a list of strings or a comma-separated string")
     if len(item) > _MAX_LIST:
         raise InputError(f"'{name}' has {len(item)} entries; the limit is {_MAX_LIST}")
+    longest, total = max(map(len, item), default=0), sum(map(len, item))
+    if longest > _MAX_LIST_ITEM:  # every summary and waiter repeats them: they must not fill a record
+        raise InputError(f"an entry of '{name}' is {longest:,} characters long; the limit is {_MAX_LIST_ITEM}")
+    if total > _MAX_LIST_CHARS:
+        raise InputError(f"'{name}' hold {total:,} characters in all; the limit is {_MAX_LIST_CHARS:,}")
     return [x.strip() for x in item if x.strip()]
 
 
 async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -> None:
     """Route one raw record: a cached summary, vt.lookups, a skip summary, or vt.dead."""
-    key, value, ref = record.key, record.value, record.ref
+    key, value, ref, now = record.key, record.value, record.ref, record.now
+    received_at = round(now, 3)  # enrich latency: read here, summarized later
     fields = decode(value)
     if isinstance(fields, Rejected):
         outcome: Outcome = fields
     elif is_file_event(fields):  # may hash a file of up to 650 MB: off the event loop
-        outcome = await asyncio.to_thread(judge_fields, fields, ref, ctx.settings)
+        outcome = await asyncio.to_thread(judge_fields, fields, ref, ctx.settings, None, received_at)
     else:
-        outcome = judge_fields(fields, ref, ctx.settings)
+        outcome = judge_fields(fields, ref, ctx.settings, received_at=received_at)
     if isinstance(outcome, Rejected):
-        await out.send(DEAD, key or None, dead_letter(value, stage="intake", reason=outcome.reason,
-                                                      privacy=ctx.settings.privacy))
+        await send_dead_letter(out, "intake", key, value, ref, ctx.settings.privacy, reason=outcome.reason)
         return
-    # enrich latency: read here, summarized later
-    outcome = replace(outcome, origin=replace(outcome.origin, received_at=round(ctx.clock(), 3)))
     indicator = outcome.indicator
     api = ctx.settings.vt.api_version
     if isinstance(outcome, Skipped):
         await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
         return
     key_text = indicator.key
-    entry = copy.fresh(key_text.encode(), ctx.clock()) if outcome.file is None else None
+    entry = copy.fresh(key_text.encode(), now) if outcome.file is None else None
     if entry is not None:
         if outcome.origin.replay is None:  # counted for the next verdict_change (pipeline.stages.sightings)
             ctx.sightings.saw(key_text, record.now)

@@ -15,7 +15,7 @@ from typing import Any
 
 from topics import ENRICHED, REPLAY, REQUESTS
 
-from pipeline.contracts.cache_entry import CachedResult
+from pipeline.contracts.cache_entry import CachedResult, Waiter
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.wire import LookupRequest, VtRequest
@@ -41,11 +41,15 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
         await out.send(ENRICHED, key, SummaryEvent.of(verdict.entry.hit_card(), indicator=sighting.indicator,
                                                       action=sighting.action, api=api, origin=sighting.origin))
         return
+    stored = cache.new_waiter_key(key, verdict)
+    if stored is not None and verdict.waiter is not None:  # the new waiter alone, not the list again
+        ctx.cache[stored] = Waiter(verdict.waiter[1]).to_bytes()
     ctx.cache[key] = verdict.entry.to_bytes()
     if verdict.action == "request":
         lane = REPLAY if sighting.origin.replay is not None else REQUESTS  # the replay lane
         await out.send(lane, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
-                                                origin=sighting.origin, file=sighting.file))
+                                            origin=sighting.origin, file=sighting.file,
+                                            allowance=sighting.allowance))
     elif verdict.action == "overflow":
         await out.send(ENRICHED, key, SummaryEvent.of(SummaryCard.not_checked(OVERFLOW_REASON, pending=True),
                                                       indicator=sighting.indicator, action=sighting.action,

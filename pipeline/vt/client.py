@@ -5,7 +5,8 @@ it is one request (relationship descriptors ride along through
 ``?relationships=``) plus one request per relationship configured to be fetched
 in full, plus, with ``VTSTREAM_VT_BEHAVIOUR``, one for a found file's sandbox
 behaviour summary (:mod:`pipeline.vt.behaviour`). Every request first awaits ``pace()``, the gateway's rate and quota
-governor, so the client itself never decides when to call.
+governor, so the client itself never decides when to call, and the gateway counts what
+VirusTotal sees there: one ``pace()`` per request, in one place (:meth:`VirusTotalClient._request`).
 
 The API key travels in the ``x-apikey`` header (v3) or the ``apikey`` parameter
 (v2), and in the path of :meth:`VirusTotalClient.overall_quotas`; it is scrubbed
@@ -54,8 +55,6 @@ class LookupResult:
 
     status: Literal["found", "not_found"]
     body: Any
-    requests: int
-    relationship_requests: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -99,7 +98,7 @@ class VirusTotalClient:
         params = {"relationships": ",".join(relationships)} if relationships else None
         status, body = await self._get_v3(path, params, pace)
         if status == 404:
-            return LookupResult("not_found", body, requests=1)
+            return LookupResult("not_found", body)
         full = [name for name in self._settings.vt.relationships if name in relationships]
         notes: list[str] = []
         for name in full:
@@ -110,12 +109,10 @@ class VirusTotalClient:
                 notes.append(f"relationship {name}: not available")
                 continue
             _merge_relationship(body, name, rel_body)
-        requests = 1 + len(full)
         if self._settings.vt.behaviour and collection == "files":
-            requests += 1
             if not await self._merge_behaviour_summary(body, path, pace):
                 notes.append(NO_SANDBOX_REPORT)
-        return LookupResult("found", body, requests=requests, relationship_requests=len(full), notes=notes)
+        return LookupResult("found", body, notes=notes)
 
     async def _merge_behaviour_summary(self, body: Any, path: str, pace: WaitTurn) -> bool:
         """Fetch the file's sandbox behaviour summary into ``body``; False when there is none.
@@ -135,7 +132,7 @@ class VirusTotalClient:
             raise MalformedResponse("v2 answer has no response_code")
         code = body.get("response_code")
         found = code == _V2_FOUND
-        return LookupResult("found" if found else "not_found", body, requests=1,
+        return LookupResult("found" if found else "not_found", body,
                             notes=["queued for analysis"] if code == _V2_QUEUED else [])
 
     # ------------------------------------------------------------------ scans
@@ -154,8 +151,8 @@ class VirusTotalClient:
         if api == "v2":
             form = upload.form(extra={"apikey": self._key})
             body = await self._get_v2("/vtapi/v2/file/scan", {}, pace, method="POST", data=form)
-            return Submission(_v2_field(body, "scan_id"), body, requests=1)
-        target, requests = "/api/v3/files", 1
+            return Submission(_v2_field(body, "scan_id"), body)
+        target = "/api/v3/files"
         if upload.size > DIRECT_UPLOAD_LIMIT:
             _status, answer = await self._get_v3("/api/v3/files/upload_url", None, pace)
             upload_url = answer.get("data") if isinstance(answer, dict) else None
@@ -164,9 +161,9 @@ class VirusTotalClient:
             if _origin(upload_url) != _origin(self._base):
                 raise MalformedResponse(f"upload_url answer points to {_origin(upload_url)!r}, not to "
                                         "VTSTREAM_VT_BASE_URL; the API key is not sent there")
-            target, requests = upload_url, 2
+            target = upload_url
         _status, body = await self._get_v3(target, None, pace, method="POST", data=upload.form())
-        return Submission(_v3_id(body), body, requests=requests)
+        return Submission(_v3_id(body), body)
 
     async def poll(self, analysis_id: str, indicator: Indicator, pace: WaitTurn, *, api: str,
                    relationships: Sequence[str] = ()) -> LookupResult | None:
@@ -178,15 +175,13 @@ class VirusTotalClient:
                                                                "allinfo": "1"}, pace)
             if not isinstance(body, dict) or body.get("response_code") != _V2_FOUND:
                 return None
-            return LookupResult("found", body, requests=1)
+            return LookupResult("found", body)
         status, body = await self._get_v3(f"/api/v3/analyses/{quote(analysis_id, safe='')}", None, pace)
         if status == 404:
             raise MalformedResponse(f"analysis {analysis_id} is unknown to VirusTotal")
         if _analysis_status(body) != "completed":
             return None
-        report = await self._lookup_v3(indicator, pace, relationships)
-        return LookupResult(report.status, report.body, requests=1 + report.requests,
-                            relationship_requests=report.relationship_requests, notes=report.notes)
+        return await self._lookup_v3(indicator, pace, relationships)
 
     async def overall_quotas(self) -> ReportedAllowances | None:
         """The key's allowances as VirusTotal reports them (v3 only), or None when it does not say.
@@ -232,7 +227,7 @@ class VirusTotalClient:
     async def _request(self, method: str, path: str, params: dict[str, str] | None,
                        headers: dict[str, str], pace: WaitTurn, data: Any = None) -> tuple[int, dict[str, str], bytes]:
         assert self._session is not None, "use VirusTotalClient as an async context manager"
-        await pace()
+        await pace()  # the one place every request waits its turn: the gateway counts requests here
         url = path if path.startswith(("http://", "https://")) else self._base + path
         started, status = time.monotonic(), None
         try:
@@ -311,7 +306,6 @@ class Submission:
 
     analysis_id: str
     body: Any
-    requests: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,13 @@ def seconds_to_month_end_utc(now: float) -> float:
     return (following - dt).total_seconds()
 
 
+#: Sources counted by name on vt.quota (a source with a cap always is); the rest under
+#: :data:`OTHER_SOURCES`. A record names its own source, so without a bound a feed of made-up
+#: sources would grow the quota record past what Kafka accepts.
+MAX_SOURCES_COUNTED = 64
+OTHER_SOURCES = "(other sources)"
+
+
 class Pace:
     """Evenly spaced call starts at ``rate_per_minute``: an aiolimiter bucket of one.
 
@@ -287,7 +294,9 @@ class Governor:
         self.used_today += 1
         self.used_month += 1
         if source:
-            self.by_source[source] = self.by_source.get(source, 0) + 1
+            counted = source if (source in self.by_source or source in self.source_caps
+                                 or len(self.by_source) < MAX_SOURCES_COUNTED) else OTHER_SOURCES
+            self.by_source[counted] = self.by_source.get(counted, 0) + 1
         self.last_call_at = self._clock()
         self._resume_after = 0.0  # from now on the pace spaces the calls in-process
 

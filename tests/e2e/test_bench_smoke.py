@@ -27,6 +27,9 @@ SCENARIOS = {
     "memory": (["--cached", "3000", "--through", "60", "--probes", "30"], r"peak_rss_mb: \d+"),
     "latency": (["--rate", "500", "--duration", "3", "--unique", "60"], r"p99_ratio: (\d+\.\d\d|inf)"),
     "cache-copy": (["--entries", "2000", "--repeat", "1"], r"applied_per_s: \d+"),
+    "replay": (["--events", "3000", "--unique", "60", "--new", "0.1"], r"replay_ratio: \d+\.\d\d"),
+    "hot-path": (["--events", "3000", "--unique", "60", "--rate", "500", "--duration", "3"],
+                 r"p99_ratio: (\d+\.\d\d|inf)"),
 }
 
 
@@ -61,6 +64,8 @@ def test_scenario_prints_table_and_judged_line_last(scenario: str) -> None:
     assert lines[1].split() == ["metric", "value"], result.stdout
     assert len(lines) > 4, result.stdout
     assert re.fullmatch(SCENARIOS[scenario][1], lines[-1]), lines[-1]
+    if scenario == "hot-path":  # both figures of one run, together
+        assert re.fullmatch(r"ratio: \d+\.\d\d", lines[-2]), lines[-2]
 
 
 def test_bench_help_names_every_scenario() -> None:

@@ -17,7 +17,7 @@ from tests.support.apache import topic_settings
 from topics import QUOTA, REPLAY_RUNS, STIX, VERDICT_TABLE, changelog_name, retry_topic
 
 from pipeline.devtools.rig import child_env
-from pipeline.kafka.admin import MAX_REQUEST_SIZE, topic_catalog
+from pipeline.kafka.admin import topic_catalog
 from pipeline.settings import Settings, parse_duration
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache]
@@ -31,11 +31,11 @@ def test_every_topic_carries_the_settings_apache_kafka_enforces(apache_kafka):
                              env=child_env(VTSTREAM_KAFKA_BOOTSTRAP=kafka), timeout=60)
     assert created.returncode == 0, created.stderr
     settings = Settings.of(kafka_bootstrap=kafka)
-    largest_record = MAX_REQUEST_SIZE  # what vtstream's producers may send (max_request_size)
+    largest_record = settings.kafka.max_record_bytes  # what vtstream's producers may send (max_request_size)
     described = topic_settings(kafka, *(spec.name for spec in topic_catalog(settings)))
     for name, (replicas, config) in described.items():
         assert replicas == 1 and config["min.insync.replicas"] == "1", name  # one broker: min(3, 1) replicas
-        assert int(config["max.message.bytes"]) >= largest_record, (name, config["max.message.bytes"])
+        assert int(config["max.message.bytes"]) == largest_record, (name, config["max.message.bytes"])
     for name in (changelog_name(settings.app_id), QUOTA, REPLAY_RUNS):
         assert described[name][1]["cleanup.policy"] == "compact", name
     verdicts = described[changelog_name(settings.app_id, VERDICT_TABLE)][1]  # kept VTSTREAM_VERDICT_MEMORY

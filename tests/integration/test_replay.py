@@ -2,86 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tests.support.kafka import collect, finals, produce
+from tests.support.replay import (ARCHIVE, ENRICHED, FROM_MS, HOUR_MS, RAW, TO_MS, archive, dry_counts, iso, replay,
+                                  status_of)
 
 pytestmark = pytest.mark.integration
-
-ARCHIVE, RAW, ENRICHED = "siem.archive", "indicators.raw", "indicators.enriched"
-HOUR_MS = 3600 * 1000
-#: The replayed range: ten days ago, for two days.
-BASE_MS = (int(time.time()) // 3600 - 240) * HOUR_MS
-FROM_MS, TO_MS = BASE_MS, BASE_MS + 48 * HOUR_MS
-
-
-def iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
-
-
-def archive(bootstrap: str, records: list[tuple[int, str | dict[str, Any]]], partitions: int = 2) -> None:
-    """Create the archive topic and write ``(timestamp_ms, record)`` pairs with those Kafka timestamps."""
-
-    async def run() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            if ARCHIVE not in await admin.list_topics():
-                await admin.create_topics([NewTopic(ARCHIVE, partitions, 1)])
-        finally:
-            await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-        await producer.start()
-        try:
-            sent = []
-            for i, (ts, record) in enumerate(records):
-                value = record.encode() if isinstance(record, str) else orjson.dumps(record)
-                sent.append(await producer.send(ARCHIVE, value, timestamp_ms=ts, partition=i % partitions))
-            await asyncio.gather(*sent)
-        finally:
-            await producer.stop()
-
-    asyncio.run(run())
-
-
-def replay(bootstrap: str, vt_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run `vtstream replay` as a user would."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_VT_BASE_URL": vt_url,
-                    "VTSTREAM_VT_RATE_PER_MINUTE": "6000", "VTSTREAM_VT_DAILY_QUOTA": "1000000"})
-    environ.update({f"VTSTREAM_{k.upper()}": v for k, v in env.items()})
-    return subprocess.run([sys.executable, "-m", "pipeline", "replay", "--topic", ARCHIVE,
-                           "--from", iso(FROM_MS), "--to", iso(TO_MS), *args],
-                          env=environ, capture_output=True, text=True, timeout=120)
-
-
-def dry_counts(stdout: str) -> dict[str, int]:
-    counts = {}
-    for line in stdout.splitlines():
-        label, _, number = line.rpartition(" ")
-        if number.isdigit() and label.strip():
-            counts[label.strip()] = int(number)
-    return counts
-
-
-def status_of(bootstrap: str, run: str) -> dict[str, Any]:
-    """The run as `vtstream status --json` shows it."""
-    status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--json"], capture_output=True, text=True,
-                            env={**os.environ, "VTSTREAM_KAFKA_BOOTSTRAP": bootstrap}, timeout=60)
-    (found,) = [r for r in json.loads(status.stdout)["replay_runs"] if r["run"] == run]
-    return found  # type: ignore[no-any-return]
-
 
 @pytest.mark.both_brokers
 def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_factory, tmp_path: Path):
@@ -97,8 +27,8 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
         (inside[0], {"value": "8.8.8.8", "source": "proxy"}),  # timestamps not monotonic on purpose
         (inside[1], "8.8.8.8"),
         (inside[3], "example.com"),
-        (inside[0], {"value": "github.com", "source": "dns"}),
-        (inside[3], {"value": "github.com", "source": "fw"}),
+        (inside[0], {"value": "phish.example.com", "source": "dns"}),
+        (inside[3], {"value": "phish.example.com", "source": "fw"}),
         (inside[1], "9.9.9.9"),  # cached
         (inside[1], "10.0.0.1"),  # private: skipped by policy
         (inside[2], "not an indicator at all"),  # dead letter
@@ -113,7 +43,7 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
     counts = dry_counts(dry.stdout)
     assert counts["records in range"] == len(in_range) == 9
     assert counts["valid indicators"] == 8
-    assert counts["unique indicators"] == 5  # 8.8.8.8, example.com, github.com, 9.9.9.9, 10.0.0.1
+    assert counts["unique indicators"] == 5  # 8.8.8.8, example.com, phish.example.com, 9.9.9.9, 10.0.0.1
     assert counts["already answered"] == 1  # 9.9.9.9
     assert counts["VirusTotal requests"] == 3
     assert emulator.stats()["lookups"] == calls, "a dry run called VirusTotal"
@@ -129,12 +59,18 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
     assert len(replayed) == len(refs) == 8, "one final summary per valid in-range record"
     assert all(ref.startswith(f"{ARCHIVE}/") for ref in refs)
     values = sorted(e["indicator"]["value"] for e in replayed)
-    assert values == sorted(["8.8.8.8"] * 3 + ["github.com"] * 2 + ["example.com", "9.9.9.9", "10.0.0.1"])
+    assert values == sorted(["8.8.8.8"] * 3 + ["phish.example.com"] * 2 + ["example.com", "9.9.9.9", "10.0.0.1"])
     assert not any(v.startswith("203.0.113.") or v == "8.8.4.4" for v in values), "out-of-range record replayed"
+    (cached,) = [e for e in replayed if e["indicator"]["value"] == "9.9.9.9"]
+    assert cached["summary"]["cached"] is True
+    lookups = collect(kafka, "vt.lookups", lambda evs: len(evs) >= 7)  # 1 live + 6 replayed misses
+    fed = sorted(r["indicator"]["value"] for r in lookups if r["origin"].get("replay") == "retro")
+    assert fed == sorted(["8.8.8.8"] * 3 + ["phish.example.com"] * 2 + ["example.com"]), \
+        "a cached record is answered in one hop, without vt.lookups"
     live = [e for e in events if e.get("origin", {}).get("ref", "").startswith(f"{RAW}/")]
     assert live and all("replay" not in e for e in live)
     assert all(e.get("replay") == "retro" for e in events if e["kind"] != "summary"
-               and e["indicator"]["value"] in ("8.8.8.8", "example.com", "github.com"))
+               and e["indicator"]["value"] in ("8.8.8.8", "example.com", "phish.example.com"))
 
     doc = json.loads(report_file.read_text())
     assert {"run", "topic", "from", "to", "records", "unique", "cache_hits", "vt_requests", "detected"} <= set(doc)
@@ -142,16 +78,16 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
     assert doc["cache_hits"] == 1 and doc["skipped_by_policy"] == 1 and doc["dead_letters"] == 1
     checked = {e["indicator"]["value"]: e["summary"] for e in replayed if e["summary"].get("checked")}
     expected = {v for v, s in checked.items() if (s.get("positives") or 0) >= 1}
-    assert expected, "the emulator detects github.com: the report must list something"
+    assert expected, "the emulator detects phish.example.com (12 engines): the report must list something"
     assert {row["indicator"]["value"] for row in doc["detected"]} == expected
-    sightings = {"8.8.8.8": 3, "example.com": 1, "github.com": 2, "9.9.9.9": 1}
+    sightings = {"8.8.8.8": 3, "example.com": 1, "phish.example.com": 2, "9.9.9.9": 1}
     for row in doc["detected"]:
         value = row["indicator"]["value"]
         assert row["sightings"] == sightings[value]
         assert row["positives"] == checked[value]["positives"]
-    (github,) = [r for r in doc["detected"] if r["indicator"]["value"] == "github.com"]
-    assert (github["first_seen"], github["last_seen"]) == (iso(inside[0]), iso(inside[3]))
-    assert github["sources"] == ["dns", "fw"]
+    (bad,) = [r for r in doc["detected"] if r["indicator"]["value"] == "phish.example.com"]
+    assert (bad["first_seen"], bad["last_seen"]) == (iso(inside[0]), iso(inside[3]))
+    assert bad["sources"] == ["dns", "fw"]
 
     again = replay(kafka, emulator.url, "--run", "retro")
     assert again.returncode == 0 and "is finished" in again.stdout

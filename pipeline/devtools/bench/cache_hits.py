@@ -29,12 +29,22 @@ from aiokafka import TopicPartition
 
 from topics import RAW
 
-from pipeline.devtools.bench.harness import PARTITIONS, BenchReport, Rig, Tap, create_topic, produce, progress, raw_record, rig_options
+from pipeline.devtools.bench.harness import (PARTITIONS, BenchReport, Rig, Tap, create_topic, produce, progress,
+                                             raw_record, rig_options, warm_cache)
 from pipeline.devtools.bench.passthrough import clients, forward_batch
 from pipeline.devtools.bench.profiling import Profiler, shares
+from pipeline.devtools.rig import WorkerProcess
 from pipeline.settings import Settings
 
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
+
+
+async def raw_baseline(kafka: Settings, records: list[bytes]) -> float:
+    """The raw aiokafka loop over ``records`` (produced to a scratch topic first); events/s."""
+    for name in (BASE_IN, BASE_OUT):
+        await create_topic(kafka, name)
+    await produce(kafka, BASE_IN, records, total=len(records), desc="baseline input")
+    return await baseline(kafka, len(records))
 
 
 async def baseline(kafka: Settings, n: int) -> float:
@@ -60,6 +70,25 @@ async def baseline(kafka: Settings, n: int) -> float:
         await consumer.stop()
 
 
+async def backlog_through(rig: Rig, worker: WorkerProcess, tap: Tap, records: list[bytes], timeout: float,
+                          profile: Path | None = None) -> tuple[float, float]:
+    """Live cache hits at Kafka speed: ``records`` produced to indicators.raw while the worker is paused
+    (SIGSTOP), then the worker resumed; (seconds the input took, events/s from resume to the last summary)."""
+    want = tap.summaries + len(records)
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        paused = await produce(rig.kafka, RAW, records, total=len(records), desc="pipeline input")
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    resumed = time.perf_counter()
+    with Profiler(worker.pid, profile):
+        await tap.read(want, timeout, rig.check_workers, desc="pipeline")
+    if tap.summaries < want:
+        raise click.ClickException(f"{tap.summaries - want + len(records)}/{len(records)} summaries in {timeout:.0f}s")
+    assert tap.last_summary is not None
+    return paused, len(records) / (tap.last_summary - resumed)
+
+
 @click.command("cache-hits")
 @click.option("--events", default=200_000, show_default=True, help="Measured (repeated) events.")
 @click.option("--unique", default=1_000, show_default=True, help="Unique indicators (all types), warmed first.")
@@ -82,21 +111,13 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
         # The worker must stay in its group while paused for the pre-produce (~50,000 records/s).
         session = 6 + events // 20_000
         worker = rig.start_worker(VTSTREAM_STORE=store, VTSTREAM_KAFKA_SESSION_TIMEOUT=str(session))
-        salt = rig.salt
 
         async def run() -> tuple[float, float]:
             tap = await Tap(rig.kafka).start()
             try:
-                await produce(rig.kafka, RAW, (raw_record(i, salt, f"warm-{i}") for i in range(unique)),
-                              total=unique, desc="warm-up")
-                await tap.read(unique, timeout, rig.check_workers, desc="warm-up summaries")
-                if tap.summaries < unique:
-                    raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries in {timeout:.0f}s")
-                for name in (BASE_IN, BASE_OUT):
-                    await create_topic(rig.kafka, name)
-                records = [raw_record(i % unique, salt, str(i)) for i in range(events)]
-                await produce(rig.kafka, BASE_IN, records, total=events, desc="baseline input")
-                base_rate = await baseline(rig.kafka, events)
+                await warm_cache(rig, tap, unique, timeout)
+                records = [raw_record(i % unique, rig.salt, str(i)) for i in range(events)]
+                base_rate = await raw_baseline(rig.kafka, records)
                 hits = 0
 
                 def on_summary(value: bytes, _now: float, _timestamp_ms: int) -> None:
@@ -105,22 +126,12 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
 
                 tap.on_summary = on_summary
                 before = dict(tap.kinds)
-                os.kill(worker.pid, signal.SIGSTOP)
-                try:
-                    paused = await produce(rig.kafka, RAW, records, total=events, desc="pipeline input")
-                finally:
-                    os.kill(worker.pid, signal.SIGCONT)
-                resumed = time.perf_counter()
-                with Profiler(worker.pid, profile):
-                    await tap.read(unique + events, timeout, rig.check_workers, desc="pipeline")
-                if tap.summaries < unique + events:
-                    raise click.ClickException(f"{tap.summaries - unique}/{events} summaries in {timeout:.0f}s")
-                assert tap.last_summary is not None
+                paused, pipe_rate = await backlog_through(rig, worker, tap, records, timeout, profile)
                 report.add("pipeline input produced while paused (s)", paused)
                 report.add("summaries that were cache hits", hits)
                 others = {k: v - before.get(k, 0) for k, v in tap.kinds.items() if k != "summary"}
                 report.add("events of other kinds during measurement", sum(others.values()))
-                return base_rate, events / (tap.last_summary - resumed)
+                return base_rate, pipe_rate
             finally:
                 await tap.stop()
 

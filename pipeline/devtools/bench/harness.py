@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 from tqdm import tqdm
 
-from topics import DEAD, ENRICHED, intake_group
+from topics import DEAD, ENRICHED, RAW, intake_group
 
 from pipeline.devtools import rig
 from pipeline.devtools.broker import EmbeddedBroker
@@ -354,6 +354,15 @@ class Tap:
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
 
+async def warm_cache(rig: "Rig", tap: Tap, unique: int, timeout: float) -> None:
+    """Enrich the first ``unique`` indicators of the run once, so the cache holds them; fail if it does not."""
+    await produce(rig.kafka, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
+                  total=unique, desc="warm-up")
+    await tap.read(tap.summaries + unique, timeout, rig.check_workers, desc="warm-up summaries")
+    if tap.summaries < unique:
+        raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries in {timeout:.0f}s")
+
+
 # --------------------------------------------------------------------------- memory
 
 def rss_kb(pid: int) -> tuple[int, int]:
@@ -415,14 +424,17 @@ class BenchReport:
     def add(self, name: str, value: Any) -> None:
         self.rows.append((name, _fmt(value)))
 
-    def emit(self, judged_name: str, judged_value: str) -> None:
-        width = max([len(n) for n, _ in self.rows] + [len(judged_name)])
+    def emit(self, judged_name: str, judged_value: str, *more: tuple[str, str]) -> None:
+        """The table, then the judged line(s): ``judged_name: judged_value`` and each of ``more``, in order."""
+        judged = [(judged_name, judged_value), *more]
+        width = max([len(n) for n, _ in self.rows] + [len(n) for n, _ in judged])
         click.echo(f"\n{self.title}")
         click.echo(f"{'metric':<{width}}  value")
         click.echo(f"{'-' * width}  {'-' * 12}")
         for name, value in self.rows:
             click.echo(f"{name:<{width}}  {value}")
-        click.echo(f"{judged_name}: {judged_value}")
+        for name, value in judged:
+            click.echo(f"{name}: {value}")
 
 
 def _fmt(value: Any) -> str:

@@ -30,9 +30,10 @@ import orjson
 from topics import RAW
 
 from pipeline.devtools.bench import passthrough
-from pipeline.devtools.bench.harness import (PARTITIONS, BenchReport, Rig, Tap, create_topic, produce, progress,
-                                             raw_record, rig_options)
+from pipeline.devtools.bench.harness import (PARTITIONS, BenchReport, Rig, Tap, create_topic, progress, raw_record,
+                                             rig_options, warm_cache)
 from pipeline.devtools.bench.profiling import Profiler, shares
+from pipeline.devtools.rig import WorkerProcess
 from pipeline.kafka.admin import make_producer
 from pipeline.settings import Settings
 
@@ -166,46 +167,68 @@ def latency(rate: int, duration: float, unique: int, store: str, drain: float, p
     """
     report = BenchReport(f"latency: cache hits at {rate:,}/s for {duration:.0f}s, 1 worker, {store}, "
                     f"against a raw aiokafka passthrough")
-    pipe = Latencies()
-
     with Rig(bootstrap, vt_url, rate_per_minute=None, keep=keep) as rig:
         worker = rig.start_worker(VTSTREAM_STORE=store)
 
-        async def run() -> tuple[Latencies, int, int, float, float]:
+        async def run() -> Paced:
             base, base_sent = await run_baseline(rig, rate, duration, unique, drain)
             tap = await Tap(rig.kafka).start()
             try:
-                await produce(rig.kafka, RAW, (raw_record(i, rig.salt, f"warm-{i}") for i in range(unique)),
-                              total=unique, desc="warm-up")
-                await tap.read(unique, 600, rig.check_workers, desc="warm-up summaries")
-                if tap.summaries < unique:
-                    raise click.ClickException(f"warm-up: {tap.summaries}/{unique} summaries")
-                tap.on_summary = pipe.on_summary
-                started = time.perf_counter()
-                with Profiler(worker.pid, profile):
-                    sent, took = (await asyncio.gather(
-                        paced(rig.kafka, rate, duration, MakeRecord(unique, rig.salt)),
-                        tap.read(unique + int(rate * duration), duration + drain, rig.check_workers,
-                                 desc="summaries")))[0]
-                tail = (tap.last_summary or started) - (started + took)
-                return base, base_sent, sent, took, tail
+                await warm_cache(rig, tap, unique, 600)
+                return await paced_through(rig, worker, tap, rate, duration, unique, drain, profile,
+                                           Paced(base=base, base_sent=base_sent))
             finally:
                 await tap.stop()
 
-        base, base_sent, sent, took, tail = asyncio.run(run())
-    report.add("input events sent (pipeline / baseline)", f"{sent:,} / {base_sent:,}")
-    report.add("achieved pipeline input rate (events/s)", round(sent / took))
-    report.add("summaries received (pipeline / baseline)", f"{len(pipe.read_back):,} / {len(base.read_back):,}")
-    report.add("pipeline: last summary after the input ended (s)", round(tail, 1))
-    for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)):
-        report.add(f"{name} latency, pipeline / baseline (ms)", f"{pipe.p(q):.1f} / {base.p(q):.1f}")
-    for name, q in (("p50", 0.50), ("p99", 0.99)):
-        report.add(f"{name} input sent -> output record created, pipeline / baseline (ms)",
-                   f"{percentile(sorted(pipe.created), q) * 1000:.1f} / {percentile(sorted(base.created), q) * 1000:.1f}")
-    if len(pipe.read_back) < sent:
-        report.add("pipeline inputs without a summary (timed out)", sent - len(pipe.read_back))
+        measured = asyncio.run(run())
+    measured.add_rows(report)
     if profile is not None and profile.exists():
         for name, share in shares(profile):
             report.add(f"profile: {name}", f"{share:.1%}")
-    complete = len(pipe.read_back) == sent and len(base.read_back) == base_sent
-    report.emit("p99_ratio", f"{pipe.p(0.99) / base.p(0.99):.2f}" if complete else "inf")
+    report.emit("p99_ratio", measured.p99_ratio())
+
+
+@dataclass
+class Paced:
+    """The paced load through the baseline and the pipeline: latencies and how the input went."""
+
+    base: Latencies
+    base_sent: int
+    pipe: Latencies = field(default_factory=Latencies)
+    sent: int = 0
+    took: float = 0.0
+    tail: float = 0.0
+
+    def add_rows(self, report: BenchReport) -> None:
+        pipe, base = self.pipe, self.base
+        report.add("input events sent (pipeline / baseline)", f"{self.sent:,} / {self.base_sent:,}")
+        report.add("achieved pipeline input rate (events/s)", round(self.sent / self.took))
+        report.add("summaries received (pipeline / baseline)", f"{len(pipe.read_back):,} / {len(base.read_back):,}")
+        report.add("pipeline: last summary after the input ended (s)", round(self.tail, 1))
+        for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)):
+            report.add(f"{name} latency, pipeline / baseline (ms)", f"{pipe.p(q):.1f} / {base.p(q):.1f}")
+        for name, q in (("p50", 0.50), ("p99", 0.99)):
+            report.add(f"{name} input sent -> output record created, pipeline / baseline (ms)",
+                       f"{percentile(sorted(pipe.created), q) * 1000:.1f} / "
+                       f"{percentile(sorted(base.created), q) * 1000:.1f}")
+        if len(pipe.read_back) < self.sent:
+            report.add("pipeline inputs without a summary (timed out)", self.sent - len(pipe.read_back))
+
+    def p99_ratio(self) -> str:
+        complete = len(self.pipe.read_back) == self.sent and len(self.base.read_back) == self.base_sent
+        return f"{self.pipe.p(0.99) / self.base.p(0.99):.2f}" if complete else "inf"
+
+
+async def paced_through(rig: Rig, worker: WorkerProcess, tap: Tap, rate: int, duration: float, unique: int,
+                        drain: float, profile: Path | None, measured: Paced) -> Paced:
+    """Cache hits at ``rate``/s for ``duration`` s through the worker (cache warm), read back by ``tap``."""
+    tap.on_summary = measured.pipe.on_summary
+    want = tap.summaries + int(rate * duration)
+    started = time.perf_counter()
+    with Profiler(worker.pid, profile):
+        measured.sent, measured.took = (await asyncio.gather(
+            paced(rig.kafka, rate, duration, MakeRecord(unique, rig.salt)),
+            tap.read(want, duration + drain, rig.check_workers, desc="summaries")))[0]
+    measured.tail = (tap.last_summary or started) - (started + measured.took)
+    tap.on_summary = None
+    return measured

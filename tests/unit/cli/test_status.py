@@ -104,7 +104,7 @@ def test_replay_runs_show_range_position_records_requests_and_state() -> None:
     assert (shown["from"], shown["to"], shown["records"], shown["vt_requests"]) == (
         "2026-11-21T18:48:00Z", "2026-11-22T18:48:00Z", 77, 50)
     assert ("replay nov         siem.archive [2026-11-21T18:48:00Z, 2026-11-22T18:48:00Z) at p0@37, p1@40; "
-            "77 records, 50 requests; budget spent") in render(snap).splitlines()
+            "77 records, 50 requests, 0 unanswered; budget spent") in render(snap).splitlines()
 
 
 def test_both_views_of_the_allowances() -> None:

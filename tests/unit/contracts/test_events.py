@@ -1,6 +1,9 @@
 from datetime import datetime, timezone
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
@@ -56,3 +59,27 @@ def test_dead_letter_keeps_binary_and_text():
     assert dead_letter(b"abc", stage="intake", reason="x", privacy=UrlPrivacy()).original == {"text": "abc"}
     record = dead_letter({"k": 1}, stage="gateway", reason="y", error="boom", attempts=3, privacy=UrlPrivacy())
     assert record.original == {"record": {"k": 1}} and record.attempts == 3
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+                     | st.text(max_size=12), lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+
+
+@given(mapped=st.dictionaries(st.text(max_size=8).filter(lambda k: k not in ("found", "checked")), _JSON, max_size=5),
+       positives=st.none() | st.integers(0, 90), cached=st.none() | st.booleans(),
+       ref=st.none() | st.text(max_size=20), run=st.none() | st.text(min_size=1, max_size=8),
+       value=st.sampled_from(["8.8.8.8", "http://x.example/ä?q=\"1\""]))
+def test_a_summary_published_from_its_cards_own_bytes_is_the_event_and_the_id_of_its_dict(
+        mapped, positives, cached, ref, run, value):
+    """The card is serialised once and spliced into the event and its id digest: byte for byte what
+    serialising the whole event would give, and the id ``event_id`` gives over the same parts."""
+    card = SummaryCard.mapped_from(True, {**mapped, "positives": positives}).checked_now().with_fields(cached=cached)
+    indicator = Indicator("url" if value.startswith("http") else "ip", value)
+    event = SummaryEvent.of(card, indicator=indicator, action="submit_x", api="v3",
+                            origin=Origin(ref=ref, id="e1", replay=run))
+    as_dict = event.to_dict()
+    assert orjson.loads(event.to_bytes()) == orjson.loads(orjson.dumps(as_dict))
+    identity = [ref or "e1"]
+    base = event_id("summary", as_dict["indicator"], "submit_x", "v3", event.card.to_dict(), *identity)
+    assert as_dict["event_id"] == (event_id(base, {"replay": run}) if run else base)

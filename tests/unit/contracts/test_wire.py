@@ -10,7 +10,7 @@ from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.indicator import FileRef, Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.version import RECORD_VERSION
-from pipeline.contracts.wire import DeadLetter, LookupRequest, ParkedRecord, VtRequest, VtResponse
+from pipeline.contracts.wire import DEAD_LETTER_VERSION, DeadLetter, LookupRequest, ParkedRecord, VtRequest, VtResponse
 from pipeline.errors import InputError, RecordError
 
 pytestmark = pytest.mark.unit
@@ -50,6 +50,7 @@ def test_version_0_lookups_are_read():
 def test_version_0_requests_and_polls_are_read():
     request = VtRequest.from_bytes(orjson.dumps(V0_REQUEST))
     assert (request.op, request.attempt, request.analysis_id, request.api) == ("lookup", 0, None, "v3")
+    assert (request.spent, request.allowance) == (0, None)  # nothing carried, no limit
     poll = VtRequest.from_bytes(orjson.dumps(V0_POLL))
     assert (poll.op, poll.attempt, poll.analysis_id) == ("poll", 3, "u-1")
 
@@ -76,28 +77,35 @@ def test_version_0_cache_entries_are_read():
     assert is_finished(orjson.dumps(V0_DONE)) and not is_finished(orjson.dumps(V0_INFLIGHT))
 
 
-def test_version_0_dead_letters_are_read():
+def test_version_0_and_1_dead_letters_are_read():
     dead = DeadLetter.from_bytes(orjson.dumps(V0_DEAD))
     assert (dead.stage, dead.attempts, dead.original["record"]["analysis_id"]) == ("gateway", 8, "u-1")
+    v1 = DeadLetter.from_bytes(orjson.dumps({**V0_DEAD, "v": 1}))
+    assert (v1.v, v1.original_length, v1.original_sha256, v1.truncated, v1.ref) == (1, None, None, False, None)
 
 
 REQUEST = VtRequest(indicator=Indicator("sha256", "a" * 64), action="submit_file", api="v3", origin=ORIGIN,
                     op="poll", attempt=2, analysis_id="f-1", file=FileRef("a" * 64, 3, "x.bin", "YWJj"))
 RECORDS = [
     LookupRequest(Indicator("ip", "8.8.8.8"), "submit_ip", ORIGIN),
+    LookupRequest(Indicator("url", "http://x.example/"), "submit_url", ORIGIN, max_age_s=60.0, allowance=11),
     REQUEST,
+    VtRequest(indicator=Indicator("url", "http://x.example/"), action="submit_url", api="v3", origin=ORIGIN,
+              op="poll", attempt=1, analysis_id="u-1", spent=3, allowance=7),
     REQUEST.respond("pending", body={"data": {}}, step="scan", reason="scan submitted", notes=("a",)),
     ParkedRecord(REQUEST, not_before_ms=2000, parked_at_ms=1000, reason="scan queued"),
     CachedResult(SummaryCard(found=False), 1.0, 2.0),
     InFlight(1.0, "r/0/1", (Origin(ref="r/0/2", tags=("ops",), tlp=("amber",)),), 0),
     DeadLetter({"text": "x"}, "intake", "bad", None, 1, "2026-11-30T19:00:00Z"),
+    DeadLetter({}, "intake", "unexpected error", None, 1, "2026-11-30T19:00:00Z", original_length=3,
+               original_sha256="ab" * 32, truncated=True, ref="indicators.raw/0/7", error_type="RecursionError"),
 ]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
 def test_round_trip_and_version(record):
     raw = record.to_bytes()
-    assert orjson.loads(raw)["v"] == RECORD_VERSION
+    assert orjson.loads(raw)["v"] == (DEAD_LETTER_VERSION if isinstance(record, DeadLetter) else RECORD_VERSION)
     read = cache_entry_from_bytes(raw) if isinstance(record, (CachedResult, InFlight)) else \
         type(record).from_bytes(raw)
     assert read == record
@@ -112,10 +120,10 @@ def test_unknown_fields_from_a_later_version_are_ignored(record):
 
 
 def test_fields_never_read_are_not_written():
-    request = orjson.loads(RECORDS[1].to_bytes())
-    response = orjson.loads(RECORDS[2].to_bytes())
-    done = orjson.loads(RECORDS[4].to_bytes())
-    assert not {"key", "requested_at"} & request.keys()
+    request = orjson.loads(REQUEST.to_bytes())
+    response = orjson.loads(REQUEST.respond("found").to_bytes())
+    done = orjson.loads(RECORDS[6].to_bytes())
+    assert not {"key", "requested_at", "spent", "allowance"} & request.keys()  # 0 and no limit: left out
     assert not {"key", "error", "fetched_at"} & response.keys()  # requests: a replay run's budget reads it
     assert "found" not in done  # the summary card says it
 
@@ -131,6 +139,9 @@ def test_fields_never_read_are_not_written():
     (VtRequest, {**V0_REQUEST, "op": "poll"}, "malformed request record: analysis_id is missing"),
     (VtRequest, {**V0_REQUEST, "attempt": "1"}, "malformed request record: attempt must be an integer, not str"),
     (VtRequest, {**V0_REQUEST, "file": {"name": "x"}}, "malformed request record: file.sha256 is missing"),
+    (VtRequest, {**V0_REQUEST, "spent": -1}, "malformed request record: spent must not be negative"),
+    (VtRequest, {**V0_REQUEST, "allowance": -2}, "malformed request record: allowance must not be negative"),
+    (LookupRequest, {**V0_LOOKUP, "allowance": "3"}, "malformed vt.lookups record: allowance must be an integer"),
     (VtResponse, {**V0_RESPONSE, "status": "ok"}, "malformed vt.responses record: status must be one of"),
     (ParkedRecord, {**V0_PARKED, "request": {**V0_REQUEST, "api": 3}},
      "malformed parked record: request.api must be a string, not int"),
@@ -151,8 +162,8 @@ def test_a_malformed_cache_entry_names_the_field(doc):
 
 
 def test_a_cache_entry_read_as_the_other_state_is_refused():
-    assert CachedResult.from_bytes(RECORDS[4].to_bytes()) == RECORDS[4]
+    assert CachedResult.from_bytes(RECORDS[6].to_bytes()) == RECORDS[6]
     with pytest.raises(RecordError, match="malformed cache entry: state must be inflight"):
-        InFlight.from_bytes(RECORDS[4].to_bytes())
+        InFlight.from_bytes(RECORDS[6].to_bytes())
     with pytest.raises(RecordError, match="malformed cache entry: state must be done"):
-        CachedResult.from_bytes(RECORDS[5].to_bytes())
+        CachedResult.from_bytes(RECORDS[7].to_bytes())

@@ -73,6 +73,9 @@ def test_outputs_are_counted_by_what_they_say() -> None:
     assert s[("vtstream_dead_letters_total", (("stage", "intake"),))] == 1
     assert s[("vtstream_enrich_seconds_count", ())] == 6  # every final summary, not the interim one
     assert s[("vtstream_enrich_seconds_sum", ())] == pytest.approx(6 * 2.5)
+    assert s[("vtstream_enrich_seconds_bucket", (("le", "2.5"),))] == 6  # 2.5 s is within le=2.5 ...
+    assert s[("vtstream_enrich_seconds_bucket", (("le", "1.0"),))] == 0  # ... and above le=1
+    assert s[("vtstream_enrich_seconds_bucket", (("le", "+Inf"),))] == 6
 
 
 def test_vt_requests_are_labelled_without_the_indicator() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import stix2
 from stix2validator import ValidationOptions, validate_instance
 
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.origin import Origin
 from pipeline.outputs.publish import sighting_labels
-from pipeline.outputs.stix import TLP_MARKINGS, StixOptions, build_bundle, gui_url, tlp_level
+from pipeline.outputs.stix import (REPLAY_EXTENSION, REPLAY_PROPERTY, TLP_MARKINGS, StixOptions, build_bundle,
+                                   gui_url, tlp_level)
 from pipeline.rules.verdicts import Standing
 
 pytestmark = pytest.mark.unit
@@ -20,9 +22,9 @@ RESOLUTION = {"kind": "relation", "relation": {"type": "IP Address", "value": "2
 SCAN = {"kind": "attribute", "attribute": {"name": "Kaspersky Scan", "value": "Detected Trojan.Win32.X on 2026-01-01"}}
 
 
-def bundle(labels=("TLP:GREEN",), summary=FOUND, now=1.8e9, standing=None, **options):
+def bundle(labels=("TLP:GREEN",), summary=FOUND, now=1.8e9, replay=None, standing=None, **options):
     return build_bundle(DOMAIN, [RESOLUTION, SCAN], summary, labels=list(labels), options=StixOptions(**options),
-                        now=now, standing=standing)
+                        now=now, replay=replay, standing=standing)
 
 
 def by_type(b, kind):
@@ -104,3 +106,20 @@ def test_one_malicious_period_is_one_indicator_and_its_end_revokes_it():
     again = bundle(summary=analysis(8, 5), now=now + 2 * 86400, standing=Standing(malicious_since=now + 2 * 86400))
     assert by_type(again, "indicator")[0]["id"] != one["id"]
     assert not by_type(bundle(summary=analysis(0, 4), now=now), "indicator")  # nothing ended: no indicator
+
+
+def test_a_replayed_enrichment_says_so_through_vtstreams_extension_and_stays_valid():
+    replayed, live = bundle(replay="november"), bundle()
+    marked = [o for o in replayed["objects"] if REPLAY_PROPERTY in o]
+    assert {o["type"] for o in marked} == {"malware-analysis", "relationship", "indicator"}
+    assert all(o[REPLAY_PROPERTY] == "november" and o["extensions"] == {
+        REPLAY_EXTENSION: {"extension_type": "toplevel-property-extension"}} for o in marked)
+    (definition,) = by_type(replayed, "extension-definition")
+    assert definition["id"] == REPLAY_EXTENSION and definition["extension_properties"] == [REPLAY_PROPERTY]
+    assert not any(REPLAY_PROPERTY in o or "extensions" in o and o["type"] != "marking-definition"
+                   for o in live["objects"]) and not by_type(live, "extension-definition")
+    for each in (replayed, live):
+        results = validate_instance(each, ValidationOptions(version="2.1"))
+        assert results.is_valid, [str(e) for e in results.errors]
+        stix2.parse(each, allow_custom=False)  # the extension declares the property: no custom content
+    assert [o["id"] for o in live["objects"]] == [o["id"] for o in replayed["objects"]][:len(live["objects"])]

@@ -41,8 +41,23 @@ def test_duplicates_in_flight_wait_then_overflow():
     second = cache.decide(first.entry, Origin(ref="c"), 2.0, S)
     third = cache.decide(second.entry, Origin(ref="d"), 3.0, S)
     assert (first.action, second.action, third.action) == ("wait", "wait", "overflow")
-    assert cache.waiters(second.entry) == (Origin(ref="b"), Origin(ref="c"))
-    assert isinstance(third.entry, InFlight) and third.entry.overflow == 1 and len(cache.waiters(third.entry)) == 2
+    assert (first.waiter, second.waiter, third.waiter) == ((0, Origin(ref="b")), (1, Origin(ref="c")), None)
+    assert isinstance(third.entry, InFlight) and third.entry.overflow == 1 and third.entry.waiting == 2
+
+
+def test_a_new_waiter_writes_its_own_record_and_a_small_entry():
+    """10,000 duplicates: no write grows with the number waiting (it was the whole list each time)."""
+    settings = CacheSettings(max_waiters=10_000)
+    entry = cache.decide(None, Origin(ref="raw/0/0"), 0.0, settings).entry
+    written = []
+    for offset in range(1, 10_001):
+        verdict = cache.decide(entry, Origin(ref=f"raw/0/{offset}", labels=("TLP:GREEN",)), 1.0, settings)
+        entry = verdict.entry
+        written.append(len(entry.to_bytes()))
+        assert cache.new_waiter_key(b"ip:1.2.3.4", verdict) == cache.waiter_keys(b"ip:1.2.3.4", entry)[-1]
+    assert isinstance(entry, InFlight) and entry.waiting == 10_000
+    assert max(written) < 2_000 and max(written) - min(written[100:]) < 100
+    assert len(set(cache.waiter_keys(b"ip:1.2.3.4", entry))) == 10_000
 
 
 def test_stale_in_flight_is_requested_again():
@@ -74,4 +89,11 @@ def test_replays_after_a_crash_resend_the_request_and_do_not_duplicate_waiters()
     assert cache.decide(entry, Origin(ref="a"), 1.0, S).action == "request"
     joined = cache.decide(entry, Origin(ref="b"), 1.0, S).entry
     again = cache.decide(joined, Origin(ref="b"), 2.0, S)
-    assert again.action == "wait" and cache.waiters(again.entry) == (Origin(ref="b"),)
+    assert again.action == "wait" and again.waiter is None and again.entry == joined
+
+
+def test_a_new_request_never_reads_an_earlier_requests_waiters():
+    first = cache.decide(None, Origin(ref="a"), 0.0, S).entry
+    later = cache.decide(None, Origin(ref="z"), 0.0, S).entry
+    assert cache.waiter_keys(b"k", cache.decide(first, Origin(ref="b"), 1.0, S).entry) != \
+        cache.waiter_keys(b"k", cache.decide(later, Origin(ref="b"), 1.0, S).entry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
+from urllib.parse import quote
 
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
@@ -383,3 +384,24 @@ def test_redaction_is_idempotent_and_leaves_no_secret(path, query, fragment, use
     assert redact(got.url, DEFAULTS).url == got.url
     for secret in ("alice", JWT, "bob", "token=a", "oken=b", "accessToken"):
         assert secret not in got.url
+
+
+def test_scrub_masks_a_url_nested_deeper_than_it_looks():
+    """Four wrappings are decoded; a fifth level is masked whole, unread (it might hold a secret)."""
+    url = "https://in.example/?x=1"
+    for _ in range(5):
+        url = "https://wrap.example/?u=" + quote(url, safe="")
+    out = scrub(url, DEFAULTS)
+    assert "REDACTED" in out and "in.example" not in out.replace("%2F", "/").replace("%3A", ":")
+    shallow = "https://wrap.example/?u=" + quote("https://in.example/?x=1", safe="")
+    assert scrub(shallow, DEFAULTS) == shallow
+
+
+@pytest.mark.parametrize("text", [
+    "GET https://sso.example.com/cb?X-Amz-Signature=S3CRET&Access-Token=S3CRET&client.secret=S3CRET&lang=en",
+    f"https://app.example.com/?t={JWT}&u=alice%40corp.example&r=bob@corp.example.org",
+])
+def test_scrub_masks_what_redact_takes_out_by_spelling_and_by_value(text):
+    out = scrub(text, DEFAULTS)
+    assert "S3CRET" not in out and JWT not in out and "alice" not in out and "bob@" not in out, out
+    assert "lang=en" in out or "t=REDACTED" in out

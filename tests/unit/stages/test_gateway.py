@@ -32,23 +32,38 @@ from topics import DEAD, RESPONSES, retry_topic
 pytestmark = pytest.mark.unit
 
 KEY = b"ip:8.8.8.8"
-FOUND = LookupResult("found", {"data": {"id": "8.8.8.8"}}, requests=1)
-NOT_FOUND = LookupResult("not_found", None, requests=1)
+FOUND = LookupResult("found", {"data": {"id": "8.8.8.8"}})
+NOT_FOUND = LookupResult("not_found", None)
 SETTINGS = Settings.of(retry_max_attempts=3, retry_slice_s=0.001)  # the key hold sleeps a slice per clock step
 MAPPINGS = load_mappings(SETTINGS.mappings_dir)
 
 
+class Costing:
+    """A scripted outcome that took ``requests`` HTTP requests (each waits its turn at the pace)."""
+
+    def __init__(self, outcome: Any, requests: int) -> None:
+        self.outcome, self.requests = outcome, requests
+
+
 class FakeClient:
-    """Scripted VirusTotal: each call takes the next outcome (a result or an error) of its method."""
+    """Scripted VirusTotal: each call takes the next outcome (a result or an error) of its method;
+    ``paced`` counts the requests it made, as the real client does: one pace per request."""
 
     def __init__(self, **script: list[Any]) -> None:
         self.script = script
         self.calls: list[tuple[str, Any]] = []
+        self.paced = 0
 
     async def _next(self, method: str, arg: Any, pace: Any) -> Any:
-        await pace()
-        self.calls.append((method, arg))
+        await pace()  # the first request waits its turn before anything is known
+        self.paced += 1
         outcome = self.script[method].pop(0)
+        if isinstance(outcome, Costing):
+            for _ in range(outcome.requests - 1):
+                await pace()
+                self.paced += 1
+            outcome = outcome.outcome
+        self.calls.append((method, arg))
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -67,11 +82,13 @@ class FakeClient:
 
 
 def request(op: str = "lookup", *, action: str = "submit_ip", value: str = "8.8.8.8", attempt: int = 0,
-            labels: list[str] | None = None, file: FileRef | None = None) -> VtRequest:
+            labels: list[str] | None = None, file: FileRef | None = None, spent: int = 0,
+            allowance: int | None = None) -> VtRequest:
     kind = {"submit_ip": "ip", "submit_url": "url", "submit_file": "sha256"}[action]
     origin = Origin(ref="indicators.raw/0/1", id="e1", labels=tuple(labels or ()))
     return VtRequest(indicator=Indicator(kind, value), action=action, api="v3", origin=origin, op=op,  # type: ignore[arg-type]
-                     attempt=attempt, analysis_id="an-1" if op == "poll" else None, file=file)
+                     attempt=attempt, analysis_id="an-1" if op == "poll" else None, file=file, spent=spent,
+                     allowance=allowance)
 
 
 def gateway(client: FakeClient, clock: Clock, settings: Settings = SETTINGS,
@@ -276,3 +293,53 @@ def test_a_url_the_privacy_rules_refuse_is_answered_not_checked_without_a_call()
               request(action="submit_url", value="https://evil.com/a?token=t1"))
     assert client.calls == [] and out.topics() == [RESPONSES]
     assert out.one(RESPONSES).status == "error" and out.one(RESPONSES).reason.startswith("not checked: ")
+
+
+# ---------------------------------------------------------------- what every answer reports it cost
+
+
+def _steps(gw: Gateway, first: VtRequest) -> tuple[list[VtResponse], list[ParkedRecord]]:
+    """Drive one piece of work to its end as the tiers would: every parked record is handed back."""
+    answers: list[VtResponse] = []
+    parked: list[ParkedRecord] = []
+    pending: list[VtRequest] = [first]
+    while pending:
+        (out,) = run_each(gw, [pending.pop()])
+        for topic, value in out.sent:
+            if topic == RESPONSES:
+                answers.append(value)
+            elif topic.startswith("vt.retry."):
+                parked.append(value)
+                pending.append(value.request)
+    return answers, parked
+
+
+def test_a_url_scan_reports_every_request_it_made_lookup_submission_polls_and_report():
+    """The server saw 1 lookup + 1 submission + 2 queued polls + (1 poll + 1 report): 6 requests."""
+    client = FakeClient(lookup=[NOT_FOUND], submit_url=[Submission("u-1", {"data": {"id": "u-1"}})],
+                        poll=[None, None, Costing(FOUND, 2)])
+    settings = Settings.of(retry_max_attempts=5, retry_slice_s=0.001)
+    answers, parked = _steps(gateway(client, Clock(), settings), request(action="submit_url", value="http://x.example.com/"))
+    assert [(a.status, a.requests) for a in answers] == [("pending", 2), ("found", 4)]
+    assert [p.request.spent for p in parked] == [0, 1, 2]  # queued polls carry their count to the answer
+    assert sum(a.requests for a in answers) == client.paced == 6
+
+
+def test_retried_failures_and_429s_are_counted_in_the_final_answer():
+    client = FakeClient(lookup=[ServerError("503", status=503), QuotaExceeded("429", status=429, retry_after=1.0),
+                                Costing(FOUND, 2)])
+    answers, parked = _steps(gateway(client, Clock()), request())
+    assert [p.request.spent for p in parked] == [1, 2]
+    assert [(a.status, a.requests) for a in answers] == [("found", 4)] and client.paced == 4
+
+
+def test_a_replay_allowance_is_never_passed_and_what_was_spent_is_reported():
+    """Reserved 3: the lookup and the submission (2), one queued poll (1); the next poll is refused."""
+    client = FakeClient(lookup=[NOT_FOUND], submit_url=[Submission("u-1", {"data": {"id": "u-1"}})],
+                        poll=[None, FOUND])
+    answers, parked = _steps(gateway(client, Clock()), request(action="submit_url", value="http://x.example.com/",
+                                                                allowance=3))
+    assert [p.request.allowance for p in parked] == [1, 0]
+    assert client.paced == 3 and [name for name, _ in client.calls] == ["lookup", "submit_url", "poll"]
+    assert [(a.status, a.requests) for a in answers] == [("pending", 2), ("error", 1)]
+    assert "requests the replay run reserved for this indicator are spent" in (answers[-1].reason or "")

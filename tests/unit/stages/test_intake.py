@@ -137,8 +137,50 @@ def test_the_memo_caches_are_bounded_by_bytes():
 
     before = len(intake._judged), len(intake._classified)
     for n in range(50):  # long values and labels are judged, never remembered
-        outcome = parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 60000]}),
+        outcome = parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 250] * 30}),
                         "indicators.raw/0/1", S)
         assert isinstance(outcome, Accepted)
     assert (len(intake._judged), len(intake._classified)) == before
     assert intake._judged.max_bytes <= 64 * 1024 * 1024 and intake._classified.max_bytes <= 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize("raw", [b'{"file": {"name": "a", "content_b64": "aGk="}}',
+                                 b'{"\\u0066ile": {"name": "a", "content_b64": "aGk="}}',
+                                 b'{"\\u0066\\u0069le": {"name": "a", "content_b64": "aGk="}, "value": "x"}'])
+def test_a_file_event_is_known_after_decoding_and_hashed_off_the_loop(monkeypatch, raw):
+    """However "file" is spelled in the JSON, the event is hashed in a thread, not on the event loop."""
+    import asyncio
+
+    from pipeline.kafka.runtime import Context, Outbox, Received
+    from pipeline.kafka.replica import CacheCopy
+    from pipeline.stages import intake
+
+    threaded: list[object] = []
+    real = asyncio.to_thread
+
+    async def to_thread(func, *args, **kwargs):
+        threaded.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(intake.asyncio, "to_thread", to_thread)
+    sent: list[str] = []
+
+    async def send(topic, key, value):
+        sent.append(topic)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    ctx = Context(settings=Settings(), app=None, topics={}, cache={}, quota={}, mappings=None)  # type: ignore[arg-type]
+    asyncio.run(intake.handle(ctx, CacheCopy(10), Outbox(send), Received(b"", raw, "indicators.raw/0/1", 0.0)))
+    assert threaded == [intake.judge_fields] and sent == ["vt.lookups"]
+
+
+    assert threaded == [intake.judge_fields] and sent == ["vt.lookups"]
+
+
+@pytest.mark.parametrize("labels, needle", [(["x" * 300], "300 characters long"),
+                                            (["y" * 200] * 50, "10,000 characters in all")])
+def test_labels_that_would_fill_every_summary_are_refused(labels, needle):
+    outcome = parse(orjson.dumps({"value": "8.8.8.8", "labels": labels}), "indicators.raw/0/1", Settings())
+    assert isinstance(outcome, Rejected) and needle in outcome.reason

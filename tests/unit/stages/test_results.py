@@ -87,6 +87,72 @@ def test_a_sighting_after_a_failed_answer_asks_again_instead_of_waiting_forever(
     assert asked == ["raw/0/1", "raw/0/3"]
 
 
+def test_waiters_are_records_of_their_own_answered_and_removed():
+    """1,000 duplicates: every one answered once, no cache value ever over a few hundred bytes,
+    and no waiter record left behind."""
+    async def scenario() -> tuple[YieldingOutbox, Context, int]:
+        ctx, out = context(), YieldingOutbox()
+        largest = 0
+        for offset in range(1, 1001):
+            await lookup.handle(ctx, out, Received(KEY, sighting(f"raw/0/{offset}"), f"vt.lookups/0/{offset}", 1.0))
+            largest = max(largest, *(len(value) for value in ctx.cache.values()))
+        await results.handle(ctx, out, Received(KEY, answer("found"), "vt.responses/0/1", 2.0))
+        return out, ctx, largest
+
+    out, ctx, largest = asyncio.run(scenario())
+    refs = [ref for ref, _ in out.summaries()]
+    assert sorted(refs) == sorted(f"raw/0/{offset}" for offset in range(1, 1001))
+    assert largest < 1000 and list(ctx.cache) == [KEY]
+
+
+def test_an_answer_larger_than_a_record_is_trimmed_and_the_summary_says_so():
+    """4,000 resolutions, all mapped (no relation cap), into one summary at a 128 KiB limit."""
+    settings = Settings.of(kafka_max_record_bytes=128 * 1024, outputs_relation_cap=50_000, outputs_publish=("events", "stix"))
+    ctx = Context(settings=settings, app=None, topics={}, cache={},
+                  quota={}, mappings=load_mappings(Settings().mappings_dir))  # type: ignore[arg-type]
+    body = {"data": {"id": "example.com", "type": "domain", "attributes": {"last_analysis_stats": {"malicious": 1}},
+                     "relationships": {"resolutions": {"data": [
+                         {"type": "resolution", "id": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}example.com",
+                          "attributes": {"ip_address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                                         "host_name": "example.com", "date": 1600000000 + i}}
+                         for i in range(4_000)]}}}}
+    record = orjson.dumps({"status": "found", "api": "v3", "action": "submit_domain",
+                           "indicator": {"type": "domain", "value": "example.com"},
+                           "origin": {"ref": "raw/0/1", "id": "raw/0/1"}, "body": body})
+    out = YieldingOutbox()
+    out.limit = 128 * 1024
+
+    asyncio.run(results.handle(ctx, out, Received(b"domain:example.com", record, "vt.responses/0/1", 2.0)))
+    assert max(len(orjson.dumps(value)) for _, value in out.sent) < 128 * 1024
+    assert not [value for topic, value in out.sent if topic == "vt.dead"]
+    (summary,) = [card for _, card in out.summaries()]
+    assert summary["found"] is True and 0 < len(summary["resolutions"]) < 4_000
+    assert summary["resolutions_omitted"] == 4_000 - len(summary["resolutions"])
+    assert any("summary trimmed to fit a Kafka record" in note for note in summary["notes"])
+    assert any(note.startswith("STIX bundle without") for note in summary["notes"])
+    assert [topic for topic, _ in out.sent].count("indicators.stix") == 1
+    assert len(ctx.cache[b"domain:example.com"]) < 128 * 1024
+
+
+@pytest.mark.parametrize("run", [None, "november"])
+def test_a_bundle_caused_by_a_replayed_record_carries_the_run(run):
+    """The bundle follows the sighting whose request was answered: replayed, it is marked; live, it is not."""
+    async def scenario() -> YieldingOutbox:
+        settings = Settings.of(outputs_publish=("events", "stix"))
+        ctx = Context(settings=settings, app=None, topics={}, cache={}, quota={},  # type: ignore[arg-type]
+                      mappings=load_mappings(settings.mappings_dir))
+        out = YieldingOutbox()
+        doc = orjson.loads(answer("found"))
+        if run:
+            doc["origin"]["replay"] = run
+        await results.handle(ctx, out, Received(KEY, orjson.dumps(doc), "vt.responses/0/1", 2.0))
+        return out
+
+    (bundle,) = [value for topic, value in asyncio.run(scenario()).sent if topic == STIX]
+    marks = {o.get("x_vtstream_replay") for o in bundle["objects"] if o["type"] == "malware-analysis"}
+    assert marks == {run}
+
+
 # ------------------------------------------------------------------ verdict changes
 
 DAY = 86400.0

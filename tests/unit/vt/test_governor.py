@@ -281,3 +281,19 @@ def test_lanes_are_an_ordered_list_live_then_replay_then_polls(no_time_module):
         await asyncio.gather(lane(0, "live", 8, 0.0), lane(2, "poll", 1, 0.01), lane(1, "replay", 3, 0.01))
     asyncio.run(run())
     assert order == ["live"] * 8 + ["replay"] * 3 + ["poll"]
+
+
+def test_made_up_sources_cannot_grow_the_quota_record():
+    """Every record names its own source: past 64 names the rest are counted together."""
+    gov = Governor(rate_per_minute=6_000_000, daily_quota=1_000_000, source_caps={"siem": 10})
+
+    async def run() -> None:
+        for n in range(100):
+            await gov.acquire("x" * 1000 + str(n))
+        await gov.acquire("siem")
+
+    asyncio.run(run())
+    state = gov.state()
+    assert len(state.by_source) == governor_module.MAX_SOURCES_COUNTED + 2  # the named, the rest, the capped
+    assert state.by_source[governor_module.OTHER_SOURCES] == 100 - governor_module.MAX_SOURCES_COUNTED
+    assert state.by_source["siem"] == 1 and len(state.to_bytes()) < 100_000
