@@ -25,10 +25,6 @@ DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 MAX_README_LINES = 350
 
-#: Pages other branches are writing at the same time as the README's docs table lists them.
-#: A link to one of these is skipped while the file does not exist; the lead removes this
-#: set when the last of them is merged.
-PENDING_PAGES = {DOCS / "verdicts.md"}
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -99,8 +95,6 @@ def broken_links(page: Path) -> list[str]:
             continue  # a web address: not checked here
         path_part, _, anchor = target.partition("#")
         dest = (page.parent / path_part).resolve() if path_part else page
-        if dest in PENDING_PAGES and not dest.exists():
-            continue
         if not dest.exists():
             broken.append(f"{target} (no such file)")
         elif anchor and (dest.suffix != ".md" or anchor not in anchors(dest)):
