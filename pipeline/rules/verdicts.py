@@ -74,7 +74,7 @@ class Remembered:
 
 
 def remember(entry: VerdictMemory | None, check: VerdictCheck, ref: str, live: Iterable[float],
-             memory_s: float) -> Remembered:
+             memory_s: float, analysed_at: float | None = None) -> Remembered:
     """The rule for one final answer (``check``, from vt.responses record ``ref``) against the memory.
 
     ``live`` are the times of the live sightings this answer serves (the one that asked and
@@ -82,6 +82,9 @@ def remember(entry: VerdictMemory | None, check: VerdictCheck, ref: str, live: I
     A memory older than ``memory_s`` is forgotten. An answer handled again (a crash replayed
     its record) changes nothing and reports what it reported the first time; an answer older
     than the one the memory holds (same partition, lower offset) changes nothing at all.
+    A new period starts at ``analysed_at`` (VirusTotal's analysis date) when the answer has one:
+    two deployments that see the same analysis agree on the period, and so on its STIX
+    indicator's id (see :func:`_start`).
 
     >>> first = remember(None, VerdictCheck("benign", 0, 70, 100.0), "r/0/1", [99.0], 86400).memory
     >>> later = remember(first, VerdictCheck("malicious", 9, 70, 200.0), "r/0/2", [150.0], 86400)
@@ -95,15 +98,31 @@ def remember(entry: VerdictMemory | None, check: VerdictCheck, ref: str, live: I
         return Remembered(None, entry.last, change, _standing(entry.last.verdict, entry.since, change))
     times = list(live)
     if entry is None:
-        return Remembered(VerdictMemory(check, since=check.checked_at, ref=ref), check, None,
-                          _standing(check.verdict, check.checked_at, None))
+        since = _start(check, analysed_at, None)
+        return Remembered(VerdictMemory(check, since=since, ref=ref), check, None,
+                          _standing(check.verdict, since, None))
     seen = entry.seen.plus(len(times), min(times) if times else None)
     if entry.last.verdict == check.verdict:
         memory = VerdictMemory(check, since=entry.since, ref=ref)
         return Remembered(memory, check, None, _standing(check.verdict, entry.since, None))
     change = Change(entry.last, entry.since, seen)
-    memory = VerdictMemory(check, since=check.checked_at, ref=ref, change=change)
-    return Remembered(memory, check, change, _standing(check.verdict, check.checked_at, change))
+    since = _start(check, analysed_at, entry.since)
+    memory = VerdictMemory(check, since=since, ref=ref, change=change)
+    return Remembered(memory, check, change, _standing(check.verdict, since, change))
+
+
+def _start(check: VerdictCheck, analysed_at: float | None, after: float | None) -> float:
+    """When a period that ``check`` begins starts: the analysis date when there is one, not in the
+    future, and later than the period before (``after``: a revoked indicator is never versioned
+    again, so a new period must not reuse the old one's start); else the check's own time.
+
+    >>> flagged = VerdictCheck("malicious", 9, 70, 500.0)
+    >>> _start(flagged, 400.0, 300.0), _start(flagged, 300.0, 300.0), _start(flagged, None, 300.0)
+    (400.0, 500.0, 500.0)
+    """
+    if analysed_at is None or analysed_at > check.checked_at or (after is not None and analysed_at <= after):
+        return check.checked_at
+    return analysed_at
 
 
 def _standing(verdict: str, since: float, change: Change | None) -> Standing:

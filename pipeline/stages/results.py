@@ -27,7 +27,7 @@ from topics import ENRICHED
 
 from pipeline.contracts.cache_entry import Waiter
 from pipeline.contracts.card import SummaryCard
-from pipeline.contracts.events import SummaryEvent, VerdictChange
+from pipeline.contracts.events import SummaryEvent, VerdictChange, parse_iso
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.verdict import VerdictCheck
@@ -147,10 +147,18 @@ def _remember(ctx: Context, record: Received, card: SummaryCard, sightings: list
     check = VerdictCheck(verdict_of(card, settings.stix_indicator_at), card.positives, card.total, record.now)
     live = [o.received_at if o.received_at is not None else record.now for o in sightings if o.replay is None]
     remembered = remember(decode_memory(ctx.verdicts.get(record.key)), check, record.ref, live,
-                          settings.verdict_memory_s)
+                          settings.verdict_memory_s, _analysed_at(card))
     if remembered.memory is not None:
         ctx.verdicts[record.key] = remembered.memory.to_bytes()
     return remembered
+
+
+def _analysed_at(card: SummaryCard) -> float | None:
+    """VirusTotal's analysis date on the card, when it has a readable one."""
+    try:
+        return parse_iso(card.scan_date) if card.scan_date else None
+    except ValueError:
+        return None
 
 
 def install(ctx: Context) -> None:
