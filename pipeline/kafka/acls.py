@@ -29,8 +29,9 @@ from aiokafka.errors import (CoordinatorLoadInProgressError, GroupAuthorizationF
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema, String
 
-from topics import (DEAD, TopicSpec, ENRICHED, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REPLAY_RUNS, REQUESTS, RESPONSES,
-                    RETRY_PREFIX, SIGHTINGS, STIX, VERDICT_TABLE, changelog_name, intake_group, replay_group)
+from topics import (DEAD, ENRICHED, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REPLAY_RUNS, REPLAY_SIGHTINGS, REQUESTS,
+                    RESPONSES, RETRY_PREFIX, SIGHTINGS, STIX, VERDICT_TABLE, TopicSpec, changelog_name, intake_group,
+                    replay_group)
 
 from pipeline.errors import KafkaAccessDenied
 from pipeline.settings import Settings
@@ -79,8 +80,8 @@ def required(command: str, settings: Settings, *, topic: str | None = None, run:
         group = Need("group", replay_group(app, run), ("Read",)) if run else Need(
             "group", replay_group(app, ""), ("Read",), prefixed=True)
         return [Need("topic", topic or RAW, ("Read",)), group,
-                Need("topic", REPLAY_RUNS, ("Read", "Write")),
-                *(Need("topic", name, ("Read",)) for name in (RESPONSES, ENRICHED, changelog)),
+                *(Need("topic", name, ("Read", "Write")) for name in (REPLAY_RUNS, REPLAY_SIGHTINGS, ENRICHED)),
+                *(Need("topic", name, ("Read",)) for name in (RESPONSES, changelog)),
                 *(Need("topic", name, ("Write",)) for name in (LOOKUPS, DEAD))]
     if command == "taxii":
         return [Need("topic", STIX, ("Read",))]
