@@ -20,7 +20,7 @@ from typing import Awaitable, Callable
 from pipeline.kafka.security import reachable
 from pipeline.settings import Settings
 
-log = logging.getLogger("vtstream.watchdog")
+log = logging.getLogger("vtstream.kafka.watchdog")
 
 
 class KafkaWatch:

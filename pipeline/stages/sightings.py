@@ -28,7 +28,7 @@ from pipeline.contracts.verdict import SightingTally
 from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_batches
 from pipeline.rules.verdicts import counted, decode_memory
 
-log = logging.getLogger("vtstream")
+log = logging.getLogger("vtstream.stages.sightings")
 
 #: How often counted sightings are sent to the verdict memory's owner.
 FLUSH_EVERY_S = 5.0

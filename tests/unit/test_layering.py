@@ -113,3 +113,18 @@ def test_shared_shapes_are_read_through_their_classes() -> None:
             if key in SHAPE_FIELDS:
                 wrong.append(f"{rel}:{node.lineno} reads {key!r} by key")
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_logger_is_named_vtstream_folder_module() -> None:
+    """``logging.getLogger("vtstream.<folder>.<module>")``: one style, so an operator can raise one
+    module's level by the path they read in the source."""
+    wrong = []
+    for path in _modules():
+        rel = path.relative_to(ROOT).with_suffix("")
+        expected = "vtstream." + ".".join(rel.parts[1:])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "getLogger"
+                    and node.args and isinstance(node.args[0], ast.Constant)
+                    and str(node.args[0].value).startswith("vtstream") and node.args[0].value != expected):
+                wrong.append(f"{rel}:{node.lineno} names its logger {node.args[0].value!r}, not {expected!r}")
+    assert not wrong, "\n".join(wrong)
