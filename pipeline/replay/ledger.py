@@ -21,29 +21,29 @@ from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.run_state import SightingRow
 from pipeline.errors import RecordError
 from pipeline.kafka.reading import whole_topic
-from pipeline.rules.runs import Sighting, UniqueCount
+from pipeline.rules.runs import RunTally, UniqueCount
 from pipeline.settings import Settings
 
 
 class Ledger:
-    """One invocation's sightings per indicator key, and which of them changed since the last checkpoint."""
+    """One invocation's tally per indicator key, and which of them changed since the last checkpoint."""
 
     def __init__(self, run: str, invocation: int, unique: UniqueCount) -> None:
         self.run, self.invocation, self.unique = run, invocation, unique
-        self.sightings: dict[str, Sighting] = {}
+        self.tallies: dict[str, RunTally] = {}
         self._dirty: set[str] = set()
         self._written: set[str] = set()  # rows this invocation wrote: their later sightings add to them
 
-    def _entry(self, indicator: Indicator) -> Sighting:
+    def _entry(self, indicator: Indicator) -> RunTally:
         key = indicator.key
-        entry = self.sightings.get(key)
+        entry = self.tallies.get(key)
         if entry is None:
-            entry = self.sightings[key] = Sighting(indicator)
+            entry = self.tallies[key] = RunTally(indicator)
             self.unique.add(key)
         self._dirty.add(key)
         return entry
 
-    def seen(self, indicator: Indicator, ts: float, source: str | None) -> Sighting:
+    def seen(self, indicator: Indicator, ts: float, source: str | None) -> RunTally:
         """One in-range sighting of ``indicator`` at ``ts`` (epoch seconds)."""
         entry = self._entry(indicator)
         entry.seen(ts, source)
@@ -56,12 +56,12 @@ class Ledger:
     def rows(self) -> Iterator[SightingRow]:
         """The rows to write at a checkpoint; indicators answered clean leave memory."""
         for key in self._dirty:
-            entry = self.sightings[key]
+            entry = self.tallies[key]
             if entry.worth_keeping or key in self._written:  # a written row is kept up to date
                 self._written.add(key)
                 yield entry.row(self.run, self.invocation)
             else:
-                del self.sightings[key]
+                del self.tallies[key]
         self._dirty.clear()
 
 

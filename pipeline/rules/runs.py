@@ -234,8 +234,9 @@ class UniqueCount:
 
 
 @dataclass
-class Sighting:
-    """What one invocation saw of one indicator: how often, when, from which sources, and its verdict."""
+class RunTally:
+    """A replay invocation's tally of one indicator: how often it was sighted, when, from which sources,
+    and its verdict (one sighting itself is an :class:`~pipeline.contracts.origin.Origin`)."""
 
     indicator: Indicator
     sightings: int = 0

@@ -56,7 +56,7 @@ def test_a_scan_keeps_its_reservation_until_its_final_answer_and_every_request_c
     ans.take(RESPONSES, None, response("a/0/1", "found", 2))  # a poll and the report
     ans.take(ENRICHED, None, summary("a/0/1", checked(3)))
     assert (ans.vt_requests, budget.committed, ans.unanswered, answered) == (4, 4, 0, [1])
-    assert URL.key not in ans.covering and ans.ledger.sightings[URL.key].positives == 3
+    assert URL.key not in ans.covering and ans.ledger.tallies[URL.key].positives == 3
 
 
 @pytest.mark.parametrize("card", [checked(0, cached=True), checked(0, coalesced=True)])

@@ -9,7 +9,7 @@ from pipeline.cli.replay import render_report, report
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.run_state import DetectedRow, RunState, SightingRow
 from pipeline.errors import ConfigError
-from pipeline.rules.runs import (Budget, Sighting, UniqueCount, default_run_name, duration_s, parse_time, report_rows,
+from pipeline.rules.runs import (Budget, RunTally, UniqueCount, default_run_name, duration_s, parse_time, report_rows,
                                  worst_case)
 from pipeline.settings import RetrySettings, VtSettings
 
@@ -126,8 +126,8 @@ def test_report_rows_add_up_every_invocation_with_the_newest_verdict():
                                                                      ("dns", "fw", "proxy"))
 
 
-def test_a_sighting_keeps_a_bounded_number_of_sources_and_says_when_a_row_is_needed():
-    seen = Sighting(Indicator("ip", "1.2.3.4"))
+def test_a_run_tally_keeps_a_bounded_number_of_sources_and_says_when_a_row_is_needed():
+    seen = RunTally(Indicator("ip", "1.2.3.4"))
     for i in range(100):
         seen.seen(NOV1 + i, f"source-{i}")
     assert len(seen.sources) == 16 and seen.sightings == 100 and seen.worth_keeping  # no verdict yet
