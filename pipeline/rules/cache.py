@@ -60,7 +60,7 @@ RECENT_WAITERS = 32
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class LookupDecision:
     """What the lookup stage does with one sighting.
 
     ``hit``: answer from ``entry``; ``request``: call VirusTotal and store
@@ -76,7 +76,7 @@ class Verdict:
 
 
 def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: CacheSettings,
-           max_age_s: float | None = None) -> Verdict:
+           max_age_s: float | None = None) -> LookupDecision:
     """The cache and coalescing rule for one sighting of an indicator.
 
     Replays are recognised by the sighting's ``ref`` (topic/partition/offset):
@@ -91,22 +91,22 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Cache
     """
     ref = origin.ref
     if entry is not None and answers(entry, now, max_age_s):
-        return Verdict("hit", entry)
+        return LookupDecision("hit", entry)
     if isinstance(entry, InFlight) and now - entry.since < settings.inflight_timeout_s:
         # A replay after a crash: the entry may be stored while the request was not sent.
         if ref is not None and ref == entry.requester:
-            return Verdict("request", entry)
+            return LookupDecision("request", entry)
         # A live sighting does not wait behind a replay's request in the lower lane: it asks
         # in the live lane; whichever answer comes first completes the entry.
         if entry.lane == "replay" and origin.replay is None:
-            return Verdict("request", replace(entry, lane="live"))
+            return LookupDecision("request", replace(entry, lane="live"))
         if ref is not None and (ref in entry.recent or any(w.ref == ref for w in entry.waiters)):
-            return Verdict("wait", entry)
+            return LookupDecision("wait", entry)
         if entry.joined >= settings.max_waiters:
-            return Verdict("overflow", replace(entry, overflow=entry.overflow + 1))
+            return LookupDecision("overflow", replace(entry, overflow=entry.overflow + 1))
         recent = entry.recent if ref is None else (*entry.recent, ref)[-RECENT_WAITERS:]
-        return Verdict("wait", replace(entry, waiting=entry.waiting + 1, recent=recent), (entry.waiting, origin))
-    return Verdict("request", InFlight(since=now, requester=ref,
+        return LookupDecision("wait", replace(entry, waiting=entry.waiting + 1, recent=recent), (entry.waiting, origin))
+    return LookupDecision("request", InFlight(since=now, requester=ref,
                                        lane="replay" if origin.replay is not None else "live"))
 
 
@@ -133,8 +133,8 @@ def waiter_keys(key: bytes, entry: CacheEntry | None) -> list[bytes]:
     return [waiter_key(key, generation, index) for index in range(entry.waiting)]
 
 
-def new_waiter_key(key: bytes, verdict: Verdict) -> bytes | None:
-    """Where the lookup stage stores the sighting of a ``wait`` verdict (None: nothing to store)."""
-    if verdict.waiter is None or not isinstance(verdict.entry, InFlight):
+def new_waiter_key(key: bytes, decision: LookupDecision) -> bytes | None:
+    """Where the lookup stage stores the sighting of a ``wait`` decision (None: nothing to store)."""
+    if decision.waiter is None or not isinstance(decision.entry, InFlight):
         return None
-    return waiter_key(key, verdict.entry.generation, verdict.waiter[0])
+    return waiter_key(key, decision.entry.generation, decision.waiter[0])

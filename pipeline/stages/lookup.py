@@ -33,24 +33,25 @@ async def handle(ctx: Context, out: Outbox, record: Received) -> None:
     if sighting is None:
         return
     api = ctx.settings.vt.api_version
-    verdict = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings.cache, sighting.max_age_s)
-    if verdict.action in ("hit", "overflow") and sighting.origin.replay is None:
+    decision = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings.cache,
+                            sighting.max_age_s)
+    if decision.action in ("hit", "overflow") and sighting.origin.replay is None:
         # answered here, not by a VirusTotal answer: counted for the next verdict_change
         ctx.sightings.saw(key.decode(), sighting.origin.received_at or now)
-    if verdict.action == "hit" and isinstance(verdict.entry, CachedResult):
-        await out.send(ENRICHED, key, SummaryEvent.of(verdict.entry.hit_card(), indicator=sighting.indicator,
+    if decision.action == "hit" and isinstance(decision.entry, CachedResult):
+        await out.send(ENRICHED, key, SummaryEvent.of(decision.entry.hit_card(), indicator=sighting.indicator,
                                                       action=sighting.action, api=api, origin=sighting.origin))
         return
-    stored = cache.new_waiter_key(key, verdict)
-    if stored is not None and verdict.waiter is not None:  # the new waiter alone, not the list again
-        ctx.cache[stored] = Waiter(verdict.waiter[1]).to_bytes()
-    ctx.cache[key] = verdict.entry.to_bytes()
-    if verdict.action == "request":
+    stored = cache.new_waiter_key(key, decision)
+    if stored is not None and decision.waiter is not None:  # the new waiter alone, not the list again
+        ctx.cache[stored] = Waiter(decision.waiter[1]).to_bytes()
+    ctx.cache[key] = decision.entry.to_bytes()
+    if decision.action == "request":
         lane = REPLAY if sighting.origin.replay is not None else REQUESTS  # the replay lane
         await out.send(lane, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
                                             origin=sighting.origin, file=sighting.file,
                                             allowance=sighting.allowance))
-    elif verdict.action == "overflow":
+    elif decision.action == "overflow":
         await out.send(ENRICHED, key, SummaryEvent.of(SummaryCard.not_checked(OVERFLOW_REASON, pending=True),
                                                       indicator=sighting.indicator, action=sighting.action,
                                                       api=api, origin=sighting.origin))

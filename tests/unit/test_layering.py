@@ -128,3 +128,14 @@ def test_every_logger_is_named_vtstream_folder_module() -> None:
                     and str(node.args[0].value).startswith("vtstream") and node.args[0].value != expected):
                 wrong.append(f"{rel}:{node.lineno} names its logger {node.args[0].value!r}, not {expected!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_no_two_classes_share_a_name() -> None:
+    """One name, one meaning: a class name found twice in pipeline/ reads as one shape where there are two."""
+    where: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    shared = {name: places for name, places in where.items() if len(places) > 1}
+    assert not shared, "\n".join(f"{name}: {', '.join(places)}" for name, places in sorted(shared.items()))
