@@ -68,6 +68,20 @@ def _resolve(emu: Emulator, collection: str, raw: str) -> tuple[str, Any] | web.
     return (facts.url_id, facts) if facts else _not_found(f'Item "{raw}" type "URL" not found')
 
 
+def _admitted_object(request: web.Request, purpose: str,
+                     collection: str | None = None) -> tuple[Emulator, str, str, Any] | web.Response:
+    """(emulator, collection, canonical id, facts) of the object a request names once the key is
+    admitted for ``purpose``, or the refusal, 400 or 404 to answer. ``collection``: when the route fixes it."""
+    emu = _emu(request)
+    if (denied := emu.admit("v3", purpose, request.headers.get("x-apikey"))) is not None:
+        return denied
+    collection = collection or request.match_info["collection"]
+    resolved = _resolve(emu, collection, request.match_info["id"])
+    if isinstance(resolved, web.Response):
+        return resolved
+    return (emu, collection, *resolved)
+
+
 def _url_from_id(emu: Emulator, raw: str) -> str | None:
     if len(raw) == 64 and valid_hash(raw.lower()):
         return emu.url_for_id(raw.lower())
@@ -85,13 +99,10 @@ def _token(emu: Emulator, collection: str, oid: str) -> Any:
 
 
 async def get_object(request: web.Request) -> web.Response:
-    emu, collection, raw = _emu(request), request.match_info["collection"], request.match_info["id"]
-    if (denied := emu.admit("v3", "object", request.headers.get("x-apikey"))) is not None:
-        return denied
-    resolved = _resolve(emu, collection, raw)
-    if isinstance(resolved, web.Response):
-        return resolved
-    oid, facts = resolved
+    found = _admitted_object(request, "object")
+    if isinstance(found, web.Response):
+        return found
+    emu, collection, oid, facts = found
     rels = tuple(r for r in request.query.get("relationships", "").split(",") if r)
     base = _base(request)
     key = ("v3", collection, oid, rels, base, _token(emu, collection, oid))
@@ -118,13 +129,10 @@ async def get_object(request: web.Request) -> web.Response:
 
 async def get_behaviour_summary(request: web.Request) -> web.Response:
     """``GET /files/{id}/behaviour_summary``: the merged sandbox reports (404 or empty data: none ran it)."""
-    emu = _emu(request)
-    if (denied := emu.admit("v3", "behaviour_summary", request.headers.get("x-apikey"))) is not None:
-        return denied
-    resolved = _resolve(emu, "files", request.match_info["id"])
-    if isinstance(resolved, web.Response):
-        return resolved
-    oid, facts = resolved
+    found = _admitted_object(request, "behaviour_summary", "files")
+    if isinstance(found, web.Response):
+        return found
+    _, _, oid, facts = found
     if v3.summary_not_found(facts):
         return _not_found(f'Behaviour summary for file "{oid}" not found')
     return json_response(orjson.dumps(v3.behaviour_summary(facts)))
@@ -193,13 +201,10 @@ async def post_url(request: web.Request) -> web.Response:
 
 async def analyse(request: web.Request) -> web.Response:
     """``POST /urls/{id}/analyse`` and ``POST /files/{id}/analyse``: a rescan."""
-    emu, collection, raw = _emu(request), request.match_info["collection"], request.match_info["id"]
-    if (denied := emu.admit("v3", "submission", request.headers.get("x-apikey"))) is not None:
-        return denied
-    resolved = _resolve(emu, collection, raw)
-    if isinstance(resolved, web.Response):
-        return resolved
-    _, facts = resolved
+    found = _admitted_object(request, "submission")
+    if isinstance(found, web.Response):
+        return found
+    emu, collection, _, facts = found
     if collection == "urls":
         scan = _submit_url(emu, facts.url)
     elif collection == "files":
