@@ -241,16 +241,22 @@ def _whois(wid: str, owner: str, whois: str, date: int) -> Related:
     return Related("whois", wid, lambda base: whois_object(wid, owner, whois, date, base))
 
 
-def _ip_rels(f: IpFacts) -> dict[str, Callable[[], list[Related]]]:
+def _host_rels(f: IpFacts | DomainFacts, owner: str, whois_every_days: int) -> dict[str, Callable[[], list[Related]]]:
+    """What an IP address and a domain both relate to: files, URLs, and past whois records (``owner``
+    in each, one every ``whois_every_days`` back from the newest)."""
     return {
-        "resolutions": lambda: [_res(f.ip, h, d) for h, d in f.resolutions],
         "communicating_files": lambda: [_file(s.sha256) for s in f.samples.all("communicating")],
         "downloaded_files": lambda: [_file(s.sha256) for s in f.samples.all("downloaded")],
         "referrer_files": lambda: [_file(s.sha256) for s in f.samples.all("referrer")],
         "urls": lambda: [_url(u.url) for u in f.urls],
-        "historical_whois": lambda: [_whois(w, f.as_owner, f.whois, f.whois_date - i * 86_400 * 90)
+        "historical_whois": lambda: [_whois(w, owner, f.whois, f.whois_date - i * 86_400 * whois_every_days)
                                      for i, w in enumerate(f.whois_ids)],
     }
+
+
+def _ip_rels(f: IpFacts) -> dict[str, Callable[[], list[Related]]]:
+    return {"resolutions": lambda: [_res(f.ip, h, d) for h, d in f.resolutions],
+            **_host_rels(f, f.as_owner, whois_every_days=90)}
 
 
 def _domain_rels(f: DomainFacts) -> dict[str, Callable[[], list[Related]]]:
@@ -258,12 +264,7 @@ def _domain_rels(f: DomainFacts) -> dict[str, Callable[[], list[Related]]]:
         "resolutions": lambda: [_res(ip, f.domain, d) for ip, d in f.resolutions],
         "siblings": lambda: [_domain(d) for d in f.siblings],
         "subdomains": lambda: [_domain(d) for d in f.subdomains],
-        "communicating_files": lambda: [_file(s.sha256) for s in f.samples.all("communicating")],
-        "downloaded_files": lambda: [_file(s.sha256) for s in f.samples.all("downloaded")],
-        "referrer_files": lambda: [_file(s.sha256) for s in f.samples.all("referrer")],
-        "urls": lambda: [_url(u.url) for u in f.urls],
-        "historical_whois": lambda: [_whois(w, f.registrar, f.whois, f.whois_date - i * 86_400 * 365)
-                                     for i, w in enumerate(f.whois_ids)],
+        **_host_rels(f, f.registrar, whois_every_days=365),
     }
 
 
