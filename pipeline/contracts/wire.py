@@ -28,6 +28,7 @@ import orjson
 
 from pipeline.contracts.indicator import FileRef, Indicator
 from pipeline.contracts.origin import Origin, read_origin
+from pipeline.contracts.quick import quick_init
 from pipeline.contracts.reader import FieldReader
 from pipeline.contracts.version import RECORD_VERSION
 
@@ -37,9 +38,11 @@ _OPS: tuple[str, ...] = ("lookup", "poll")
 _STATUSES: tuple[str, ...] = ("found", "not_found", "pending", "error")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LookupRequest:
-    """vt.lookups: one accepted sighting, for the stage that owns the indicator's cache entry."""
+    """vt.lookups: one accepted sighting, for the stage that owns the indicator's cache entry (also
+    intake's outcome for it, built on every record: hence :func:`~pipeline.contracts.quick.quick_init`)."""
 
     indicator: Indicator
     action: str

@@ -47,7 +47,6 @@ from topics import ENRICHED, LOOKUPS, REPLAY_RUNS, REPLAY_SIGHTINGS, RESPONSES, 
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.run_state import (BUDGET_SPENT, FINISHED, INTERRUPTED, READING, WAITING, DetectedRow,
                                           RunState)
-from pipeline.contracts.wire import LookupRequest
 from pipeline.errors import ConfigError, RecordError
 from pipeline.kafka.acls import required, used_topics
 from pipeline.kafka.admin import ensure_topics, make_producer, start_with_retry, topic_catalog
@@ -311,9 +310,7 @@ class _Invocation:
         await self._follow_summaries()
         self.ledger.seen(indicator, record.timestamp / 1000, origin.source)
         self.records += 1
-        await self.out.send(LOOKUPS, key, LookupRequest(indicator=indicator, action=outcome.action, origin=origin,
-                                                        file=outcome.file, max_age_s=self.options.max_age_s,
-                                                        allowance=allowance))
+        await self.out.send(LOOKUPS, key, replace(outcome, max_age_s=self.options.max_age_s, allowance=allowance))
         return True
 
     def _skip_summaries(self) -> None:

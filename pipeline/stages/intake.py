@@ -49,15 +49,9 @@ _MAX_LIST_ITEM = 256
 _MAX_LIST_CHARS = 8192
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A valid indicator that policy allows to send (``file`` set for submit_file events)."""
-
-    indicator: Indicator
-    origin: Origin
-    action: str
-    file: FileRef | None = None
+#: A valid indicator that policy allows to send (``file`` set for submit_file events) is its
+#: vt.lookups record: one class, so nothing copies the outcome field by field onto the wire.
+Accepted = LookupRequest
 
 
 @quick_init
@@ -133,7 +127,7 @@ def judge_fields(fields: dict[str, Any], ref: str, settings: Settings, replay: s
     if verdict.indicator != indicator:  # what is sent, looked up and cached is the redacted form
         origin = origin.noting(SeenAs(indicator.value, verdict.redacted))
         indicator = verdict.indicator
-    return Accepted(indicator, origin, action, file_ref)
+    return Accepted(indicator=indicator, action=action, origin=origin, file=file_ref)
 
 
 # A SIEM repeats the same values all day; classification and the gate are pure, so a repeat
@@ -279,19 +273,13 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -
         await out.send(ENRICHED, key_text, SummaryEvent.of(
             entry.hit_card(), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
         return
-    await out.send(LOOKUPS, key_text, lookup_record(outcome))
+    await out.send(LOOKUPS, key_text, outcome)
 
 
 def skip_summary(outcome: Skipped, api: str) -> SummaryEvent:
     """The summary that says why policy kept an indicator away from VirusTotal (nothing was sent)."""
     return SummaryEvent(outcome.indicator, outcome.action, api,
                         SummaryCard.not_checked(outcome.reason, skipped_by=outcome.rule), outcome.origin)
-
-
-def lookup_record(outcome: Accepted, max_age_s: float | None = None) -> LookupRequest:
-    """The vt.lookups record for an accepted indicator (``max_age_s``: a replay's --max-age)."""
-    return LookupRequest(indicator=outcome.indicator, action=outcome.action, origin=outcome.origin,
-                         file=outcome.file, max_age_s=max_age_s)
 
 
 def install(ctx: Context) -> None:
