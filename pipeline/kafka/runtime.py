@@ -21,6 +21,7 @@ encode, or one larger than ``VTSTREAM_KAFKA_MAX_RECORD_BYTES``, to vt.dead inste
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import traceback
@@ -123,6 +124,26 @@ async def decode_or_dead_letter(ctx: "Context", out: "Outbox", record: "Received
         await send_dead_letter(out, stage, record.key, record.value, record.ref, ctx.settings.privacy,
                                reason=f"malformed {what}", error=str(exc), error_type=type(exc).__name__)
         return None
+
+
+#: A stage's handler of one decoded record: (ctx, outbox, the record as read, its typed value).
+DecodedHandler = Callable[["Context", "Outbox", "Received", Decoded], Awaitable[None]]
+#: What :func:`decoding` gives back: a handler of the raw record, as ``run_batches`` takes it after ``partial(h, ctx)``.
+RawHandler = Callable[["Context", "Outbox", "Received"], Awaitable[None]]
+
+
+def decoding(decode: Callable[[bytes | None], Decoded], *, stage: str,
+             what: str) -> Callable[[DecodedHandler[Decoded]], RawHandler]:
+    """Make a handler of typed records one of raw records: each is decoded first, and a malformed one
+    goes to vt.dead (:func:`decode_or_dead_letter`) instead of reaching the handler."""
+    def wrap(handle: DecodedHandler[Decoded]) -> RawHandler:
+        @functools.wraps(handle)
+        async def handle_raw(ctx: Context, out: Outbox, record: Received) -> None:
+            value = await decode_or_dead_letter(ctx, out, record, decode, stage=stage, what=what)
+            if value is not None:
+                await handle(ctx, out, record, value)
+        return handle_raw
+    return wrap
 
 
 async def send_dead_letter(out: "Outbox", stage: str, key: bytes | None, original: bytes | Any, ref: str | None,

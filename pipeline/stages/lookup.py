@@ -19,19 +19,16 @@ from pipeline.contracts.cache_entry import CachedResult, Waiter
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.wire import LookupRequest, VtRequest
-from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_batches
+from pipeline.kafka.runtime import Context, Outbox, Received, decoding, run_batches
 from pipeline.rules import cache
 
 OVERFLOW_REASON = "lookup in flight; too many duplicates waiting to list this one"
 
 
-async def handle(ctx: Context, out: Outbox, record: Received) -> None:
+@decoding(LookupRequest.from_bytes, stage="lookup", what="vt.lookups record")
+async def handle(ctx: Context, out: Outbox, record: Received, sighting: LookupRequest) -> None:
     """Process one vt.lookups record."""
     key, now = record.key, record.now
-    sighting = await decode_or_dead_letter(ctx, out, record, LookupRequest.from_bytes,
-                                           stage="lookup", what="vt.lookups record")
-    if sighting is None:
-        return
     api = ctx.settings.vt.api_version
     decision = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings.cache,
                             sighting.max_age_s)

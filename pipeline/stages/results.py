@@ -35,7 +35,7 @@ from pipeline.contracts.wire import VtResponse
 from pipeline.errors import RecordError
 from pipeline.kafka.admin import make_producer, start_with_retry
 from pipeline.kafka.direct import BATCH_BYTES, BatchOutbox
-from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, limits, run_batches
+from pipeline.kafka.runtime import Context, Outbox, Received, decoding, limits, run_batches
 from pipeline.mapping import AddOptions, Mapped
 from pipeline.outputs.publish import publish_bundle
 from pipeline.rules import cache, fitting
@@ -51,13 +51,10 @@ def options(ctx: Context) -> AddOptions:
                       relation_cap=s.outputs.relation_cap)
 
 
-async def handle(ctx: Context, out: Outbox, record: Received) -> None:
+@decoding(VtResponse.from_bytes, stage="results", what="vt.responses record")
+async def handle(ctx: Context, out: Outbox, record: Received, answer: VtResponse) -> None:
     """Process one vt.responses record."""
     key, now = record.key, record.now
-    answer = await decode_or_dead_letter(ctx, out, record, VtResponse.from_bytes,
-                                         stage="results", what="vt.responses record")
-    if answer is None:
-        return
     status, api, action, origin = answer.status, answer.api, answer.action, answer.origin
     # events show the URL as the SIEM sent it
     indicator = {"type": answer.indicator.type, "value": origin.seen_value(answer.indicator.value)}

@@ -25,7 +25,7 @@ from mode import Service
 from topics import SIGHTINGS
 
 from pipeline.contracts.verdict import SightingTally
-from pipeline.kafka.runtime import Context, Outbox, Received, decode_or_dead_letter, run_batches
+from pipeline.kafka.runtime import Context, Outbox, Received, decoding, run_batches
 from pipeline.rules.verdicts import counted, decode_memory
 
 log = logging.getLogger("vtstream.stages.sightings")
@@ -34,12 +34,9 @@ log = logging.getLogger("vtstream.stages.sightings")
 FLUSH_EVERY_S = 5.0
 
 
-async def handle(ctx: Context, out: Outbox, record: Received) -> None:
+@decoding(SightingTally.from_bytes, stage="sightings", what="vt.sightings record")
+async def handle(ctx: Context, out: Outbox, record: Received, tally: SightingTally) -> None:
     """Add one vt.sightings tally to the indicator's verdict memory (none remembered: nothing to add to)."""
-    tally = await decode_or_dead_letter(ctx, out, record, SightingTally.from_bytes, stage="sightings",
-                                        what="vt.sightings record")
-    if tally is None:
-        return
     entry = decode_memory(ctx.verdicts.get(record.key))
     if entry is not None:
         ctx.verdicts[record.key] = counted(entry, tally).to_bytes()
