@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import ssl
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.errors import ConfigError, InputError
 
@@ -114,3 +115,32 @@ def check_listening(host: str, tls: bool, insecure: bool, prefix: str) -> None:
         raise ConfigError(f"refusing to serve plain HTTP on {host or 'every interface'}: set {prefix}_CERT and "
                           f"{prefix}_KEY for HTTPS, listen on 127.0.0.1 behind a TLS proxy, or set "
                           f"{prefix}_INSECURE=true to accept it")
+
+
+class Served(Protocol):
+    """The access settings every feed server has (``settings.taxii``, ``settings.misp_feed``)."""
+
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def password_file(self) -> Path | None: ...
+    @property
+    def anonymous(self) -> bool: ...
+    @property
+    def cert(self) -> Path | None: ...
+    @property
+    def key(self) -> Path | None: ...
+    @property
+    def insecure(self) -> bool: ...
+
+
+def checked(served: Served, host: str, prefix: str) -> tuple[str, ssl.SSLContext | None]:
+    """The password and TLS context a feed server starts with, once its settings pass every rule above;
+    ConfigError naming the variable to set otherwise."""
+    password = read_secret(served.password, served.password_file, prefix)
+    require_credentials(served.username, password, served.anonymous, prefix)
+    context = tls_context(served.cert, served.key, prefix)
+    check_listening(host, context is not None, served.insecure, prefix)
+    return password, context

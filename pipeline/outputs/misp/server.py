@@ -205,10 +205,7 @@ def build_app(settings: Settings, state: FeedState, tail: Tail, password: str) -
 
 async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event, clock: Clock = time.time) -> None:
     """Check access settings, start reading, serve until ``stop`` is set."""
-    password = access.read_secret(settings.misp_feed.password, settings.misp_feed.password_file, PREFIX)
-    access.require_credentials(settings.misp_feed.username, password, settings.misp_feed.anonymous, PREFIX)
-    context = access.tls_context(settings.misp_feed.cert, settings.misp_feed.key, PREFIX)
-    access.check_listening(host, context is not None, settings.misp_feed.insecure, PREFIX)
+    password, context = access.checked(settings.misp_feed, host, PREFIX)
     state = FeedState(app_id=settings.app_id, days=settings.misp_feed.days,
                       max_indicators=settings.misp_feed.max_indicators, indicator_at=settings.outputs.stix_indicator_at,
                       privacy=settings.privacy)

@@ -211,10 +211,7 @@ def parse_query(params: MultiMapping[str], ids: frozenset[str] = frozenset()) ->
 
 async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set."""
-    password = access.read_secret(settings.taxii.password, settings.taxii.password_file, PREFIX)
-    access.require_credentials(settings.taxii.username, password, settings.taxii.anonymous, PREFIX)
-    context = access.tls_context(settings.taxii.cert, settings.taxii.key, PREFIX)
-    access.check_listening(host, context is not None, settings.taxii.insecure, PREFIX)
+    password, context = access.checked(settings.taxii, host, PREFIX)
     feed = Feed(settings, STIX)
     await feed.start()  # logs in as the server's own user, or names its settings when it cannot
     runner = web.AppRunner(build_app(settings, feed), access_log=None)
