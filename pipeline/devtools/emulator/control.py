@@ -73,14 +73,11 @@ class Gate:
 class Stats:
     """Request counters; :meth:`snapshot` is the body of ``GET /_emulator/stats``."""
 
-    accepted: int = 0
-    rejected_quota: int = 0
-    rejected_daily: int = 0
-    rejected_auth: int = 0
     faults_injected: int = 0
     not_found: int = 0
     in_flight: int = 0  # API requests being answered right now
     max_in_flight: int = 0
+    #: Gated requests by kind, then by outcome: the one count of each (:meth:`outcome` adds kinds up).
     by_kind: dict[str, Counter[str]] = field(default_factory=dict)
     by_api: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
@@ -93,15 +90,11 @@ class Stats:
         """``outcome`` is accepted | rejected_quota | rejected_daily | rejected_auth."""
         self.kind(kind)[outcome] += 1
         if outcome == "accepted":
-            self.accepted += 1
             self.by_api[api] += 1
-        elif outcome == "rejected_quota":
-            self.rejected_quota += 1
-        elif outcome == "rejected_daily":
-            self.rejected_quota += 1
-            self.rejected_daily += 1
-        else:
-            self.rejected_auth += 1
+
+    def outcome(self, outcome: str) -> int:
+        """Requests of every kind that ended as ``outcome``."""
+        return sum(counts[outcome] for counts in self.by_kind.values())
 
     def lookup(self, indicator: str) -> None:
         self.lookups_by_indicator[indicator] += 1
@@ -111,8 +104,11 @@ class Stats:
         kinds = {k: {"accepted": self.kind(k)["accepted"],
                      "rejected": sum(v for o, v in self.kind(k).items() if o != "accepted")} for k in KINDS}
         return {
-            "accepted": self.accepted, "rejected_quota": self.rejected_quota, "rejected_daily": self.rejected_daily,
-            "rejected_auth": self.rejected_auth, "faults_injected": self.faults_injected,
+            "accepted": self.outcome("accepted"),
+            # the daily quota is a quota too: its rejections count in both
+            "rejected_quota": self.outcome("rejected_quota") + self.outcome("rejected_daily"),
+            "rejected_daily": self.outcome("rejected_daily"), "rejected_auth": self.outcome("rejected_auth"),
+            "faults_injected": self.faults_injected,
             "max_accepted_in_any_60s": gate.max_in_window, "accepted_last_60s": gate.in_window(now),
             "max_accepted_in_any_1s": gate.max_in_burst_window, "max_in_flight": self.max_in_flight,
             "accepted_today": gate.day_count,
