@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from pipeline.contracts.indicator import FileRef
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
-from pipeline.contracts.wire import DeadLetter, ParkedRecord, VtRequest, VtResponse
-from pipeline.kafka.runtime import Context, Received
+from pipeline.contracts.wire import DeadLetter, Op, ParkedRecord, VtRequest, VtResponse
+from pipeline.kafka.runtime import Received
 from pipeline.mapping import load_mappings
 from pipeline.settings import Settings
 from pipeline.stages.gateway import NOT_UPLOADED, Gateway, Shared
-from pipeline.vt.client import LookupResult, Submission, Upload
+from pipeline.vt.client import LookupResult, Submission, Upload, VirusTotalClient
 from pipeline.vt.discovery import AllowanceWatch
 from pipeline.vt.errors import BadRequest, QuotaExceeded, ServerError, WrongCredentials
 from pipeline.vt.governor import Governor
 from tests.support.fakes import T0, Clock, RecordingOutbox
-from topics import DEAD, RESPONSES, retry_topic
+from tests.support.stages import FakeApp, stage_context
+from topics import DEAD, RESPONSES, RETRY_PREFIX, retry_topic
 
 pytestmark = pytest.mark.unit
 
@@ -81,18 +81,18 @@ class FakeClient:
         return await self._next("submit_file", upload, pace)
 
 
-def request(op: str = "lookup", *, action: str = "submit_ip", value: str = "8.8.8.8", attempt: int = 0,
+def request(op: Op = "lookup", *, action: str = "submit_ip", value: str = "8.8.8.8", attempt: int = 0,
             labels: list[str] | None = None, file: FileRef | None = None, spent: int = 0,
             allowance: int | None = None) -> VtRequest:
     kind = {"submit_ip": "ip", "submit_url": "url", "submit_file": "sha256"}[action]
     origin = Origin(ref="indicators.raw/0/1", id="e1", labels=tuple(labels or ()))
-    return VtRequest(indicator=Indicator(kind, value), action=action, api="v3", origin=origin, op=op,  # type: ignore[arg-type]
+    return VtRequest(indicator=Indicator(kind, value), action=action, api="v3", origin=origin, op=op,
                      attempt=attempt, analysis_id="an-1" if op == "poll" else None, file=file, spent=spent,
                      allowance=allowance)
 
 
 def gateway(client: FakeClient, clock: Clock, settings: Settings = SETTINGS,
-            app: SimpleNamespace | None = None) -> Gateway:
+            app: FakeApp | None = None) -> Gateway:
     sleeps: list[float] = []
 
     async def no_sleep(seconds: float) -> None:  # the governor waits on the fake clock, never the wall clock
@@ -100,9 +100,9 @@ def gateway(client: FakeClient, clock: Clock, settings: Settings = SETTINGS,
         clock.now += seconds
 
     governor = Governor(600_000, 1000, clock=clock, sleep=no_sleep)
-    ctx = Context(settings=settings, app=app or SimpleNamespace(rebalancing=False, should_stop=False),  # type: ignore[arg-type]
-                  topics={}, cache={}, quota={}, mappings=MAPPINGS, clock=clock)
-    return Gateway(ctx, client, Shared(governor, AllowanceWatch(governor, "v3")), 0)  # type: ignore[arg-type]  # lane 0: live lookups
+    ctx = stage_context(settings, app=app, mappings=MAPPINGS, clock=clock)
+    real = cast(VirusTotalClient, client)  # the fake has the four calls the gateway makes
+    return Gateway(ctx, real, Shared(governor, AllowanceWatch(governor, "v3")), 0)  # lane 0: live lookups
 
 
 def run(gw: Gateway, record: VtRequest | bytes) -> RecordingOutbox:
@@ -219,7 +219,7 @@ def test_a_rejected_key_holds_the_record_until_the_key_works():
 
 
 def test_a_rejected_key_parks_the_record_when_the_partition_must_be_handed_over():
-    app = SimpleNamespace(rebalancing=False, should_stop=False)
+    app = FakeApp()
     client = FakeClient(lookup=[WrongCredentials("401", status=401)])
     gw = gateway(client, Clock(), app=app)
     app.rebalancing = True  # the first call still happens; the hold sees the rebalance
@@ -307,8 +307,10 @@ def _steps(gw: Gateway, first: VtRequest) -> tuple[list[VtResponse], list[Parked
         (out,) = run_each(gw, [pending.pop()])
         for topic, value in out.sent:
             if topic == RESPONSES:
+                assert isinstance(value, VtResponse)
                 answers.append(value)
-            elif topic.startswith("vt.retry."):
+            elif topic.startswith(RETRY_PREFIX):
+                assert isinstance(value, ParkedRecord)
                 parked.append(value)
                 pending.append(value.request)
     return answers, parked

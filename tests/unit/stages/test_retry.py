@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -11,11 +11,12 @@ import pytest
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import DeadLetter, ParkedRecord, VtRequest
-from pipeline.kafka.runtime import Context, Received
+from pipeline.kafka.runtime import Received
 from pipeline.settings import Settings
 from pipeline.stages import retry
 
 from tests.support.fakes import T0, Clock, RecordingOutbox
+from tests.support.stages import FakeApp, stage_context
 from topics import DEAD, POLLS, retry_topic
 
 pytestmark = pytest.mark.unit
@@ -30,17 +31,17 @@ class SendTimes(RecordingOutbox):
 
     def __init__(self, clock: Clock) -> None:
         super().__init__()
-        self.clock, self.at = clock, []
+        self.clock = clock
+        self.at: list[float] = []
 
-    async def send(self, topic, key, value) -> None:  # type: ignore[no-untyped-def]
+    async def send(self, topic: str, key: bytes | str | None, value: Any) -> None:
         self.at.append(self.clock.now)
         await super().send(topic, key, value)
 
 
 def hold(value: bytes, *, clock: Clock, tier: str = "30s", delay: float = 30.0,
-         app: SimpleNamespace | None = None) -> SendTimes:
-    ctx = Context(settings=SETTINGS, app=app or SimpleNamespace(rebalancing=False, should_stop=False),  # type: ignore[arg-type]
-                  topics={}, cache={}, quota={}, mappings=None, clock=clock)
+         app: FakeApp | None = None) -> SendTimes:
+    ctx = stage_context(SETTINGS, app=app, clock=clock)
     out = SendTimes(clock)
     asyncio.run(retry.hold(ctx, tier, delay, out, Received(b"url:x", value, "vt.retry.30s/0/0", clock.now)))
     return out
@@ -77,7 +78,7 @@ def test_a_wait_beyond_the_tier_delay_is_re_parked_for_the_rest_with_its_not_bef
 
 
 def test_a_rebalance_while_holding_puts_the_record_back_on_its_tier():
-    app = SimpleNamespace(rebalancing=True, should_stop=False)
+    app = FakeApp(rebalancing=True)
     value = parked_at(T0, 30.0)
     out = hold(value, clock=Clock(), app=app)
     assert out.topics() == [retry_topic("30s")] and out.one(retry_topic("30s")) == ParkedRecord.from_bytes(value)
