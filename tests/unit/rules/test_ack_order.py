@@ -14,23 +14,23 @@ import pytest
 
 from pipeline.kafka.inflight import run_in_flight
 from pipeline.kafka.runtime import Outbox, Received
-from pipeline.observe.metrics import Metrics
 from pipeline.rules.ack_order import AckOrder
-from pipeline.settings import Settings
+from tests.support.stages import stage_context
+from topics import POLLS, REQUESTS, RESPONSES
 
 pytestmark = pytest.mark.unit
 
-TP = ("vt.requests", 0)
+TP = (REQUESTS, 0)
 
 
 def test_a_finished_record_waits_for_every_older_one_of_its_partition():
     flight: AckOrder[str] = AckOrder()
     for offset in (10, 11, 12):
         flight.start(TP, offset, f"a{offset}")
-    flight.start(("vt.polls", 0), 3, "b3")
+    flight.start((POLLS, 0), 3, "b3")
     assert flight.finish(TP, 12) == [] and flight.finish(TP, 11) == []
     assert flight.committable(TP) == 10  # never past the oldest unfinished record
-    assert flight.finish(("vt.polls", 0), 3) == ["b3"]  # another partition is not held back
+    assert flight.finish((POLLS, 0), 3) == ["b3"]  # another partition is not held back
     assert flight.finish(TP, 10) == ["a10", "a11", "a12"]
     assert flight.committable(TP) == 13 and len(flight) == 0
 
@@ -84,8 +84,7 @@ class FakeProducer:
 
 def start(stream: FakeStream, producer: FakeProducer, handle: Any, limit: int) -> "asyncio.Future[None]":
     """The gateway's loop on the fakes, one outbox per record on the fake producer."""
-    ctx = SimpleNamespace(settings=Settings(), metrics=Metrics(), clock=lambda: 0.0)
-    return asyncio.ensure_future(run_in_flight(ctx, stream, "gateway", handle, limit,  # type: ignore[arg-type]
+    return asyncio.ensure_future(run_in_flight(stage_context(clock=lambda: 0.0), stream, "gateway", handle, limit,
                                                outbox=lambda: Outbox(producer.send)))
 
 
@@ -106,7 +105,7 @@ def test_acks_wait_for_outputs_and_for_older_records_in_flight():
         i = int(record.value[1:])
         running.append(i)
         await answer[i].wait()  # the VirusTotal call
-        await out.send("vt.responses", record.key, record.value)
+        await out.send(RESPONSES, record.key, record.value)
 
     async def run() -> None:
         loop = start(stream, producer, handle, limit=2)
@@ -137,7 +136,7 @@ def test_a_failed_produce_is_never_acked_and_stops_the_loop():
 
     async def handle(out: Outbox, record: Received) -> None:
         assert record.value is not None
-        await out.send("vt.responses", record.key, record.value)
+        await out.send(RESPONSES, record.key, record.value)
 
     async def run() -> None:
         loop = start(stream, producer, handle, limit=4)

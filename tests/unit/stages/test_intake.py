@@ -4,6 +4,8 @@ import pytest
 from pipeline.contracts.origin import Origin
 from pipeline.settings import Settings
 from pipeline.stages.intake import Accepted, Rejected, Skipped, parse
+from tests.support.stages import stage_context
+from topics import LOOKUPS
 
 pytestmark = pytest.mark.unit
 
@@ -129,7 +131,7 @@ def test_a_file_event_is_recognised_after_decoding_not_by_its_bytes():
     escaped = b'{"\\u0066ile": {"name": "x", "content_b64": "aGk="}}'
     assert b'"file"' not in escaped and is_file_event(decode(escaped))
     assert not is_file_event(decode(b'{"value": "file.example.com", "note": "\\"file\\""}'))
-    assert parse(escaped, "indicators.raw/0/1", S).action == "submit_file"  # type: ignore[union-attr]
+    assert accepted(escaped).action == "submit_file"
 
 
 def test_the_memo_caches_are_bounded_by_bytes():
@@ -151,7 +153,7 @@ def test_a_file_event_is_known_after_decoding_and_hashed_off_the_loop(monkeypatc
     """However "file" is spelled in the JSON, the event is hashed in a thread, not on the event loop."""
     import asyncio
 
-    from pipeline.kafka.runtime import Context, Outbox, Received
+    from pipeline.kafka.runtime import Outbox, Received
     from pipeline.kafka.replica import CacheCopy
     from pipeline.stages import intake
 
@@ -171,12 +173,9 @@ def test_a_file_event_is_known_after_decoding_and_hashed_off_the_loop(monkeypatc
         done.set_result(None)
         return done
 
-    ctx = Context(settings=Settings(), app=None, topics={}, cache={}, quota={}, mappings=None)  # type: ignore[arg-type]
+    ctx = stage_context()
     asyncio.run(intake.handle(ctx, CacheCopy(10), Outbox(send), Received(b"", raw, "indicators.raw/0/1", 0.0)))
-    assert threaded == [intake.judge_fields] and sent == ["vt.lookups"]
-
-
-    assert threaded == [intake.judge_fields] and sent == ["vt.lookups"]
+    assert threaded == [intake.judge_fields] and sent == [LOOKUPS]
 
 
 @pytest.mark.parametrize("labels, needle", [(["x" * 300], "300 characters long"),

@@ -13,9 +13,9 @@ from pipeline.contracts.events import iso_utc
 from pipeline.kafka.runtime import Context, Outbox, Received
 from pipeline.mapping import load_mappings
 from pipeline.settings import Settings
-from pipeline.rules.verdicts import Tallies
 from pipeline.stages import lookup, results, sightings
-from topics import ENRICHED, REQUESTS, STIX
+from tests.support.stages import stage_context
+from topics import DEAD, ENRICHED, REQUESTS, STIX
 
 pytestmark = pytest.mark.unit
 
@@ -54,10 +54,10 @@ class YieldingOutbox(Outbox):
         return [(e["origin"]["id"], e["summary"]) for t, e in self.sent if t == ENRICHED and e["kind"] == "summary"]
 
 
-def context() -> Context:
-    settings = Settings()
-    return Context(settings=settings, app=None, topics={}, cache={}, quota={},  # type: ignore[arg-type]
-                   mappings=load_mappings(settings.mappings_dir))
+def context(settings: Settings | None = None) -> Context:
+    """A worker's lookup and results context with the mapping YAML loaded."""
+    settings = settings or Settings()
+    return stage_context(settings, mappings=load_mappings(settings.mappings_dir))
 
 
 def run(status: str) -> YieldingOutbox:
@@ -108,8 +108,7 @@ def test_waiters_are_records_of_their_own_answered_and_removed():
 def test_an_answer_larger_than_a_record_is_trimmed_and_the_summary_says_so():
     """4,000 resolutions, all mapped (no relation cap), into one summary at a 128 KiB limit."""
     settings = Settings.of(kafka_max_record_bytes=128 * 1024, outputs_relation_cap=50_000, outputs_publish=("events", "stix"))
-    ctx = Context(settings=settings, app=None, topics={}, cache={},
-                  quota={}, mappings=load_mappings(Settings().mappings_dir))  # type: ignore[arg-type]
+    ctx = context(settings)
     body = {"data": {"id": "example.com", "type": "domain", "attributes": {"last_analysis_stats": {"malicious": 1}},
                      "relationships": {"resolutions": {"data": [
                          {"type": "resolution", "id": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}example.com",
@@ -124,13 +123,13 @@ def test_an_answer_larger_than_a_record_is_trimmed_and_the_summary_says_so():
 
     asyncio.run(results.handle(ctx, out, Received(b"domain:example.com", record, "vt.responses/0/1", 2.0)))
     assert max(len(orjson.dumps(value)) for _, value in out.sent) < 128 * 1024
-    assert not [value for topic, value in out.sent if topic == "vt.dead"]
+    assert not [value for topic, value in out.sent if topic == DEAD]
     (summary,) = [card for _, card in out.summaries()]
     assert summary["found"] is True and 0 < len(summary["resolutions"]) < 4_000
     assert summary["resolutions_omitted"] == 4_000 - len(summary["resolutions"])
     assert any("summary trimmed to fit a Kafka record" in note for note in summary["notes"])
     assert any(note.startswith("STIX bundle without") for note in summary["notes"])
-    assert [topic for topic, _ in out.sent].count("indicators.stix") == 1
+    assert [topic for topic, _ in out.sent].count(STIX) == 1
     assert len(ctx.cache[b"domain:example.com"]) < 128 * 1024
 
 
@@ -139,8 +138,7 @@ def test_a_bundle_caused_by_a_replayed_record_carries_the_run(run):
     """The bundle follows the sighting whose request was answered: replayed, it is marked; live, it is not."""
     async def scenario() -> YieldingOutbox:
         settings = Settings.of(outputs_publish=("events", "stix"))
-        ctx = Context(settings=settings, app=None, topics={}, cache={}, quota={},  # type: ignore[arg-type]
-                      mappings=load_mappings(settings.mappings_dir))
+        ctx = context(settings)
         out = YieldingOutbox()
         doc = orjson.loads(answer("found"))
         if run:
@@ -172,8 +170,7 @@ class Worker:
 
     def __init__(self, **settings) -> None:
         self.settings = Settings.of(outputs_publish=("events", "stix"), **settings)
-        self.ctx = Context(settings=self.settings, app=None, topics={}, cache={}, quota={},  # type: ignore[arg-type]
-                           mappings=load_mappings(self.settings.mappings_dir), sightings=Tallies())
+        self.ctx = context(self.settings)
         self.out = YieldingOutbox()
 
     def answer(self, malicious: int, at: float, offset: int, **origin) -> None:

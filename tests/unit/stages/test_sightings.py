@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-from typing import Any
 
 import orjson
 import pytest
 
 from pipeline.contracts.verdict import Seen, SightingTally, VerdictCheck, VerdictMemory
 from pipeline.kafka.runtime import Context, Received
-from pipeline.rules.verdicts import Tallies
-from pipeline.settings import Settings
 from pipeline.stages import sightings
 from tests.support.fakes import RecordingOutbox
-from topics import DEAD, SIGHTINGS
+from tests.support.stages import FakeApp, FakeProducer, stage_context
+from topics import DEAD, ENRICHED, SIGHTINGS
 
 pytestmark = pytest.mark.unit
 
@@ -23,41 +20,25 @@ KEY = b"domain:verdict-turns.net"
 T = 1_790_000_000.0
 
 
-class Producer:
-    """faust's producer as the flusher uses it: send(topic, key, value, ...) -> a future of the ack."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[tuple[str, bytes, bytes]] = []
-        self.fail = fail
-
-    async def send(self, topic: str, key: bytes, value: bytes, *_: Any) -> "asyncio.Future[None]":
-        if self.fail:
-            raise ConnectionError("broker gone")
-        self.sent.append((topic, key, value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
-def context(producer: Producer | None = None) -> Context:
-    return Context(settings=Settings(), app=SimpleNamespace(producer=producer or Producer()),  # type: ignore[arg-type]
-                   topics={}, cache={}, quota={}, mappings=None, sightings=Tallies())
+def context(producer: FakeProducer | None = None) -> Context:
+    return stage_context(app=FakeApp(producer=producer))
 
 
 def test_the_flusher_sends_one_tally_per_indicator_and_starts_counting_again():
-    ctx = context()
+    producer = FakeProducer()
+    ctx = context(producer)
     for at in (T + 5, T + 1, T + 9):
         ctx.sightings.saw(KEY.decode(), at)
     ctx.sightings.saw("ip:198.51.100.7", T)
     asyncio.run(sightings.Flusher(ctx).flush())
-    sent = {key: SightingTally.from_bytes(value) for topic, key, value in ctx.app.producer.sent if topic == SIGHTINGS}
+    sent = {key: SightingTally.from_bytes(value) for topic, key, value in producer.sent if topic == SIGHTINGS}
     assert sent == {KEY: SightingTally(3, T + 1), b"ip:198.51.100.7": SightingTally(1, T)}
     asyncio.run(sightings.Flusher(ctx).flush())
-    assert len(ctx.app.producer.sent) == 2  # nothing new counted: nothing sent
+    assert len(producer.sent) == 2  # nothing new counted: nothing sent
 
 
 def test_a_flush_the_broker_refuses_loses_counts_and_nothing_else():
-    ctx = context(Producer(fail=True))
+    ctx = context(FakeProducer(fail=True))
     ctx.sightings.saw(KEY.decode(), T)
     asyncio.run(sightings.Flusher(ctx).flush())  # logged, not raised
 
@@ -99,5 +80,5 @@ def test_sightings_answered_from_the_cache_are_counted_live_ones_only():
         sighting = {"indicator": {"type": "domain", "value": "verdict-turns.net"}, "action": "submit_domain",
                     "origin": {"ref": ref, "received_at": T + 30, **({"replay": replay} if replay else {})}}
         asyncio.run(lookup.handle(ctx, out, Received(KEY, orjson.dumps(sighting), f"vt.lookups/0/{ref[-1]}", T + 90)))
-    assert out.topics() == ["indicators.enriched"] * 3  # three answers from the cache
+    assert out.topics() == [ENRICHED] * 3  # three answers from the cache
     assert ctx.sightings.take() == [(KEY.decode(), SightingTally(2, T + 30))]  # intake's and the live lookup's
