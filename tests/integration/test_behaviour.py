@@ -81,7 +81,7 @@ def behaviour_events(events: list[dict[str, Any]], value: str) -> list[Any]:
 
 def summary_of(events: list[dict[str, Any]], value: str) -> dict[str, Any]:
     (summary,) = [e["summary"] for e in summaries(events) if e["indicator"]["value"] == value]
-    return summary  # type: ignore[no-any-return]
+    return summary
 
 
 def test_with_the_setting_a_hash_lookup_costs_two_requests_and_yields_behaviour(kafka, emulator, worker_factory):

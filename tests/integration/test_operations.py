@@ -70,7 +70,7 @@ def _total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
 def _status(bootstrap: str) -> dict[str, Any]:
     result = CliRunner().invoke(status_command, ["--json"], env={"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap})
     assert result.exit_code == 0, result.output
-    return orjson.loads(result.output)  # type: ignore[no-any-return]
+    return orjson.loads(result.output)
 
 
 def test_a_mixed_run_shows_in_metrics_ready_logs_and_status(kafka, emulator, worker_factory):

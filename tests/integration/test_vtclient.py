@@ -167,7 +167,7 @@ async def _hostile(routes: dict[str, Any]) -> tuple[Any, str, list[dict[str, str
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}", seen
 
 

@@ -85,6 +85,6 @@ def status_of(bootstrap: str, run: str) -> dict[str, Any]:
     status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--json"], capture_output=True, text=True,
                             env={**os.environ, "VTSTREAM_KAFKA_BOOTSTRAP": bootstrap}, timeout=60)
     (found,) = [r for r in json.loads(status.stdout)["replay_runs"] if r["run"] == run]
-    return found  # type: ignore[no-any-return]
+    return found
 
 

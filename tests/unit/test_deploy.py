@@ -14,6 +14,7 @@ import yaml
 
 from pipeline.observe.metrics import Metrics
 from pipeline.settings import Settings, settings_doc
+from topics import RAW
 
 pytestmark = pytest.mark.unit
 
@@ -60,6 +61,13 @@ def test_workers_have_probes_secrets_requests_and_scrape_annotations() -> None:
         assert {"cpu", "memory"} <= set(container["resources"]["requests"]), container["name"]
 
 
+def _group(pattern: str, text: str) -> str:
+    """The first group of ``pattern``'s first match in ``text`` (multi-line: ``^`` starts any line)."""
+    match = re.search(pattern, text, re.M)
+    assert match, pattern
+    return match[1]
+
+
 def _worker_pod() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     (workers,) = _kind("StatefulSet")
     spec = workers["spec"]["template"]["spec"]
@@ -91,7 +99,7 @@ def test_every_container_runs_hardened():
     _, spec, containers = _worker_pod()
     pod = spec["securityContext"]
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    uid = int(re.search(r"^USER (\d+)", dockerfile, re.M)[1])  # type: ignore[index]
+    uid = int(_group(r"^USER (\d+)", dockerfile))
     assert f"--uid {uid}" in dockerfile
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] == uid and pod["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["automountServiceAccountToken"] is False
@@ -118,7 +126,7 @@ def test_the_only_writable_volume_is_the_data_dir():
 
 def test_images_are_pinned_releases_never_latest():
     _, _, containers = _worker_pod()
-    version = re.search(r'^version = "([^"]+)"', (DEPLOY.parent / "pyproject.toml").read_text(), re.M)[1]  # type: ignore[index]
+    version = _group(r'^version = "([^"]+)"', (DEPLOY.parent / "pyproject.toml").read_text())
     for container in containers:
         image = container["image"]
         name, _, tag = image.rpartition(":")
@@ -260,7 +268,7 @@ def test_the_retrohunt_cronjob_runs_the_replay_once_a_day_on_a_date_named_run_wi
     pod = job["template"]["spec"]
     (container,) = pod["containers"]
     args, env = container["args"], {e["name"]: e for e in container["env"]}
-    assert args[:7] == ["replay", "--topic", "indicators.raw", "--from", "7d", "--max-age", "1d"]
+    assert args[:7] == ["replay", "--topic", RAW, "--from", "7d", "--max-age", "1d"]
     options = dict(zip(args[1::2], args[2::2]))
     assert options["--run"] == "retrohunt-{date}"  # the date names the run: a retried job resumes it
     assert options["--budget"] == "$(VTSTREAM_RETROHUNT_BUDGET)" and "VTSTREAM_RETROHUNT_BUDGET" in env

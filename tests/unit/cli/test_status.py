@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -10,19 +11,19 @@ import pytest
 from pipeline.cli.status import StatusSnapshot, render, summarize
 from pipeline.contracts.quota import QuotaState
 from pipeline.contracts.run_state import RunState
+from topics import DEAD, LOOKUPS, RAW, retry_topic
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 22, 18, 48, 0, tzinfo=timezone.utc).timestamp()
 
 
-def _snap(**fields: object) -> StatusSnapshot:
-    base: dict[str, object] = {
-        "now": NOW, "bootstrap": "kafka1:9092", "group": "vtstream", "daily_quota": 500,
-        "parked": {"vt.retry.30s": 3, "vt.retry.2m": 0}, "dead": 17,
-        "lag": {"indicators.raw": 0, "vt.lookups": 12, "vt.retry.30s": 3, "vt.retry.2m": 0}}
-    base.update(fields)
-    return StatusSnapshot(**base)  # type: ignore[arg-type]
+def _snap(**fields: Any) -> StatusSnapshot:
+    tiers = retry_topic("30s"), retry_topic("2m")
+    base = StatusSnapshot(now=NOW, bootstrap="kafka1:9092", group="vtstream", daily_quota=500,
+                          parked={tiers[0]: 3, tiers[1]: 0}, dead=17,
+                          lag={RAW: 0, LOOKUPS: 12, tiers[0]: 3, tiers[1]: 0})
+    return replace(base, **fields)
 
 
 def _governor(**fields: Any) -> QuotaState:
@@ -80,8 +81,8 @@ def test_blocked_until_shows_when_and_why_and_expires() -> None:
 
 
 def test_missing_topics_and_bad_records_are_reported_not_fatal() -> None:
-    text = render(_snap(parked={"vt.retry.30s": None}, dead=None, lag={"vt.lookups": None},
-                        missing_topics=("vt.retry.30s", "vt.dead", "vt.lookups"),
+    text = render(_snap(parked={retry_topic("30s"): None}, dead=None, lag={LOOKUPS: None},
+                        missing_topics=(retry_topic("30s"), DEAD, LOOKUPS),
                         notes=("vt.quota record b'governor' is not a JSON object; ignored",)))
     assert "parked             vt.retry.30s missing" in text
     assert "dead letters       vt.dead missing" in text

@@ -45,7 +45,8 @@ def test_its_id_is_the_change_not_the_moment_it_was_published_and_a_replay_marks
     assert back is not None and back.replay == "daily" and back.to_dict() == replayed
     url = VerdictChange(Indicator("url", "https://x.test/?token=s3cret"), "submit_url", "v3", BENIGN, MALICIOUS,
                         sent_as="https://x.test/").to_dict()
-    assert url["sent_as"] == "https://x.test/" and VerdictChange.from_dict(url).to_dict() == url  # type: ignore[union-attr]
+    back = VerdictChange.from_dict(url)
+    assert url["sent_as"] == "https://x.test/" and back is not None and back.to_dict() == url
     no_sightings = VerdictChange(Indicator("ip", "1.2.3.4"), "submit_ip", "v3", BENIGN, MALICIOUS).to_dict()
     assert no_sightings["first_seen"] is None and no_sightings["sightings"] == 0 and "sent_as" not in no_sightings
     assert VerdictChange.from_dict({"kind": "summary"}) is None

@@ -16,11 +16,17 @@ pytestmark = pytest.mark.unit
 DOCS = (Path(__file__).resolve().parents[3] / "docs" / "kafka.md").read_text()
 
 
+def _principal(line: str) -> str:
+    match = re.search(r"--allow-principal (\S+)", line)
+    assert match, line
+    return match.group(1)
+
+
 def _documented(command: str) -> tuple[str, list[str]]:
     match = re.search(rf"^# {re.escape(command)}\n((?:kafka-acls .*\n)+)", DOCS, flags=re.M)
     assert match, command
     lines = match.group(1).splitlines()
-    (principal,) = {re.search(r"--allow-principal (\S+)", line).group(1) for line in lines}  # type: ignore[union-attr]
+    (principal,) = {_principal(line) for line in lines}
     return principal, lines
 
 

@@ -8,7 +8,7 @@ from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
-from pipeline.contracts.wire import VtRequest
+from pipeline.contracts.wire import Status, VtRequest
 from pipeline.kafka.replica import CacheCopy
 from pipeline.replay.answers import Answers
 from pipeline.replay.ledger import Ledger
@@ -31,9 +31,9 @@ def origin(ref: str, run: str = "nov") -> Origin:
     return Origin(ref=ref, replay=run)
 
 
-def response(ref: str, status: str, requests: int, run: str = "nov") -> bytes:
+def response(ref: str, status: Status, requests: int, run: str = "nov") -> bytes:
     request = VtRequest(indicator=URL, action="submit_url", api="v3", origin=origin(ref, run))
-    return request.respond(status, requests=requests).to_bytes()  # type: ignore[arg-type]
+    return request.respond(status, requests=requests).to_bytes()
 
 
 def summary(ref: str, card: SummaryCard, run: str = "nov") -> bytes:

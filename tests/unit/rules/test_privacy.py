@@ -168,6 +168,12 @@ def _parse(value: str, settings: Settings = Settings()) -> Accepted | Skipped | 
     return parse(value.encode(), "indicators.raw/0/1", settings)
 
 
+def _accepted(value: str) -> Accepted:
+    outcome = _parse(value)
+    assert isinstance(outcome, Accepted), outcome
+    return outcome
+
+
 def test_defanged_input_is_refanged_then_redacted():
     outcome = _parse("hxxps://user:pw@host[.]com/?token=abc123&page=2")
     assert isinstance(outcome, Accepted)
@@ -176,7 +182,7 @@ def test_defanged_input_is_refanged_then_redacted():
 
 
 def test_sightings_differing_only_in_a_redacted_part_share_one_key():
-    keys = {_parse(value).indicator.key for value in (  # type: ignore[union-attr]
+    keys = {_accepted(value).indicator.key for value in (
         "https://host.com/r?token=a", "https://host.com/r?token=b", "hxxps://x:y@host[.]com/r?TOKEN=c",
         "https://host.com/r")}
     assert keys == {Indicator("url", "https://host.com/r").key}
@@ -196,7 +202,7 @@ def _summary(indicator: Indicator, origin: Origin) -> dict:
 
 
 def test_a_summary_shows_the_sighting_and_what_was_sent():
-    origin = _parse("https://user:pw@host.com/?code=1").origin  # type: ignore[union-attr]
+    origin = _accepted("https://user:pw@host.com/?code=1").origin
     event = _summary(Indicator("url", "https://host.com/"), origin)
     assert event["indicator"]["value"] == "https://user:pw@host.com/?code=1"
     assert event["origin"] == {"ref": "indicators.raw/0/1"}
