@@ -29,10 +29,11 @@ from typing import Callable, Iterator
 
 import pytest
 from tests.support.apache import USERS, reset
+from tests.support.settings import worker_env_for_tests
 
 from pipeline.devtools.apache.launcher import ApacheKafka
 from pipeline.devtools.broker import EmbeddedBroker
-from pipeline.devtools.rig import EmulatorProcess, WorkerProcess, worker_env
+from pipeline.devtools.rig import EmulatorProcess, WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "samples" / "vt"
@@ -143,10 +144,8 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 
     def start(bootstrap: str, vt_url: str, **overrides: str) -> WorkerProcess:
         n = len(started)
-        env = worker_env(bootstrap, vt_url, tmp_path / f"data{n}", **{
-            "VTSTREAM_VT_RATE_PER_MINUTE": "6000", "VTSTREAM_VT_DAILY_QUOTA": "1000000",
-            "VTSTREAM_KAFKA_SESSION_TIMEOUT": "3", "VTSTREAM_LOG_LEVEL": "INFO",
-            **{f"VTSTREAM_{k.upper()}": v for k, v in overrides.items()}})
+        env = worker_env_for_tests(bootstrap, vt_url, tmp_path / f"data{n}", VTSTREAM_LOG_LEVEL="INFO", **{
+            f"VTSTREAM_{k.upper()}": v for k, v in overrides.items()})
         if not started:  # as an operator would: `vtstream topics create` before the first worker
             subprocess.run([sys.executable, "-m", "pipeline", "topics", "create"], env=env, check=True,
                            stdout=subprocess.DEVNULL)

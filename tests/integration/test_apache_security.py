@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 from tests.support.apache import PRINCIPALS, acl_lines, bindings, grant, revoke
 from tests.support.security import fails_fast, read_summaries, run
+from tests.support.settings import worker_env_for_tests
 
 from pipeline.devtools.apache.launcher import ApacheKafka
 from pipeline.devtools.broker import free_port
 from pipeline.devtools.certs import Authority
-from pipeline.devtools.rig import WorkerProcess, child_env, wait_until, worker_env
+from pipeline.devtools.rig import WorkerProcess, child_env, wait_until
 from pipeline.kafka.acls import COMMANDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache]
@@ -48,9 +49,8 @@ def grant_documented(kafka: ApacheKafka) -> None:
 
 
 def start_worker(kafka: ApacheKafka, emulator_url: str, tmp_path: Path, env: dict[str, str]) -> WorkerProcess:
-    full = worker_env(kafka.client_bootstrap, emulator_url, tmp_path / "data", **{
-        "VTSTREAM_VT_RATE_PER_MINUTE": "6000", "VTSTREAM_VT_DAILY_QUOTA": "1000000",
-        "VTSTREAM_KAFKA_SESSION_TIMEOUT": "3", **{k: v for k, v in env.items() if k.startswith("VTSTREAM_")}})
+    full = worker_env_for_tests(kafka.client_bootstrap, emulator_url, tmp_path / "data", **{
+        k: v for k, v in env.items() if k.startswith("VTSTREAM_")})
     return WorkerProcess(full, tmp_path / "worker.log")
 
 

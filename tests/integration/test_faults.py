@@ -6,13 +6,13 @@ import time
 
 import pytest
 from tests.support.kafka import collect, finals, produce, summaries, wait_finals
+from tests.support.settings import fast_retries
 
 from pipeline.devtools.rig import wait_until
 
 pytestmark = pytest.mark.integration
 
 RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
-FAST = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
 
 
 
@@ -36,7 +36,7 @@ def test_quota_exceeded_parks_and_pauses_instead_of_looping(kafka, emulator_fact
     emulator = emulator_factory()
     emulator.control("/_emulator/config", {"retry_after_s": 1.5})
     emulator.control("/_emulator/faults", {"mode": "429", "count": 2})
-    worker_factory(kafka, emulator.url, vt_api_version=api, **FAST)
+    worker_factory(kafka, emulator.url, vt_api_version=api, **fast_retries())
     produce(kafka, RAW, ips(5))
     events = wait_finals(kafka, 5)
     assert all(e["summary"]["found"] is True for e in finals(events))
@@ -49,7 +49,7 @@ def test_quota_exceeded_parks_and_pauses_instead_of_looping(kafka, emulator_fact
 def test_transient_faults_are_retried_through_the_tiers(kafka, emulator_factory, worker_factory, mode):
     emulator = emulator_factory()
     emulator.control("/_emulator/faults", {"mode": mode, "count": 2, "match": "8.8.4.4"})
-    worker_factory(kafka, emulator.url, vt_read_timeout="1", **FAST)
+    worker_factory(kafka, emulator.url, vt_read_timeout="1", **fast_retries())
     produce(kafka, RAW, ["8.8.4.4", "9.9.9.9"])
     events = wait_finals(kafka, 2)
     assert all(e["summary"]["found"] is True for e in finals(events))
@@ -60,7 +60,7 @@ def test_transient_faults_are_retried_through_the_tiers(kafka, emulator_factory,
 def test_persistent_garbage_ends_in_dead_letters_after_the_attempts(kafka, emulator_factory, worker_factory, mode):
     emulator = emulator_factory()
     emulator.control("/_emulator/faults", {"mode": mode, "match": "8.8.4.4"})
-    worker_factory(kafka, emulator.url, retry_max_attempts="3", **FAST)
+    worker_factory(kafka, emulator.url, retry_max_attempts="3", **fast_retries())
     produce(kafka, RAW, ["8.8.4.4", "9.9.9.9"])
     events = wait_finals(kafka, 2)
     by_value = {e["indicator"]["value"]: e["summary"] for e in finals(events)}
@@ -71,7 +71,7 @@ def test_persistent_garbage_ends_in_dead_letters_after_the_attempts(kafka, emula
 
 
 def test_connection_refused_is_retried_then_dead_lettered(kafka, worker_factory):
-    worker_factory(kafka, "http://127.0.0.1:1", retry_max_attempts="2", vt_connect_timeout="1", **FAST)
+    worker_factory(kafka, "http://127.0.0.1:1", retry_max_attempts="2", vt_connect_timeout="1", **fast_retries())
     produce(kafka, RAW, ["8.8.4.4"])
     (final,) = finals(wait_finals(kafka, 1))
     assert final["summary"]["checked"] is False and "TransportError" in final["summary"]["reason"]
@@ -82,7 +82,7 @@ def test_connection_refused_is_retried_then_dead_lettered(kafka, worker_factory)
 def test_wrong_key_stops_calls_holds_records_and_resumes(kafka, emulator_factory, worker_factory):
     emulator = emulator_factory()
     emulator.control("/_emulator/faults", {"mode": "401"})
-    worker = worker_factory(kafka, emulator.url, **FAST)
+    worker = worker_factory(kafka, emulator.url, **fast_retries())
     produce(kafka, RAW, ips(3))
     wait_until(lambda: emulator.stats()["faults_injected"] >= 1, what="the worker calling VirusTotal")
     first_try_seen = time.monotonic()
@@ -100,7 +100,7 @@ def test_wrong_key_stops_calls_holds_records_and_resumes(kafka, emulator_factory
 
 
 def test_daily_quota_parks_until_reset_and_says_not_checked(kafka, emulator, worker_factory):
-    worker_factory(kafka, emulator.url, vt_daily_quota="3", **FAST)
+    worker_factory(kafka, emulator.url, vt_daily_quota="3", **fast_retries())
     produce(kafka, RAW, ips(5))
     events = collect(kafka, ENRICHED, lambda evs: len(summaries(evs)) >= 5, timeout=60)
     found = [e for e in finals(events) if e["summary"].get("checked")]
@@ -111,7 +111,7 @@ def test_daily_quota_parks_until_reset_and_says_not_checked(kafka, emulator, wor
 
 
 def test_per_source_cap_keeps_a_noisy_feed_from_draining_the_key(kafka, emulator, worker_factory):
-    worker_factory(kafka, emulator.url, source_daily_caps="noisy=2", **FAST)
+    worker_factory(kafka, emulator.url, source_daily_caps="noisy=2", **fast_retries())
     produce(kafka, RAW, [{"value": v, "source": "noisy"} for v in ips(4)]
             + [{"value": v, "source": "quiet"} for v in ips(2, "104.16")])
     events = collect(kafka, ENRICHED, lambda evs: len(summaries(evs)) >= 6, timeout=60)
@@ -125,11 +125,11 @@ def test_per_source_cap_keeps_a_noisy_feed_from_draining_the_key(kafka, emulator
 
 def test_daily_count_survives_a_worker_restart(kafka, emulator, worker_factory):
     """The governor's state is the vt.quota table: a restarted worker goes on counting, not from zero."""
-    first = worker_factory(kafka, emulator.url, vt_daily_quota="3", **FAST)
+    first = worker_factory(kafka, emulator.url, vt_daily_quota="3", **fast_retries())
     produce(kafka, RAW, ips(2))
     wait_finals(kafka, 2)
     first.stop()
-    worker_factory(kafka, emulator.url, vt_daily_quota="3", **FAST)
+    worker_factory(kafka, emulator.url, vt_daily_quota="3", **fast_retries())
     produce(kafka, RAW, ips(3, "104.16"))
     events = collect(kafka, ENRICHED, lambda evs: len(summaries(evs)) >= 5, timeout=90)
     deferred = [e["summary"] for e in summaries(events) if e["summary"].get("pending")]

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tests.support.kafka import collect, finals, produce, wait_finals
+from tests.support.settings import fast_retries
 
 from pipeline.kafka.admin import topic_catalog
 from pipeline.rules.deadletter import KEEP_BYTES
@@ -90,7 +91,7 @@ def test_no_record_on_any_topic_is_larger_than_the_limit(kafka, emulator_factory
     limit = 128 * 1024
     emulator = emulator_factory("--scan-seconds", "4", "--not-found-ratio", "1.0")
     worker = worker_factory(kafka, emulator.url, kafka_max_record_bytes=str(limit), outputs="events,stix",
-                            retry_tiers="1s,2s,4s", retry_slice="0.5s")
+                            **fast_retries())
     hot = {"value": "https://hot.example.com/landing", "labels": ["TLP:GREEN"] * 50, "source": "s" * 1000}
     produce(kafka, RAW, [orjson.dumps({**hot, "id": str(i)}) for i in range(1_500)])
     produce(kafka, RAW, [b"x:" * 500_000, ("?" + "token=1&" * 120_000).encode(), *[ip for ip in ORDINARY[:3]]])

@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 from tests.support.kafka import collect, finals, produce, wait_finals
+from tests.support.settings import fast_retries
 
 from pipeline.cli.status import gather_status, summarize
 from pipeline.devtools.rig import group_members, wait_until
@@ -19,7 +20,6 @@ from pipeline.settings import DEMO_API_KEY, Settings
 pytestmark = pytest.mark.integration
 
 RAW = "indicators.raw"
-FAST = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
 
 
 def ips(n: int, base: str = "151.101") -> list[str]:
@@ -51,7 +51,7 @@ def test_a_429_storm_with_calls_in_flight(kafka, emulator_factory, worker_factor
     emulator = emulator_factory("--latency-ms", "400")
     emulator.control("/_emulator/config", {"retry_after_s": 1})
     emulator.control("/_emulator/faults", {"mode": "429", "count": 4})
-    worker_factory(kafka, emulator.url, vt_rate_per_minute="120", vt_max_in_flight="8", **FAST)
+    worker_factory(kafka, emulator.url, vt_rate_per_minute="120", vt_max_in_flight="8", **fast_retries())
     values = ips(8, base="151.102")
     produce(kafka, RAW, values)
     assert found_values(wait_finals(kafka, 8)) == set(values)
@@ -63,12 +63,12 @@ def test_a_429_storm_with_calls_in_flight(kafka, emulator_factory, worker_factor
 def test_a_stop_with_calls_in_flight_loses_nothing(kafka, emulator_factory, worker_factory):
     """SIGTERM while several 3-second calls are open; the next worker finishes what was left."""
     emulator = emulator_factory("--latency-ms", "3000")
-    first = worker_factory(kafka, emulator.url, vt_rate_per_minute="600", vt_max_in_flight="8", **FAST)
+    first = worker_factory(kafka, emulator.url, vt_rate_per_minute="600", vt_max_in_flight="8", **fast_retries())
     values = ips(12, base="151.103")
     produce(kafka, RAW, values)
     wait_until(lambda: emulator.stats()["max_in_flight"] >= 4, timeout=120)
     first.stop()
-    worker_factory(kafka, emulator.url, vt_rate_per_minute="600", vt_max_in_flight="8", **FAST)
+    worker_factory(kafka, emulator.url, vt_rate_per_minute="600", vt_max_in_flight="8", **fast_retries())
     assert found_values(wait_finals(kafka, 12, timeout=120)) == set(values)
 
 
@@ -116,7 +116,7 @@ def test_a_rebalance_with_calls_in_flight_loses_nothing(kafka, emulator_factory,
     48 IPs take 24 s at 2 calls a second: time enough for the second worker to join on a loaded box."""
     COUNT = 48
     emulator = emulator_factory("--rate-per-minute", "120", "--latency-ms", "1500")
-    settings = {"vt_rate_per_minute": "120", "vt_max_in_flight": "8", **FAST}
+    settings = {"vt_rate_per_minute": "120", "vt_max_in_flight": "8", **fast_retries()}
     worker_factory(kafka, emulator.url, **settings)
     values = ips(COUNT, base="151.106")
     produce(kafka, RAW, values)

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tests.support.security import ENRICHED, FAIL_FAST_S, cli_env, fails_fast, read_summaries, run, vtstream
+from tests.support.security import FAIL_FAST_S, cli_env, fails_fast, read_summaries, run, vtstream
 from tests.support.tls import TlsProxy
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
 from pipeline.devtools.certs import Authority, Pem
+from topics import ENRICHED
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from tests.support.kafka import produce, wait_finals
 from tests.support.web import get as _get
+from tests.support.settings import fast_retries
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli.status import status_command
@@ -80,7 +81,7 @@ def test_a_mixed_run_shows_in_metrics_ready_logs_and_status(kafka, emulator, wor
     web = f"http://127.0.0.1:{port}"
     worker = worker_factory(kafka, emulator.url, web_port=str(port), log_format="json",
                             vt_rate_per_minute="600", internal_domains="corp.acme-test.net",
-                            retry_tiers="1s,2s", retry_slice="0.5s")
+                            **fast_retries("1s,2s"))
 
     answers = _ready_answers(web + "/ready")
     assert answers[0][0] == 503 and answers[0][1]["ready"] is False and answers[0][1]["waiting_for"]

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from tests.support.kafka import collect, finals, produce
-from tests.support.replay import (ARCHIVE, ENRICHED, FROM_MS, HOUR_MS, RAW, TO_MS, archive, dry_counts, iso, replay,
-                                  status_of)
+from tests.support.replay import ARCHIVE, FROM_MS, HOUR_MS, TO_MS, archive, dry_counts, iso, replay, status_of
+
+from topics import ENRICHED, LOOKUPS, RAW
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def test_replay_window_calls_marking_report_and_dry_run(kafka, emulator, worker_
     assert not any(v.startswith("203.0.113.") or v == "8.8.4.4" for v in values), "out-of-range record replayed"
     (cached,) = [e for e in replayed if e["indicator"]["value"] == "9.9.9.9"]
     assert cached["summary"]["cached"] is True
-    lookups = collect(kafka, "vt.lookups", lambda evs: len(evs) >= 7)  # 1 live + 6 replayed misses
+    lookups = collect(kafka, LOOKUPS, lambda evs: len(evs) >= 7)  # 1 live + 6 replayed misses
     fed = sorted(r["indicator"]["value"] for r in lookups if r["origin"].get("replay") == "retro")
     assert fed == sorted(["8.8.8.8"] * 3 + ["phish.example.com"] * 2 + ["example.com"]), \
         "a cached record is answered in one hop, without vt.lookups"

@@ -14,11 +14,13 @@ import pytest
 from tests.support.kafka import collect
 from tests.support.replay import (ARCHIVE, FROM_MS, HOUR_MS, archive, dry_counts, iso, replay, replay_args,
                                   replay_env, status_of)
+from tests.support.settings import fast_retries
 
 pytestmark = pytest.mark.integration
 
-#: Scans are polled after 1 s (the emulator finishes them in 1 s); 8 polls allowed, as by default.
-FAST_TIERS = {"retry_tiers": "1s,2s,5s"}
+#: Scans are polled after 1 s (the emulator finishes them in 1 s); 8 polls allowed, as by default;
+#: tiers are checked every 5 s, the default slice.
+RETRIES = fast_retries("1s,2s,5s", slice_s="5s")
 
 
 def seen_by_virustotal(emulator: Any) -> list[dict[str, str]]:
@@ -31,17 +33,17 @@ def test_a_budget_is_a_ceiling_on_what_virustotal_sees_and_the_report_counts_eve
     """The issue's case: 20 URLs VirusTotal does not know, --budget 20. Each costs a lookup, a submission,
     polls and the report; each reserves its worst case (11) before it is fed."""
     emulator.control("/_emulator/config", {"not_found_ratio": 1.0})
-    worker_factory(kafka, emulator.url, **FAST_TIERS)
+    worker_factory(kafka, emulator.url, **RETRIES)
     archive(kafka, [(FROM_MS + i * 1000, f"http://unknown-{i}.example.net/landing?id={i}") for i in range(20)],
             partitions=1)
     report = tmp_path / "report.json"
-    dry = replay(kafka, emulator.url, "--run", "urls", "--dry-run", **FAST_TIERS)
+    dry = replay(kafka, emulator.url, "--run", "urls", "--dry-run", **RETRIES)
     assert dry.returncode == 0, dry.stderr
     counts = dry_counts(dry.stdout)  # the same worst case the budget reserves: 1 + 1 + 8 polls + 1 each
     assert (counts["to look up"], counts["of which may scan"], counts["VirusTotal requests"]) == (20, 20, 220)
     assert seen_by_virustotal(emulator) == [], "a dry run called VirusTotal"
 
-    first = replay(kafka, emulator.url, "--run", "urls", "--budget", "20", "--report", str(report), **FAST_TIERS)
+    first = replay(kafka, emulator.url, "--run", "urls", "--budget", "20", "--report", str(report), **RETRIES)
     assert first.returncode == 0, first.stderr
     fed = json.loads(report.read_text())["records"]
     assert "budget of 20 VirusTotal requests spent: stopped reading at partition 0 at" in first.stderr
@@ -54,7 +56,7 @@ def test_a_budget_is_a_ceiling_on_what_virustotal_sees_and_the_report_counts_eve
     assert {r["method"] for r in seen} == {"GET", "POST"}  # lookups, polls, reports; submissions
     assert doc["state"] == "budget spent" and 0 < doc["records"] < 20
 
-    second = replay(kafka, emulator.url, "--run", "urls", "--budget", "20", "--report", str(report), **FAST_TIERS)
+    second = replay(kafka, emulator.url, "--run", "urls", "--budget", "20", "--report", str(report), **RETRIES)
     assert second.returncode == 0, second.stderr
     again = seen_by_virustotal(emulator)
     doc = json.loads(report.read_text())
@@ -67,7 +69,7 @@ def test_every_request_a_run_causes_is_counted_as_the_server_saw_it(kafka, emula
                                                                      tmp_path: Path):
     """URL rescans (lookup, submission, polls, report), file hashes with their behaviour summary, domains
     with a fetched relationship: the report's count is the emulator's request log, request for request."""
-    settings = {**FAST_TIERS, "url_max_age": "1s", "vt_behaviour": "true", "vt_relationships": "resolutions"}
+    settings = {**RETRIES, "url_max_age": "1s", "vt_behaviour": "true", "vt_relationships": "resolutions"}
     worker_factory(kafka, emulator.url, **settings)
     values = ["http://www.example.com/a", "http://www.example.org/b", "http://example.net/c",
               "44d88612fea8a8f36de82e1278abb02f", "3395856ce81f2b7382dee72602f798b642f14140",

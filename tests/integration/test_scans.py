@@ -6,11 +6,11 @@ import base64
 
 import pytest
 from tests.support.kafka import collect, finals, produce, summaries, wait_finals
+from tests.support.settings import fast_retries
 
 pytestmark = pytest.mark.integration
 
 RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
-FAST_TIERS = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
 
 
 
@@ -22,7 +22,7 @@ def attribute_names(events, value):
 @pytest.mark.parametrize("api", ["v3", "v2"])
 def test_url_scan_completes_through_the_tiers(kafka, emulator_factory, worker_factory, api):
     emulator = emulator_factory("--scan-seconds", "2", "--not-found-ratio", "1.0")
-    worker_factory(kafka, emulator.url, vt_api_version=api, **FAST_TIERS)
+    worker_factory(kafka, emulator.url, vt_api_version=api, **fast_retries())
     url = "http://scan-me.example.net/landing?id=7"
     produce(kafka, RAW, [url])
     events = wait_finals(kafka, 1)
@@ -47,7 +47,7 @@ def test_file_upload_scan_completes(kafka, emulator_factory, worker_factory, tmp
     root.mkdir()
     (root / "dropper.bin").write_bytes(b"MZ" + b"\x90" * 5000 + b"not really a PE")
     worker_factory(kafka, emulator.url, vt_api_version=api, upload_labels="TLP:CLEAR", file_root=str(root),
-                   **FAST_TIERS)
+                   **fast_retries())
     inline = base64.b64encode(b"inline sample content " * 20).decode()
     produce(kafka, RAW, [
         {"file": {"name": "inline.bin", "content_b64": inline}, "labels": ["TLP:CLEAR"]},
@@ -97,7 +97,7 @@ def test_file_events_with_bad_references_are_refused_with_reasons(kafka, emulato
 def test_a_scan_that_never_finishes_ends_in_dead_letters(kafka, emulator_factory, worker_factory):
     emulator = emulator_factory("--not-found-ratio", "1.0")
     emulator.control("/_emulator/config", {"never_complete": True})
-    worker_factory(kafka, emulator.url, retry_max_attempts="3", **FAST_TIERS)
+    worker_factory(kafka, emulator.url, retry_max_attempts="3", **fast_retries())
     produce(kafka, RAW, ["http://never.example.org/stuck"])
     events = wait_finals(kafka, 1)
     (final,) = finals(events)
@@ -113,7 +113,7 @@ def test_pending_scans_do_not_delay_fresh_lookups(kafka, emulator_factory, worke
     The gateway must answer every IP lookup before it fetches any scan's final report: compared
     by the send times of the gateway's answers on vt.responses (one producer, so one clock)."""
     emulator = emulator_factory("--scan-seconds", "0.5")
-    worker_factory(kafka, emulator.url, vt_rate_per_minute="3000", url_max_age="1s", **FAST_TIERS)
+    worker_factory(kafka, emulator.url, vt_rate_per_minute="3000", url_max_age="1s", **fast_retries())
     urls = [f"http://pending-{i}.example.com/page" for i in range(50)]
     ips = [f"93.184.{i // 250}.{i % 250 + 1}" for i in range(500)]
     produce(kafka, RAW, urls)
@@ -129,14 +129,14 @@ def test_pending_scans_do_not_delay_fresh_lookups(kafka, emulator_factory, worke
 @pytest.mark.both_brokers
 def test_parked_scans_survive_a_worker_restart(kafka, emulator_factory, worker_factory):
     emulator = emulator_factory("--scan-seconds", "6", "--not-found-ratio", "1.0")
-    first = worker_factory(kafka, emulator.url, **FAST_TIERS)
+    first = worker_factory(kafka, emulator.url, **fast_retries())
     urls = [f"http://restart-{i}.example.org/" for i in range(10)]
     produce(kafka, RAW, urls)
     events = collect(kafka, ENRICHED, lambda evs: sum(bool(e["summary"].get("pending"))
                                                        for e in summaries(evs)) >= 10, timeout=60)
     assert sum(bool(e["summary"].get("pending")) for e in summaries(events)) == 10
     first.stop()
-    worker_factory(kafka, emulator.url, **FAST_TIERS)
+    worker_factory(kafka, emulator.url, **fast_retries())
     events = wait_finals(kafka, 10, timeout=120)
     assert {e["indicator"]["value"] for e in finals(events)} == set(urls)
     contents: dict = {}

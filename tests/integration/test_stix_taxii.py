@@ -19,6 +19,7 @@ import pytest
 import requests
 import stix2
 from tests.support.kafka import collect, produce
+from tests.support.settings import fast_retries
 from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Server, as_pages
 
@@ -32,7 +33,6 @@ pytestmark = pytest.mark.integration
 
 RAW, STIX = "indicators.raw", "indicators.stix"
 GREEN = "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"
-FAST_TIERS = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
 SHA256 = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 INPUTS = ["8.8.8.8", "example.com", SHA256, "http://www.google.com/", "unknown-notfound.example.org"]
 USER, PASSWORD = "feed-reader", "s3cret-taxii-pass"
@@ -51,7 +51,7 @@ def sightings(labels, upload):
 
 def stix_worker(kafka, emulator, worker_factory, api, **overrides):
     return worker_factory(kafka, emulator.url, vt_api_version=api, outputs="events,stix", url_max_age="3650d",
-                          upload_labels="TLP:CLEAR", stix_indicator_at="1", **FAST_TIERS, **overrides)
+                          upload_labels="TLP:CLEAR", stix_indicator_at="1", **fast_retries(), **overrides)
 
 
 def enrich(kafka, emulator, worker_factory, api, labels, upload):

@@ -8,6 +8,7 @@ import os
 
 import pytest
 from tests.support.kafka import finals, produce, wait_finals
+from tests.support.settings import fast_retries
 
 from pipeline.contracts.indicator import FileRef, Indicator
 from pipeline.contracts.origin import Origin
@@ -15,7 +16,6 @@ from pipeline.contracts.wire import VtRequest
 
 pytestmark = pytest.mark.integration
 
-FAST_TIERS = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
 BODY = b"MZ" + b"\x90" * 3000 + b"approved sample"
 
 
@@ -35,7 +35,7 @@ def test_crafted_upload_requests_upload_nothing_and_say_why(kafka, emulator_fact
     (root / "link.bin").symlink_to(tmp_path / "outside.bin")
     os.mkfifo(root / "pipe.bin")
     (root / "changed.bin").write_bytes(BODY)
-    worker = worker_factory(kafka, emulator.url, upload_labels="TLP:CLEAR", file_root=str(root), **FAST_TIERS)
+    worker = worker_factory(kafka, emulator.url, upload_labels="TLP:CLEAR", file_root=str(root), **fast_retries())
     records = [
         crafted("proc", "/proc/self/environ"),
         crafted("outside", str(tmp_path / "outside.bin")),

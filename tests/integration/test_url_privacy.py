@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from tests.support.emulator import received
 from tests.support.kafka import collect, finals, produce, wait_finals
+from tests.support.settings import fast_retries
 
 pytestmark = pytest.mark.integration
 
 RAW, DEAD = "indicators.raw", "vt.dead"
-FAST_TIERS = {"retry_tiers": "1s,2s,4s", "retry_slice": "0.5s"}
 SECRETS = ("Hunter2pw", "TOKa1", "TOKb2", "SIGc3", "AKIAEXAMPLE", "TOKd4", "TOKe5")
 SAFE_LINK = ("https://eur01.safelinks.protection.outlook.com/"
              "?url=https%3A%2F%2Fbank.example.com%2Freset%3Ftoken%3DTOKe5&data=05")
@@ -19,7 +19,7 @@ SAFE_LINK = ("https://eur01.safelinks.protection.outlook.com/"
 def test_virustotal_never_receives_userinfo_or_tokens(kafka, emulator_factory, worker_factory, api):
     # Every URL is unknown, so each is looked up, submitted and polled: all three paths out.
     emulator = emulator_factory("--scan-seconds", "1", "--not-found-ratio", "1.0")
-    worker = worker_factory(kafka, emulator.url, vt_api_version=api, **FAST_TIERS)
+    worker = worker_factory(kafka, emulator.url, vt_api_version=api, **fast_retries())
     produce(kafka, RAW, [
         "hxxps://alice:Hunter2pw@portal[.]example[.]com/login?token=TOKa1&lang=en",
         {"value": "https://portal.example.com/login?token=TOKb2&lang=en", "id": "second"},

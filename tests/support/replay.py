@@ -14,7 +14,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-ARCHIVE, RAW, ENRICHED = "siem.archive", "indicators.raw", "indicators.enriched"
+from tests.support.settings import UNTHROTTLED
+
+ARCHIVE = "siem.archive"
 HOUR_MS = 3600 * 1000
 #: The replayed range: ten days ago, for two days.
 BASE_MS = (int(time.time()) // 3600 - 240) * HOUR_MS
@@ -53,8 +55,7 @@ def archive(bootstrap: str, records: list[tuple[int, str | dict[str, Any]]], par
 def replay_env(bootstrap: str, vt_url: str, **env: str) -> dict[str, str]:
     """The environment `vtstream replay` runs in: the test's broker and emulator, ``env`` as VTSTREAM_<NAME>."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_VT_BASE_URL": vt_url,
-                    "VTSTREAM_VT_RATE_PER_MINUTE": "6000", "VTSTREAM_VT_DAILY_QUOTA": "1000000"})
+    environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_VT_BASE_URL": vt_url, **UNTHROTTLED})
     environ.update({f"VTSTREAM_{k.upper()}": v for k, v in env.items()})
     return environ
 

@@ -14,15 +14,17 @@ import time
 
 import pytest
 
-RAW, ENRICHED = "indicators.raw", "indicators.enriched"
+from tests.support.settings import SHORT_SESSION
+from topics import ENRICHED
+
 #: Refusals end the process, with the setting named, within this many seconds.
 FAIL_FAST_S = 60
 
 
 def cli_env(bootstrap: str, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    env.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_WEB_PORT": "0",
-                "VTSTREAM_KAFKA_SESSION_TIMEOUT": "3", "VTSTREAM_STORE": "memory://"})
+    env.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_WEB_PORT": "0", **SHORT_SESSION,
+                "VTSTREAM_STORE": "memory://"})
     env.update({f"VTSTREAM_{k.upper()}": v for k, v in settings.items()})
     return env
 
