@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from tests.conftest import SAMPLES
 
+from topics import DEAD, ENRICHED, LOOKUPS, RAW, REQUESTS, RESPONSES, changelog_name
+
 pytestmark = pytest.mark.e2e
 
 COMMANDS = ["worker", "demo", "broker", "emulator", "produce", "tail", "map", "topics", "status", "replay", "bench",
@@ -88,8 +90,7 @@ def test_map_refuses_a_file_that_is_not_json(tmp_path):
 
 def test_topics_describe_names_the_catalog():
     out = vtstream("topics", "describe").stdout.decode()
-    for topic in ["indicators.raw", "vt.lookups", "vt.requests", "vt.responses", "indicators.enriched",
-                  "vt.dead", "vtstream-cache-changelog"]:
+    for topic in [RAW, LOOKUPS, REQUESTS, RESPONSES, ENRICHED, DEAD, changelog_name("vtstream")]:
         assert topic in out
     assert "partitions=1" in out
 
@@ -101,7 +102,7 @@ def test_produce_and_tail_round_trip(kafka):
     assert sent.returncode == 0 and b"sent 2 records" in sent.stderr
     piped = vtstream("produce", env=env, input=b"# comment\n\n1.1.1.1\n{\"value\": \"x.example\"}\n")
     assert b"sent 2 records" in piped.stderr
-    tail = vtstream("tail", "--topic", "indicators.raw", "--from-beginning", "--json", "--idle-exit", "3", env=env)
+    tail = vtstream("tail", "--topic", RAW, "--from-beginning", "--json", "--idle-exit", "3", env=env)
     assert set(tail.stdout.decode().splitlines()) == {
         '{"value":"8.8.8.8","source":"fw","labels":["TLP:GREEN"]}',
         '{"value":"example.com","source":"fw","labels":["TLP:GREEN"]}',

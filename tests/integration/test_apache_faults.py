@@ -14,10 +14,10 @@ from tests.support.apache import topic_settings
 from tests.support.kafka import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
 
 from pipeline.devtools.apache.launcher import ApacheKafka
+from topics import ENRICHED, LOOKUPS, RAW, RESPONSES, changelog_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache]
 
-RAW, ENRICHED = "indicators.raw", "indicators.enriched"
 #: 3,000 sightings over 600 unique indicators, as the issue asks.
 UNIQUE, REPEATS = 600, 5
 #: The gateway's calls in flight (VTSTREAM_VT_MAX_IN_FLIGHT's default): the most a crash may cost again.
@@ -79,7 +79,7 @@ def test_one_of_three_brokers_killed_mid_stream_loses_no_sighting(tmp_path, emul
         kafka = cluster.bootstrap
         records = stream_of(UNIQUE, REPEATS, seed=8)
         worker = worker_factory(kafka, emulator.url)  # topics: VTSTREAM_KAFKA_REPLICATION_FACTOR's default
-        topics = (RAW, "vt.lookups", "vt.responses", ENRICHED, "vtstream-cache-changelog")
+        topics = (RAW, LOOKUPS, RESPONSES, ENRICHED, changelog_name("vtstream"))
         for topic, (replicas, config) in topic_settings(kafka, *topics).items():
             assert (replicas, config["min.insync.replicas"]) == (3, "2"), topic
         produce(kafka, RAW, records)

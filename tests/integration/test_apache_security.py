@@ -26,6 +26,7 @@ from pipeline.devtools.broker import free_port
 from pipeline.devtools.certs import Authority
 from pipeline.devtools.rig import WorkerProcess, child_env, wait_until
 from pipeline.kafka.acls import COMMANDS
+from topics import DEAD, ENRICHED, RAW
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache]
 
@@ -70,7 +71,7 @@ def test_every_command_runs_over_scram_with_exactly_the_documented_acls(apache_k
         status = run(as_user(kafka, "status"), "status", "--json")
         assert status.returncode == 0, status.stdout[-2000:]
         assert json.loads(status.stdout)["dead_letters"]["count"] == 0
-        replay = run(as_user(kafka, "replay"), "replay", "--topic", "indicators.raw", "--from", "1h", "--run", "acl")
+        replay = run(as_user(kafka, "replay"), "replay", "--topic", RAW, "--from", "1h", "--run", "acl")
         assert replay.returncode == 0, replay.stdout[-2000:]
         port = free_port()
         taxii = subprocess.Popen([sys.executable, "-m", "pipeline", "taxii", "--port", str(port)],
@@ -111,10 +112,10 @@ def _taxii_objects(port: int) -> int:
 
 
 @pytest.mark.parametrize("command, resource, name, operation, args", [
-    ("worker", "TOPIC", "vt.dead", "WRITE", ("worker",)),
-    ("produce", "TOPIC", "indicators.raw", "WRITE", ("produce", "8.8.8.8")),
+    ("worker", "TOPIC", DEAD, "WRITE", ("worker",)),
+    ("produce", "TOPIC", RAW, "WRITE", ("produce", "8.8.8.8")),
     ("status", "GROUP", "vtstream", "DESCRIBE", ("status",)),
-    ("tail", "TOPIC", "indicators.enriched", "READ", ("tail", "--idle-exit", "1")),
+    ("tail", "TOPIC", ENRICHED, "READ", ("tail", "--idle-exit", "1")),
 ])
 def test_a_missing_acl_is_named_with_its_operation_and_resource(apache_kafka, command, resource, name, operation,
                                                                 args):

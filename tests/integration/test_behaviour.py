@@ -11,10 +11,10 @@ from tests.integration.test_vtclient import run
 from pipeline.rules.indicators import classify
 from pipeline.vt.behaviour import NO_SANDBOX_REPORT
 from pipeline.vt.client import LookupResult, VirusTotalClient
+from topics import ENRICHED, RAW
 
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED = "indicators.raw", "indicators.enriched"
 #: The emulator has sandbox reports for this file ...
 SANDBOXED = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 #: ... and none for these (pipeline.devtools.emulator.v3.has_sandbox_report): a 404 and an empty summary.

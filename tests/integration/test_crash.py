@@ -13,13 +13,12 @@ import orjson
 import pytest
 from tests.support.kafka import assert_every_input_answered_once_per_id, collect, ids_answered, produce, stream_of, summaries
 
-from topics import intake_group
+from topics import DEAD, ENRICHED, RAW, intake_group
 
 from pipeline.devtools.rig import group_members, wait_until
 
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
 SCALE = int(os.environ.get("VTSTREAM_CRASH_SCALE", "1"))
 GROUPS = ("vtstream", intake_group("vtstream"))
 

@@ -9,10 +9,10 @@ from tests.support.kafka import collect, finals, produce, summaries, wait_finals
 from tests.support.settings import fast_retries
 
 from pipeline.devtools.rig import wait_until
+from topics import DEAD, ENRICHED, RAW
 
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
 
 
 

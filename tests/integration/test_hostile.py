@@ -22,10 +22,10 @@ from tests.support.settings import fast_retries
 from pipeline.kafka.admin import topic_catalog
 from pipeline.rules.deadletter import KEEP_BYTES
 from pipeline.settings import Settings
+from topics import DEAD, ENRICHED, RAW, changelog_name
 
 pytestmark = pytest.mark.integration
 
-RAW, DEAD = "indicators.raw", "vt.dead"
 LIMIT = 256 * 1024
 ORDINARY = ["1.1.1.1", "8.8.8.8", "9.9.9.9", "8.8.4.4", "1.0.0.1", "149.112.112.112", "208.67.222.222",
             "208.67.220.220", "64.6.64.6", "185.228.168.9"]
@@ -95,7 +95,7 @@ def test_no_record_on_any_topic_is_larger_than_the_limit(kafka, emulator_factory
     hot = {"value": "https://hot.example.com/landing", "labels": ["TLP:GREEN"] * 50, "source": "s" * 1000}
     produce(kafka, RAW, [orjson.dumps({**hot, "id": str(i)}) for i in range(1_500)])
     produce(kafka, RAW, [b"x:" * 500_000, ("?" + "token=1&" * 120_000).encode(), *[ip for ip in ORDINARY[:3]]])
-    events = collect(kafka, "indicators.enriched",
+    events = collect(kafka, ENRICHED,
                      lambda evs: len([e for e in finals(evs) if e["indicator"]["value"] == hot["value"]]) >= 1_500,
                      timeout=120)
     assert len([e for e in finals(events) if e["indicator"]["value"] == hot["value"]]) >= 1_500
@@ -105,7 +105,7 @@ def test_no_record_on_any_topic_is_larger_than_the_limit(kafka, emulator_factory
     largest = asyncio.run(largest_records(kafka, written))
     over = {topic: size for topic, size in largest.items() if size > limit}
     assert not over, over
-    assert largest["vt.dead"] > 0 and largest["vtstream-cache-changelog"] > 0
+    assert largest[DEAD] > 0 and largest[changelog_name("vtstream")] > 0
 
 
 async def largest_records(bootstrap: str, topics: list[str]) -> dict[str, int]:

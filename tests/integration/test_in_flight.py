@@ -16,10 +16,10 @@ from tests.support.settings import fast_retries
 from pipeline.cli.status import gather_status, summarize
 from pipeline.devtools.rig import group_members, wait_until
 from pipeline.settings import DEMO_API_KEY, Settings
+from topics import RAW, retry_topic
 
 pytestmark = pytest.mark.integration
 
-RAW = "indicators.raw"
 
 
 def ips(n: int, base: str = "151.101") -> list[str]:
@@ -126,7 +126,7 @@ def test_a_rebalance_with_calls_in_flight_loses_nothing(kafka, emulator_factory,
     accepted_at_join = emulator.stats()["accepted"]
     assert found_values(wait_finals(kafka, COUNT)) == set(values)
     assert accepted_at_join < COUNT, "all calls were done before the rebalance: nothing was tested"
-    parked = collect(kafka, "vt.retry.1s", lambda evs: any(e.get("reason") == "rebalance or shutdown" for e in evs),
+    parked = collect(kafka, retry_topic("1s"), lambda evs: any(e.get("reason") == "rebalance or shutdown" for e in evs),
                      timeout=5)
     assert any(e.get("reason") == "rebalance or shutdown" for e in parked)  # records in hand when it came
     stats = emulator.stats()

@@ -8,10 +8,10 @@ import pytest
 from tests.support.kafka import produce, wait_finals
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
+from topics import RAW
 
 pytestmark = pytest.mark.integration
 
-RAW = "indicators.raw"
 HEALED = "local table state disagrees with the changelog"
 #: Enough indicators that every cache partition's stored offset is above 0 (faust skips its check at 0).
 FIRST = [f"10.{i}.0.1" for i in range(1, 9)] + ["example.com", "example.org"]

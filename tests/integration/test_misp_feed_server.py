@@ -36,10 +36,10 @@ from pipeline.outputs.misp.feed import FeedState
 from pipeline.outputs.misp.server import Tail, build_app
 from pipeline.outputs.topic_reader import TopicReader
 from pipeline.settings import Settings
+from topics import ENRICHED, RAW
 
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED = "indicators.raw", "indicators.enriched"
 USER, PASSWORD = "misp-puller", "s3cret-misp-feed-pass"
 SHA256 = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 INPUTS = {"ip": "8.8.8.8", "domain": "example.com", "sha256": SHA256, "url": "http://www.google.com/",

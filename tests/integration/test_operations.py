@@ -18,10 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli.status import status_command
 from pipeline.devtools.broker import free_port
+from topics import POLLS, RAW, REQUESTS
 
 pytestmark = pytest.mark.integration
 
-RAW = "indicators.raw"
 FAULTY, FOUND, INTERNAL = "151.101.0.1", "wikipedia.org", "build.corp.acme-test.net"
 
 
@@ -133,7 +133,7 @@ def test_a_mixed_run_shows_in_metrics_ready_logs_and_status(kafka, emulator, wor
     quota = status["quota"]
     assert (quota["used_today"], quota["rate_per_minute"], quota["rate_from"]) == (3, 600, "gateway")
     assert status["sources"] == {"siem": {"used_today": 3, "cap": None}}
-    assert status["lag"]["vt.requests"] == 0 and status["lag"]["vt.polls"] == 0  # 2 and 1 records
+    assert status["lag"][REQUESTS] == 0 and status["lag"][POLLS] == 0  # 2 and 1 records
     assert not any(status["parked"].values()) and status["dead_letters"]["count"] == 1
     assert status["blocked"]["blocked"] is False
 

@@ -9,10 +9,10 @@ from aiokafka.partitioner import murmur2
 from tests.support.kafka import collect, produce, summaries
 
 from pipeline.devtools.rig import wait_until
+from topics import DEAD, ENRICHED, LOOKUPS, RAW
 
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED, DEAD, LOOKUPS = "indicators.raw", "indicators.enriched", "vt.dead", "vt.lookups"
 PARTITIONS = 4  # VTSTREAM_PARTITIONS' default: vt.lookups' partition count
 SHA256 = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 

@@ -13,10 +13,10 @@ from tests.support.kafka import finals, produce, wait_finals
 from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import VtRequest
+from topics import RAW, REPLAY, REQUESTS
 
 pytestmark = pytest.mark.integration
 
-RAW = "indicators.raw"
 SIX = [  # the six sightings the issue saw sent to VirusTotal on main
     {"value": "8.8.4.6", "id": "two-in-one", "labels": ["TLP:GREEN,TLP:RED"]},
     {"value": "8.8.4.1", "id": "tags", "tags": ["TLP:RED"]},
@@ -66,13 +66,13 @@ def test_records_produced_straight_to_the_gateway_cannot_get_round_the_gate(kafk
         (Indicator("url", "https://evil.xyz\\@bank.xyz/login"), Origin(ref="backslash")),
         (Indicator("url", SAFE_LINK), Origin(ref="safelinks")),
     ]
-    for topic in ("vt.requests", "vt.replay"):  # a crafted live request, and a crafted replay
+    for topic in (REQUESTS, REPLAY):  # a crafted live request, and a crafted replay
         for indicator, origin in crafted:
             produce(kafka, topic, [request(indicator, replace(origin, ref=f"{topic}:{origin.ref}"))],
                     key=indicator.key.encode())
     events = wait_finals(kafka, 2 * len(crafted))
     by_ref = {e["origin"]["ref"]: e["summary"] for e in finals(events)}
-    for topic in ("vt.requests", "vt.replay"):
+    for topic in (REQUESTS, REPLAY):
         for ref in ("private", "tlp-red", "tags", "internal", "loopback"):
             summary = by_ref[f"{topic}:{ref}"]
             assert summary["checked"] is False and "not checked" in summary["reason"], summary

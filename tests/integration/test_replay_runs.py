@@ -16,6 +16,8 @@ from tests.support.replay import (ARCHIVE, FROM_MS, HOUR_MS, archive, dry_counts
                                   replay_env, status_of)
 from tests.support.settings import fast_retries
 
+from topics import LOOKUPS
+
 pytestmark = pytest.mark.integration
 
 #: Scans are polled after 1 s (the emulator finishes them in 1 s); 8 polls allowed, as by default;
@@ -130,7 +132,7 @@ def test_answers_to_records_an_interrupted_invocation_fed_reach_the_report(kafka
     first = subprocess.Popen(replay_args("--run", "cut", "--report", str(report)),
                              env=replay_env(kafka, emulator.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    collect(kafka, "vt.lookups", lambda evs: len(evs) >= 2)  # both indicators fed, no answer yet
+    collect(kafka, LOOKUPS, lambda evs: len(evs) >= 2)  # both indicators fed, no answer yet
     time.sleep(1.0)  # the run has saved its state since
     first.send_signal(signal.SIGINT)
     _out, err = first.communicate(timeout=60)

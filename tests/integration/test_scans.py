@@ -8,9 +8,10 @@ import pytest
 from tests.support.kafka import collect, finals, produce, summaries, wait_finals
 from tests.support.settings import fast_retries
 
+from topics import DEAD, ENRICHED, RAW, RESPONSES
+
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED, DEAD = "indicators.raw", "indicators.enriched", "vt.dead"
 
 
 
@@ -119,7 +120,7 @@ def test_pending_scans_do_not_delay_fresh_lookups(kafka, emulator_factory, worke
     produce(kafka, RAW, urls)
     produce(kafka, RAW, ips)
     wait_finals(kafka, 550, timeout=180)
-    answers = collect(kafka, "vt.responses", lambda recs: len(recs) >= 600, timeout=30, timestamps=True)
+    answers = collect(kafka, RESPONSES, lambda recs: len(recs) >= 600, timeout=30, timestamps=True)
     ip_done = [a["_ts"] for a in answers if a["indicator"]["type"] == "ip"]
     reports = [a["_ts"] for a in answers if a["indicator"]["type"] == "url" and a["step"] == "report"]
     assert len(ip_done) == 500 and len(reports) == 50

@@ -18,9 +18,12 @@ from pipeline.cli.status import gather_status, render, status_command
 from pipeline.errors import ConfigError
 from pipeline.kafka.admin import ensure_topics, topic_catalog
 from pipeline.settings import Settings
-from topics import intake_group
+from topics import DEAD, LOOKUPS, POLLS, QUOTA, RAW, REPLAY, REQUESTS, RESPONSES, intake_group, retry_topic
 
 pytestmark = pytest.mark.integration
+
+#: The default retry tiers' topics, in the default order (30s, 2m, 10m, 1h).
+TIERS = tuple(retry_topic(delay) for delay in ("30s", "2m", "10m", "1h"))
 
 
 def _today() -> str:
@@ -58,13 +61,13 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
            "blocked_until": None, "blocked_reason": None, "updated_at": now - 86400 * 9000}
     new = dict(old, day=_today(), used_today=123, month=_today()[:7], used_month=4021,
                last_call_at=now - 12, updated_at=now - 12, by_source={"siem": 80, "proxy": 43})
-    produce(kafka, "vt.quota", [old, new], key=b"governor")
-    produce(kafka, "vt.retry.30s", [{"n": i} for i in range(3)], key=b"ip:8.8.8.8")
-    _commit(kafka, settings.app_id, "vt.retry.30s", 1)
-    produce(kafka, "vt.dead", [{"reason": "bad"}] * 2)
-    produce(kafka, "indicators.raw", ["8.8.8.8"] * 5, key=b"siem")  # one partition
+    produce(kafka, QUOTA, [old, new], key=b"governor")
+    produce(kafka, TIERS[0], [{"n": i} for i in range(3)], key=b"ip:8.8.8.8")
+    _commit(kafka, settings.app_id, TIERS[0], 1)
+    produce(kafka, DEAD, [{"reason": "bad"}] * 2)
+    produce(kafka, RAW, ["8.8.8.8"] * 5, key=b"siem")  # one partition
     # intake commits in its own group; an empty partition's committed offset beyond its end counts 0
-    _commit(kafka, intake_group(settings.app_id), "indicators.raw", 2, partitions=(0, 1, 2, 3))
+    _commit(kafka, intake_group(settings.app_id), RAW, 2, partitions=(0, 1, 2, 3))
 
     code, out = _run(kafka, "--json", env={"VTSTREAM_SOURCE_DAILY_CAPS": "siem=300"})
     assert code == 0, out
@@ -77,11 +80,10 @@ def test_status_reports_quota_parked_dead_and_lag(kafka: str) -> None:
     assert 10 <= quota["last_call_ago_s"] < 60
     assert data["blocked"] == {"blocked": False, "until": None, "reason": None}
     assert data["sources"] == {"siem": {"used_today": 80, "cap": 300}, "proxy": {"used_today": 43, "cap": None}}
-    assert data["parked"] == {"vt.retry.30s": 2, "vt.retry.2m": 0, "vt.retry.10m": 0, "vt.retry.1h": 0}
-    assert data["dead_letters"] == {"topic": "vt.dead", "count": 2}
-    assert data["lag"] == {"indicators.raw": 3, "vt.lookups": 0, "vt.requests": 0, "vt.replay": 0, "vt.polls": 0,
-                           "vt.responses": 0,
-                           "vt.retry.30s": 2, "vt.retry.2m": 0, "vt.retry.10m": 0, "vt.retry.1h": 0}
+    assert data["parked"] == {TIERS[0]: 2, TIERS[1]: 0, TIERS[2]: 0, TIERS[3]: 0}
+    assert data["dead_letters"] == {"topic": DEAD, "count": 2}
+    assert data["lag"] == {RAW: 3, LOOKUPS: 0, REQUESTS: 0, REPLAY: 0, POLLS: 0, RESPONSES: 0,
+                           TIERS[0]: 2, TIERS[1]: 0, TIERS[2]: 0, TIERS[3]: 0}
     assert data["missing_topics"] == [] and data["notes"] == []
     assert data["group"] == "vtstream" and data["bootstrap"] == kafka
 
@@ -102,9 +104,8 @@ def test_status_on_an_empty_broker_reports_missing_topics_without_creating_them(
     settings = Settings.of(kafka_bootstrap=kafka)
     snap = asyncio.run(gather_status(settings))
     assert snap.governor is None and snap.dead is None
-    assert set(snap.missing_topics) == {"vt.quota", "vt.dead", "indicators.raw", "vt.lookups", "vt.requests",
-                                        "vt.replay", "vt.polls", "vt.responses", "vt.retry.30s", "vt.retry.2m", "vt.retry.10m",
-                                        "vt.retry.1h"}
+    assert set(snap.missing_topics) == {QUOTA, DEAD, RAW, LOOKUPS, REQUESTS, REPLAY, POLLS, RESPONSES,
+                                        *TIERS}
     again = asyncio.run(gather_status(settings))  # status must not have auto-created anything
     assert again.missing_topics == snap.missing_topics
     text = render(again)

@@ -28,10 +28,10 @@ from pipeline.kafka.admin import ensure_topics, topic_catalog
 from pipeline.contracts.card import SummaryCard
 from pipeline.outputs.stix import StixOptions, build_bundle
 from pipeline.settings import Settings
+from topics import RAW, STIX
 
 pytestmark = pytest.mark.integration
 
-RAW, STIX = "indicators.raw", "indicators.stix"
 GREEN = "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"
 SHA256 = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 INPUTS = ["8.8.8.8", "example.com", SHA256, "http://www.google.com/", "unknown-notfound.example.org"]

@@ -12,6 +12,7 @@ from tests.support.web import get
 
 from pipeline.contracts.indicator import Indicator
 from pipeline.devtools.broker import free_port
+from topics import RAW
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def test_faust_views_answer_404_and_the_probes_remain(kafka, emulator, worker_fa
     while ready(web) != 200:
         assert time.monotonic() < deadline, "the worker never became ready"
         time.sleep(0.5)
-    produce(kafka, "indicators.raw", [SECRET_URL])
+    produce(kafka, RAW, [SECRET_URL])
     time.sleep(3)  # intake -> lookup: the entry is in flight, its waiter in the table
     key = Indicator("url", "https://portal.example.com/reset?lang=en").key
     for path in ("/table/", "/table/cache/", f"/table/cache/{key}/", "/router/", "/router/cache/",

@@ -26,10 +26,10 @@ from pipeline.kafka.admin import ensure_topics, make_producer, topic_catalog
 from pipeline.contracts.card import SummaryCard
 from pipeline.outputs.stix import StixOptions, build_bundle
 from pipeline.settings import Settings
+from topics import STIX
 
 pytestmark = pytest.mark.integration
 
-STIX = "indicators.stix"
 EPOCH = "1970-01-01T00:00:00Z"
 PAGE_SIZES = (1, 3, 7)
 

@@ -13,6 +13,7 @@ from tests.support.settings import fast_retries
 from pipeline.contracts.indicator import FileRef, Indicator
 from pipeline.contracts.origin import Origin
 from pipeline.contracts.wire import VtRequest
+from topics import RAW, REQUESTS
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def test_crafted_upload_requests_upload_nothing_and_say_why(kafka, emulator_fact
         crafted("unlabelled", str(root / "approved.bin"), labels=()),
     ]
     for record in records:
-        produce(kafka, "vt.requests", [record])
+        produce(kafka, REQUESTS, [record])
     events = wait_finals(kafka, len(records))
     by_ref = {e["origin"]["ref"]: e["summary"] for e in finals(events)}
     assert set(by_ref) == {"proc", "outside", "symlink", "fifo", "changed", "unlabelled"}
@@ -58,7 +59,7 @@ def test_crafted_upload_requests_upload_nothing_and_say_why(kafka, emulator_fact
     assert worker.alive()
 
     # the approved file, with its label, is uploaded: the refusals above were not a broken upload path
-    produce(kafka, "indicators.raw", [{"file": {"name": "approved.bin", "uri": (root / "approved.bin").as_uri()},
+    produce(kafka, RAW, [{"file": {"name": "approved.bin", "uri": (root / "approved.bin").as_uri()},
                                        "labels": ["TLP:CLEAR"], "id": "approved"}])
     wait_finals(kafka, len(records) + 1)
     assert emulator.stats()["submission_requests"] == 1

@@ -7,9 +7,10 @@ from tests.support.emulator import received
 from tests.support.kafka import collect, finals, produce, wait_finals
 from tests.support.settings import fast_retries
 
+from topics import DEAD, RAW
+
 pytestmark = pytest.mark.integration
 
-RAW, DEAD = "indicators.raw", "vt.dead"
 SECRETS = ("Hunter2pw", "TOKa1", "TOKb2", "SIGc3", "AKIAEXAMPLE", "TOKd4", "TOKe5")
 SAFE_LINK = ("https://eur01.safelinks.protection.outlook.com/"
              "?url=https%3A%2F%2Fbank.example.com%2Freset%3Ftoken%3DTOKe5&data=05")

@@ -20,9 +20,10 @@ import pytest
 from stix2validator import ValidationOptions, validate_instance
 from tests.support.kafka import collect, finals, produce
 
+from topics import ENRICHED, RAW, SIGHTINGS, STIX
+
 pytestmark = pytest.mark.integration
 
-RAW, ENRICHED, STIX, SIGHTINGS = "indicators.raw", "indicators.enriched", "indicators.stix", "vt.sightings"
 DOMAIN = "verdict-turns.net"
 TTL_S = 6
 

@@ -11,6 +11,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from pipeline.devtools import rig
+from topics import ENRICHED
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[bytes | str | dict[str, Any]],
@@ -74,7 +75,7 @@ def wait_finals(bootstrap: str, n: int, timeout: float = 90.0) -> list[dict[str,
     def distinct(evs: list[dict[str, Any]]) -> int:
         return len({e["event_id"] for e in finals(evs)})
 
-    events = collect(bootstrap, "indicators.enriched", lambda evs: distinct(evs) >= n, timeout=timeout)
+    events = collect(bootstrap, ENRICHED, lambda evs: distinct(evs) >= n, timeout=timeout)
     assert distinct(events) >= n, f"{distinct(events)} of {n} final summaries"
     return events
 

@@ -10,6 +10,7 @@ import pytest
 from pipeline.kafka.acls import COMMANDS, Need, kafka_acls, required, used_topics
 from pipeline.kafka.admin import topic_catalog
 from pipeline.settings import Settings
+from topics import REPLAY_RUNS, REQUESTS, SIGHTINGS, VERDICT_TABLE, changelog_name, retry_topic
 
 pytestmark = pytest.mark.unit
 
@@ -43,12 +44,12 @@ def test_every_topic_a_worker_touches_is_in_the_catalog_and_the_worker_ensures_o
     for need in needs:
         if need.resource == "topic":
             assert any(need.covers(name) for name in catalog), need
-    assert "vt.replay.runs" not in {spec.name for spec in used_topics(topic_catalog(settings), needs)}
+    assert REPLAY_RUNS not in {spec.name for spec in used_topics(topic_catalog(settings), needs)}
 
 
 def test_a_prefixed_need_covers_every_retry_tier_and_only_them():
     tiers = Need("topic", "vt.retry.", ("Read",), prefixed=True)
-    assert tiers.covers("vt.retry.30s") and tiers.covers("vt.retry.1h") and not tiers.covers("vt.requests")
+    assert tiers.covers(retry_topic("30s")) and tiers.covers(retry_topic("1h")) and not tiers.covers(REQUESTS)
 
 
 def test_replay_of_one_run_needs_that_runs_group_and_the_given_topic():
@@ -62,4 +63,4 @@ def test_the_worker_needs_the_verdict_memory_topics_only_when_verdict_changes_ar
     on = {need.name for need in required("worker", Settings()) if need.resource == "topic"}
     off = {need.name for need in required("worker", Settings.of(outputs_verdict_changes=False))
            if need.resource == "topic"}
-    assert on - off == {"vt.sightings", "vtstream-verdicts-changelog"}
+    assert on - off == {SIGHTINGS, changelog_name("vtstream", VERDICT_TABLE)}

@@ -17,10 +17,11 @@ from aiokafka import TopicPartition
 from pipeline.kafka.direct import DirectStage
 from pipeline.kafka.runtime import Outbox, Received
 from pipeline.settings import Settings
+from topics import ENRICHED, RAW
 
 pytestmark = pytest.mark.unit
 
-SOURCE, OUTPUT = "indicators.raw", "indicators.enriched"
+SOURCE, OUTPUT = RAW, ENRICHED
 OUTPUTS_PER_RECORD = 2
 
 

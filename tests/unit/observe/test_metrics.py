@@ -20,6 +20,7 @@ from pipeline.observe.logs import JsonFormatter, handling
 from pipeline.observe.metrics import Metrics, QuotaReading
 from pipeline.observe.probes import Readiness
 from pipeline.vt.governor import Governor
+from topics import DEAD, ENRICHED, LOOKUPS, POLLS, retry_topic
 
 pytestmark = pytest.mark.unit
 
@@ -53,18 +54,18 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 def test_outputs_are_counted_by_what_they_say() -> None:
     m = Metrics()
     clock = lambda: 102.5  # noqa: E731
-    m.watcher("intake", clock)("indicators.enriched", summary(cached=True))
-    m.watcher("intake", clock)("indicators.enriched", summary(cached=True))
-    m.watcher("lookup", clock)("indicators.enriched", summary(cached=True))
+    m.watcher("intake", clock)(ENRICHED, summary(cached=True))
+    m.watcher("intake", clock)(ENRICHED, summary(cached=True))
+    m.watcher("lookup", clock)(ENRICHED, summary(cached=True))
     results = m.watcher("results", clock)
-    results("indicators.enriched", summary(cached=False, coalesced=True))
-    results("indicators.enriched", summary(cached=False))
-    results("indicators.enriched", summary(pending=True, checked=False))  # interim: no latency yet
-    results("indicators.enriched", make_event("attribute", {"name": "a", "value": 1}, indicator=IND,
+    results(ENRICHED, summary(cached=False, coalesced=True))
+    results(ENRICHED, summary(cached=False))
+    results(ENRICHED, summary(pending=True, checked=False))  # interim: no latency yet
+    results(ENRICHED, make_event("attribute", {"name": "a", "value": 1}, indicator=IND,
                                               action="submit_ip", api="v3"))
-    m.watcher("intake", clock)("indicators.enriched", summary(skipped=True, rule="internal_domain", checked=False))
-    m.watcher("intake", clock)("vt.dead", DEAD_LETTER)
-    m.watcher("intake", clock)("vt.lookups", b"raw bytes are not looked into")
+    m.watcher("intake", clock)(ENRICHED, summary(skipped=True, rule="internal_domain", checked=False))
+    m.watcher("intake", clock)(DEAD, DEAD_LETTER)
+    m.watcher("intake", clock)(LOOKUPS, b"raw bytes are not looked into")
     s = samples(m)
     assert s[("vtstream_cache_hits_total", (("path", "one-hop"),))] == 2
     assert s[("vtstream_cache_hits_total", (("path", "lookup"),))] == 1
@@ -91,19 +92,19 @@ def test_vt_requests_are_labelled_without_the_indicator() -> None:
 
 def test_lag_parked_and_quota_are_read_at_scrape_time() -> None:
     m = Metrics()
-    offsets = {("vt.lookups", 0): (10, 7), ("vt.lookups", 1): (5, 5), ("vt.retry.30s", 0): (4, 1),
-               ("vt.polls", 0): (2, None)}
+    offsets = {(LOOKUPS, 0): (10, 7), (LOOKUPS, 1): (5, 5), (retry_topic("30s"), 0): (4, 1),
+               (POLLS, 0): (2, None)}
     m.read_offsets(lambda: offsets)
     m.read_quota(lambda: [QuotaReading("day", 3, 497), QuotaReading("month", 3, None)])
     s = samples(m)
-    assert s[("vtstream_consumer_lag", (("topic", "vt.lookups"),))] == 3
-    assert s[("vtstream_consumer_lag", (("topic", "vt.polls"),))] == 2  # never committed: from offset 0
+    assert s[("vtstream_consumer_lag", (("topic", LOOKUPS),))] == 3
+    assert s[("vtstream_consumer_lag", (("topic", POLLS),))] == 2  # never committed: from offset 0
     assert s[("vtstream_parked_records", (("tier", "30s"),))] == 3
     assert s[("vtstream_quota_used", (("window", "day"),))] == 3
     assert s[("vtstream_quota_remaining", (("window", "day"),))] == 497
     assert ("vtstream_quota_remaining", (("window", "month"),)) not in s  # no monthly quota, nothing left to count
-    offsets[("vt.lookups", 0)] = (10, 10)
-    assert samples(m)[("vtstream_consumer_lag", (("topic", "vt.lookups"),))] == 0
+    offsets[(LOOKUPS, 0)] = (10, 10)
+    assert samples(m)[("vtstream_consumer_lag", (("topic", LOOKUPS),))] == 0
 
 
 def test_quota_readings_follow_the_governor() -> None:
@@ -117,12 +118,12 @@ def test_every_metric_of_the_issue_is_exposed_with_its_labels() -> None:
     m = Metrics()
     clock = lambda: 1.0  # noqa: E731
     m.records.labels("intake").inc()
-    m.watcher("intake", clock)("indicators.enriched", summary(cached=True))
-    m.watcher("results", clock)("indicators.enriched", summary(coalesced=True))
-    m.watcher("intake", clock)("indicators.enriched", summary(skipped=True, rule="blocked_label"))
-    m.watcher("intake", clock)("vt.dead", DEAD_LETTER)
+    m.watcher("intake", clock)(ENRICHED, summary(cached=True))
+    m.watcher("results", clock)(ENRICHED, summary(coalesced=True))
+    m.watcher("intake", clock)(ENRICHED, summary(skipped=True, rule="blocked_label"))
+    m.watcher("intake", clock)(DEAD, DEAD_LETTER)
     m.vt_request("GET", "/api/v3/domains/example.org", 200, 0.1)
-    m.read_offsets(lambda: {("vt.retry.30s", 0): (1, 0)})
+    m.read_offsets(lambda: {(retry_topic("30s"), 0): (1, 0)})
     m.read_quota(lambda: [QuotaReading("day", 1, 499)])
     found: dict[str, set[str]] = {}
     for (name, labels), _ in samples(m).items():
@@ -162,7 +163,7 @@ def test_verdict_changes_are_counted_from_and_to() -> None:
     m = Metrics()
     watch = m.watcher("results", lambda: 1.0)
     for before, after in (("benign", "malicious"), ("benign", "malicious"), ("malicious", "suspicious")):
-        watch("indicators.enriched", VerdictChange(Indicator("ip", "8.8.8.8"), "submit_ip", "v3",
+        watch(ENRICHED, VerdictChange(Indicator("ip", "8.8.8.8"), "submit_ip", "v3",
                                                    VerdictCheck(before, 0, 70, 1.0), VerdictCheck(after, 9, 70, 2.0)))
     s = samples(m)
     assert s[("vtstream_verdict_changes_total", (("from", "benign"), ("to", "malicious")))] == 2

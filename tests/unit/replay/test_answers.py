@@ -14,7 +14,7 @@ from pipeline.replay.answers import Answers
 from pipeline.replay.ledger import Ledger
 from pipeline.rules.runs import Budget, UniqueCount
 from pipeline.stages.lookup import OVERFLOW_REASON
-from topics import ENRICHED, RESPONSES
+from topics import ENRICHED, RESPONSES, changelog_name
 
 pytestmark = pytest.mark.unit
 
@@ -87,5 +87,5 @@ def test_an_overflow_answer_is_final_and_other_runs_are_not_ours():
 
 def test_the_changelog_feeds_the_runs_copy_of_the_cache():
     ans, _, _ = answers()
-    ans.take("vtstream-cache-changelog", b"ip:1.1.1.1", b'{"state":"done","summary":{},"expires_at":10}')
+    ans.take(changelog_name("vtstream"), b"ip:1.1.1.1", b'{"state":"done","summary":{},"expires_at":10}')
     assert ans.copy.fresh(b"ip:1.1.1.1", 5.0) is not None
