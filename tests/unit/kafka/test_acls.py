@@ -10,7 +10,7 @@ import pytest
 from pipeline.kafka.acls import COMMANDS, Need, kafka_acls, required, used_topics
 from pipeline.kafka.admin import topic_catalog
 from pipeline.settings import Settings
-from topics import REPLAY_RUNS, REQUESTS, SIGHTINGS, VERDICT_TABLE, changelog_name, retry_topic
+from topics import REPLAY_RUNS, REQUESTS, RETRY_PREFIX, SIGHTINGS, VERDICT_TABLE, changelog_name, retry_topic
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +48,7 @@ def test_every_topic_a_worker_touches_is_in_the_catalog_and_the_worker_ensures_o
 
 
 def test_a_prefixed_need_covers_every_retry_tier_and_only_them():
-    tiers = Need("topic", "vt.retry.", ("Read",), prefixed=True)
+    tiers = Need("topic", RETRY_PREFIX, ("Read",), prefixed=True)
     assert tiers.covers(retry_topic("30s")) and tiers.covers(retry_topic("1h")) and not tiers.covers(REQUESTS)
 
 
