@@ -7,13 +7,14 @@ pytest-xdist spreads them like any other slow test.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 
 import pytest
+
+from pipeline.devtools.rig import child_env
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +40,7 @@ def run_scenario(name: str, timeout: float = 150) -> subprocess.CompletedProcess
     Past ``timeout`` the bench gets SIGINT, so it stops the broker, emulator and workers
     it started (a SIGKILL would leave them running through the rest of the suite).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
+    env = child_env()
     args, _ = SCENARIOS[name]
     cmd = [sys.executable, "-c", BENCH, name, *args]
     with subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import SAMPLES
 
+from pipeline.devtools.rig import child_env
 from topics import DEAD, ENRICHED, LOOKUPS, RAW, REQUESTS, RESPONSES, changelog_name
 
 pytestmark = pytest.mark.e2e
@@ -21,8 +21,7 @@ COMMANDS = ["worker", "demo", "broker", "emulator", "produce", "tail", "map", "t
 
 def vtstream(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
              timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    full_env.update(env or {})
+    full_env = child_env(**(env or {}))
     return subprocess.run([sys.executable, "-m", "pipeline", *args], env=full_env, input=input,
                           capture_output=True, timeout=timeout)
 

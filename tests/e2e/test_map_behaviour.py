@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pipeline.devtools.rig import child_env
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +20,7 @@ SUMMARY = FIXTURES / "behaviour_summary_699ec052_realistic.json"
 
 
 def vtstream_map(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
+    env = child_env()
     return subprocess.run([sys.executable, "-m", "pipeline", "map", *map(str, args)], env=env,
                           capture_output=True, timeout=120)
 

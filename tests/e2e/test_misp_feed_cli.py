@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
+
+from pipeline.devtools.rig import child_env
 
 pytestmark = pytest.mark.e2e
 
@@ -14,8 +15,7 @@ CREDENTIALS = {"VTSTREAM_MISP_FEED_USERNAME": "misp", "VTSTREAM_MISP_FEED_PASSWO
 
 
 def misp_feed(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    full_env.update(env)
+    full_env = child_env(**env)
     return subprocess.run([sys.executable, "-m", "pipeline", "misp-feed", "--port", "0", *args], env=full_env,
                           capture_output=True, text=True, timeout=60)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import os
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from tests.support.misp import attribute, check_feed, objects_of, report_of, val
 from pipeline.devtools.certs import Authority
 
 from pipeline.devtools.broker import free_port
-from pipeline.devtools.rig import wait_until
+from pipeline.devtools.rig import child_env, wait_until
 from pipeline.kafka.admin import ensure_topics, topic_catalog
 from pipeline.outputs.misp.feed import FeedState
 from pipeline.outputs.misp.server import Tail, build_app
@@ -56,9 +55,8 @@ class MispFeed:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         password_file = tmp_path / "misp-feed-password"
         password_file.write_text(PASSWORD + "\n")
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-        environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": kafka, "VTSTREAM_MISP_FEED_USERNAME": USER,
-                        "VTSTREAM_MISP_FEED_PASSWORD_FILE": str(password_file), **env})
+        environ = child_env(**{"VTSTREAM_KAFKA_BOOTSTRAP": kafka, "VTSTREAM_MISP_FEED_USERNAME": USER,
+                               "VTSTREAM_MISP_FEED_PASSWORD_FILE": str(password_file), **env})
         if tls:
             environ.update({"VTSTREAM_MISP_FEED_CERT": str(tls.cert), "VTSTREAM_MISP_FEED_KEY": str(tls.key)})
         self.log = tmp_path / f"misp-feed-{self.port}.log"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Server, as_pages
 
 from pipeline.devtools.broker import free_port
+from pipeline.devtools.rig import child_env
 from pipeline.kafka.admin import ensure_topics, topic_catalog
 from pipeline.contracts.card import SummaryCard
 from pipeline.outputs.stix import StixOptions, build_bundle
@@ -105,17 +105,20 @@ def test_bundles_for_every_type_validate_parse_carry_green_and_keep_their_ids(
     assert set(ids(again)) == set(ids(bundles))
 
 
+def taxii_env(bootstrap: str, **env: str) -> dict[str, str]:
+    """`vtstream taxii`'s environment: the test's broker and the login the TAXII tests use; ``env`` wins."""
+    return child_env(**{"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_TAXII_USERNAME": USER,
+                        "VTSTREAM_TAXII_PASSWORD": PASSWORD, **env})
+
+
 class Taxii:
     """`vtstream taxii` in a child process."""
 
     def __init__(self, kafka, verify=True, **env):
         self.port = free_port()
         self.url = f"{'https' if 'VTSTREAM_TAXII_CERT' in env else 'http'}://127.0.0.1:{self.port}"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-        environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": kafka, "VTSTREAM_TAXII_USERNAME": USER,
-                        "VTSTREAM_TAXII_PASSWORD": PASSWORD, **env})
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "taxii", "--port", str(self.port),
-                                      "--host", "127.0.0.1"], env=environ,
+                                      "--host", "127.0.0.1"], env=taxii_env(kafka, **env),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -8,14 +8,13 @@ required, which has no users, so the broker's refusal names who tried).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Iterator
 
 import pytest
 import requests
-from tests.integration.test_stix_taxii import PASSWORD, USER, Taxii, publish_golden_bundles
+from tests.integration.test_stix_taxii import PASSWORD, USER, Taxii, publish_golden_bundles, taxii_env
 from tests.integration.test_taxii2_client_paging import collection_of
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port, wait_for_port
@@ -45,12 +44,9 @@ def test_bad_requests_get_taxii_errors_from_the_running_server(kafka):
 
 def taxii_command(bootstrap: str, host: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`vtstream taxii` run until it exits (or 60 s pass: then it was serving, and is stopped)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_TAXII_USERNAME": USER,
-                    "VTSTREAM_TAXII_PASSWORD": PASSWORD, **env})
     command = [sys.executable, "-m", "pipeline", "taxii", "--host", host, "--port", str(free_port())]
     try:
-        return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=60)
+        return subprocess.run(command, env=taxii_env(bootstrap, **env), capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired as exc:
         return subprocess.CompletedProcess(command, 0, exc.stdout or "", "still serving after 60 s")
 
@@ -61,11 +57,9 @@ def test_plain_http_beyond_loopback_is_refused_unless_insecure(kafka):
     assert "VTSTREAM_TAXII_CERT" in refused.stderr
 
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": kafka, "VTSTREAM_TAXII_USERNAME": USER,
-                    "VTSTREAM_TAXII_PASSWORD": PASSWORD, "VTSTREAM_TAXII_INSECURE": "true"})
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "taxii", "--host", "0.0.0.0", "--port", str(port)],
-                            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=taxii_env(kafka, VTSTREAM_TAXII_INSECURE="true"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
         assert requests.get(f"http://127.0.0.1:{port}/taxii2/", auth=(USER, PASSWORD)).status_code == 200

@@ -10,7 +10,6 @@ its run. Every bundle passes the OASIS validator.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from stix2validator import ValidationOptions, validate_instance
 from tests.support.kafka import collect, finals, produce
 
+from pipeline.devtools.rig import child_env
 from topics import ENRICHED, RAW, SIGHTINGS, STIX
 
 pytestmark = pytest.mark.integration
@@ -67,9 +67,8 @@ def expire() -> None:
 
 def retrohunt(kafka: str, emulator_url: str) -> subprocess.CompletedProcess[str]:
     """The CronJob's command, as deploy/kubernetes/retrohunt.yaml runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    env.update({"VTSTREAM_KAFKA_BOOTSTRAP": kafka, "VTSTREAM_VT_BASE_URL": emulator_url,
-                "VTSTREAM_VT_DAILY_QUOTA": "1000", "VTSTREAM_RETROHUNT_BUDGET": "10%"})
+    env = child_env(VTSTREAM_KAFKA_BOOTSTRAP=kafka, VTSTREAM_VT_BASE_URL=emulator_url,
+                    VTSTREAM_VT_DAILY_QUOTA="1000", VTSTREAM_RETROHUNT_BUDGET="10%")
     return subprocess.run([sys.executable, "-m", "pipeline", "replay", "--topic", RAW, "--from", "1h",
                            "--max-age", "1s", "--budget", env["VTSTREAM_RETROHUNT_BUDGET"],
                            "--run", "retrohunt-{date}"], env=env, capture_output=True, text=True, timeout=180)

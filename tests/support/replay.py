@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 from tests.support.settings import UNTHROTTLED
+
+from pipeline.devtools.rig import child_env
 
 ARCHIVE = "siem.archive"
 HOUR_MS = 3600 * 1000
@@ -54,10 +55,8 @@ def archive(bootstrap: str, records: list[tuple[int, str | dict[str, Any]]], par
 
 def replay_env(bootstrap: str, vt_url: str, **env: str) -> dict[str, str]:
     """The environment `vtstream replay` runs in: the test's broker and emulator, ``env`` as VTSTREAM_<NAME>."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    environ.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_VT_BASE_URL": vt_url, **UNTHROTTLED})
-    environ.update({f"VTSTREAM_{k.upper()}": v for k, v in env.items()})
-    return environ
+    return child_env(**{"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_VT_BASE_URL": vt_url, **UNTHROTTLED,
+                        **{f"VTSTREAM_{k.upper()}": v for k, v in env.items()}})
 
 
 def replay_args(*args: str) -> list[str]:

@@ -7,14 +7,14 @@ and on Apache Kafka.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
-
 from tests.support.settings import SHORT_SESSION
+
+from pipeline.devtools.rig import child_env
 from topics import ENRICHED
 
 #: Refusals end the process, with the setting named, within this many seconds.
@@ -22,11 +22,8 @@ FAIL_FAST_S = 60
 
 
 def cli_env(bootstrap: str, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VTSTREAM_")}
-    env.update({"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_WEB_PORT": "0", **SHORT_SESSION,
-                "VTSTREAM_STORE": "memory://"})
-    env.update({f"VTSTREAM_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return child_env(**{"VTSTREAM_KAFKA_BOOTSTRAP": bootstrap, "VTSTREAM_WEB_PORT": "0", **SHORT_SESSION,
+                        "VTSTREAM_STORE": "memory://", **{f"VTSTREAM_{k.upper()}": v for k, v in settings.items()}})
 
 
 def vtstream(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
