@@ -7,13 +7,12 @@ broker, no clock: the order of events is the whole test.
 
 import asyncio
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import pytest
 
 from pipeline.kafka.inflight import run_in_flight
-from pipeline.kafka.runtime import Outbox, Received
+from pipeline.kafka.runtime import Handler, Outbox, Received
 from pipeline.rules.ack_order import AckOrder
 from tests.support.stages import stage_context
 from topics import POLLS, REQUESTS, RESPONSES
@@ -35,6 +34,15 @@ def test_a_finished_record_waits_for_every_older_one_of_its_partition():
     assert flight.committable(TP) == 13 and len(flight) == 0
 
 
+@dataclass(frozen=True)
+class FakeMessage:
+    """Where an event came from, as the loop reads it to ack in offset order."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 @dataclass
 class FakeEvent:
     offset: int
@@ -48,8 +56,8 @@ class FakeEvent:
         return f"v{self.offset}".encode()
 
     @property
-    def message(self) -> Any:
-        return SimpleNamespace(topic=TP[0], partition=TP[1], offset=self.offset)
+    def message(self) -> FakeMessage:
+        return FakeMessage(TP[0], TP[1], self.offset)
 
 
 class FakeStream:
@@ -70,7 +78,7 @@ class FakeStream:
         self.acked.append(event.offset)
 
 
-class FakeProducer:
+class HeldProducer:
     """Every send returns a future the test resolves: the broker's ack of that output."""
 
     def __init__(self) -> None:
@@ -82,7 +90,7 @@ class FakeProducer:
         return future
 
 
-def start(stream: FakeStream, producer: FakeProducer, handle: Any, limit: int) -> "asyncio.Future[None]":
+def start(stream: FakeStream, producer: HeldProducer, handle: Handler, limit: int) -> "asyncio.Future[None]":
     """The gateway's loop on the fakes, one outbox per record on the fake producer."""
     return asyncio.ensure_future(run_in_flight(stage_context(clock=lambda: 0.0), stream, "gateway", handle, limit,
                                                outbox=lambda: Outbox(producer.send)))
@@ -96,7 +104,7 @@ async def settle() -> None:
 def test_acks_wait_for_outputs_and_for_older_records_in_flight():
     """Record 1 answers first but is acked only after record 0, and record 0 only once its
     output is produced (its future resolved), never when its handler returns."""
-    stream, producer = FakeStream(3), FakeProducer()
+    stream, producer = FakeStream(3), HeldProducer()
     answer = {i: asyncio.Event() for i in range(3)}
     running: list[int] = []
 
@@ -132,7 +140,7 @@ def test_acks_wait_for_outputs_and_for_older_records_in_flight():
 
 
 def test_a_failed_produce_is_never_acked_and_stops_the_loop():
-    stream, producer = FakeStream(2), FakeProducer()
+    stream, producer = FakeStream(2), HeldProducer()
 
     async def handle(out: Outbox, record: Received) -> None:
         assert record.value is not None
