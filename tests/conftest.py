@@ -144,8 +144,8 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 
     def start(bootstrap: str, vt_url: str, **overrides: str) -> WorkerProcess:
         n = len(started)
-        env = worker_env_for_tests(bootstrap, vt_url, tmp_path / f"data{n}", VTSTREAM_LOG_LEVEL="INFO", **{
-            f"VTSTREAM_{k.upper()}": v for k, v in overrides.items()})
+        env = worker_env_for_tests(bootstrap, vt_url, tmp_path / f"data{n}", **{
+            "VTSTREAM_LOG_LEVEL": "INFO", **{f"VTSTREAM_{k.upper()}": v for k, v in overrides.items()}})
         if not started:  # as an operator would: `vtstream topics create` before the first worker
             subprocess.run([sys.executable, "-m", "pipeline", "topics", "create"], env=env, check=True,
                            stdout=subprocess.DEVNULL)
