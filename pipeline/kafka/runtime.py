@@ -27,7 +27,7 @@ import time
 import traceback
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, MutableMapping, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, MutableMapping, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -129,7 +129,7 @@ async def decode_or_dead_letter(ctx: "Context", out: "Outbox", record: "Received
 #: A stage's handler of one decoded record: (ctx, outbox, the record as read, its typed value).
 DecodedHandler = Callable[["Context", "Outbox", "Received", Decoded], Awaitable[None]]
 #: What :func:`decoding` gives back: a handler of the raw record, as ``run_batches`` takes it after ``partial(h, ctx)``.
-RawHandler = Callable[["Context", "Outbox", "Received"], Awaitable[None]]
+RawHandler = Callable[["Context", "Outbox", "Received"], Coroutine[Any, Any, None]]
 
 
 def decoding(decode: Callable[[bytes | None], Decoded], *, stage: str,
