@@ -149,3 +149,21 @@ def test_answers_to_records_an_interrupted_invocation_fed_reach_the_report(kafka
     (bad,) = [row for row in doc["detected"] if row["indicator"]["value"] == "phish.example.com"]
     assert bad["sightings"] == 2 and bad["sources"] == ["dns", "fw"]
     assert ARCHIVE in doc["topic"]
+
+
+def test_retries_of_failed_requests_stay_within_the_reservation(kafka, emulator, worker_factory, tmp_path: Path):
+    """Server errors are retried through the tiers, and retries are not in an indicator's worst case: only
+    the allowance the driver sends with each miss stops them at what was reserved."""
+    worker_factory(kafka, emulator.url, **RETRIES)
+    archive(kafka, [(FROM_MS + i * 1000, f"151.101.7.{i + 1}") for i in range(2)], partitions=1)
+    dry = replay(kafka, emulator.url, "--run", "errors", "--dry-run", **RETRIES)
+    assert dry.returncode == 0, dry.stderr
+    budget = dry_counts(dry.stdout)["VirusTotal requests"]  # both indicators' worst case: no retry in it
+    emulator.control("/_emulator/faults", {"mode": "500", "count": 6, "match": "ip_addresses"})
+    report = tmp_path / "report.json"
+    run = replay(kafka, emulator.url, "--run", "errors", "--budget", str(budget), "--report", str(report),
+                 **RETRIES)
+    assert run.returncode == 0, run.stderr
+    seen, doc = seen_by_virustotal(emulator), json.loads(report.read_text())
+    assert 0 < len(seen) <= budget, [r["target"] for r in seen]
+    assert doc["vt_requests"] == len(seen) and (doc["records"], doc["unanswered"]) == (2, 0)
