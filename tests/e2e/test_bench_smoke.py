@@ -23,9 +23,9 @@ BENCH = "from pipeline.devtools.bench import bench_command; bench_command()"
 SCENARIOS = {
     "cache-hits": (["--events", "3000", "--unique", "60"], r"ratio: \d+\.\d\d"),
     "unique-calls": (["--events", "600", "--unique", "60", "--timeout", "90"], r"calls_per_unique: \d+\.\d\d"),
-    "quota": (["--rate", "1200", "--unique", "300", "--duration", "8"], r"quota_use: \d+\.\d\d"),
-    "misses": (["--unique", "120", "--latency-ms", "5", "--timeout", "90"], r"misses_per_s: \d+"),
-    "memory": (["--cached", "3000", "--through", "60", "--probes", "30"], r"peak_rss_mb: \d+"),
+    "quota": (["--rate", "1200", "--unique", "300", "--duration", "5"], r"quota_use: \d+\.\d\d"),
+    "misses": (["--unique", "60", "--latency-ms", "5", "--timeout", "90"], r"misses_per_s: \d+"),
+    "memory": (["--cached", "1000", "--through", "30", "--probes", "20"], r"peak_rss_mb: \d+"),
     "latency": (["--rate", "500", "--duration", "3", "--unique", "60"], r"p99_ratio: (\d+\.\d\d|inf)"),
     "cache-copy": (["--entries", "2000", "--repeat", "1"], r"applied_per_s: \d+"),
     "replay": (["--events", "3000", "--unique", "60", "--new", "0.1"], r"replay_ratio: \d+\.\d\d"),
