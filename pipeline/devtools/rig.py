@@ -99,11 +99,14 @@ class WorkerProcess:
 
 
 def emulator_control(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """GET (or POST ``body`` to) an emulator control endpoint such as ``/_emulator/stats``; decoded JSON."""
+    """GET (or POST ``body`` to) an emulator control endpoint such as ``/_emulator/stats``; decoded JSON.
+
+    The timeout is generous: an emulator just started on a box busy with brokers and workers
+    (the suite runs four tests at once on two cores) has been seen to take over 10 s to answer."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url + path, data=data, method="GET" if data is None else "POST",
                                  headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read() or b"null")
 
 
