@@ -70,7 +70,7 @@ def parse_iso(text: str) -> float:
     >>> parse_iso(iso_utc(1767225600))
     1767225600.0
     """
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import datasketches
 
-from pipeline.contracts.events import iso_utc
+from pipeline.contracts.events import iso_utc, parse_iso
 from pipeline.contracts.indicator import HASH_TYPES, Indicator
 from pipeline.contracts.run_state import MAX_SOURCES, DetectedRow, SightingRow
 from pipeline.errors import ConfigError
@@ -36,13 +36,10 @@ def parse_time(text: str, now: float) -> float:
     if re.fullmatch(r"[0-9.]+\s*(ms|s|m|h|d)", raw, re.IGNORECASE):
         return now - parse_duration(raw)
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        return parse_iso(raw)
     except ValueError:
         raise ConfigError(f"time {text!r}: give ISO 8601 (2026-11-01T00:00:00Z) or a span back "
                           "from now (7d, 12h)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
 
 
 def default_run_name(topic: str, since: str, until: str | None) -> str:
