@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Mapping
+from typing import IO, Callable, Mapping
 
 from pipeline.devtools.apache import config
 from pipeline.devtools.apache.config import ADMIN_USER, SCRAM, NodeFiles, NodePorts
@@ -51,9 +51,15 @@ logger.request.level = WARN
 """
 
 
-def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as ``kafka-storage random-uuid``)."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+def new_cluster_id(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as ``kafka-storage random-uuid``).
+
+    Like Kafka's ``Uuid.randomUuid`` it never starts with ``-``: ``kafka-storage format --cluster-id -x…``
+    reads such an id as an option and fails (one start in 64 did).
+    """
+    while (cluster_id := base64.urlsafe_b64encode(random_bytes(16)).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
 
 
 class KafkaNode:
