@@ -6,7 +6,7 @@ hold hundreds of megabytes that one hostile feed fills on purpose. :class:`Memo`
 remembers only calls whose text is at most ``entry_chars`` long (the others are
 computed each time), so ``entries`` of them hold at most :attr:`Memo.max_bytes`.
 The remembering itself is ``functools.lru_cache``: on intake's path every record
-costs two look-ups, and an LRU kept in Python (a dict in use order, or
+costs one look-up (and the partitioner one), and an LRU kept in Python (a dict in use order, or
 ``cachetools.LRUCache`` with a size per entry) made each record 40 % slower
 (23 us -> 37 us per repeated URL record, measured with timeit).
 """

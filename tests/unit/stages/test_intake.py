@@ -137,13 +137,16 @@ def test_a_file_event_is_recognised_after_decoding_not_by_its_bytes():
 def test_the_memo_caches_are_bounded_by_bytes():
     from pipeline.stages import intake
 
-    before = len(intake._judged), len(intake._classified)
+    memo = intake.checks(S).memo
+    before = len(memo)
     for n in range(50):  # long values and labels are judged, never remembered
         outcome = parse(orjson.dumps({"value": f"https://h{n}.example.com/" + "a" * 8000, "labels": ["x" * 250] * 30}),
                         "indicators.raw/0/1", S)
         assert isinstance(outcome, Accepted)
-    assert (len(intake._judged), len(intake._classified)) == before
-    assert intake._judged.max_bytes <= 64 * 1024 * 1024 and intake._classified.max_bytes <= 64 * 1024 * 1024
+    assert len(memo) == before and intake.checks(S).memo is memo
+    parse(b"short.example.com", "indicators.raw/0/2", S)
+    assert len(memo) == before + 1  # a short one is
+    assert memo.max_bytes <= 64 * 1024 * 1024
 
 
 @pytest.mark.parametrize("raw", [b'{"file": {"name": "a", "content_b64": "aGk="}}',
