@@ -30,6 +30,7 @@ _FLAGS = ("pending", "skipped", "coalesced")
 _OPTIONAL = ("reason", "rule", "cached", "fetched_at", "sent_as")
 #: Values :meth:`SummaryCard.derived` keeps per card (its wire form, an event id's digest prefix, a URL's copy).
 _DERIVED_KEYS = 8
+_MISSING = object()
 _FIXED = frozenset(("found", "checked", *BASE_FIELDS, *_FLAGS, *_OPTIONAL, "notes", "redacted"))
 
 
@@ -154,11 +155,12 @@ class SummaryCard:
         if derived is None:
             derived = {}
             object.__setattr__(self, "_derived", derived)
-        if key not in derived:
+        found = derived.get(key, _MISSING)
+        if found is _MISSING:
             if len(derived) >= _DERIVED_KEYS:
                 derived.clear()
-            derived[key] = make()
-        return derived[key]
+            found = derived[key] = make()
+        return found
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], record: str = "summary card") -> "SummaryCard":

@@ -118,7 +118,7 @@ def judge_fields(fields: dict[str, Any], ref: str, settings: Settings, replay: s
     origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None,
                               received_at=received_at, replay=replay)
     if file_ref is None:
-        checked = checks(settings)(fields["value"], fields.get("type"), origin.labels, origin.tags, origin.tlp)
+        checked = checks(settings).memo(fields["value"], fields.get("type"), origin.labels, origin.tags, origin.tlp)
         if isinstance(checked, str):
             return Rejected(checked)
         indicator, verdict = checked
@@ -158,11 +158,8 @@ class Checks:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: ``memo(value, declared type, labels, tags, tlp)``: the :data:`Checked` of a value.
         self.memo: Memo[Checked] = Memo(self._check, entries=MEMO_ENTRIES, entry_chars=MEMO_CHARS, size=_text_size)
-
-    def __call__(self, value: str, declared: str | None, labels: tuple[str, ...], tags: tuple[str, ...],
-                 tlp: tuple[str, ...]) -> Checked:
-        return self.memo(value, declared, labels, tags, tlp)
 
     def _check(self, value: str, declared: str | None, labels: tuple[str, ...], tags: tuple[str, ...],
                tlp: tuple[str, ...]) -> Checked:
