@@ -39,34 +39,42 @@ from pipeline.settings import Settings
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
 
 
-async def raw_baseline(kafka: Settings, records: list[bytes], run: int = 0) -> float:
-    """The raw aiokafka loop over ``records`` (produced to scratch topics of their own first: ``run``
-    tells the runs of one invocation apart); events/s."""
-    source, sink = (BASE_IN, BASE_OUT) if run == 0 else (f"{BASE_IN}.{run}", f"{BASE_OUT}.{run}")
-    for name in (source, sink):
+async def raw_baseline(kafka: Settings, records: list[bytes],
+                       positions: dict[TopicPartition, int] | None = None) -> float:
+    """The raw aiokafka loop over ``records``, produced to a scratch topic first; events/s.
+
+    Given ``positions`` (where the last round stopped: updated here), a round reads on from them
+    on the same topic, as the worker reads on in one growing indicators.raw; without, from the start.
+    """
+    for name in (BASE_IN, BASE_OUT):
         await create_topic(kafka, name)
-    await produce(kafka, source, records, total=len(records), desc="baseline input")
-    return await baseline(kafka, len(records), source, sink)
+    await produce(kafka, BASE_IN, records, total=len(records), desc="baseline input")
+    return await baseline(kafka, len(records), positions)
 
 
-async def baseline(kafka: Settings, n: int, source: str = BASE_IN, sink: str = BASE_OUT) -> float:
-    """The raw aiokafka consume -> orjson -> produce loop over ``n`` records of ``source``; events/s."""
+async def baseline(kafka: Settings, n: int, positions: dict[TopicPartition, int] | None = None) -> float:
+    """The raw aiokafka consume -> orjson -> produce loop over ``n`` records (from ``positions``); events/s."""
     # A backlog: no fetch waits to shorten; 1 MB per partition is aiokafka's default, as measured.
     consumer, producer = clients(kafka, fetch_max_wait_ms=500, max_partition_fetch_bytes=1024 * 1024)
     await consumer.start()
     await producer.start()
     try:
-        tps = [TopicPartition(source, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(BASE_IN, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        for tp, offset in (positions or {}).items():
+            consumer.seek(tp, offset)
         done = 0
         started = time.perf_counter()
         with progress(n, "baseline") as bar:
             while done < n:
-                forwarded = await forward_batch(consumer, producer, sink)
+                forwarded = await forward_batch(consumer, producer, BASE_OUT)
                 done += forwarded
                 bar.update(forwarded)
-        return n / (time.perf_counter() - started)
+        rate = n / (time.perf_counter() - started)
+        if positions is not None:
+            positions.update({tp: await consumer.position(tp) for tp in tps})
+        return rate
     finally:
         await producer.stop()
         await consumer.stop()

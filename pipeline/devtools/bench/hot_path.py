@@ -7,8 +7,8 @@ broker, one after the other.
 - throughput (as ``cache-hits``): ``--events`` cache hits as a backlog through
   the worker (paused while they are produced, then resumed) against a raw
   aiokafka consume -> orjson -> produce loop over the same records, in
-  ``--rounds`` alternating pairs (baseline, then worker); ``ratio`` is the
-  median of the rounds' ratios. On a shared 2-core VM one pair's ratio moved by
+  ``--rounds`` alternating pairs (baseline, then worker), each reading on in
+  its own growing topic; ``ratio`` is the median of the rounds' ratios. On a shared 2-core VM one pair's ratio moved by
   +-15 % from run to run (the baseline alone between 29,600 and 42,500 events/s
   within the hour): pairs taken back to back, and their median, keep a slow
   minute from deciding the figure either way.
@@ -26,6 +26,7 @@ import statistics
 from pathlib import Path
 
 import click
+from aiokafka import TopicPartition
 
 from pipeline.devtools.bench.cache_hits import backlog_through, raw_baseline
 from pipeline.devtools.bench.harness import BenchReport, Rig, Tap, raw_record, rig_options, warm_cache
@@ -66,10 +67,11 @@ def hot_path(events: int, rounds: int, unique: int, rate: int, duration: float, 
             tap = await Tap(rig.kafka).start()
             try:
                 await warm_cache(rig, tap, unique, timeout)
-                pairs = []
+                pairs: list[tuple[float, float]] = []
+                positions: dict[TopicPartition, int] = {}
                 for n in range(rounds):  # the profile samples the last round's worker
                     records = [raw_record(i % unique, rig.salt, f"{n}.{i}") for i in range(events)]
-                    base_rate = await raw_baseline(rig.kafka, records, n)
+                    base_rate = await raw_baseline(rig.kafka, records, positions)
                     _paused, pipe_rate = await backlog_through(rig, worker, tap, records, timeout,
                                                                profile if n == rounds - 1 else None)
                     pairs.append((base_rate, pipe_rate))
