@@ -55,13 +55,13 @@ FETCH_WAIT_MS = 10
 #: the fetched records waited behind it (``vtstream bench latency``, bench-results.md).
 BATCHES_IN_FLIGHT = 4
 
-#: A fetched batch's outputs go to the producer once, after its last record: handing them
-#: over every 250 records cost 4-8 us of worker CPU per cache hit (+20-30 %: a produce
-#: request each) and did not shorten the tail, since a worker that falls behind then
-#: spends more per record and falls further behind (``vtstream bench hot-path``,
-#: bench-results.md).
+# A fetched batch's outputs go to the producer once, after its last record: handing them
+# over every 250 records cost 4-8 us of worker CPU per cache hit (+20-30 %: a produce
+# request each) and did not shorten the tail, since a worker that falls behind then
+# spends more per record and falls further behind (``vtstream bench hot-path``,
+# bench-results.md).
 
-#: Handles one record: (outbox, key, value, ref) where ref is topic/partition/offset.
+
 class DirectStage(Service):
     """Consumes ``topic`` in consumer group ``group``; one batch at a time, committed after its outputs."""
 
