@@ -8,10 +8,18 @@ report.attributes[3] ('VirusTotal ASN'): bad JMESPath expression ...``.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import jsonschema
+# jsonschema imports its optional IRI syntax checker, rfc3987-syntax, whenever it is installed,
+# and that module builds a grammar as it is imported: 1.1 s of CPU at every worker and command
+# start where another tool installed it beside vtstream (kubernetes-validate does, in the test
+# environment: the suite starts some hundreds of processes). No schema vtstream checks uses the
+# "iri" formats, so the import is refused unless something imported the module already.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+import jsonschema  # noqa: E402 - after the line above
 import yaml
 from jmespath.exceptions import JMESPathError
 

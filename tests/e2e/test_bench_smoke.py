@@ -22,14 +22,14 @@ BENCH = "from pipeline.devtools.bench import bench_command; bench_command()"
 
 SCENARIOS = {
     "cache-hits": (["--events", "3000", "--unique", "60"], r"ratio: \d+\.\d\d"),
-    "unique-calls": (["--events", "600", "--unique", "60", "--timeout", "90"], r"calls_per_unique: \d+\.\d\d"),
-    "quota": (["--rate", "1200", "--unique", "300", "--duration", "5"], r"quota_use: \d+\.\d\d"),
-    "misses": (["--unique", "60", "--latency-ms", "5", "--timeout", "90"], r"misses_per_s: \d+"),
-    "memory": (["--cached", "1000", "--through", "30", "--probes", "20"], r"peak_rss_mb: \d+"),
+    "unique-calls": (["--events", "200", "--unique", "20", "--timeout", "90"], r"calls_per_unique: \d+\.\d\d"),
+    "quota": (["--rate", "1200", "--unique", "100", "--duration", "3"], r"quota_use: \d+\.\d\d"),
+    "misses": (["--unique", "20", "--latency-ms", "5", "--timeout", "90"], r"misses_per_s: \d+"),
+    "memory": (["--cached", "1000", "--through", "10", "--probes", "10"], r"peak_rss_mb: \d+"),
     "latency": (["--rate", "500", "--duration", "3", "--unique", "60"], r"p99_ratio: (\d+\.\d\d|inf)"),
     "cache-copy": (["--entries", "2000", "--repeat", "1"], r"applied_per_s: \d+"),
-    "replay": (["--events", "3000", "--unique", "60", "--new", "0.1"], r"replay_ratio: \d+\.\d\d"),
-    "hot-path": (["--events", "3000", "--rounds", "2", "--unique", "60", "--rate", "500", "--duration", "3"],
+    "replay": (["--events", "1000", "--unique", "30", "--new", "0.1"], r"replay_ratio: \d+\.\d\d"),
+    "hot-path": (["--events", "1000", "--rounds", "2", "--unique", "30", "--rate", "500", "--duration", "2"],
                  r"p99_ratio: (\d+\.\d\d|inf)"),
 }
 
