@@ -172,12 +172,10 @@ class SummaryEvent:
         return self.origin.replay if self.origin is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        ind, run = self.indicator.as_dict(), self.replay
-        eid = self._id()
-        event: dict[str, Any] = {"event_id": event_id(eid, {"replay": run}) if run else eid, "kind": "summary",
-                                 "indicator": ind, "action": self.action, "api": self.api,
-                                 "enriched_at": self.enriched_at, "summary": self.card.to_dict()}
-        shown = self.origin.published() if self.origin is not None else None
+        eid, shown, run = self._sighting()
+        event: dict[str, Any] = {"event_id": eid, "kind": "summary", "indicator": self.indicator.as_dict(),
+                                 "action": self.action, "api": self.api, "enriched_at": self.enriched_at,
+                                 "summary": self.card.to_dict()}
         if shown:
             event["origin"] = shown
         if run:
@@ -189,17 +187,22 @@ class SummaryEvent:
         fixed head (indicator, action, api) are serialised once per card and indicator, only the
         sighting's parts per event (building and serialising the whole dict per cache hit was a
         seventh of its cost, ``vtstream bench hot-path``)."""
-        run = self.replay
-        eid = self._id()
-        parts = [b'{"event_id":"', (event_id(eid, {"replay": run}) if run else eid).encode(), b'",', self._fixed()[1],
-                 b',"enriched_at":', orjson.dumps(self.enriched_at), b',"summary":', self.card.wire()]
-        shown = self.origin.published() if self.origin is not None else None
+        eid, shown, run = self._sighting()
+        parts = [b'{"event_id":"', eid.encode(), b'",', self._fixed()[1], b',"enriched_at":',
+                 orjson.dumps(self.enriched_at), b',"summary":', self.card.wire()]
         if shown:
             parts += (b',"origin":', orjson.dumps(shown))
         if run:
             parts += (b',"replay":', orjson.dumps(run))
         parts.append(b"}")
         return b"".join(parts)
+
+    def _sighting(self) -> tuple[str, dict[str, Any] | None, str | None]:
+        """What is this sighting's own in the event: its id (replay-marked, as :func:`replay_marked`
+        marks one), its published origin, and the replay run that caused it."""
+        eid, run = self._id(), self.replay
+        shown = self.origin.published() if self.origin is not None else None
+        return (event_id(eid, {"replay": run}) if run else eid), shown, run
 
     def _fixed(self) -> tuple[Any, bytes]:
         """What the events of one card, indicator, action and api share: the sha256 state of their id
