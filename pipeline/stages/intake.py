@@ -117,16 +117,16 @@ def judge_fields(fields: dict[str, Any], ref: str, settings: Settings, replay: s
         return Rejected(str(exc))
     origin = Origin.of_record(fields, ref, file_ref.name if file_ref is not None else None,
                               received_at=received_at, replay=replay)
+    known = checks(settings)
     if file_ref is None:
-        checked = checks(settings).memo(fields["value"], fields.get("type"), origin.labels, origin.tags, origin.tlp)
+        checked = known.memo(fields["value"], fields.get("type"), origin.labels, origin.tags, origin.tlp)
         if isinstance(checked, str):
             return Rejected(checked)
         indicator, verdict = checked
         action = indicator.action
-    else:
+    else:  # a file's hash is new each time: nothing to remember
         indicator, action = Indicator("sha256", file_ref.sha256), "submit_file"
-        verdict = judge(indicator, read_labels(origin.labels, origin.tags, origin.tlp), settings.policy,
-                        settings.privacy)
+        verdict = known.gate(indicator, origin.labels, origin.tags, origin.tlp)
     if not verdict.allowed:
         return Skipped(indicator, origin, action, verdict.reason or "policy", verdict.rule or "policy")
     if verdict.indicator != indicator:  # what is sent, looked up and cached is the redacted form
@@ -161,13 +161,18 @@ class Checks:
         #: ``memo(value, declared type, labels, tags, tlp)``: the :data:`Checked` of a value.
         self.memo: Memo[Checked] = Memo(self._check, entries=MEMO_ENTRIES, entry_chars=MEMO_CHARS, size=_text_size)
 
+    def gate(self, indicator: Indicator, labels: tuple[str, ...], tags: tuple[str, ...],
+             tlp: tuple[str, ...]) -> Verdict:
+        """The privacy gate's verdict on ``indicator`` seen with these labels, under these settings."""
+        return judge(indicator, read_labels(labels, tags, tlp), self.settings.policy, self.settings.privacy)
+
     def _check(self, value: str, declared: str | None, labels: tuple[str, ...], tags: tuple[str, ...],
                tlp: tuple[str, ...]) -> Checked:
         try:
             indicator = classify(value, declared)
         except InputError as exc:
             return str(exc)
-        return indicator, judge(indicator, read_labels(labels, tags, tlp), self.settings.policy, self.settings.privacy)
+        return indicator, self.gate(indicator, labels, tags, tlp)
 
 
 def _text_size(value: str, declared: str | None, labels: tuple[str, ...], tags: tuple[str, ...],
