@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from pathlib import Path
@@ -230,8 +231,26 @@ def test_the_libraries_page_names_every_dependency() -> None:
     assert not missing, f"dependencies in pyproject.toml with no row in docs/libraries.md: {missing}"
 
 
+_MD_NAME = re.compile(r"[A-Za-z0-9_-]+\.md\b")
+_UPWARD = re.compile(r"(?:\.\./)+[A-Za-z0-9_./-]*")
+
+
+@functools.cache
+def markdown_names() -> frozenset[str]:
+    """The names of the repository's Markdown files (hidden folders and the virtualenv aside)."""
+    found = {path.name for path in ROOT.glob("*.md")}
+    for top in ROOT.iterdir():
+        if top.is_dir() and not top.name.startswith(".") and top.name != "build":
+            found |= {path.name for path in top.rglob("*.md")}
+    return frozenset(found)
+
+
 @pytest.mark.parametrize("page", pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_no_page_cites_files_outside_the_repository(page: Path) -> None:
+    """A page may name only what a clone has: every path it climbs with ``../`` stays inside the
+    repository, and every Markdown file it names, linked or not, is one of the repository's."""
     text = page.read_text(encoding="utf-8")
-    for cited in ("DESIGN.md", "../shared"):
-        assert cited not in text, f"{page.relative_to(ROOT)} cites {cited}, which no clone has"
+    outside = [path for path in _UPWARD.findall(text) if not (page.parent / path).resolve().is_relative_to(ROOT)]
+    unknown = sorted(set(_MD_NAME.findall(text)) - markdown_names())
+    assert not outside and not unknown, (f"{page.relative_to(ROOT)} cites what no clone has: "
+                                         f"{outside + unknown}")
