@@ -137,6 +137,7 @@ def _read_origin(r: FieldReader) -> Origin:
 
 
 @quick_init
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SummaryEvent:
     """One sighting's ``summary`` event: its indicator as that sighting's SIEM sent it, its card,
@@ -172,7 +173,7 @@ class SummaryEvent:
         return self.origin.replay if self.origin is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        eid, shown, run = self._sighting()
+        eid, shown, run = self._sighting(self._fixed()[0])
         event: dict[str, Any] = {"event_id": eid, "kind": "summary", "indicator": self.indicator.as_dict(),
                                  "action": self.action, "api": self.api, "enriched_at": self.enriched_at,
                                  "summary": self.card.to_dict()}
@@ -187,8 +188,9 @@ class SummaryEvent:
         fixed head (indicator, action, api) are serialised once per card and indicator, only the
         sighting's parts per event (building and serialising the whole dict per cache hit was a
         seventh of its cost, ``vtstream bench hot-path``)."""
-        eid, shown, run = self._sighting()
-        parts = [b'{"event_id":"', eid.encode(), b'",', self._fixed()[1], b',"enriched_at":',
+        digest, head = self._fixed()
+        eid, shown, run = self._sighting(digest)
+        parts = [b'{"event_id":"', eid.encode(), b'",', head, b',"enriched_at":',
                  orjson.dumps(self.enriched_at), b',"summary":', self.card.wire()]
         if shown:
             parts += (b',"origin":', orjson.dumps(shown))
@@ -197,12 +199,15 @@ class SummaryEvent:
         parts.append(b"}")
         return b"".join(parts)
 
-    def _sighting(self) -> tuple[str, dict[str, Any] | None, str | None]:
+    def _sighting(self, digest: Any) -> tuple[str, dict[str, Any] | None, str | None]:
         """What is this sighting's own in the event: its id (replay-marked, as :func:`replay_marked`
-        marks one), its published origin, and the replay run that caused it."""
-        eid, run = self._id(), self.replay
-        shown = self.origin.published() if self.origin is not None else None
-        return (event_id(eid, {"replay": run}) if run else eid), shown, run
+        marks one; ``digest``: the shared part's, from :meth:`_fixed`), its published origin, and the
+        replay run that caused it."""
+        origin = self.origin
+        if origin is None:
+            return self._id(digest, None), None, None
+        eid, run = self._id(digest, origin.identity), origin.replay
+        return (event_id(eid, {"replay": run}) if run else eid), origin.published(), run
 
     def _fixed(self) -> tuple[Any, bytes]:
         """What the events of one card, indicator, action and api share: the sha256 state of their id
@@ -221,11 +226,11 @@ class SummaryEvent:
         fixed: tuple[Any, bytes] = card.derived(("fixed", ind.type, ind.value, action, api), make)
         return fixed
 
-    def _id(self) -> str:
+    @staticmethod
+    def _id(shared: Any, identity: str | None) -> str:
         """``event_id("summary", indicator, action, api, card, identity)``: the same bytes
-        ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes, with the shared part digested once (:meth:`_fixed`)."""
-        digest = self._fixed()[0].copy()
-        identity = self.origin.identity if self.origin is not None else None
+        ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes, with the shared part digested once (``shared``)."""
+        digest = shared.copy()
         digest.update(b"," + orjson.dumps(identity) + b"]" if identity is not None else b"]")
         return str(digest.hexdigest()[:32])
 

@@ -12,6 +12,7 @@ from typing import Any
 
 INDICATOR_TYPES = ("ip", "domain", "url", "md5", "sha1", "sha256")
 HASH_TYPES = ("md5", "sha1", "sha256")
+_ACTIONS = {kind: "submit_hash" if kind in HASH_TYPES else f"submit_{kind}" for kind in INDICATOR_TYPES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class Indicator:
     @property
     def action(self) -> str:
         """The ThreatQ action that enriches this type (names the mapping file)."""
-        return "submit_hash" if self.type in HASH_TYPES else f"submit_{self.type}"
+        return _ACTIONS[self.type]
 
     def as_dict(self) -> dict[str, str]:
         """The ``indicator`` object of events: ``{"type": ..., "value": ...}``."""
