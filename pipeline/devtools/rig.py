@@ -61,6 +61,17 @@ def worker_env(bootstrap: str, vt_url: str, data_dir: Path, **variables: str) ->
         "VTSTREAM_DATA_DIR": str(data_dir), "VTSTREAM_WEB_PORT": "0", **variables})
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far; None where there is no ``/proc``.
+    Unlike a rate, it hardly moves with the broker or the machine's neighbours."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 on; utime, stime are 14, 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class WorkerProcess:
     """A ``python -m pipeline worker`` child writing to ``log``; ``prefix`` wraps the call (a profiler)."""
 
@@ -76,6 +87,9 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float | None:
+        return cpu_seconds(self.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``: a graceful stop, as an orchestrator does it."""

@@ -75,6 +75,8 @@ def test_scenario_prints_table_and_judged_line_last(scenario: str) -> None:
         assert re.fullmatch(r"ratio: \d+\.\d\d", lines[-2]), lines[-2]
         per_round = next(line for line in lines if line.startswith("throughput: ratio per round"))
         assert len(re.findall(r"\d+\.\d\d", per_round)) == 2, per_round
+        cpu = next(line for line in lines if line.startswith("throughput: CPU us per event per round"))
+        assert len(re.findall(r"\d+\.\d \| \d+\.\d", cpu)) == 2, cpu  # baseline | worker, each round
 
 
 def test_bench_help_names_every_scenario() -> None:

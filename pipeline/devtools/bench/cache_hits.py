@@ -22,6 +22,7 @@ import asyncio
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -39,8 +40,20 @@ from pipeline.settings import Settings
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One pass over a backlog: events/s, and the CPU its consumer spent per event (us; None where
+    it cannot be read). The rate moves with the machine's neighbours; the CPU per event hardly does."""
+
+    rate: float
+    cpu_us: float | None
+
+    def cpu(self) -> str:
+        return "-" if self.cpu_us is None else f"{self.cpu_us:.1f}"
+
+
 async def raw_baseline(kafka: Settings, records: list[bytes],
-                       positions: dict[TopicPartition, int] | None = None) -> float:
+                       positions: dict[TopicPartition, int] | None = None) -> Pass:
     """The raw aiokafka loop over ``records``, produced to a scratch topic first; events/s.
 
     Given ``positions`` (where the last round stopped: updated here), a round reads on from them
@@ -52,8 +65,9 @@ async def raw_baseline(kafka: Settings, records: list[bytes],
     return await baseline(kafka, len(records), positions)
 
 
-async def baseline(kafka: Settings, n: int, positions: dict[TopicPartition, int] | None = None) -> float:
-    """The raw aiokafka consume -> orjson -> produce loop over ``n`` records (from ``positions``); events/s."""
+async def baseline(kafka: Settings, n: int, positions: dict[TopicPartition, int] | None = None) -> Pass:
+    """The raw aiokafka consume -> orjson -> produce loop over ``n`` records (from ``positions``); its
+    CPU: this process's (the tap, idle meanwhile, included)."""
     # A backlog: no fetch waits to shorten; 1 MB per partition is aiokafka's default, as measured.
     consumer, producer = clients(kafka, fetch_max_wait_ms=500, max_partition_fetch_bytes=1024 * 1024)
     await consumer.start()
@@ -65,38 +79,40 @@ async def baseline(kafka: Settings, n: int, positions: dict[TopicPartition, int]
         for tp, offset in (positions or {}).items():
             consumer.seek(tp, offset)
         done = 0
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with progress(n, "baseline") as bar:
             while done < n:
                 forwarded = await forward_batch(consumer, producer, BASE_OUT)
                 done += forwarded
                 bar.update(forwarded)
-        rate = n / (time.perf_counter() - started)
+        measured = Pass(n / (time.perf_counter() - started), (time.process_time() - cpu) / n * 1e6)
         if positions is not None:
             positions.update({tp: await consumer.position(tp) for tp in tps})
-        return rate
+        return measured
     finally:
         await producer.stop()
         await consumer.stop()
 
 
 async def backlog_through(rig: Rig, worker: WorkerProcess, tap: Tap, records: list[bytes], timeout: float,
-                          profile: Path | None = None) -> tuple[float, float]:
+                          profile: Path | None = None) -> tuple[float, Pass]:
     """Live cache hits at Kafka speed: ``records`` produced to indicators.raw while the worker is paused
-    (SIGSTOP), then the worker resumed; (seconds the input took, events/s from resume to the last summary)."""
+    (SIGSTOP), then the worker resumed; (seconds the input took, the pass from resume to the last summary)."""
     want = tap.summaries + len(records)
     os.kill(worker.pid, signal.SIGSTOP)
     try:
         paused = await produce(rig.kafka, RAW, records, total=len(records), desc="pipeline input")
     finally:
         os.kill(worker.pid, signal.SIGCONT)
-    resumed = time.perf_counter()
+    resumed, cpu = time.perf_counter(), worker.cpu_seconds()
     with Profiler(worker.pid, profile):
         await tap.read(want, timeout, rig.check_workers, desc="pipeline")
+    used = worker.cpu_seconds()
     if tap.summaries < want:
         raise click.ClickException(f"{tap.summaries - want + len(records)}/{len(records)} summaries in {timeout:.0f}s")
     assert tap.last_summary is not None
-    return paused, len(records) / (tap.last_summary - resumed)
+    cpu_us = (used - cpu) / len(records) * 1e6 if used is not None and cpu is not None else None
+    return paused, Pass(len(records) / (tap.last_summary - resumed), cpu_us)
 
 
 @click.command("cache-hits")
@@ -122,12 +138,12 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
         session = 6 + events // 20_000
         worker = rig.start_worker(VTSTREAM_STORE=store, VTSTREAM_KAFKA_SESSION_TIMEOUT=str(session))
 
-        async def run() -> tuple[float, float]:
+        async def run() -> tuple[Pass, Pass]:
             tap = await Tap(rig.kafka).start()
             try:
                 await warm_cache(rig, tap, unique, timeout)
                 records = [raw_record(i % unique, rig.salt, str(i)) for i in range(events)]
-                base_rate = await raw_baseline(rig.kafka, records)
+                base = await raw_baseline(rig.kafka, records)
                 hits = 0
 
                 def on_summary(value: bytes, _now: float, _timestamp_ms: int) -> None:
@@ -136,19 +152,20 @@ def cache_hits(events: int, unique: int, store: str, profile: Path | None, timeo
 
                 tap.on_summary = on_summary
                 before = dict(tap.kinds)
-                paused, pipe_rate = await backlog_through(rig, worker, tap, records, timeout, profile)
+                paused, pipe = await backlog_through(rig, worker, tap, records, timeout, profile)
                 report.add("pipeline input produced while paused (s)", paused)
                 report.add("summaries that were cache hits", hits)
                 others = {k: v - before.get(k, 0) for k, v in tap.kinds.items() if k != "summary"}
                 report.add("events of other kinds during measurement", sum(others.values()))
-                return base_rate, pipe_rate
+                return base, pipe
             finally:
                 await tap.stop()
 
-        base_rate, pipe_rate = asyncio.run(run())
-    report.add("baseline events/s (raw aiokafka consume->orjson->produce)", round(base_rate))
-    report.add("pipeline events/s (resume -> last summary)", round(pipe_rate))
+        base, pipe = asyncio.run(run())
+    report.add("baseline events/s (raw aiokafka consume->orjson->produce)", round(base.rate))
+    report.add("pipeline events/s (resume -> last summary)", round(pipe.rate))
+    report.add("CPU us per event, baseline process / worker", f"{base.cpu()} / {pipe.cpu()}")
     if profile is not None and profile.exists():
         for name, share in shares(profile):
             report.add(f"profile: {name}", f"{share:.1%}")
-    report.emit("ratio", f"{pipe_rate / base_rate:.2f}")
+    report.emit("ratio", f"{pipe.rate / base.rate:.2f}")

@@ -8,10 +8,13 @@ broker, one after the other.
   the worker (paused while they are produced, then resumed) against a raw
   aiokafka consume -> orjson -> produce loop over the same records, in
   ``--rounds`` alternating pairs (baseline, then worker), each reading on in
-  its own growing topic; ``ratio`` is the median of the rounds' ratios. On a shared 2-core VM one pair's ratio moved by
-  +-15 % from run to run (the baseline alone between 29,600 and 42,500 events/s
-  within the hour): pairs taken back to back, and their median, keep a slow
-  minute from deciding the figure either way.
+  its own growing topic; ``ratio`` is the median of the rounds' ratios. On a
+  shared 2-core VM one pair's ratio moved by +-15 % from run to run (the
+  baseline alone between 29,600 and 42,500 events/s within the hour): pairs
+  taken back to back, and their median, keep a slow minute from deciding the
+  figure either way. Each round also prints the CPU per event of both sides
+  (the baseline's process, the worker): both are CPU-bound, so the ratio of
+  their CPU per event is what the code decides, and it follows the rate ratio.
 - latency (as ``latency``): cache hits paced at ``--rate``/s for ``--duration``
   s through a raw aiokafka passthrough process, then through the worker; the
   p99 of input sent -> summary read back, ``p99_ratio``.
@@ -28,7 +31,7 @@ from pathlib import Path
 import click
 from aiokafka import TopicPartition
 
-from pipeline.devtools.bench.cache_hits import backlog_through, raw_baseline
+from pipeline.devtools.bench.cache_hits import Pass, backlog_through, raw_baseline
 from pipeline.devtools.bench.harness import BenchReport, Rig, Tap, raw_record, rig_options, warm_cache
 from pipeline.devtools.bench.latency import Paced, paced_through, run_baseline
 from pipeline.devtools.bench.profiling import shares
@@ -63,35 +66,37 @@ def hot_path(events: int, rounds: int, unique: int, rate: int, duration: float, 
         # The worker must stay in its group while paused for the backlog (~50,000 records/s produced).
         worker = rig.start_worker(VTSTREAM_STORE=store, VTSTREAM_KAFKA_SESSION_TIMEOUT=str(6 + events // 20_000))
 
-        async def run() -> tuple[list[tuple[float, float]], Paced]:
+        async def run() -> tuple[list[tuple[Pass, Pass]], Paced]:
             tap = await Tap(rig.kafka).start()
             try:
                 await warm_cache(rig, tap, unique, timeout)
-                pairs: list[tuple[float, float]] = []
+                pairs: list[tuple[Pass, Pass]] = []
                 positions: dict[TopicPartition, int] = {}
                 for n in range(rounds):  # the profile samples the last round's worker
                     records = [raw_record(i % unique, rig.salt, f"{n}.{i}") for i in range(events)]
-                    base_rate = await raw_baseline(rig.kafka, records, positions)
-                    _paused, pipe_rate = await backlog_through(rig, worker, tap, records, timeout,
-                                                               profile if n == rounds - 1 else None)
-                    pairs.append((base_rate, pipe_rate))
-                base, base_sent = await run_baseline(rig, rate, duration, unique, timeout)
+                    base = await raw_baseline(rig.kafka, records, positions)
+                    _paused, pipe = await backlog_through(rig, worker, tap, records, timeout,
+                                                          profile if n == rounds - 1 else None)
+                    pairs.append((base, pipe))
+                latencies, base_sent = await run_baseline(rig, rate, duration, unique, timeout)
                 measured = await paced_through(rig, worker, tap, rate, duration, unique, timeout, latency_profile,
-                                               Paced(base=base, base_sent=base_sent))
+                                               Paced(base=latencies, base_sent=base_sent))
                 return pairs, measured
             finally:
                 await tap.stop()
 
         pairs, measured = asyncio.run(run())
     report.add("throughput: baseline events/s per round (raw aiokafka consume->orjson->produce)",
-               " / ".join(f"{base:,.0f}" for base, _ in pairs))
+               " / ".join(f"{base.rate:,.0f}" for base, _ in pairs))
     report.add("throughput: pipeline events/s per round (resume -> last summary)",
-               " / ".join(f"{pipe:,.0f}" for _, pipe in pairs))
-    report.add("throughput: ratio per round", " / ".join(f"{pipe / base:.2f}" for base, pipe in pairs))
+               " / ".join(f"{pipe.rate:,.0f}" for _, pipe in pairs))
+    report.add("throughput: ratio per round", " / ".join(f"{pipe.rate / base.rate:.2f}" for base, pipe in pairs))
+    report.add("throughput: CPU us per event per round, baseline process | worker",
+               " / ".join(f"{base.cpu()} | {pipe.cpu()}" for base, pipe in pairs))
     measured.add_rows(report)
     for phase, path in (("throughput", profile), ("latency", latency_profile)):
         if path is not None and path.exists():
             for name, share in shares(path):
                 report.add(f"profile ({phase}): {name}", f"{share:.1%}")
-    report.emit("ratio", f"{statistics.median(pipe / base for base, pipe in pairs):.2f}",
+    report.emit("ratio", f"{statistics.median(pipe.rate / base.rate for base, pipe in pairs):.2f}",
                 ("p99_ratio", measured.p99_ratio()))

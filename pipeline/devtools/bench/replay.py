@@ -121,9 +121,10 @@ def replay(events: int, unique: int, new_share: float, rate: int, timeout: float
                 records = [raw_record(i % unique, salt, str(i)) for i in range(events)]
                 live_profile = profile.with_suffix(profile.suffix + ".live") if profile else None
                 _paused, live = await backlog_through(rig, worker, tap, records, timeout, live_profile)
+                report.add("live: worker CPU us per event", live.cpu())
                 calls = rig.stats()["accepted"]
                 replay_rate = await replayed(rig, tap, ARCHIVE, records, started, timeout, profile)
-                figures = {"live": live, "replay": replay_rate, "replay calls": rig.stats()["accepted"] - calls}
+                figures = {"live": live.rate, "replay": replay_rate, "replay calls": rig.stats()["accepted"] - calls}
                 if new_share > 0:
                     mixed_profile = profile.with_suffix(profile.suffix + ".mixed") if profile else None
                     figures.update(await _mixed(rig, tap, unique, events, new_share, salt, fresh, started, timeout,
