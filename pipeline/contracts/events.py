@@ -188,10 +188,10 @@ class SummaryEvent:
         fixed head (indicator, action, api) are serialised once per card and indicator, only the
         sighting's parts per event (building and serialising the whole dict per cache hit was a
         seventh of its cost, ``vtstream bench hot-path``)."""
-        digest, head = self._fixed()
+        digest, head, summary = self._fixed()
         eid, shown, run = self._sighting(digest)
-        parts = [b'{"event_id":"', eid.encode(), b'",', head, b',"enriched_at":',
-                 orjson.dumps(self.enriched_at), b',"summary":', self.card.wire()]
+        parts = [b'{"event_id":"', eid.encode(), b'",', head, b',"enriched_at":', orjson.dumps(self.enriched_at),
+                 summary]
         if shown:
             parts += (b',"origin":', orjson.dumps(shown))
         if run:
@@ -209,21 +209,22 @@ class SummaryEvent:
         eid, run = self._id(digest, origin.identity), origin.replay
         return (event_id(eid, {"replay": run}) if run else eid), origin.published(), run
 
-    def _fixed(self) -> tuple[Any, bytes]:
+    def _fixed(self) -> tuple[Any, bytes, bytes]:
         """What the events of one card, indicator, action and api share: the sha256 state of their id
-        digest over all but the sighting's identity, and the serialised head of the event."""
+        digest over all but the sighting's identity, the serialised head of the event (kind, indicator,
+        action, api) and its ``"summary"`` member."""
         ind, action, api, card = self.indicator, self.action, self.api, self.card
 
-        def make() -> tuple[Any, bytes]:
+        def make() -> tuple[Any, bytes, bytes]:
             indicator = orjson.dumps(ind.as_dict(), option=orjson.OPT_SORT_KEYS)
-            action_json, api_json = orjson.dumps(action), orjson.dumps(api)
+            action_json, api_json, wire = orjson.dumps(action), orjson.dumps(api), card.wire()
             digest = hashlib.sha256(b"".join((b'["summary",', indicator, b",", action_json, b",", api_json, b",",
-                                              card.wire())))
+                                              wire)))
             head = b"".join((b'"kind":"summary","indicator":', indicator, b',"action":', action_json,
                              b',"api":', api_json))
-            return digest, head
+            return digest, head, b',"summary":' + wire
 
-        fixed: tuple[Any, bytes] = card.derived(("fixed", ind.type, ind.value, action, api), make)
+        fixed: tuple[Any, bytes, bytes] = card.derived(("fixed", ind.type, ind.value, action, api), make)
         return fixed
 
     @staticmethod
@@ -232,7 +233,7 @@ class SummaryEvent:
         ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes, with the shared part digested once (``shared``)."""
         digest = shared.copy()
         digest.update(b"," + orjson.dumps(identity) + b"]" if identity is not None else b"]")
-        return str(digest.hexdigest()[:32])
+        return digest.hexdigest()[:32]
 
     @classmethod
     def from_dict(cls, doc: Any) -> "SummaryEvent | None":
