@@ -45,6 +45,7 @@ from pipeline.observe.probes import Readiness
 from pipeline.rules.deadletter import dead_letter, minimal_dead_letter
 from pipeline.rules.fitting import budget
 from pipeline.rules.privacy import UrlPrivacy, scrub
+from pipeline.rules.cache import SentRequests
 from pipeline.rules.verdicts import Tallies
 from pipeline.settings import Settings
 from pipeline.settings.groups import DEFAULT_MAX_RECORD_BYTES
@@ -91,6 +92,8 @@ class Context:
     verdicts: MutableMapping[bytes, bytes] = field(default_factory=dict)
     #: Live sightings answered from the cache, counted until the sightings stage sends them.
     sightings: Tallies = field(default_factory=Tallies)
+    #: The requests the lookup stage produced in this process (a redelivered requester asks no second time).
+    requested: SentRequests = field(default_factory=SentRequests)
     batch_size: int = 1000
     batch_within: float = 0.01
     metrics: Metrics = field(default_factory=Metrics)

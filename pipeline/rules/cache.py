@@ -14,7 +14,7 @@ events were published when the indicator was enriched.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Container, Literal
 
 from pipeline.contracts.cache_entry import CacheEntry, CachedResult, InFlight, cache_entry_from_bytes, waiter_key
 from pipeline.contracts.card import SummaryCard
@@ -76,12 +76,15 @@ class LookupDecision:
 
 
 def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: CacheSettings,
-           max_age_s: float | None = None) -> LookupDecision:
+           max_age_s: float | None = None, sent: Container[str] = ()) -> LookupDecision:
     """The cache and coalescing rule for one sighting of an indicator.
 
     Replays are recognised by the sighting's ``ref`` (topic/partition/offset):
     the sighting that caused the in-flight request asks again (its request may
-    have been lost in a crash), a waiter is not listed twice.
+    have been lost in a crash), unless ``sent`` (the generations of the requests
+    this process produced) has that request: then it is a redelivery after a
+    lost commit (the broker restarted, the group sought back), the request is on
+    Kafka, and asking again would pay VirusTotal twice. A waiter is not listed twice.
 
     ``max_age_s`` (a replay's ``--max-age``) also accepts a finished entry
     fetched at most that long ago, past its TTL.
@@ -95,7 +98,7 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Cache
     if isinstance(entry, InFlight) and now - entry.since < settings.inflight_timeout_s:
         # A replay after a crash: the entry may be stored while the request was not sent.
         if ref is not None and ref == entry.requester:
-            return LookupDecision("request", entry)
+            return LookupDecision("wait" if entry.generation in sent else "request", entry)
         # A live sighting does not wait behind a replay's request in the lower lane: it asks
         # in the live lane; whichever answer comes first completes the entry.
         if entry.lane == "replay" and origin.replay is None:
@@ -108,6 +111,23 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Cache
         return LookupDecision("wait", replace(entry, waiting=entry.waiting + 1, recent=recent), (entry.waiting, origin))
     return LookupDecision("request", InFlight(since=now, requester=ref,
                                        lane="replay" if origin.replay is not None else "live"))
+
+
+class SentRequests:
+    """The generations of the last ``size`` requests the lookup stage produced in this process
+    (for :func:`decide`): only this process knows they reached Kafka; a restarted one asks again."""
+
+    def __init__(self, size: int = 65536) -> None:
+        self.size = size
+        self._sent: dict[str, None] = {}  # insertion-ordered: the oldest goes first
+
+    def add(self, generation: str) -> None:
+        self._sent[generation] = None
+        if len(self._sent) > self.size:
+            del self._sent[next(iter(self._sent))]
+
+    def __contains__(self, generation: object) -> bool:
+        return generation in self._sent
 
 
 def completed(summary: SummaryCard, found: bool, now: float, settings: CacheSettings) -> CachedResult:

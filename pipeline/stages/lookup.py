@@ -15,7 +15,7 @@ from typing import Any
 
 from topics import ENRICHED, REPLAY, REQUESTS
 
-from pipeline.contracts.cache_entry import CachedResult, Waiter
+from pipeline.contracts.cache_entry import CachedResult, InFlight, Waiter
 from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
 from pipeline.contracts.wire import LookupRequest, VtRequest
@@ -31,7 +31,7 @@ async def handle(ctx: Context, out: Outbox, record: Received, sighting: LookupRe
     key, now = record.key, record.now
     api = ctx.settings.vt.api_version
     decision = cache.decide(cache.decode(ctx.cache.get(key)), sighting.origin, now, ctx.settings.cache,
-                            sighting.max_age_s)
+                            sighting.max_age_s, ctx.requested)
     if decision.action in ("hit", "overflow") and sighting.origin.replay is None:
         # answered here, not by a VirusTotal answer: counted for the next verdict_change
         ctx.sightings.saw(key.decode(), sighting.origin.received_at or now)
@@ -48,6 +48,8 @@ async def handle(ctx: Context, out: Outbox, record: Received, sighting: LookupRe
         await out.send(lane, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
                                             origin=sighting.origin, file=sighting.file,
                                             allowance=sighting.allowance))
+        if isinstance(decision.entry, InFlight):  # always, for a request: flushed before it is acknowledged
+            ctx.requested.add(decision.entry.generation)
     elif decision.action == "overflow":
         await out.send(ENRICHED, key, SummaryEvent.of(SummaryCard.not_checked(OVERFLOW_REASON, pending=True),
                                                       indicator=sighting.indicator, action=sighting.action,

@@ -8,15 +8,19 @@ counts what a burst or a serial gateway would show: accepted requests in any
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from tests.support.kafka import collect, finals, produce, wait_finals
 from tests.support.settings import fast_retries
 
 from pipeline.cli.status import gather_status, summarize
+from pipeline.contracts.indicator import Indicator
+from pipeline.contracts.origin import Origin
+from pipeline.contracts.wire import LookupRequest
 from pipeline.devtools.rig import group_members, wait_until
 from pipeline.settings import DEMO_API_KEY, Settings
-from topics import RAW, retry_topic
+from topics import LOOKUPS, RAW, retry_topic
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +136,21 @@ def test_a_rebalance_with_calls_in_flight_loses_nothing(kafka, emulator_factory,
     stats = emulator.stats()
     assert stats["accepted"] == COUNT and stats["max_lookups_per_indicator"] == 1, stats  # no call twice
     assert stats["rejected_quota"] == 0 and stats["max_accepted_in_any_1s"] <= 3, stats  # 2 per second, and jitter
+
+
+def test_a_lookup_delivered_again_while_its_request_is_out_asks_virustotal_once(kafka, emulator_factory,
+                                                                               worker_factory):
+    """What a broker that lost a commit does (the group seeks back; the records are delivered again
+    to the same worker): the requester's sighting arrives twice while its call is under way. The
+    worker that produced the request knows it is on Kafka and does not pay VirusTotal again."""
+    emulator = emulator_factory("--latency-ms", "3000")
+    worker_factory(kafka, emulator.url)
+    indicator = Indicator("ip", "151.101.7.7")
+    record = LookupRequest(indicator, indicator.action, Origin(ref="indicators.raw/0/42", id="s1")).to_bytes()
+    produce(kafka, LOOKUPS, [record], key=indicator.key.encode())
+    wait_until(lambda: emulator.stats()["max_in_flight"] >= 1, timeout=60)  # the call arrived
+    produce(kafka, LOOKUPS, [record], key=indicator.key.encode())  # delivered again, its answer 3 s away
+    events = wait_finals(kafka, 1, timeout=60)
+    assert {e["origin"]["id"] for e in finals(events)} == {"s1"}
+    time.sleep(1.5)  # a second call would have arrived seconds ago (the emulator counts it when it answers)
+    assert emulator.stats()["lookups"] == 1

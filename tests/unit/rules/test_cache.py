@@ -97,3 +97,25 @@ def test_a_new_request_never_reads_an_earlier_requests_waiters():
     later = cache.decide(None, Origin(ref="z"), 0.0, S).entry
     assert cache.waiter_keys(b"k", cache.decide(first, Origin(ref="b"), 1.0, S).entry) != \
         cache.waiter_keys(b"k", cache.decide(later, Origin(ref="b"), 1.0, S).entry)
+
+
+def test_the_requester_asks_again_after_a_crash_but_not_when_this_process_sent_its_request():
+    """A crash may have lost the request (ask again); a redelivery after a lost commit, in the process
+    that produced it, finds it sent (asking again paid VirusTotal twice, on Apache Kafka with a
+    broker killed mid-stream)."""
+    entry = cache.decide(None, Origin(ref="raw/0/7"), 0.0, S).entry
+    assert isinstance(entry, InFlight)
+    assert cache.decide(entry, Origin(ref="raw/0/7"), 1.0, S).action == "request"  # a restarted worker
+    sent = cache.SentRequests()
+    sent.add(entry.generation)
+    again = cache.decide(entry, Origin(ref="raw/0/7"), 1.0, S, sent=sent)
+    assert again.action == "wait" and again.entry == entry and again.waiter is None  # nothing new listed
+    other = cache.decide(None, Origin(ref="raw/0/7"), 60.0, S).entry  # a later request: another generation
+    assert cache.decide(other, Origin(ref="raw/0/7"), 61.0, S, sent=sent).action == "request"
+
+
+def test_sent_requests_keep_the_newest_only():
+    sent = cache.SentRequests(size=2)
+    for generation in ("a", "b", "c"):
+        sent.add(generation)
+    assert "a" not in sent and "b" in sent and "c" in sent
