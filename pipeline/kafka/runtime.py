@@ -230,14 +230,14 @@ class Outbox:
         return cls(lambda topic, key, value: app.producer.send(topic, key, value, None, None, None),
                    ctx.metrics.watcher(stage, ctx.clock), **limits(ctx.settings, stage))
 
-    async def send(self, topic: str, key: bytes | str | None, value: Outgoing) -> None:
-        """Start sending ``value``: a wire record, an output event (a dict) or bytes."""
+    async def send(self, topic: str, key: bytes | str | None, value: Outgoing) -> Awaitable[Any] | None:
+        """Start sending ``value``: a wire record, an output event (a dict) or bytes. Returns the
+        broker's acknowledgement of it (None when it went to vt.dead instead)."""
         self._watch(topic, value)
         if isinstance(key, str):
             key = key.encode()
         payload = self._payload(topic, key, value)
-        if payload is not None:
-            await self._start(topic, key, payload)
+        return await self._start(topic, key, payload) if payload is not None else None
 
     def _payload(self, topic: str, key: bytes | None, value: Outgoing) -> bytes | None:
         """The bytes to send, or None when they went to vt.dead instead (see :meth:`_refuse`)."""
@@ -252,7 +252,7 @@ class Outbox:
             return None
         return payload
 
-    async def _start(self, topic: str, key: bytes | None, payload: bytes) -> None:
+    async def _start(self, topic: str, key: bytes | None, payload: bytes) -> Awaitable[Any] | None:
         try:
             sent = await self._send(topic, key, payload)
         except Exception as exc:
@@ -260,9 +260,10 @@ class Outbox:
                 raise
             self._too_large(topic, key, payload)
             await self._flush_refused()
-            return
+            return None
         self._pending.append(sent)
         self._sent.append((topic, key, payload))
+        return sent
 
     def _take(self) -> tuple[list[Awaitable[Any]], list[tuple[str, bytes | None, bytes] | None]]:
         """The acks started since the last call, each with its record (None: a batch's, handled by its own)."""

@@ -82,7 +82,7 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Cache
     Replays are recognised by the sighting's ``ref`` (topic/partition/offset):
     the sighting that caused the in-flight request asks again (its request may
     have been lost in a crash), unless ``sent`` (the generations of the requests
-    this process produced) has that request: then it is a redelivery after a
+    acknowledged to this process) has that request: then it is a redelivery after a
     lost commit (the broker restarted, the group sought back), the request is on
     Kafka, and asking again would pay VirusTotal twice. A waiter is not listed twice.
 
@@ -114,8 +114,9 @@ def decide(entry: CacheEntry | None, origin: Origin, now: float, settings: Cache
 
 
 class SentRequests:
-    """The generations of the last ``size`` requests the lookup stage produced in this process
-    (for :func:`decide`): only this process knows they reached Kafka; a restarted one asks again."""
+    """The generations of the last ``size`` requests the broker acknowledged to the lookup stage of
+    this process (for :func:`decide`): only this process knows they are on Kafka; a restarted one
+    asks again."""
 
     def __init__(self, size: int = 65536) -> None:
         self.size = size

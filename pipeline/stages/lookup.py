@@ -10,8 +10,9 @@ get the cached summary.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
-from typing import Any
+from typing import Any, Awaitable
 
 from topics import ENRICHED, REPLAY, REQUESTS
 
@@ -45,15 +46,25 @@ async def handle(ctx: Context, out: Outbox, record: Received, sighting: LookupRe
     ctx.cache[key] = decision.entry.to_bytes()
     if decision.action == "request":
         lane = REPLAY if sighting.origin.replay is not None else REQUESTS  # the replay lane
-        await out.send(lane, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
-                                            origin=sighting.origin, file=sighting.file,
-                                            allowance=sighting.allowance))
-        if isinstance(decision.entry, InFlight):  # always, for a request: flushed before it is acknowledged
-            ctx.requested.add(decision.entry.generation)
+        acked = await out.send(lane, key, VtRequest(indicator=sighting.indicator, action=sighting.action, api=api,
+                                                    origin=sighting.origin, file=sighting.file,
+                                                    allowance=sighting.allowance))
+        if acked is not None and isinstance(decision.entry, InFlight):  # an InFlight entry, for a request
+            _remember_when_acked(ctx.requested, decision.entry.generation, acked)
     elif decision.action == "overflow":
         await out.send(ENRICHED, key, SummaryEvent.of(SummaryCard.not_checked(OVERFLOW_REASON, pending=True),
                                                       indicator=sighting.indicator, action=sighting.action,
                                                       api=api, origin=sighting.origin))
+
+
+def _remember_when_acked(sent: cache.SentRequests, generation: str, acked: Awaitable[Any]) -> None:
+    """Only a request the broker acknowledged is known to be on Kafka: it is remembered then, not
+    when it is handed to the producer (a batch cut short by a rebalance may never be produced)."""
+    def done(future: "asyncio.Future[Any]") -> None:
+        if not future.cancelled() and future.exception() is None:
+            sent.add(generation)
+
+    asyncio.ensure_future(acked).add_done_callback(done)
 
 
 def install(ctx: Context) -> None:
