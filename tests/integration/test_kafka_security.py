@@ -10,7 +10,7 @@ endpoint the worker used.
 from __future__ import annotations
 
 import json
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +21,7 @@ from tests.support.tls import TlsProxy
 
 from pipeline.devtools.broker import EmbeddedBroker, free_port
 from pipeline.devtools.certs import Authority, Pem
+from pipeline.devtools.rig import wait_until
 from topics import ENRICHED
 
 pytestmark = pytest.mark.integration
@@ -147,9 +148,19 @@ def test_a_broker_that_comes_up_late_is_waited_for_and_the_wait_is_logged() -> N
     port = free_port()
     env = cli_env(f"127.0.0.1:{port}")
     create = vtstream(env, "topics", "create", "--wait", "40")
-    time.sleep(2)  # nothing listens yet: the command must keep trying, not give up
-    assert create.poll() is None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(create.stdout or ()), daemon=True)
+    reader.start()
+    # Nothing listens yet: the command must say so and keep trying, not give up. (Waiting for its
+    # line, not a fixed 2 s: on a loaded box its start-up alone took longer, and it met the broker.)
+    wait_until(lambda: "does not answer yet" in "".join(lines) or create.poll() is not None, timeout=30,
+               what="the command's first retry")
+    assert create.poll() is None, "".join(lines)
     with EmbeddedBroker(port=port):
-        out, _ = create.communicate(timeout=FAIL_FAST_S)
+        create.wait(timeout=FAIL_FAST_S)
+        reader.join(timeout=10)
+    assert create.stdout is not None
+    create.stdout.close()
+    out = "".join(lines)
     assert create.returncode == 0, out
     assert "does not answer yet" in out and "retrying" in out, out
