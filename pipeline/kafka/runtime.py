@@ -92,7 +92,7 @@ class Context:
     verdicts: MutableMapping[bytes, bytes] = field(default_factory=dict)
     #: Live sightings answered from the cache, counted until the sightings stage sends them.
     sightings: Tallies = field(default_factory=Tallies)
-    #: The requests the lookup stage produced in this process (a redelivered requester asks no second time).
+    #: Requests the broker acknowledged to this process's lookup stage (a redelivered requester waits).
     requested: SentRequests = field(default_factory=SentRequests)
     batch_size: int = 1000
     batch_within: float = 0.01

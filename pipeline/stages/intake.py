@@ -297,14 +297,15 @@ async def handle(ctx: Context, copy: CacheCopy, out: Outbox, record: Received) -
         await out.send(ENRICHED, indicator.key, skip_summary(outcome, api))
         return
     key_text = indicator.key
-    entry = copy.fresh(key_text.encode(), now) if outcome.file is None else None
+    key_bytes = key_text.encode()  # encoded once: the cache copy and the outbox both take bytes
+    entry = copy.fresh(key_bytes, now) if outcome.file is None else None
     if entry is not None:
         if outcome.origin.replay is None:  # counted for the next verdict_change (pipeline.stages.sightings)
             ctx.sightings.saw(key_text, record.now)
-        await out.send(ENRICHED, key_text, SummaryEvent.of(
+        await out.send(ENRICHED, key_bytes, SummaryEvent.of(
             entry.hit_card(), indicator=indicator, action=outcome.action, api=api, origin=outcome.origin))
         return
-    await out.send(LOOKUPS, key_text, outcome)
+    await out.send(LOOKUPS, key_bytes, outcome)
 
 
 def skip_summary(outcome: Skipped, api: str) -> SummaryEvent:

@@ -143,7 +143,7 @@ def test_a_lookup_delivered_again_while_its_request_is_out_asks_virustotal_once(
                                                                                worker_factory):
     """What a broker that lost a commit does (the group seeks back; the records are delivered again
     to the same worker): the requester's sighting arrives twice while its call is under way. The
-    worker that produced the request knows it is on Kafka and does not pay VirusTotal again."""
+    worker whose request the broker acknowledged knows it is on Kafka and does not pay VirusTotal again."""
     emulator = emulator_factory("--latency-ms", "3000")
     worker_factory(kafka, emulator.url)
     indicator = Indicator("ip", "151.101.7.7")
