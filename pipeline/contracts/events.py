@@ -64,6 +64,16 @@ def _now_iso(second: int) -> str:
     return iso_utc(second)
 
 
+def now_json() -> bytes:
+    """:func:`iso_utc` of now as a JSON string (an event's serialised ``enriched_at``)."""
+    return _now_json(int(time.time()))
+
+
+@lru_cache(maxsize=2)
+def _now_json(second: int) -> bytes:
+    return orjson.dumps(_now_iso(second))
+
+
 def parse_iso(text: str) -> float:
     """An ISO 8601 time (``2026-01-01T00:00:00Z``) -> epoch seconds; ValueError when it is none.
 
@@ -173,7 +183,7 @@ class SummaryEvent:
         return self.origin.replay if self.origin is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        eid, shown, run = self._sighting(self._fixed()[0])
+        eid, shown, run = self._sighting(self.shared_part()[0])
         event: dict[str, Any] = {"event_id": eid, "kind": "summary", "indicator": self.indicator.as_dict(),
                                  "action": self.action, "api": self.api, "enriched_at": self.enriched_at,
                                  "summary": self.card.to_dict()}
@@ -188,10 +198,16 @@ class SummaryEvent:
         fixed head (indicator, action, api) are serialised once per card and indicator, only the
         sighting's parts per event (building and serialising the whole dict per cache hit was a
         seventh of its cost, ``vtstream bench hot-path``)."""
-        digest, head, summary = self._fixed()
+        digest, head, summary = self.shared_part()
         eid, shown, run = self._sighting(digest)
-        parts = [b'{"event_id":"', eid.encode(), b'",', head, b',"enriched_at":', orjson.dumps(self.enriched_at),
-                 summary]
+        return self.joined(eid, head, orjson.dumps(self.enriched_at), summary, shown, run)
+
+    @staticmethod
+    def joined(eid: str, head: bytes, enriched_at: bytes, summary: bytes, shown: dict[str, Any] | None,
+               run: str | None) -> bytes:
+        """The event's bytes from its parts: :meth:`shared_part`'s ``head`` and ``summary``, the serialised
+        ``enriched_at``, and the sighting's own (:meth:`_sighting`)."""
+        parts = [b'{"event_id":"', eid.encode(), b'",', head, b',"enriched_at":', enriched_at, summary]
         if shown:
             parts += (b',"origin":', orjson.dumps(shown))
         if run:
@@ -201,15 +217,14 @@ class SummaryEvent:
 
     def _sighting(self, digest: Any) -> tuple[str, dict[str, Any] | None, str | None]:
         """What is this sighting's own in the event: its id (replay-marked, as :func:`replay_marked`
-        marks one; ``digest``: the shared part's, from :meth:`_fixed`), its published origin, and the
+        marks one; ``digest``: the shared part's, from :meth:`shared_part`), its published origin, and the
         replay run that caused it."""
         origin = self.origin
         if origin is None:
-            return self._id(digest, None), None, None
-        eid, run = self._id(digest, origin.identity), origin.replay
-        return (event_id(eid, {"replay": run}) if run else eid), origin.published(), run
+            return self.sighting_id(digest, None), None, None
+        return self.sighting_id(digest, origin.identity, origin.replay), origin.published(), origin.replay
 
-    def _fixed(self) -> tuple[Any, bytes, bytes]:
+    def shared_part(self) -> tuple[Any, bytes, bytes]:
         """What the events of one card, indicator, action and api share: the sha256 state of their id
         digest over all but the sighting's identity, the serialised head of the event (kind, indicator,
         action, api) and its ``"summary"`` member."""
@@ -228,12 +243,14 @@ class SummaryEvent:
         return fixed
 
     @staticmethod
-    def _id(shared: Any, identity: str | None) -> str:
+    def sighting_id(shared: Any, identity: str | None, run: str | None = None) -> str:
         """``event_id("summary", indicator, action, api, card, identity)``: the same bytes
-        ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes, with the shared part digested once (``shared``)."""
+        ``orjson.dumps(parts, OPT_SORT_KEYS)`` writes, with the shared part digested once (``shared``);
+        replay-marked for a sighting a replay ``run`` fed."""
         digest = shared.copy()
         digest.update(b"," + orjson.dumps(identity) + b"]" if identity is not None else b"]")
-        return digest.hexdigest()[:32]
+        eid = digest.hexdigest()[:32]
+        return event_id(eid, {"replay": run}) if run else eid
 
     @classmethod
     def from_dict(cls, doc: Any) -> "SummaryEvent | None":

@@ -77,11 +77,7 @@ class Origin:
     def published(self) -> dict[str, Any]:
         """The ``origin`` object of an output event: no private note, and no replay run
         (an event carries that at its top level)."""
-        doc: dict[str, Any] = {}
-        for name in TEXT_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                doc[name] = value
+        doc = self.published_texts(self.id, self.source, self.observed_at)
         if self.labels:
             doc["labels"] = list(self.labels)
         if self.tags:
@@ -94,6 +90,29 @@ class Origin:
             doc["file_name"] = self.file_name
         if self.received_at is not None:
             doc["received_at"] = self.received_at
+        return doc
+
+    @staticmethod
+    def published_texts(id: str | None, source: str | None, observed_at: str | None) -> dict[str, Any]:
+        """The start of :meth:`published`: the free-text fields that are set, in their order."""
+        doc: dict[str, Any] = {}
+        if id is not None:
+            doc["id"] = id
+        if source is not None:
+            doc["source"] = source
+        if observed_at is not None:
+            doc["observed_at"] = observed_at
+        return doc
+
+    @staticmethod
+    def published_plain(id: str | None, source: str | None, observed_at: str | None, ref: str,
+                        received_at: float | None) -> dict[str, Any]:
+        """:meth:`published` of an origin with no lists, file name or note, without building one
+        (intake's plain repeats: one per cache hit)."""
+        doc = Origin.published_texts(id, source, observed_at)
+        doc["ref"] = ref
+        if received_at is not None:
+            doc["received_at"] = received_at
         return doc
 
     @classmethod

@@ -102,6 +102,12 @@ class Metrics:
         if received is not None and not card.pending:
             counts.observe(max(0.0, clock() - received))
 
+    def one_hop(self, clock: Callable[[], float], received_at: float) -> None:
+        """A cache hit intake answered without building its event (:meth:`saw_output`'s count of one)."""
+        counts = self._per_summary
+        counts.hits["one-hop"] += 1
+        counts.observe(max(0.0, clock() - received_at))
+
     def vt_request(self, method: str, path: str, status: int | None, seconds: float) -> None:
         """One VirusTotal HTTP request; ``status`` None when it got no answer."""
         self.vt_requests.labels(endpoint_label(method, path), "error" if status is None else str(status)).inc()

@@ -8,6 +8,7 @@ checked against what was acknowledged at that moment.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -181,3 +182,36 @@ def test_no_batch_commits_after_an_earlier_batch_failed_to_produce() -> None:
 
     asyncio.run(run())
     assert consumer.commits == []
+
+
+def test_records_the_stage_answers_at_once_share_the_batches_and_their_commit() -> None:
+    """An answer goes into the same output batches as the handler's records, in input order, and is
+    committed only once acknowledged; a record the answerer fails on, or declines, goes to the handler."""
+    values = [b"quick", b"v", b"boom", b"quick", b"quick", b"v"]
+    batch = {TopicPartition(SOURCE, 0): [Record(o, b"k%d" % o, value) for o, value in enumerate(values)]}
+    acked: set[str] = set()
+    consumer = ScriptedConsumer([batch], acked)
+    producer = LateAckProducer()
+
+    def answer(value: bytes | None, ref: str, now: float) -> tuple[str, bytes, bytes] | None:
+        if value == b"boom":
+            raise ValueError("the handler decides")
+        return (OUTPUT, b"answered", ref.encode()) if value == b"quick" else None  # one output, not two
+
+    async def run() -> None:
+        stage = DirectStage(Settings(), "intake", SOURCE, "group", forward, answer=answer)
+        loop = asyncio.ensure_future(stage.run_batches(consumer, producer))
+        await until(lambda: sum(b.record_count() for b in producer.held) == 3 + OUTPUTS_PER_RECORD * 3)
+        assert consumer.commits == []
+        for held in producer.held:
+            acked.update(held.refs)
+            assert held.ack is not None
+            held.ack.set_result(None)
+        await until(lambda: bool(consumer.commits))
+        await stage.stop()
+        await loop
+
+    asyncio.run(run())
+    sent = Counter(ref for held in producer.held for ref in held.refs)
+    assert sent == {f"{SOURCE}/0/{o}": 1 if values[o] == b"quick" else OUTPUTS_PER_RECORD for o in range(len(values))}
+    assert consumer.violations == [] and consumer.commits == [{TopicPartition(SOURCE, 0): 6}]
