@@ -44,7 +44,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from topics import ENRICHED, LOOKUPS, REPLAY_RUNS, REPLAY_SIGHTINGS, RESPONSES, changelog_name, replay_group
 
+from pipeline.contracts.card import SummaryCard
 from pipeline.contracts.events import SummaryEvent
+from pipeline.contracts.indicator import Indicator
 from pipeline.contracts.run_state import (BUDGET_SPENT, FINISHED, INTERRUPTED, READING, WAITING, DetectedRow,
                                           RunState)
 from pipeline.errors import ConfigError, RecordError
@@ -60,7 +62,7 @@ from pipeline.rules import cache
 from pipeline.rules.policy import carries_any_label
 from pipeline.rules.runs import Budget, UniqueCount, report_rows, worst_case
 from pipeline.settings import Settings
-from pipeline.stages.intake import Accepted, Rejected, Skipped, parse, skip_summary
+from pipeline.stages.intake import Accepted, Rejected, Repeats, Skipped, parse, skip_summary
 
 log = logging.getLogger("vtstream.replay.driver")
 
@@ -196,6 +198,7 @@ class _Invocation:
         self.records = self.skipped = self.dead = self.hits = 0
         self.position: dict[str, int] = dict(state.position)
         self.api = settings.vt.api_version
+        self.repeats = Repeats(settings, self.api)
         self.summary_tps: list[TopicPartition] = []
         self.skipping = False  # summaries not followed: no record of the run waits for one
 
@@ -278,6 +281,16 @@ class _Invocation:
     async def _one(self, record: Any, prefix: str, now: float) -> bool:
         """Route one in-range record; False (nothing sent) when the budget cannot pay for it."""
         ref = prefix + str(record.offset)
+        sighting = self.repeats.read(record.value)
+        if sighting is not None:  # a plain record: answered here in one step if the cache answers it
+            plain = sighting[0]
+            entry = self.copy.finished(plain.key_bytes)
+            if entry is not None and cache.answers(entry, now, self.options.max_age_s):
+                summary = self.repeats.encode(sighting, entry, ref, None, self.options.run)
+                if not self.out.put(ENRICHED, plain.key_bytes, summary):
+                    await self.out.send(ENRICHED, plain.key_bytes, summary)
+                self._answered(plain.indicator, entry.hit_card(), record.timestamp, sighting[2], now)
+                return True
         outcome = parse(record.value, ref, self.settings, self.options.run)
         if isinstance(outcome, Rejected):
             await send_dead_letter(self.out, "replay", record.key, record.value, ref, self.settings.privacy,
@@ -299,10 +312,7 @@ class _Invocation:
             card = entry.hit_card()  # answered here, as intake answers a live cache hit
             await self.out.send(ENRICHED, key, SummaryEvent.of(card, indicator=indicator, action=outcome.action,
                                                                api=self.api, origin=origin))
-            self.ledger.seen(indicator, record.timestamp / 1000, origin.source).answered(card.positives, card.total,
-                                                                                         now)
-            self.records += 1
-            self.hits += 1
+            self._answered(indicator, card, record.timestamp, origin.source, now)
             return True
         allowance = await self._reserve(outcome, ref, key)
         if allowance is False:
@@ -312,6 +322,13 @@ class _Invocation:
         self.records += 1
         await self.out.send(LOOKUPS, key, replace(outcome, max_age_s=self.options.max_age_s, allowance=allowance))
         return True
+
+    def _answered(self, indicator: Indicator, card: SummaryCard, timestamp_ms: int, source: str | None,
+                  now: float) -> None:
+        """A record answered from the cache: its sighting and its verdict reach the run's ledger."""
+        self.ledger.seen(indicator, timestamp_ms / 1000, source).answered(card.positives, card.total, now)
+        self.records += 1
+        self.hits += 1
 
     def _skip_summaries(self) -> None:
         """Stop reading indicators.enriched while no record of the run waits for its summary: most of
