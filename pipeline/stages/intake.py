@@ -419,10 +419,11 @@ class LiveRepeats:
         entry = self._copy.fresh(plain.key_bytes, now)
         if entry is None:
             return None
-        self._ctx.sightings.saw(plain.key, now)
         received_at = round(now, 3)
+        summary = self._repeats.encode(sighting, entry, ref, received_at, None)
+        self._ctx.sightings.saw(plain.key, now)  # counted once the answer stands (a failure above: the full path)
         self._one_hop(received_at)
-        return ENRICHED, plain.key_bytes, self._repeats.encode(sighting, entry, ref, received_at, None)
+        return ENRICHED, plain.key_bytes, summary
 
 
 def skip_summary(outcome: Skipped, api: str) -> SummaryEvent:
