@@ -145,3 +145,18 @@ def test_a_replayed_repeat_is_the_summary_the_replay_driver_would_build(doc, run
                            origin=outcome.origin).to_bytes()
     assert Repeats(SETTINGS, "v3").encode(sighting, entry, ref, None, run) == full
     assert orjson.loads(full)["replay"] == run
+
+
+def test_a_repeat_the_shortcut_fails_on_is_not_counted_before_the_full_path_takes_it(monkeypatch):
+    """The direct stage hands a record the answerer raised on to the full path, which counts it: the
+    shortcut must not have counted it already."""
+    ctx = stage_context(SETTINGS, clock=lambda: NOW)
+
+    def broken(*args: Any) -> bytes:
+        raise RuntimeError("a bug in the shortcut")
+
+    monkeypatch.setattr(Repeats, "encode", broken)
+    with pytest.raises(RuntimeError):
+        LiveRepeats(ctx, cache_copy()).answer(orjson.dumps({"value": "8.8.8.8"}), "indicators.raw/0/1", NOW)
+    assert ctx.sightings.take() == []
+    assert b'vtstream_cache_hits_total{path="one-hop"} 0.0' in ctx.metrics.exposition()
