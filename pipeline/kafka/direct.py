@@ -223,11 +223,9 @@ class BatchOutbox(Outbox):
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
         partition = partitions[key_slot(key, len(partitions))] if key else random.choice(partitions)
-        builder = self._open.get((topic, partition))
-        if builder is not None and builder.append(timestamp=None, key=key, value=payload) is not None:
-            self._contents[(topic, partition)].append((key, payload))
+        if self._append(topic, partition, key, payload):
             return
-        if builder is not None:  # full: submit it, start the next one
+        if (topic, partition) in self._open:  # full: submit it, start the next one
             await self._submit(topic, partition)
         builder = self._open[(topic, partition)] = self._producer.create_batch()
         if builder.append(timestamp=None, key=key, value=payload) is None:  # larger than a batch
@@ -242,7 +240,10 @@ class BatchOutbox(Outbox):
         partitions = self._partitions.get(topic)
         if partitions is None or not fits(key, payload, self.limit):
             return False
-        partition = partitions[key_slot(key, len(partitions))]
+        return self._append(topic, partitions[key_slot(key, len(partitions))], key, payload)
+
+    def _append(self, topic: str, partition: int, key: bytes | None, payload: bytes) -> bool:
+        """Add a record to the partition's open batch; False when none is open or it is full."""
         builder = self._open.get((topic, partition))
         if builder is None or builder.append(timestamp=None, key=key, value=payload) is None:
             return False
