@@ -324,6 +324,8 @@ class Plain:
     action: str
     key: str
     key_bytes: bytes
+    #: Under which a cached card keeps the fixed part of this value's summaries (``SummaryCard.derived``).
+    shared_key: tuple[str, ...]
 
 
 #: A plain record read: its :class:`Plain`, and its own ``id``, ``source`` and ``observed_at``.
@@ -346,8 +348,6 @@ class Repeats:
 
     def __init__(self, settings: Settings, api: str) -> None:
         self._settings, self._api = settings, api
-        #: The last entry seen of each key, and the fixed part of its summaries (at most MEMO_ENTRIES).
-        self._fixed: dict[bytes, tuple[CachedResult, tuple[Any, bytes, bytes]]] = {}
         # Keyed by the record's value and type only (at most MEMO_CHARS of text): bounded as Checks' memo.
         self._plain = lru_cache(maxsize=MEMO_ENTRIES)(self._judge)
 
@@ -375,21 +375,11 @@ class Repeats:
                run: str | None) -> bytes:
         """The summary of ``sighting`` answered by ``entry`` (read at ``ref``, fed by replay ``run``)."""
         plain, ident, source, observed = sighting
-        known = self._fixed.get(plain.key_bytes)
-        if known is None or known[0] is not entry:
-            known = self._remember(plain, entry)
-        digest, head, summary = known[1]
+        card = entry.hit_card()  # the fixed part is kept with the entry's card, as SummaryEvent keeps its own
+        digest, head, summary = card.derived(plain.shared_key, lambda: SummaryEvent.of(
+            card, indicator=plain.indicator, action=plain.action, api=self._api, origin=None).shared_part())
         shown = Origin.published_plain(ident, source, observed, ref, received_at)
         return SummaryEvent.joined(SummaryEvent.sighting_id(digest, ref, run), head, now_json(), summary, shown, run)
-
-    def _remember(self, plain: Plain, entry: CachedResult) -> tuple[CachedResult, tuple[Any, bytes, bytes]]:
-        """The fixed part of ``entry``'s summaries of ``plain`` (SummaryEvent's own), kept with the entry."""
-        if len(self._fixed) >= MEMO_ENTRIES:
-            self._fixed.clear()
-        fixed = SummaryEvent.of(entry.hit_card(), indicator=plain.indicator, action=plain.action, api=self._api,
-                                origin=None).shared_part()
-        known = self._fixed[plain.key_bytes] = (entry, fixed)
-        return known
 
     def _judge(self, text: str, declared: str | None) -> Plain | None:
         """The Plain of a value the gate lets through unchanged, seen with no labels."""
@@ -399,7 +389,9 @@ class Repeats:
         indicator, verdict = checked
         if not verdict.allowed or (verdict.indicator is not indicator and verdict.indicator != indicator):
             return None
-        return Plain(indicator, indicator.action, indicator.key, indicator.key.encode())
+        action = indicator.action
+        return Plain(indicator, action, indicator.key, indicator.key.encode(),
+                     ("repeat", indicator.type, indicator.value, action, self._api))
 
 
 class LiveRepeats:
