@@ -283,13 +283,13 @@ class _Invocation:
         ref = prefix + str(record.offset)
         sighting = self.repeats.read(record.value)
         if sighting is not None:  # a plain record: answered here in one step if the cache answers it
-            plain = sighting[0]
+            plain, _id, source, _observed_at = sighting
             entry = self.copy.finished(plain.key_bytes)
             if entry is not None and cache.answers(entry, now, self.options.max_age_s):
                 summary = self.repeats.encode(sighting, entry, ref, None, self.options.run)
                 if not self.out.put(ENRICHED, plain.key_bytes, summary):
                     await self.out.send(ENRICHED, plain.key_bytes, summary)
-                self._answered(plain.indicator, entry.hit_card(), record.timestamp, sighting[2], now)
+                self._answered(plain.indicator, entry.hit_card(), record.timestamp, source, now)
                 return True
         outcome = parse(record.value, ref, self.settings, self.options.run)
         if isinstance(outcome, Rejected):
